@@ -1,0 +1,180 @@
+//! The gateway's configuration: one TOML file holding the gateway settings and every account.
+//!
+//! A config is only ever used whole and validated: [`load`] parses, resolves relative paths
+//! against the file's directory, and runs every check, returning either a [`Config`] with its
+//! warnings or all of its errors as `file:line:column` diagnostics. [`live`] keeps the config in
+//! force and swaps in a new one on reload.
+
+pub mod diagnostic;
+pub mod live;
+mod model;
+mod size;
+mod validate;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{Diagnostic, KeyPath, Severity};
+pub use model::*;
+pub use size::ByteSize;
+pub use validate::{expiry_instant, normalize_fingerprint};
+
+/// A config that passed validation, with the warnings it produced.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+    /// The file it was read from.
+    pub source: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    diags
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Where clamd listens: `unix:/run/clamav/clamd.ctl` or `tcp:127.0.0.1:3310`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClamdAddress {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl ClamdAddress {
+    pub fn parse(s: &str) -> Result<ClamdAddress, String> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err("unix: needs a socket path".into());
+            }
+            Ok(ClamdAddress::Unix(PathBuf::from(p)))
+        } else if let Some(a) = s.strip_prefix("tcp:") {
+            if !a.contains(':') {
+                return Err(format!("tcp:{a} needs host:port"));
+            }
+            Ok(ClamdAddress::Tcp(a.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a clamd address: use unix:/path/to/clamd.ctl or tcp:host:port"
+            ))
+        }
+    }
+}
+
+impl Gateway {
+    pub fn clamd_address(&self) -> ClamdAddress {
+        // Validation has proved it parses.
+        ClamdAddress::parse(&self.clamd).unwrap_or(ClamdAddress::Tcp(self.clamd.clone()))
+    }
+
+    pub fn utc_offset(&self) -> time::UtcOffset {
+        validate::parse_offset(&self.time_zone).unwrap_or(time::UtcOffset::UTC)
+    }
+}
+
+impl Config {
+    /// A counterpart by id.
+    pub fn counterpart(&self, id: &str) -> Option<&Counterpart> {
+        self.counterparts.iter().find(|c| c.id == id)
+    }
+
+    /// A counterpart by kind and number.
+    pub fn counterpart_by_number(
+        &self,
+        kind: CounterpartKind,
+        number: &str,
+    ) -> Option<&Counterpart> {
+        self.counterparts
+            .iter()
+            .find(|c| c.kind == kind && c.number == number)
+    }
+
+    /// Whether `from` may send files to `to`.
+    pub fn route_allowed(&self, from: &str, to: &str) -> bool {
+        self.counterpart(from)
+            .is_some_and(|c| c.routes.iter().any(|r| r == to))
+    }
+
+    /// The upload limit of one account.
+    pub fn max_upload_size(&self, account: &str) -> ByteSize {
+        self.counterpart(account)
+            .and_then(|c| c.max_upload_size)
+            .unwrap_or(self.gateway.limits.max_upload_size)
+    }
+}
+
+/// Reads, resolves and validates a config file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Validates config text as if read from `path` (relative paths resolve against its directory).
+pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
+    let map = diagnostic::SourceMap::new(path, text);
+    let mut config: Config = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        ConfigError::Invalid(vec![map.at_offset(
+            offset,
+            Severity::Error,
+            e.message().trim().to_owned(),
+        )])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    resolve_paths(&mut config, base);
+    let mut diags: Vec<Diagnostic> = validate::validate(&config)
+        .into_iter()
+        .map(|f| map.at_path(&f.path, f.severity, f.message))
+        .collect();
+    diags.sort_by_key(|d| (d.line, d.column));
+    if diags.iter().any(|d| d.severity == Severity::Error) {
+        return Err(ConfigError::Invalid(diags));
+    }
+    Ok(Loaded {
+        config,
+        warnings: diags,
+        source: path.to_path_buf(),
+    })
+}
+
+fn resolve_paths(config: &mut Config, base: &Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    let g = &mut config.gateway;
+    fix(&mut g.state_dir);
+    fix(&mut g.receipt_key);
+    fix(&mut g.master_key);
+    fix(&mut g.schema_dir);
+    g.host_keys.iter_mut().for_each(fix);
+    g.client_ca.iter_mut().for_each(fix);
+    g.crl.iter_mut().for_each(fix);
+    g.tls_cert.iter_mut().for_each(fix);
+    g.tls_key.iter_mut().for_each(fix);
+    if let Some(p) = g.clamd.strip_prefix("unix:") {
+        let mut p = PathBuf::from(p);
+        fix(&mut p);
+        g.clamd = format!("unix:{}", p.display());
+    }
+    for c in &mut config.counterparts {
+        c.encryption_cert.iter_mut().for_each(fix);
+    }
+}

@@ -1,0 +1,204 @@
+//! The shape of `handoff.toml`, as serde reads it. Every key is documented in
+//! `config/handoff.toml`; unknown keys are refused.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::size::ByteSize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: Gateway,
+    #[serde(default, rename = "counterpart")]
+    pub counterparts: Vec<Counterpart>,
+    #[serde(default, rename = "maintainer")]
+    pub maintainers: Vec<Maintainer>,
+    #[serde(default, rename = "break_glass")]
+    pub break_glass: Vec<BreakGlass>,
+    #[serde(default, rename = "noc")]
+    pub noc: Vec<Noc>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    pub state_dir: PathBuf,
+    pub sftp_listen: Option<SocketAddr>,
+    pub https_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub host_keys: Vec<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub client_ca: Vec<PathBuf>,
+    #[serde(default)]
+    pub crl: Vec<PathBuf>,
+    pub receipt_key: PathBuf,
+    pub master_key: PathBuf,
+    pub clamd: String,
+    pub schema_dir: PathBuf,
+    /// Offset used to read date-only `expires` values, e.g. "+09:00".
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    #[serde(default)]
+    pub retention: Retention,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_time_zone() -> String {
+    "+09:00".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// How long things may stay where they are.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    #[serde(with = "humantime_serde")]
+    pub partial_upload: Duration,
+    #[serde(with = "humantime_serde")]
+    pub accept_overdue: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retrieve_sla: Duration,
+    #[serde(with = "humantime_serde")]
+    pub outbox: Duration,
+    #[serde(with = "humantime_serde")]
+    pub quarantine: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const HOUR: u64 = 3600;
+        Retention {
+            partial_upload: Duration::from_secs(24 * HOUR),
+            accept_overdue: Duration::from_secs(15 * 60),
+            retrieve_sla: Duration::from_secs(72 * HOUR),
+            outbox: Duration::from_secs(30 * 24 * HOUR),
+            quarantine: Duration::from_secs(90 * 24 * HOUR),
+        }
+    }
+}
+
+/// Limits against abuse and exhaustion. Per-account values may override `max_upload_size`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_upload_size: ByteSize,
+    pub min_free_space: ByteSize,
+    pub connections_per_ip_per_minute: u32,
+    pub auth_failures_per_ip: u32,
+    pub auth_failures_per_account: u32,
+    #[serde(with = "humantime_serde")]
+    pub ban_time: Duration,
+    pub max_sessions_per_account: u32,
+    pub max_requests_per_account: u32,
+    pub requests_per_second_per_account: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_upload_size: ByteSize(2 << 30),
+            min_free_space: ByteSize(1 << 30),
+            connections_per_ip_per_minute: 60,
+            auth_failures_per_ip: 10,
+            auth_failures_per_account: 5,
+            ban_time: Duration::from_secs(15 * 60),
+            max_sessions_per_account: 8,
+            max_requests_per_account: 16,
+            requests_per_second_per_account: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterpartKind {
+    Clinic,
+    Insurer,
+}
+
+/// A clinic or an insurer: the parties whose files pass through.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Counterpart {
+    pub id: String,
+    pub kind: CounterpartKind,
+    pub number: String,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    pub password_hash: Option<String>,
+    pub cert_subject: Option<String>,
+    pub cert_fingerprint: Option<String>,
+    pub encryption_cert: Option<PathBuf>,
+    /// Ids of the counterparts this one may send files to.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    pub max_upload_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    #[default]
+    Read,
+    ReadWrite,
+}
+
+/// One named person of a maintenance vendor. Never shared; always expires.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Maintainer {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    pub expires: toml::value::Datetime,
+    /// Ids of the counterparts whose boxes this person may open.
+    #[serde(default)]
+    pub scope: Vec<String>,
+    #[serde(default)]
+    pub access: Access,
+}
+
+/// The emergency account: off unless `enabled = true`; every use raises an alert.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlass {
+    pub id: String,
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    #[serde(default)]
+    pub enabled: bool,
+    pub expires: Option<toml::value::Datetime>,
+    #[serde(default)]
+    pub scope: Vec<String>,
+    pub reason: Option<String>,
+}
+
+/// The operations centre: read-only status, receipts and metrics over HTTPS.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Noc {
+    pub id: String,
+    pub name: Option<String>,
+    pub cert_subject: Option<String>,
+    pub cert_fingerprint: Option<String>,
+}

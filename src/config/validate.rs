@@ -1,0 +1,497 @@
+//! Every check a careful admin would want before a config goes live. Checks never stop at the
+//! first problem: the admin gets the whole list at once.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use time::{OffsetDateTime, UtcOffset};
+
+use super::ClamdAddress;
+use super::diagnostic::{KeyPath, Severity};
+use super::model::*;
+use crate::key_path;
+use crate::numbers::{self, NumberError, NumberKind};
+
+pub struct Finding {
+    pub path: KeyPath,
+    pub severity: Severity,
+    pub message: String,
+}
+
+#[derive(Default)]
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn error(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.0.push(Finding {
+            path,
+            severity: Severity::Error,
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.0.push(Finding {
+            path,
+            severity: Severity::Warning,
+            message: message.into(),
+        });
+    }
+}
+
+pub fn validate(config: &Config) -> Vec<Finding> {
+    validate_at(config, OffsetDateTime::now_utc())
+}
+
+pub(crate) fn validate_at(config: &Config, now: OffsetDateTime) -> Vec<Finding> {
+    let mut f = Findings::default();
+    gateway(&config.gateway, &mut f);
+    let offset = parse_offset(&config.gateway.time_zone).unwrap_or(UtcOffset::UTC);
+    accounts(config, offset, now, &mut f);
+    f.0
+}
+
+pub(crate) fn parse_offset(s: &str) -> Result<UtcOffset, String> {
+    let fmt = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
+    UtcOffset::parse(s, &fmt).map_err(|_| format!("{s:?} is not a UTC offset such as \"+09:00\""))
+}
+
+/// The instant an `expires` value stands for. A date alone means the account is valid through
+/// that whole day in the gateway's time zone; a time without offset is read in that zone too.
+pub fn expiry_instant(
+    dt: &toml::value::Datetime,
+    zone: UtcOffset,
+) -> Result<OffsetDateTime, String> {
+    let d = dt
+        .date
+        .ok_or_else(|| "expires needs a date, e.g. 2027-03-31".to_owned())?;
+    let month = time::Month::try_from(d.month).map_err(|e| e.to_string())?;
+    let date = time::Date::from_calendar_date(i32::from(d.year), month, d.day)
+        .map_err(|e| e.to_string())?;
+    let offset = match dt.offset {
+        None => zone,
+        Some(toml::value::Offset::Z) => UtcOffset::UTC,
+        Some(toml::value::Offset::Custom { minutes }) => {
+            UtcOffset::from_whole_seconds(i32::from(minutes) * 60).map_err(|e| e.to_string())?
+        }
+    };
+    let at = match dt.time {
+        None => date
+            .next_day()
+            .ok_or_else(|| "date out of range".to_owned())?
+            .midnight(),
+        Some(t) => {
+            let second = t.second.unwrap_or(0);
+            let nano = t.nanosecond.unwrap_or(0);
+            let time = time::Time::from_hms_nano(t.hour, t.minute, second, nano)
+                .map_err(|e| e.to_string())?;
+            date.with_time(time)
+        }
+    };
+    Ok(at.assume_offset(offset))
+}
+
+fn gateway(g: &Gateway, f: &mut Findings) {
+    let at = |k: &'static str| key_path!["gateway", k];
+    if g.sftp_listen.is_some() && g.host_keys.is_empty() {
+        f.error(
+            at("host_keys"),
+            "sftp_listen is set but no host_keys are given",
+        );
+    }
+    for (i, p) in g.host_keys.iter().enumerate() {
+        secret_file(p, at("host_keys").join(i), f);
+    }
+    if g.https_listen.is_some() {
+        match (&g.tls_cert, &g.tls_key) {
+            (Some(_), Some(_)) => {}
+            _ => f.error(
+                at("https_listen"),
+                "https_listen is set but tls_cert and tls_key are not both given",
+            ),
+        }
+        if g.client_ca.is_empty() {
+            f.error(at("client_ca"), "https_listen is set but no client_ca is given: client certificates could not be verified");
+        }
+    }
+    if let Some(p) = &g.tls_cert {
+        existing_file(p, at("tls_cert"), f);
+    }
+    if let Some(p) = &g.tls_key {
+        secret_file(p, at("tls_key"), f);
+    }
+    for (i, p) in g.client_ca.iter().enumerate() {
+        existing_file(p, at("client_ca").join(i), f);
+    }
+    for (i, p) in g.crl.iter().enumerate() {
+        existing_file(p, at("crl").join(i), f);
+    }
+    secret_file(&g.receipt_key, at("receipt_key"), f);
+    secret_file(&g.master_key, at("master_key"), f);
+    if let Err(e) = ClamdAddress::parse(&g.clamd) {
+        f.error(at("clamd"), e);
+    }
+    if !g.schema_dir.is_dir() {
+        f.error(
+            at("schema_dir"),
+            format!("{} is not a directory", g.schema_dir.display()),
+        );
+    }
+    if let Err(e) = parse_offset(&g.time_zone) {
+        f.error(at("time_zone"), e);
+    }
+    if g.limits.max_upload_size.bytes() == 0 {
+        f.error(
+            key_path!["gateway", "limits", "max_upload_size"],
+            "must be more than 0",
+        );
+    }
+}
+
+fn existing_file(p: &Path, path: KeyPath, f: &mut Findings) -> bool {
+    match fs::metadata(p) {
+        Ok(m) if m.is_file() => true,
+        Ok(_) => {
+            f.error(path, format!("{} is not a regular file", p.display()));
+            false
+        }
+        Err(e) => {
+            f.error(path, format!("{}: {e}", p.display()));
+            false
+        }
+    }
+}
+
+/// A key file must exist and be readable by its owner only.
+fn secret_file(p: &Path, path: KeyPath, f: &mut Findings) {
+    if !existing_file(p, path.clone(), f) {
+        return;
+    }
+    if let Ok(m) = fs::metadata(p) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            f.error(
+                path,
+                format!(
+                    "{} is a secret key but has mode {mode:04o}: run chmod 600 on it",
+                    p.display()
+                ),
+            );
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
+}
+
+/// Normalises a SHA-256 fingerprint written with or without colons, in either case.
+pub fn normalize_fingerprint(s: &str) -> Option<String> {
+    let hex: String = s
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+struct Seen<'a> {
+    ids: HashMap<&'a str, KeyPath>,
+    keys: HashMap<Vec<u8>, KeyPath>,
+    certs: HashMap<String, KeyPath>,
+}
+
+impl<'a> Seen<'a> {
+    fn id(&mut self, id: &'a str, path: KeyPath, f: &mut Findings) {
+        if !valid_id(id) {
+            f.error(path.clone(), format!("{id:?} is not a valid id: use 1-64 of a-z 0-9 . _ - starting with a letter or digit"));
+        }
+        if let Some(first) = self.ids.get(id) {
+            f.error(path, format!("duplicate id {id:?} (first used at {first})"));
+        } else {
+            self.ids.insert(id, path);
+        }
+    }
+
+    fn ssh_keys(&mut self, keys: &[String], path: KeyPath, f: &mut Findings) {
+        for (i, line) in keys.iter().enumerate() {
+            let at = path.join(i);
+            let key = match russh::keys::PublicKey::from_openssh(line.trim()) {
+                Ok(k) => k,
+                Err(e) => {
+                    f.error(at, format!("not an OpenSSH public key line: {e}"));
+                    continue;
+                }
+            };
+            use russh::keys::Algorithm;
+            match key.algorithm() {
+                Algorithm::Ed25519 | Algorithm::Ecdsa { .. } => {}
+                Algorithm::Rsa { .. } => {
+                    let bits = key
+                        .key_data()
+                        .rsa()
+                        .map_or(0, |k| k.n().as_positive_bytes().map_or(0, |b| b.len() * 8));
+                    if bits < 2048 {
+                        f.error(
+                            at.clone(),
+                            format!("RSA key of {bits} bits: at least 2048 are required"),
+                        );
+                    }
+                }
+                other => {
+                    f.error(
+                        at.clone(),
+                        format!("key type {other} is not accepted (use ed25519, ecdsa or rsa)"),
+                    );
+                }
+            }
+            let blob = {
+                use russh::keys::ssh_encoding::Encode;
+                key.key_data().encode_vec().unwrap_or_default()
+            };
+            if let Some(first) = self.keys.get(&blob) {
+                f.error(at, format!("this SSH key is already used at {first}"));
+            } else {
+                self.keys.insert(blob, at);
+            }
+        }
+    }
+
+    fn cert(
+        &mut self,
+        subject: Option<&str>,
+        fingerprint: Option<&str>,
+        path: KeyPath,
+        f: &mut Findings,
+    ) {
+        if let Some(s) = subject {
+            let at = path.join("cert_subject");
+            if s.trim().is_empty() {
+                f.error(at.clone(), "cert_subject is empty");
+            }
+            let norm = format!("subject:{}", s.trim());
+            if let Some(first) = self.certs.get(&norm) {
+                f.error(
+                    at,
+                    format!("this certificate subject is already mapped at {first}"),
+                );
+            } else {
+                self.certs.insert(norm, at);
+            }
+        }
+        if let Some(fp) = fingerprint {
+            let at = path.join("cert_fingerprint");
+            match normalize_fingerprint(fp) {
+                None => f.error(
+                    at,
+                    "cert_fingerprint must be a SHA-256 fingerprint: 64 hex digits, colons allowed",
+                ),
+                Some(hex) => {
+                    let norm = format!("sha256:{hex}");
+                    if let Some(first) = self.certs.get(&norm) {
+                        f.error(
+                            at,
+                            format!("this certificate fingerprint is already mapped at {first}"),
+                        );
+                    } else {
+                        self.certs.insert(norm, at);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn accounts(config: &Config, zone: UtcOffset, now: OffsetDateTime, f: &mut Findings) {
+    let mut seen = Seen {
+        ids: HashMap::new(),
+        keys: HashMap::new(),
+        certs: HashMap::new(),
+    };
+    let mut numbers: HashMap<(CounterpartKind, &str), usize> = HashMap::new();
+
+    for (i, c) in config.counterparts.iter().enumerate() {
+        let at = key_path!["counterpart", i];
+        seen.id(&c.id, at.join("id"), f);
+        let kind = match c.kind {
+            CounterpartKind::Clinic => NumberKind::Institution,
+            CounterpartKind::Insurer => NumberKind::Insurer,
+        };
+        match numbers::check(kind, &c.number) {
+            Ok(()) => {}
+            Err(e @ NumberError::Shape { .. }) => f.error(at.join("number"), e.to_string()),
+            Err(e @ NumberError::CheckDigit { .. }) => f.warn(at.join("number"), e.to_string()),
+        }
+        if let Some(first) = numbers.insert((c.kind, c.number.as_str()), i) {
+            f.error(
+                at.join("number"),
+                format!("duplicate number {} (also counterpart[{first}])", c.number),
+            );
+        }
+        seen.ssh_keys(&c.ssh_keys, at.join("ssh_keys"), f);
+        if let Some(h) = &c.password_hash {
+            match argon2::PasswordHash::new(h) {
+                Ok(p) if p.algorithm == argon2::ARGON2ID_IDENT => {}
+                Ok(p) => f.error(
+                    at.join("password_hash"),
+                    format!("password hashes must be argon2id, not {}", p.algorithm),
+                ),
+                Err(e) => f.error(
+                    at.join("password_hash"),
+                    format!("not a PHC argon2id hash: {e}"),
+                ),
+            }
+        }
+        seen.cert(
+            c.cert_subject.as_deref(),
+            c.cert_fingerprint.as_deref(),
+            at.clone(),
+            f,
+        );
+        if c.ssh_keys.is_empty()
+            && c.password_hash.is_none()
+            && c.cert_subject.is_none()
+            && c.cert_fingerprint.is_none()
+        {
+            f.error(at.join("id"), format!("{} has no way to log in: give ssh_keys, password_hash, cert_subject or cert_fingerprint", c.id));
+        }
+        if let Some(p) = &c.encryption_cert
+            && existing_file(p, at.join("encryption_cert"), f)
+        {
+            encryption_cert(p, at.join("encryption_cert"), now, f);
+        }
+        for (j, r) in c.routes.iter().enumerate() {
+            let rat = at.join("routes").join(j);
+            match config.counterpart(r) {
+                None => f.error(rat, format!("route to {r:?}, which is not a counterpart")),
+                Some(t) if t.id == c.id => f.error(rat, "a counterpart cannot route to itself"),
+                Some(t) if t.encryption_cert.is_none() => f.error(
+                    rat,
+                    format!("route to {r}, which has no encryption_cert to seal its files to"),
+                ),
+                Some(_) => {}
+            }
+            if c.routes[..j].contains(r) {
+                f.warn(
+                    at.join("routes").join(j),
+                    format!("route to {r} is listed twice"),
+                );
+            }
+        }
+    }
+
+    for (i, m) in config.maintainers.iter().enumerate() {
+        let at = key_path!["maintainer", i];
+        seen.id(&m.id, at.join("id"), f);
+        if m.name.trim().is_empty() {
+            f.error(
+                at.join("name"),
+                "a maintainer account is personal: give the person's name",
+            );
+        }
+        if m.ssh_keys.is_empty() {
+            f.error(
+                at.join("ssh_keys"),
+                "a maintainer needs at least one SSH key",
+            );
+        }
+        seen.ssh_keys(&m.ssh_keys, at.join("ssh_keys"), f);
+        match expiry_instant(&m.expires, zone) {
+            Err(e) => f.error(at.join("expires"), e),
+            Ok(t) if t <= now => f.warn(
+                at.join("expires"),
+                format!("maintainer {} expired at {t}: the account is refused", m.id),
+            ),
+            Ok(_) => {}
+        }
+        scope(config, &m.scope, at.join("scope"), f);
+    }
+
+    for (i, b) in config.break_glass.iter().enumerate() {
+        let at = key_path!["break_glass", i];
+        seen.id(&b.id, at.join("id"), f);
+        if b.ssh_keys.is_empty() {
+            f.error(
+                at.join("ssh_keys"),
+                "a break-glass account needs at least one SSH key",
+            );
+        }
+        seen.ssh_keys(&b.ssh_keys, at.join("ssh_keys"), f);
+        if let Some(e) = &b.expires
+            && let Err(e) = expiry_instant(e, zone)
+        {
+            f.error(at.join("expires"), e);
+        }
+        if b.enabled {
+            f.warn(
+                at.join("enabled"),
+                format!(
+                    "break-glass account {} is ENABLED: every login raises an alert",
+                    b.id
+                ),
+            );
+        }
+        scope(config, &b.scope, at.join("scope"), f);
+    }
+
+    for (i, n) in config.noc.iter().enumerate() {
+        let at = key_path!["noc", i];
+        seen.id(&n.id, at.join("id"), f);
+        if n.cert_subject.is_none() && n.cert_fingerprint.is_none() {
+            f.error(at.join("id"), "a noc account logs in with a client certificate: give cert_subject or cert_fingerprint");
+        }
+        seen.cert(
+            n.cert_subject.as_deref(),
+            n.cert_fingerprint.as_deref(),
+            at,
+            f,
+        );
+    }
+}
+
+fn scope(config: &Config, ids: &[String], path: KeyPath, f: &mut Findings) {
+    for (j, id) in ids.iter().enumerate() {
+        if config.counterpart(id).is_none() {
+            f.error(
+                path.join(j),
+                format!("scope names {id:?}, which is not a counterpart"),
+            );
+        }
+    }
+}
+
+fn encryption_cert(p: &Path, path: KeyPath, now: OffsetDateTime, f: &mut Findings) {
+    let bytes = match fs::read(p) {
+        Ok(b) => b,
+        Err(e) => return f.error(path, format!("{}: {e}", p.display())),
+    };
+    let der = match x509_parser::pem::parse_x509_pem(&bytes) {
+        Ok((_, pem)) => pem.contents,
+        Err(_) => bytes,
+    };
+    match x509_parser::parse_x509_certificate(&der) {
+        Err(e) => f.error(
+            path,
+            format!(
+                "{} is not an X.509 certificate (PEM or DER): {e}",
+                p.display()
+            ),
+        ),
+        Ok((_, cert)) => {
+            let not_after = cert.validity().not_after.timestamp();
+            if not_after < now.unix_timestamp() {
+                f.warn(
+                    path,
+                    format!("{} expired at {}", p.display(), cert.validity().not_after),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! handoff: a secure file-transfer gateway between clinics and insurers.
+//!
+//! Counterparts upload into drop boxes over SFTP or mutual-TLS HTTPS; each completed upload is
+//! accepted into the spool, validated, scanned, sealed for its recipient and delivered to the
+//! recipient's outbox, with a signed receipt at every hop. See DESIGN.md for the vocabulary.
+
+pub mod accounts;
+pub mod config;
+pub mod daemon;
+pub mod keys;
+pub mod numbers;
+pub mod state;

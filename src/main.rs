@@ -1,0 +1,210 @@
+//! The `handoff` command: the daemon and the admin tools around it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use handoff::config::{self, ConfigError, LogFormat, live::LiveConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "handoff",
+    version,
+    about = "Secure file-transfer gateway between clinics and insurers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway daemon: SFTP and HTTPS drop boxes, the spool pipeline, receipts and
+    /// metrics. Reloads the config when the file changes or on SIGHUP; stops on SIGTERM.
+    Serve {
+        /// The config file.
+        #[arg(long, short, default_value = "/etc/handoff/handoff.toml")]
+        config: PathBuf,
+        /// Log format; overrides `gateway.log_format`.
+        #[arg(long, value_parser = ["text", "json"])]
+        log_format: Option<String>,
+    },
+    /// Validate a config file. Prints every error as FILE:LINE:COLUMN: MESSAGE and exits 1, or
+    /// prints a summary of accounts and routes (and any warnings) and exits 0.
+    CheckConfig {
+        /// The config file.
+        path: PathBuf,
+    },
+    /// Generate the gateway's secrets, each written with mode 0600 and never over an existing
+    /// file: the SSH host key (OpenSSH Ed25519, plus .pub), the receipt signing key (Ed25519
+    /// PKCS#8 PEM, plus .pub to hand to counterparts) and the master key (32 bytes, hex).
+    Keygen {
+        /// Directory to write ssh_host_ed25519_key, receipt.key and master.key into.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// List the accounts of a config: id, kind, number, expiry, status and auth methods.
+    Accounts {
+        /// The config file.
+        #[arg(long, short, default_value = "/etc/handoff/handoff.toml")]
+        config: PathBuf,
+    },
+    /// Read a password on standard input and print its argon2id hash for `password_hash`.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("handoff: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config, log_format } => serve(&config, log_format.as_deref()),
+        Command::CheckConfig { path } => check_config(&path),
+        Command::Keygen { dir } => keygen(&dir),
+        Command::Accounts { config } => accounts(&config),
+        Command::HashPassword => hash_password(),
+    }
+}
+
+/// Prints config errors the way compilers do, one per line, and yields exit code 1.
+fn config_failure(e: ConfigError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::FAILURE
+}
+
+fn serve(path: &Path, log_format: Option<&str>) -> anyhow::Result<ExitCode> {
+    let live = match LiveConfig::load(path) {
+        Ok(l) => l,
+        Err(e) => return Ok(config_failure(e)),
+    };
+    let format = match log_format {
+        Some("json") => LogFormat::Json,
+        Some(_) => LogFormat::Text,
+        None => live.snapshot().config.gateway.log_format,
+    };
+    init_logging(format);
+    for w in &live.snapshot().warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(handoff::daemon::serve(
+        live,
+        tokio_util::sync::CancellationToken::new(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HANDOFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => return Ok(config_failure(e)),
+    };
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
+    let c = &loaded.config;
+    let count = |k| c.counterparts.iter().filter(|x| x.kind == k).count();
+    println!(
+        "{}: OK: {} clinics, {} insurers, {} maintainers, {} break-glass, {} noc",
+        path.display(),
+        count(config::CounterpartKind::Clinic),
+        count(config::CounterpartKind::Insurer),
+        c.maintainers.len(),
+        c.break_glass.len(),
+        c.noc.len()
+    );
+    println!("routes:");
+    for cp in &c.counterparts {
+        for r in &cp.routes {
+            println!("  {} -> {}", cp.id, r);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keygen(dir: &Path) -> anyhow::Result<ExitCode> {
+    use handoff::keys;
+    let host = dir.join("ssh_host_ed25519_key");
+    let receipt = dir.join("receipt.key");
+    let master = dir.join("master.key");
+    keys::generate_host_key(&host)?;
+    keys::generate_receipt_key(&receipt)?;
+    keys::generate_master_key(&master)?;
+    for p in [&host, &receipt, &master] {
+        println!("wrote {} (0600)", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn accounts(path: &Path) -> anyhow::Result<ExitCode> {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => return Ok(config_failure(e)),
+    };
+    let dir = handoff::accounts::Directory::from_config(&loaded.config);
+    let now = time::OffsetDateTime::now_utc();
+    println!(
+        "{:<28} {:<11} {:<11} {:<26} {:<9} AUTH",
+        "ID", "KIND", "NUMBER", "EXPIRES", "STATUS"
+    );
+    for a in dir.iter() {
+        let status = match a.check_active(now) {
+            Ok(()) => "active".to_owned(),
+            Err(r) => match r {
+                handoff::accounts::Refusal::Expired => "expired".to_owned(),
+                handoff::accounts::Refusal::Disabled => "disabled".to_owned(),
+            },
+        };
+        let expires = a.expires.map_or("-".to_owned(), |t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| t.to_string())
+        });
+        println!(
+            "{:<28} {:<11} {:<11} {:<26} {:<9} {}",
+            a.id,
+            a.role.to_string(),
+            a.number.as_deref().unwrap_or("-"),
+            expires,
+            status,
+            a.auth_methods().join(",")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hash_password() -> anyhow::Result<ExitCode> {
+    use argon2::PasswordHasher;
+    let mut input = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the password")?;
+    let password = input.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!password.is_empty(), "empty password");
+    let hash = argon2::Argon2::default()
+        .hash_password(password.as_bytes())
+        .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
+    println!("{hash}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,115 @@
+//! The state directory: where every file the gateway holds lives. Created at start-up with mode
+//! 0700 throughout; documented in docs/state-layout.md.
+//!
+//! ```text
+//! STATE/
+//!   boxes/<counterpart>/inbox/     completed uploads waiting to be accepted (the hand-off point)
+//!   boxes/<counterpart>/outbox/    sealed files for the counterpart
+//!   boxes/<counterpart>/receipts/  receipts of files it sent or received
+//!   staging/<account>/             partial uploads, never seen by the pipeline
+//!   spool/                         accepted files, encrypted at rest
+//!   quarantine/                    infected files, encrypted at rest
+//!   store/                         the durable job store
+//!   audit/                         the hash-chained audit log
+//! ```
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+
+/// The three folders of every box.
+pub const BOX_FOLDERS: [&str; 3] = ["inbox", "outbox", "receipts"];
+
+#[derive(Debug, Clone)]
+pub struct StateLayout {
+    root: PathBuf,
+}
+
+impl StateLayout {
+    pub fn new(root: impl Into<PathBuf>) -> StateLayout {
+        StateLayout { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn boxes(&self) -> PathBuf {
+        self.root.join("boxes")
+    }
+
+    /// The box of one counterpart.
+    pub fn box_dir(&self, counterpart: &str) -> PathBuf {
+        self.boxes().join(counterpart)
+    }
+
+    pub fn inbox(&self, counterpart: &str) -> PathBuf {
+        self.box_dir(counterpart).join("inbox")
+    }
+
+    pub fn outbox(&self, counterpart: &str) -> PathBuf {
+        self.box_dir(counterpart).join("outbox")
+    }
+
+    pub fn receipts(&self, counterpart: &str) -> PathBuf {
+        self.box_dir(counterpart).join("receipts")
+    }
+
+    /// Partial uploads of one account.
+    pub fn staging(&self, account: &str) -> PathBuf {
+        self.root.join("staging").join(account)
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.root.join("spool")
+    }
+
+    pub fn quarantine(&self) -> PathBuf {
+        self.root.join("quarantine")
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
+
+    pub fn audit(&self) -> PathBuf {
+        self.root.join("audit")
+    }
+
+    /// Creates every directory the config needs, mode 0700, and tightens existing ones.
+    /// Boxes of removed counterparts are left in place: their files are records.
+    pub fn create(&self, config: &Config) -> io::Result<()> {
+        let mut dirs = vec![
+            self.root.clone(),
+            self.boxes(),
+            self.root.join("staging"),
+            self.spool(),
+            self.quarantine(),
+            self.store(),
+            self.audit(),
+        ];
+        for c in &config.counterparts {
+            dirs.push(self.box_dir(&c.id));
+            dirs.extend(BOX_FOLDERS.iter().map(|f| self.box_dir(&c.id).join(f)));
+            dirs.push(self.staging(&c.id));
+        }
+        for d in dirs {
+            private_dir(&d)?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates a directory with mode 0700, or sets that mode on an existing one.
+pub fn private_dir(path: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        }
+        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    }
+}
