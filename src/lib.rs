@@ -9,4 +9,6 @@ pub mod config;
 pub mod daemon;
 pub mod keys;
 pub mod numbers;
+pub mod pipeline;
+pub mod receipts;
 pub mod state;

@@ -1,0 +1,31 @@
+//! What the pipeline tells the rest of the gateway: one [`FileEvent`] per hop of a file,
+//! persisted with the job before it is published, so receipts can be rebuilt from the store.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::receipts::{Hop, Reason};
+
+/// A file reached a hop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEvent {
+    /// The gateway's id of the file, unique for its whole life.
+    pub file_id: String,
+    pub hop: Hop,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Counterpart id of the sender.
+    pub sender: String,
+    /// Counterpart id of the recipient, once known.
+    pub recipient: Option<String>,
+    /// The name the sender gave the file.
+    pub original_name: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the plaintext.
+    pub sha256: String,
+    /// Lower-case hex SHA-256 of the sealed file, for `delivered`.
+    pub sealed_sha256: Option<String>,
+    /// Why, for `rejected`.
+    pub reasons: Vec<Reason>,
+}

@@ -1,0 +1,95 @@
+//! Per-hop receipts: signed, hash-chained records of where each party's responsibility for a
+//! file ends (DESIGN §3).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The hops of a file's life that each get a receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hop {
+    /// Upload closed, fsynced, hashed: the sender's responsibility ends.
+    Accepted,
+    /// Schema, scan or routing failed: handed back to the sender with reasons.
+    Rejected,
+    /// Sealed file durable in the recipient's outbox.
+    Delivered,
+    /// The recipient read the whole file or acknowledged it.
+    Retrieved,
+    /// Retention expired; the file was destroyed.
+    Purged,
+}
+
+impl Hop {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hop::Accepted => "accepted",
+            Hop::Rejected => "rejected",
+            Hop::Delivered => "delivered",
+            Hop::Retrieved => "retrieved",
+            Hop::Purged => "purged",
+        }
+    }
+}
+
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a file was rejected: a machine-readable rule id, where in the file, and a message the
+/// sender's operator can act on. The validator, the scanner and routing all report in this form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Stable rule id, e.g. `zip.traversal`, `xsd.invalid`, `scan.infected`, `route.not-allowed`.
+    pub rule: String,
+    /// Path inside the archive, where the rule concerns one entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+    pub message: String,
+}
+
+impl Reason {
+    pub fn new(rule: impl Into<String>, message: impl Into<String>) -> Reason {
+        Reason {
+            rule: rule.into(),
+            file: None,
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn in_file(mut self, file: impl Into<String>) -> Reason {
+        self.file = Some(file.into());
+        self
+    }
+
+    pub fn at(mut self, line: u32, column: Option<u32>) -> Reason {
+        self.line = Some(line);
+        self.column = column;
+        self
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}]", self.rule)?;
+        if let Some(file) = &self.file {
+            write!(f, " {file}")?;
+            if let Some(line) = self.line {
+                write!(f, ":{line}")?;
+                if let Some(col) = self.column {
+                    write!(f, ":{col}")?;
+                }
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
