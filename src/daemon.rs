@@ -8,10 +8,50 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::Audit;
+use crate::boxes::BoxEvent;
 use crate::config::live::LiveConfig;
+use crate::metrics::Metrics;
 use crate::state::StateLayout;
+use crate::transport::limits::Limiter;
+use crate::transport::sessions::SessionRegistry;
+
+/// What the parts of a running gateway share. Cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    pub live: Arc<LiveConfig>,
+    pub layout: StateLayout,
+    /// Transports report completed uploads, retrievals and acknowledgements here.
+    pub box_events: mpsc::Sender<BoxEvent>,
+    pub audit: Audit,
+    pub metrics: Arc<Metrics>,
+    pub sessions: Arc<SessionRegistry>,
+    pub limiter: Arc<Limiter>,
+}
+
+/// Bound on queued box events: transports wait (back-pressure) rather than queue without end.
+const BOX_EVENT_QUEUE: usize = 1024;
+
+impl Services {
+    /// Services for a loaded config, with the receiving end of the box events.
+    pub fn new(live: Arc<LiveConfig>, audit: Audit) -> (Services, mpsc::Receiver<BoxEvent>) {
+        let snapshot = live.snapshot();
+        let (tx, rx) = mpsc::channel(BOX_EVENT_QUEUE);
+        let services = Services {
+            layout: StateLayout::new(&snapshot.config.gateway.state_dir),
+            limiter: Arc::new(Limiter::new(&snapshot.config.gateway.limits)),
+            live,
+            box_events: tx,
+            audit,
+            metrics: Arc::new(Metrics::new()),
+            sessions: SessionRegistry::new(),
+        };
+        (services, rx)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -29,10 +69,19 @@ pub enum DaemonError {
 pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let snapshot = live.snapshot();
     let gateway = &snapshot.config.gateway;
-    let layout = StateLayout::new(&gateway.state_dir);
-    layout
+    let (services, box_events) = Services::new(live.clone(), Audit::to_log());
+    services
+        .layout
         .create(&snapshot.config)
         .map_err(DaemonError::State)?;
+    tokio::spawn(
+        services
+            .sessions
+            .clone()
+            .enforce(live.subscribe(), shutdown.clone()),
+    );
+    tokio::spawn(housekeeping(services.clone(), shutdown.clone()));
+    tokio::spawn(drain_box_events(box_events, shutdown.clone()));
 
     for (what, addr) in [
         ("sftp", gateway.sftp_listen),
@@ -59,6 +108,46 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     shutdown.cancel();
     tracing::info!("handoff stopped");
     Ok(())
+}
+
+/// Periodic chores: partial uploads past their age, idle limiter state.
+async fn housekeeping(services: Services, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let max_age = services
+            .live
+            .snapshot()
+            .config
+            .gateway
+            .retention
+            .partial_upload;
+        let layout = services.layout.clone();
+        match tokio::task::spawn_blocking(move || crate::boxes::sweep_partials(&layout, max_age))
+            .await
+        {
+            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "removed stale partial uploads"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "sweeping partial uploads"),
+            _ => {}
+        }
+        services.limiter.housekeeping();
+    }
+}
+
+/// Logs box events while no pipeline consumes them.
+async fn drain_box_events(mut rx: mpsc::Receiver<BoxEvent>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = rx.recv() => match ev {
+                Some(ev) => tracing::info!(?ev, "box event"),
+                None => return,
+            }
+        }
+    }
 }
 
 /// Accepts and closes connections on a listener whose protocol is not wired in yet.

@@ -5,10 +5,14 @@
 //! recipient's outbox, with a signed receipt at every hop. See DESIGN.md for the vocabulary.
 
 pub mod accounts;
+pub mod audit;
+pub mod boxes;
 pub mod config;
 pub mod daemon;
 pub mod keys;
+pub mod metrics;
 pub mod numbers;
 pub mod pipeline;
 pub mod receipts;
 pub mod state;
+pub mod transport;

@@ -1,0 +1,354 @@
+//! The drop box of one counterpart (`inbox/`, `outbox/`, `receipts/`), shared by every
+//! transport: SFTP and HTTPS call this layer and nothing else to touch box files, so the rules
+//! of DESIGN §2 hold the same way over both.
+//!
+//! Confinement is done once, here, against directory handles: folder and file names are checked
+//! by [`VirtualPath`], then opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` beneath
+//! the box's directory, so neither a crafted name nor a planted symlink leads outside.
+//!
+//! Uploads are written to an exclusive new file in the account's staging directory and only on
+//! [`Upload::commit`] fsynced and linked into `inbox/` (never over an existing name): the
+//! pipeline sees complete files only, and a dropped upload leaves nothing it would process.
+
+mod fsops;
+mod path;
+
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+pub use path::{FileName, Folder, MAX_NAME_BYTES, VirtualPath};
+
+use crate::config::{Access, live::Snapshot};
+use crate::state::StateLayout;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BoxError {
+    #[error("invalid name: {why}")]
+    BadName { why: &'static str },
+    #[error("path leaves the box")]
+    Escape,
+    #[error("no such file or folder")]
+    NotFound,
+    #[error("not permitted: {0}")]
+    PermissionDenied(&'static str),
+    #[error(
+        "a file of this name is already waiting in the inbox; upload under another name or wait until it is accepted"
+    )]
+    NameTaken,
+    #[error("empty files are not accepted")]
+    Empty,
+    #[error("upload exceeds the size limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the gateway is short of disk space; try again later")]
+    InsufficientStorage,
+    #[error("no box for account {0}")]
+    NoBox(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What transports tell the pipeline about box files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoxEvent {
+    /// A complete upload is now in `inbox/` (the accept event).
+    Uploaded { account: String, name: FileName },
+    /// The whole of an outbox file was read.
+    Retrieved { account: String, name: FileName },
+    /// An outbox file was deleted by its counterpart (acknowledged).
+    Acknowledged { account: String, name: FileName },
+}
+
+/// One file in a folder listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: FileName,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// How often, in bytes written, an upload re-checks free space.
+const SPACE_CHECK_EVERY: u64 = 64 << 20;
+
+/// The box of one counterpart, opened for one account's session.
+#[derive(Debug)]
+pub struct DropBox {
+    owner: String,
+    folders: [OwnedFd; 3],
+    staging: OwnedFd,
+    state_root: PathBuf,
+    min_free: u64,
+    max_upload: u64,
+    writable: bool,
+}
+
+impl DropBox {
+    /// Opens the box of counterpart `owner` for `account` (the owner itself, or a maintainer
+    /// whose scope includes it).
+    pub fn open(
+        layout: &StateLayout,
+        snapshot: &Snapshot,
+        account: &str,
+        owner: &str,
+    ) -> Result<DropBox, BoxError> {
+        let acct = snapshot
+            .accounts
+            .get(account)
+            .ok_or_else(|| BoxError::NoBox(account.to_owned()))?;
+        if !acct.boxes.iter().any(|b| b == owner) || snapshot.config.counterpart(owner).is_none() {
+            return Err(BoxError::NoBox(owner.to_owned()));
+        }
+        let root = fsops::open_dir(&layout.box_dir(owner))?;
+        let folders = [
+            fsops::open_beneath_dir(&root, Folder::Inbox.as_str())?,
+            fsops::open_beneath_dir(&root, Folder::Outbox.as_str())?,
+            fsops::open_beneath_dir(&root, Folder::Receipts.as_str())?,
+        ];
+        let staging_path = layout.staging(account);
+        crate::state::private_dir(&staging_path)?;
+        Ok(DropBox {
+            owner: owner.to_owned(),
+            folders,
+            staging: fsops::open_dir(&staging_path)?,
+            state_root: layout.root().to_path_buf(),
+            min_free: snapshot.config.gateway.limits.min_free_space.bytes(),
+            max_upload: snapshot.config.max_upload_size(owner).bytes(),
+            writable: acct.access == Access::ReadWrite,
+        })
+    }
+
+    /// The counterpart whose box this is.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    pub fn max_upload(&self) -> u64 {
+        self.max_upload
+    }
+
+    fn folder(&self, f: Folder) -> &OwnedFd {
+        match f {
+            Folder::Inbox => &self.folders[0],
+            Folder::Outbox => &self.folders[1],
+            Folder::Receipts => &self.folders[2],
+        }
+    }
+
+    /// The visible files of a folder: regular files whose names pass [`FileName`].
+    pub fn list(&self, folder: Folder) -> Result<Vec<Entry>, BoxError> {
+        let dir = self.folder(folder);
+        let mut entries = Vec::new();
+        for name in fsops::read_dir_names(dir)? {
+            let Ok(name) = FileName::new(&name) else {
+                continue;
+            };
+            if let Some(meta) = fsops::stat_beneath(dir, name.as_str())? {
+                entries.push(Entry {
+                    name,
+                    size: meta.size,
+                    modified: meta.modified,
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    pub fn stat(&self, folder: Folder, name: &FileName) -> Result<Entry, BoxError> {
+        let meta =
+            fsops::stat_beneath(self.folder(folder), name.as_str())?.ok_or(BoxError::NotFound)?;
+        Ok(Entry {
+            name: name.clone(),
+            size: meta.size,
+            modified: meta.modified,
+        })
+    }
+
+    /// Opens an outbox file or a receipt for reading. Inbox files cannot be read back.
+    pub fn open_read(&self, folder: Folder, name: &FileName) -> Result<(File, Entry), BoxError> {
+        if folder == Folder::Inbox {
+            return Err(BoxError::PermissionDenied(
+                "inbox files cannot be read back",
+            ));
+        }
+        let file = fsops::open_file_beneath(self.folder(folder), name.as_str())?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(BoxError::NotFound);
+        }
+        let entry = Entry {
+            name: name.clone(),
+            size: meta.len(),
+            modified: meta.modified()?,
+        };
+        Ok((file, entry))
+    }
+
+    /// Deletes an outbox file: the counterpart acknowledges it has the file.
+    pub fn acknowledge(&self, folder: Folder, name: &FileName) -> Result<Entry, BoxError> {
+        if folder != Folder::Outbox {
+            return Err(BoxError::PermissionDenied(
+                "only outbox files can be deleted",
+            ));
+        }
+        if !self.writable {
+            return Err(BoxError::PermissionDenied("read-only access"));
+        }
+        let entry = self.stat(folder, name)?;
+        fsops::unlink_beneath(self.folder(folder), name.as_str())?;
+        fsops::sync_dir(self.folder(folder))?;
+        Ok(entry)
+    }
+
+    /// Starts an upload into `inbox/` under `name`.
+    pub fn begin_upload(&self, name: FileName) -> Result<Upload, BoxError> {
+        if !self.writable {
+            return Err(BoxError::PermissionDenied("read-only access"));
+        }
+        self.check_space()?;
+        if fsops::stat_beneath(self.folder(Folder::Inbox), name.as_str())?.is_some() {
+            return Err(BoxError::NameTaken);
+        }
+        let staged = format!("{}.part", uuid::Uuid::now_v7());
+        let file = fsops::create_exclusive(&self.staging, &staged)?;
+        Ok(Upload {
+            file,
+            staged: Some(staged),
+            staging: self.staging.try_clone()?,
+            inbox: self.folder(Folder::Inbox).try_clone()?,
+            name,
+            owner: self.owner.clone(),
+            limit: self.max_upload,
+            size: 0,
+            next_space_check: SPACE_CHECK_EVERY,
+            state_root: self.state_root.clone(),
+            min_free: self.min_free,
+        })
+    }
+
+    fn check_space(&self) -> Result<(), BoxError> {
+        check_space(&self.state_root, self.min_free)
+    }
+}
+
+fn check_space(root: &std::path::Path, min_free: u64) -> Result<(), BoxError> {
+    if fsops::free_space(root)? < min_free {
+        return Err(BoxError::InsufficientStorage);
+    }
+    Ok(())
+}
+
+/// An upload in progress. Dropping it without [`Upload::commit`] discards the partial file.
+#[derive(Debug)]
+pub struct Upload {
+    file: File,
+    /// Name in the staging directory; `None` once committed or discarded.
+    staged: Option<String>,
+    staging: OwnedFd,
+    inbox: OwnedFd,
+    name: FileName,
+    owner: String,
+    limit: u64,
+    /// Highest byte offset written so far.
+    size: u64,
+    next_space_check: u64,
+    state_root: PathBuf,
+    min_free: u64,
+}
+
+impl Upload {
+    pub fn name(&self) -> &FileName {
+        &self.name
+    }
+
+    /// Bytes written so far (the highest offset reached).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Writes at an offset, as SFTP does (requests may arrive out of order).
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BoxError> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(BoxError::TooLarge { limit: self.limit })?;
+        if end > self.limit {
+            return Err(BoxError::TooLarge { limit: self.limit });
+        }
+        if end >= self.next_space_check {
+            check_space(&self.state_root, self.min_free)?;
+            self.next_space_check = end + SPACE_CHECK_EVERY;
+        }
+        self.file.write_all_at(data, offset)?;
+        self.size = self.size.max(end);
+        Ok(())
+    }
+
+    /// Appends, as a streamed HTTP body does.
+    pub fn append(&mut self, data: &[u8]) -> Result<(), BoxError> {
+        self.write_at(self.size, data)
+    }
+
+    /// Makes the upload durable and visible in `inbox/`: fsync, link under its name (never over
+    /// an existing file), drop the staging name, fsync the inbox directory. Blocking: call it
+    /// from a blocking context.
+    pub fn commit(mut self) -> Result<BoxEvent, BoxError> {
+        if self.size == 0 {
+            return Err(BoxError::Empty);
+        }
+        self.file.sync_all()?;
+        let staged = self.staged.as_deref().ok_or(BoxError::NotFound)?;
+        match fsops::link_beneath(&self.staging, staged, &self.inbox, self.name.as_str()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(BoxError::NameTaken),
+            Err(e) => return Err(e.into()),
+        }
+        let _ = fsops::unlink_beneath(&self.staging, staged);
+        self.staged = None;
+        fsops::sync_dir(&self.inbox)?;
+        Ok(BoxEvent::Uploaded {
+            account: self.owner.clone(),
+            name: self.name.clone(),
+        })
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(staged) = self.staged.take() {
+            let _ = fsops::unlink_beneath(&self.staging, &staged);
+        }
+    }
+}
+
+/// Removes staged partial uploads older than `max_age` (left by a crash; a live session removes
+/// its own on disconnect). Returns how many were removed.
+pub fn sweep_partials(layout: &StateLayout, max_age: std::time::Duration) -> io::Result<usize> {
+    let mut removed = 0;
+    let staging = layout.root().join("staging");
+    let Ok(accounts) = std::fs::read_dir(&staging) else {
+        return Ok(0);
+    };
+    let now = SystemTime::now();
+    for account in accounts.flatten() {
+        let Ok(files) = std::fs::read_dir(account.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let Ok(meta) = f.metadata() else { continue };
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok());
+            if meta.is_file()
+                && age.is_some_and(|a| a >= max_age)
+                && std::fs::remove_file(f.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,415 @@
+//! The config: the example parses, each validation error names its line, reloads swap only
+//! valid configs, account events fire on reload and on expiry, and the CLI's exit codes.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use handoff::accounts::AccountChange;
+use handoff::config::{self, ConfigError, live::LiveConfig};
+use support::{TestConfig, handoff_bin, remove_account};
+
+fn errors_of(tc: &TestConfig) -> Vec<String> {
+    match config::load(&tc.path) {
+        Err(ConfigError::Invalid(d)) => d.iter().map(ToString::to_string).collect(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("config {} was accepted", tc.path.display()),
+    }
+}
+
+/// The 1-based line of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).expect(needle) + 1
+}
+
+#[test]
+fn example_config_parses() {
+    support::fix_example_key_modes();
+    let loaded = config::load(&support::repo_root().join("config/handoff.toml"))
+        .expect("example config is valid");
+    assert_eq!(loaded.config.counterparts.len(), 4);
+    assert!(
+        loaded
+            .config
+            .route_allowed("clinic-1312345676", "insurer-06130017")
+    );
+    assert!(
+        !loaded
+            .config
+            .route_allowed("clinic-2717654320", "insurer-06270029")
+    );
+    // Break-glass is disabled and every number carries a right check digit: no warnings.
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+/// Each case: an edit to the example text (from → to), the text of the line the error must
+/// point at with which occurrence of it (0 = first), and a fragment of the message.
+#[test]
+fn each_validation_error_names_its_line() {
+    let cases: &[(&str, &str, &str, usize, &str)] = &[
+        (
+            "log_format = \"text\"",
+            "log_format = \"text\"\ncolour = true",
+            "colour = true",
+            0,
+            "unknown field `colour`",
+        ),
+        (
+            "number = \"06130017\"",
+            "number = \"0613001\"",
+            "number = \"0613001\"",
+            0,
+            "exactly 8 ASCII digits",
+        ),
+        (
+            "number = \"2717654320\"",
+            "number = \"1312345676\"",
+            "number = \"1312345676\"",
+            1,
+            "duplicate number",
+        ),
+        (
+            "id = \"insurer-06270029\"",
+            "id = \"insurer-06130017\"",
+            "id = \"insurer-06130017\"",
+            1,
+            "duplicate id",
+        ),
+        (
+            "id = \"m.sato\"",
+            "id = \"M Sato\"",
+            "id = \"M Sato\"",
+            0,
+            "not a valid id",
+        ),
+        (
+            "clamd = \"unix:",
+            "clamd = \"smb:",
+            "clamd = \"smb:",
+            0,
+            "not a clamd address",
+        ),
+        (
+            "routes = [\"insurer-06130017\"]\nmax_upload_size",
+            "routes = [\"insurer-99999999\"]\nmax_upload_size",
+            "routes = [\"insurer-99999999\"]",
+            0,
+            "not a counterpart",
+        ),
+        (
+            "password_hash = \"$argon2id",
+            "password_hash = \"$argon2i",
+            "password_hash =",
+            0,
+            "argon2id",
+        ),
+        (
+            "cert_fingerprint = \"11e8",
+            "cert_fingerprint = \"zz11e8",
+            "cert_fingerprint = \"zz",
+            0,
+            "SHA-256 fingerprint",
+        ),
+        (
+            "\nexpires = 2027-03-31",
+            "\nexpires = 10:00:00",
+            "expires = 10:00:00",
+            0,
+            "needs a date",
+        ),
+        (
+            "master_key = \"",
+            "master_key = \"/nonexistent/",
+            "master_key =",
+            0,
+            "No such file",
+        ),
+    ];
+    for (from, to, at, nth, message) in cases {
+        eprintln!("case: {from:?} -> {to:?}");
+        let tc = TestConfig::with(|t| {
+            assert!(t.contains(from), "{from}");
+            t.replacen(from, to, 1)
+        });
+        let errors = errors_of(&tc);
+        let text = tc.text();
+        let want_line = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(at))
+            .nth(*nth)
+            .map(|(i, _)| i + 1)
+            .unwrap_or_else(|| panic!("{at:?} #{nth} not in config"));
+        let hit = errors
+            .iter()
+            .find(|e| e.contains(message))
+            .unwrap_or_else(|| panic!("no error with {message:?} in {errors:?}"));
+        let prefix = format!("{}:{want_line}:", tc.path.display());
+        assert!(
+            hit.starts_with(&prefix),
+            "{hit:?} should start with {prefix:?}"
+        );
+    }
+}
+
+#[test]
+fn duplicate_ssh_key_is_refused() {
+    let tc = TestConfig::new();
+    let text = tc.text();
+    let sato_key = text
+        .lines()
+        .find(|l| l.contains("m.sato EXAMPLE key"))
+        .unwrap()
+        .to_owned();
+    let emergency_key = text
+        .lines()
+        .find(|l| l.contains("emergency EXAMPLE key"))
+        .unwrap()
+        .to_owned();
+    tc.rewrite(&text.replace(&emergency_key, &sato_key));
+    let errors = errors_of(&tc);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("break_glass[0].ssh_keys[0]") && e.contains("already used")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn world_readable_secret_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tc = TestConfig::new();
+    let key = tc.dir.path().join("receipt.key");
+    std::fs::copy(support::repo_root().join("certs-example/receipt.key"), &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = tc.text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("receipt_key"))
+        .unwrap()
+        .to_owned();
+    tc.rewrite(&text.replace(&line, &format!("receipt_key = \"{}\"", key.display())));
+    let errors = errors_of(&tc);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("mode 0644") && e.contains("chmod 600")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn expired_maintainer_is_reported_not_refused() {
+    let tc = TestConfig::with(|t| t.replace("expires = 2027-03-31", "expires = 2020-01-01"));
+    let loaded = config::load(&tc.path).expect("an expired maintainer is a warning");
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("maintainer m.sato expired")),
+        "{:?}",
+        loaded.warnings
+    );
+    let dir = handoff::accounts::Directory::from_config(&loaded.config);
+    let sato = dir.get("m.sato").unwrap();
+    assert!(sato.check_active(time::OffsetDateTime::now_utc()).is_err());
+}
+
+#[test]
+fn reload_swaps_a_valid_config_and_keeps_the_old_on_error() {
+    let tc = TestConfig::new();
+    let live = LiveConfig::load(&tc.path).unwrap();
+    let mut events = live.subscribe();
+    assert!(live.snapshot().accounts.get("m.sato").is_some());
+
+    // Invalid: refused, old config stays.
+    tc.rewrite(
+        &tc.text()
+            .replace("kind = \"insurer\"", "kind = \"hospital\""),
+    );
+    assert!(live.reload().is_err());
+    assert!(live.snapshot().accounts.get("m.sato").is_some());
+    assert!(
+        events.try_recv().is_err(),
+        "no events from a refused reload"
+    );
+
+    // Valid: the maintainer is removed; subscribers hear of it.
+    tc.rewrite(
+        &tc.text()
+            .replace("kind = \"hospital\"", "kind = \"insurer\""),
+    );
+    live.reload().unwrap();
+    tc.rewrite(&remove_account(&tc.text(), "maintainer", "m.sato"));
+    let changes = live.reload().unwrap();
+    assert!(live.snapshot().accounts.get("m.sato").is_none());
+    assert!(
+        changes
+            .iter()
+            .any(|e| e.account == "m.sato" && e.change == AccountChange::Removed)
+    );
+    let ev = events.try_recv().unwrap();
+    assert_eq!(
+        (ev.account.as_str(), ev.change),
+        ("m.sato", AccountChange::Removed)
+    );
+}
+
+#[tokio::test]
+async fn file_change_and_expiry_fire_account_events() {
+    let tc = TestConfig::new();
+    let live = LiveConfig::load(&tc.path).unwrap();
+    let mut events = live.subscribe();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(live.clone().run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The watcher sees the file replaced and reloads: m.sato removed.
+    tc.rewrite(&remove_account(&tc.text(), "maintainer", "m.sato"));
+    let ev = tokio::time::timeout(Duration::from_secs(1), events.recv())
+        .await
+        .expect("event within 1 s")
+        .unwrap();
+    assert_eq!(
+        (ev.account.as_str(), ev.change),
+        ("m.sato", AccountChange::Removed)
+    );
+
+    // A break-glass account enabled until two seconds from now: it expires while running.
+    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let until = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    tc.rewrite(&tc.text().replace(
+        "enabled = false",
+        &format!("enabled = true\nexpires = {until}"),
+    ));
+    let ev = tokio::time::timeout(Duration::from_secs(1), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ev.account.as_str(), ev.change),
+        ("emergency", AccountChange::Changed)
+    );
+    let ev = tokio::time::timeout(Duration::from_secs(3), events.recv())
+        .await
+        .expect("expiry event")
+        .unwrap();
+    assert_eq!(
+        (ev.account.as_str(), ev.change),
+        ("emergency", AccountChange::Expired)
+    );
+    shutdown.cancel();
+}
+
+#[test]
+fn check_config_exit_codes_and_output() {
+    let tc = TestConfig::new();
+    let ok = Command::new(handoff_bin())
+        .args(["check-config"])
+        .arg(&tc.path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        out.contains("2 clinics, 2 insurers")
+            && out.contains("clinic-1312345676 -> insurer-06130017"),
+        "{out}"
+    );
+
+    tc.rewrite(
+        &tc.text()
+            .replace("number = \"06270029\"", "number = \"6270029\""),
+    );
+    let bad = Command::new(handoff_bin())
+        .args(["check-config"])
+        .arg(&tc.path)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    let line = line_of(&tc.text(), "number = \"6270029\"");
+    assert!(
+        err.starts_with(&format!(
+            "{}:{line}:10: counterpart[3].number",
+            tc.path.display()
+        )),
+        "{err}"
+    );
+
+    let missing = Command::new(handoff_bin())
+        .args(["check-config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    let usage = Command::new(handoff_bin())
+        .args(["check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn keygen_writes_0600_files_and_refuses_to_overwrite() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        Command::new(handoff_bin())
+            .args(["keygen", "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    assert!(run().status.success());
+    for f in ["ssh_host_ed25519_key", "receipt.key", "master.key"] {
+        let mode = std::fs::metadata(dir.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    assert_eq!(
+        run().status.code(),
+        Some(1),
+        "a second keygen must not overwrite"
+    );
+}
+
+#[test]
+fn accounts_lists_every_account() {
+    let tc = TestConfig::new();
+    let out = Command::new(handoff_bin())
+        .args(["accounts", "--config"])
+        .arg(&tc.path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for id in [
+        "clinic-1312345676",
+        "insurer-06270029",
+        "m.sato",
+        "emergency",
+        "noc-tokyo",
+    ] {
+        assert!(text.contains(id), "{id} missing from {text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("emergency") && l.contains("disabled"))
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("clinic-2717654320") && l.contains("password"))
+    );
+}

@@ -1,0 +1,125 @@
+//! Shared test support: a private copy of the example config pointing at a fresh state
+//! directory, and helpers to run the `handoff` binary.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Once;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Git keeps no file modes: make the example private keys 0600 once per test process.
+pub fn fix_example_key_modes() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let status = Command::new(repo_root().join("certs-example/generate"))
+            .arg("--modes")
+            .status()
+            .expect("run certs-example/generate --modes");
+        assert!(status.success());
+    });
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// The example config rewritten for a test: absolute paths into the repository, a state
+/// directory of its own, free ports, and clamd where the test says.
+pub struct TestConfig {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub sftp_port: u16,
+    pub https_port: u16,
+    pub metrics_port: u16,
+}
+
+impl TestConfig {
+    pub fn new() -> TestConfig {
+        Self::with(|s| s)
+    }
+
+    /// Like `new`, with an edit applied to the config text before it is written.
+    pub fn with(edit: impl FnOnce(String) -> String) -> TestConfig {
+        fix_example_key_modes();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = repo_root();
+        let (sftp_port, https_port, metrics_port) = (free_port(), free_port(), free_port());
+        let text =
+            std::fs::read_to_string(root.join("config/handoff.toml")).expect("example config");
+        let text = text
+            .replace(
+                "\"../certs-example/",
+                &format!("\"{}/certs-example/", root.display()),
+            )
+            .replace("\"../schemas\"", &format!("\"{}/schemas\"", root.display()))
+            .replace(
+                "state_dir = \"../var/example-state\"",
+                &format!("state_dir = \"{}/state\"", dir.path().display()),
+            )
+            .replace(
+                "clamd = \"unix:../var/clamd/clamd.sock\"",
+                &format!("clamd = \"unix:{}/clamd.sock\"", dir.path().display()),
+            )
+            .replace("127.0.0.1:2222", &format!("127.0.0.1:{sftp_port}"))
+            .replace("127.0.0.1:8443", &format!("127.0.0.1:{https_port}"))
+            .replace("127.0.0.1:9469", &format!("127.0.0.1:{metrics_port}"));
+        let text = edit(text);
+        let path = dir.path().join("handoff.toml");
+        std::fs::write(&path, text).expect("write config");
+        TestConfig {
+            dir,
+            path,
+            sftp_port,
+            https_port,
+            metrics_port,
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(&self.path).expect("read config")
+    }
+
+    /// Replaces the config file atomically (as config management does).
+    pub fn rewrite(&self, text: &str) {
+        let tmp = self.dir.path().join("handoff.toml.new");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, &self.path).expect("rename config");
+    }
+}
+
+/// The `handoff` binary built for this test run.
+pub fn handoff_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_handoff"))
+}
+
+/// Removes the `[[kind]]` table whose `id = "<id>"` line matches, from the config text.
+pub fn remove_account(text: &str, kind: &str, id: &str) -> String {
+    let header = format!("[[{kind}]]");
+    let id_line = format!("id = \"{id}\"");
+    // Split into tables: each starts at a line beginning with '['.
+    let mut blocks: Vec<Vec<&str>> = vec![Vec::new()];
+    for line in text.lines() {
+        if line.starts_with('[') {
+            blocks.push(Vec::new());
+        }
+        blocks.last_mut().unwrap().push(line);
+    }
+    blocks
+        .into_iter()
+        .filter(|b| !(b.first() == Some(&header.as_str()) && b.iter().any(|l| l.trim() == id_line)))
+        .flatten()
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
