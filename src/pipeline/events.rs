@@ -29,3 +29,19 @@ pub struct FileEvent {
     /// Why, for `rejected`.
     pub reasons: Vec<Reason>,
 }
+
+/// The durable, ordered log of file events: the job store appends one entry per hop of a file
+/// (at most one per file and hop) in the same transaction as the job's state change. Receipts
+/// are issued from this log, so after a crash they resume where they stopped and are never
+/// issued twice or missed.
+pub trait EventLog: Send + Sync {
+    /// Events with sequence number greater than `seq`, oldest first, at most `limit`.
+    fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<(u64, FileEvent)>, EventLogError>;
+
+    /// The highest sequence number so far; changes whenever an event is appended.
+    fn watch(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("event log: {0}")]
+pub struct EventLogError(pub String);
