@@ -23,8 +23,12 @@ fn recv_until(sock: &UnixDatagram, want: &str, timeout: Duration) -> Vec<String>
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline {
-        sock.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
-            .unwrap();
+        sock.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .unwrap();
         match sock.recv(&mut buf) {
             Ok(n) => {
                 let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -59,22 +63,42 @@ fn serve_notifies_ready_pings_watchdog_reloads_and_stops() {
 
     // Every listener of the config accepts connections once READY is sent.
     for port in [tc.sftp_port, tc.https_port, tc.metrics_port] {
-        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("port {port}: {e}"));
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("port {port}: {e}"));
     }
     // The state layout exists.
-    assert!(tc.state_dir().join("boxes/clinic-1312345676/inbox").is_dir());
+    assert!(
+        tc.state_dir()
+            .join("boxes/clinic-1312345676/inbox")
+            .is_dir()
+    );
 
     recv_until(&sock, "WATCHDOG=1", Duration::from_secs(2));
 
     // SIGHUP with a broken config: the daemon keeps running on the old one.
     tc.rewrite(&tc.text().replace("[gateway]", "[gateway]\nbogus = 1"));
     let pid = daemon.0.id().to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     std::thread::sleep(Duration::from_millis(500));
-    assert!(daemon.0.try_wait().unwrap().is_none(), "an invalid reload must not stop the daemon");
+    assert!(
+        daemon.0.try_wait().unwrap().is_none(),
+        "an invalid reload must not stop the daemon"
+    );
     std::net::TcpStream::connect(("127.0.0.1", tc.sftp_port)).unwrap();
 
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     recv_until(&sock, "STOPPING=1", Duration::from_secs(5));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -90,15 +114,23 @@ fn serve_notifies_ready_pings_watchdog_reloads_and_stops() {
 #[test]
 fn serve_refuses_an_invalid_config_with_exit_1() {
     let tc = TestConfig::with(|t| t.replace("kind = \"clinic\"", "kind = \"hospital\""));
-    let out = Command::new(handoff_bin()).args(["serve", "--config"]).arg(&tc.path).output().unwrap();
+    let out = Command::new(handoff_bin())
+        .args(["serve", "--config"])
+        .arg(&tc.path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:", tc.path.display())) && err.contains("hospital"), "{err}");
+    assert!(
+        err.contains(&format!("{}:", tc.path.display())) && err.contains("hospital"),
+        "{err}"
+    );
 }
 
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
-    let unit = std::fs::read_to_string(support::repo_root().join("systemd/handoff.service")).unwrap();
+    let unit =
+        std::fs::read_to_string(support::repo_root().join("systemd/handoff.service")).unwrap();
     for required in [
         "Type=notify",
         "WatchdogSec=",
@@ -118,12 +150,22 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     // Verify a copy whose ExecStart points at the binary under test (verify checks it exists).
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("handoff.service");
-    std::fs::write(&copy, unit.replace("/usr/local/bin/handoff", &handoff_bin().display().to_string())).unwrap();
+    std::fs::write(
+        &copy,
+        unit.replace(
+            "/usr/local/bin/handoff",
+            &handoff_bin().display().to_string(),
+        ),
+    )
+    .unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&copy)
         .output()
         .expect("systemd-analyze is installed by scripts/install-deps");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && !err.contains("handoff.service:"), "systemd-analyze verify: {err}");
+    assert!(
+        out.status.success() && !err.contains("handoff.service:"),
+        "systemd-analyze verify: {err}"
+    );
 }
