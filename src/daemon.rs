@@ -57,6 +57,8 @@ impl Services {
 pub enum DaemonError {
     #[error("preparing the state directory: {0}")]
     State(std::io::Error),
+    #[error("starting SFTP: {0}")]
+    Sftp(#[from] crate::transport::sftp::SftpError),
     #[error("binding {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -93,7 +95,15 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
             .await
             .map_err(|source| DaemonError::Bind { what, addr, source })?;
         tracing::info!(listener = what, addr = %listener.local_addr().unwrap_or(addr), "listening");
-        tokio::spawn(placeholder_accept(listener, shutdown.clone()));
+        match what {
+            "sftp" => {
+                let server = crate::transport::sftp::SftpServer::new(services.clone())?;
+                tokio::spawn(server.serve(listener, shutdown.clone()));
+            }
+            _ => {
+                tokio::spawn(placeholder_accept(listener, shutdown.clone()));
+            }
+        }
     }
 
     tokio::spawn(live.clone().run(shutdown.clone()));

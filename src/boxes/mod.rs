@@ -129,6 +129,11 @@ impl DropBox {
         self.max_upload
     }
 
+    /// Whether the session may upload and acknowledge (read-only maintainers may not).
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
     fn folder(&self, f: Folder) -> &OwnedFd {
         match f {
             Folder::Inbox => &self.folders[0],
@@ -262,6 +267,12 @@ pub struct Upload {
 impl Upload {
     pub fn name(&self) -> &FileName {
         &self.name
+    }
+
+    /// Changes the name the upload will be handed off under (clients that upload under a
+    /// temporary name and rename before closing).
+    pub fn rename(&mut self, name: FileName) {
+        self.name = name;
     }
 
     /// Bytes written so far (the highest offset reached).

@@ -1,11 +1,11 @@
 //! Rate limits and temporary bans against flooding and brute force, shared by both transports.
 //!
 //! Connection and request rates are GCRA limits (governor) keyed by client IP or account.
-//! Authentication failures are counted the same way; an IP or account that exceeds its failure
-//! quota is banned for `ban_time`, and every attempt during the ban is refused before any
-//! credential is looked at.
+//! Authentication failures are counted per IP and per account over a sliding window of
+//! `ban_time`; one failure more than the limit within that window bans the IP or account for
+//! `ban_time`, and every attempt during the ban is refused before any credential is looked at.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -56,8 +56,9 @@ pub struct Limiter {
     connections: DefaultKeyedRateLimiter<IpAddr>,
     requests_by_ip: DefaultKeyedRateLimiter<IpAddr>,
     requests_by_account: DefaultKeyedRateLimiter<String>,
-    ip_failures: DefaultKeyedRateLimiter<IpAddr>,
-    account_failures: DefaultKeyedRateLimiter<String>,
+    failures: Mutex<HashMap<BanKey, VecDeque<Instant>>>,
+    max_ip_failures: u32,
+    max_account_failures: u32,
     bans: Mutex<HashMap<BanKey, Instant>>,
     ban_time: Duration,
 }
@@ -75,8 +76,9 @@ impl Limiter {
             requests_by_account: RateLimiter::keyed(Quota::per_second(nz(
                 c.requests_per_second_per_account
             ))),
-            ip_failures: RateLimiter::keyed(quota(c.auth_failures_per_ip, c.ban_time)),
-            account_failures: RateLimiter::keyed(quota(c.auth_failures_per_account, c.ban_time)),
+            failures: Mutex::new(HashMap::new()),
+            max_ip_failures: c.auth_failures_per_ip,
+            max_account_failures: c.auth_failures_per_account,
             bans: Mutex::new(HashMap::new()),
             ban_time: c.ban_time,
         }
@@ -132,17 +134,31 @@ impl Limiter {
 
     /// Records a failed authentication; returns the bans it triggered.
     pub fn record_failure(&self, ip: IpAddr, account: Option<&str>) -> Vec<BanKey> {
-        let mut new_bans = Vec::new();
-        if self.ip_failures.check_key(&ip).is_err() {
-            new_bans.push(BanKey::Ip(ip));
+        let now = Instant::now();
+        let mut keys = vec![(BanKey::Ip(ip), self.max_ip_failures)];
+        if let Some(a) = account {
+            keys.push((BanKey::Account(a.to_owned()), self.max_account_failures));
         }
-        if let Some(a) = account
-            && self.account_failures.check_key(&a.to_owned()).is_err()
+        let mut new_bans = Vec::new();
         {
-            new_bans.push(BanKey::Account(a.to_owned()));
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, max) in keys {
+                let times = failures.entry(key.clone()).or_default();
+                times.push_back(now);
+                while times
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > self.ban_time)
+                {
+                    times.pop_front();
+                }
+                if times.len() > max as usize {
+                    times.clear();
+                    new_bans.push(key);
+                }
+            }
         }
         if !new_bans.is_empty() {
-            let until = Instant::now() + self.ban_time;
+            let until = now + self.ban_time;
             let mut bans = self.bans.lock().unwrap_or_else(|p| p.into_inner());
             for b in &new_bans {
                 tracing::warn!(ban = %b, seconds = self.ban_time.as_secs(), "banned after repeated authentication failures");
@@ -157,9 +173,15 @@ impl Limiter {
         self.connections.retain_recent();
         self.requests_by_ip.retain_recent();
         self.requests_by_account.retain_recent();
-        self.ip_failures.retain_recent();
-        self.account_failures.retain_recent();
         let now = Instant::now();
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) <= self.ban_time)
+            });
         self.bans
             .lock()
             .unwrap_or_else(|p| p.into_inner())

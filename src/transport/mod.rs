@@ -4,3 +4,4 @@
 
 pub mod limits;
 pub mod sessions;
+pub mod sftp;

@@ -123,3 +123,122 @@ pub fn remove_account(text: &str, kind: &str, id: &str) -> String {
         .map(|l| format!("{l}\n"))
         .collect()
 }
+
+/// A `handoff serve` child process; killed on drop. Its stderr (logs and audit lines) goes to
+/// `log` in the test's directory.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon on `tc` and waits until the SFTP port accepts connections.
+    pub fn start(tc: &TestConfig) -> Daemon {
+        Self::start_with_env(tc, &[])
+    }
+
+    pub fn start_with_env(tc: &TestConfig, env: &[(&str, &str)]) -> Daemon {
+        let log = tc.dir.path().join(format!("daemon-{}.log", free_port()));
+        let err = std::fs::File::create(&log).expect("create log");
+        let child = Command::new(handoff_bin())
+            .args(["serve", "--config"])
+            .arg(&tc.path)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("start handoff serve");
+        let daemon = Daemon { child, log };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", tc.sftp_port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon did not start:\n{}",
+                daemon.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        daemon
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Audit lines of one event name seen so far.
+    pub fn audit_lines(&self, event: &str) -> Vec<String> {
+        let needle = format!("event=\"{event}\"");
+        let json_needle = format!("\"event\":\"{event}\"");
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(&needle) || l.contains(&json_needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The OpenSSH `sftp` client for an example account with its example key; `extra` options go
+/// before the destination.
+pub fn sftp_command(port: u16, account: &str, key: &str, extra: &[&str]) -> Command {
+    let key_path = repo_root().join("certs-example/ssh").join(key);
+    let mut cmd = Command::new("sftp");
+    cmd.args(["-P", &port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg("-i")
+        .arg(key_path)
+        .args(extra)
+        .arg(format!("{account}@127.0.0.1"));
+    cmd
+}
+
+/// Runs an sftp batch (commands prefixed with `-` may fail without ending the batch).
+pub fn sftp_batch(port: u16, account: &str, key: &str, batch: &str) -> std::process::Output {
+    let file = tempfile::NamedTempFile::new().expect("batch file");
+    std::fs::write(file.path(), batch).expect("write batch");
+    let batch_path = file.path().display().to_string();
+    let out = sftp_command(port, account, key, &["-b", &batch_path])
+        .output()
+        .expect("run sftp");
+    drop(file);
+    out
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).expect("open");
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}

@@ -1,0 +1,193 @@
+//! SFTP drop boxes: an SSH server (russh) that offers the `sftp` subsystem and nothing else.
+//!
+//! Each TCP connection runs one russh session with a [`session::SshSession`] handler that
+//! authenticates against the live accounts, registers the session for revocation, and serves
+//! SFTP over the box view of [`view::SftpView`]. The algorithms offered are listed in
+//! docs/sftp.md.
+
+mod session;
+mod stream;
+mod view;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg};
+use russh::{Preferred, cipher, compression, kex, mac};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::daemon::Services;
+use crate::keys;
+
+/// How long a revoked or shut-down session gets to say goodbye before it is dropped.
+const DISCONNECT_GRACE: Duration = Duration::from_millis(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SftpError {
+    #[error("loading host key: {0}")]
+    HostKey(#[from] keys::KeyError),
+    #[error("no host key configured")]
+    NoHostKey,
+}
+
+/// Key exchange: post-quantum hybrid first, then curve25519, then large DH groups; the
+/// strict-kex marker (Terrapin, CVE-2023-48795) must stay in the list.
+const KEX: &[kex::Name] = &[
+    kex::MLKEM768X25519_SHA256,
+    kex::CURVE25519,
+    kex::CURVE25519_PRE_RFC_8731,
+    kex::DH_G16_SHA512,
+    kex::DH_G14_SHA256,
+    kex::EXTENSION_SUPPORT_AS_SERVER,
+    kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+];
+
+/// AEAD ciphers first; CTR only with the ETM MACs below. No CBC, no 3DES.
+const CIPHERS: &[cipher::Name] = &[
+    cipher::AES_256_GCM,
+    cipher::CHACHA20_POLY1305,
+    cipher::AES_256_CTR,
+    cipher::AES_128_CTR,
+];
+
+/// Encrypt-then-MAC with SHA-2 only.
+const MACS: &[mac::Name] = &[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM];
+
+const HOST_KEY_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::Ed25519,
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP256,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP384,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP521,
+    },
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha512),
+    },
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha256),
+    },
+];
+
+fn server_config(services: &Services) -> Result<russh::server::Config, SftpError> {
+    let snapshot = services.live.snapshot();
+    let gateway = &snapshot.config.gateway;
+    let host_keys = gateway
+        .host_keys
+        .iter()
+        .map(|p| keys::load_host_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    if host_keys.is_empty() {
+        return Err(SftpError::NoHostKey);
+    }
+    let mut methods = russh::MethodSet::empty();
+    methods.push(russh::MethodKind::PublicKey);
+    methods.push(russh::MethodKind::Password);
+    Ok(russh::server::Config {
+        server_id: russh::SshId::Standard(Cow::Borrowed("SSH-2.0-handoff")),
+        methods,
+        // Failed attempts wait this long, whatever failed; the first `none` probe does not.
+        auth_rejection_time: Duration::from_millis(500),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: host_keys,
+        window_size: 16 << 20,
+        maximum_packet_size: 65535,
+        channel_buffer_size: 256,
+        preferred: Preferred {
+            kex: Cow::Borrowed(KEX),
+            key: Cow::Borrowed(HOST_KEY_ALGORITHMS),
+            cipher: Cow::Borrowed(CIPHERS),
+            mac: Cow::Borrowed(MACS),
+            compression: Cow::Borrowed(&[compression::NONE]),
+            ..Preferred::DEFAULT
+        },
+        max_auth_attempts: 6,
+        inactivity_timeout: Some(Duration::from_secs(900)),
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 4,
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+/// The SFTP server, ready to serve: host keys loaded, algorithms chosen.
+pub struct SftpServer {
+    services: Services,
+    config: Arc<russh::server::Config>,
+}
+
+impl SftpServer {
+    pub fn new(services: Services) -> Result<SftpServer, SftpError> {
+        let config = Arc::new(server_config(&services)?);
+        Ok(SftpServer { services, config })
+    }
+
+    /// Serves SFTP on `listener` until `shutdown`.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        serve(self.services, self.config, listener, shutdown).await
+    }
+}
+
+async fn serve(
+    services: Services,
+    config: Arc<russh::server::Config>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sftp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(refused) = services.limiter.check_connection(peer.ip()) {
+            services.audit.record(
+                "sftp.connection_refused",
+                None,
+                Some(peer),
+                serde_json::json!({"reason": refused.to_string()}),
+            );
+            drop(socket);
+            continue;
+        }
+        let _ = socket.set_nodelay(true);
+        let connection_end = shutdown.child_token();
+        let handler = session::SshSession::new(services.clone(), peer, connection_end.clone());
+        let config = config.clone();
+        tokio::spawn(async move {
+            let running = match russh::server::run_stream(config, socket, handler).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(%peer, error = ?e, "ssh handshake failed");
+                    return;
+                }
+            };
+            let handle = running.handle();
+            tokio::pin!(running);
+            tokio::select! {
+                r = &mut running => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = ?e, "ssh session ended with an error");
+                    }
+                }
+                _ = connection_end.cancelled() => {
+                    let bye = handle.disconnect(russh::Disconnect::ByApplication, "session closed by the gateway".into(), "en".into());
+                    let _ = tokio::time::timeout(DISCONNECT_GRACE, bye).await;
+                    // Dropping `running` ends the session task even if the peer does not answer.
+                }
+            }
+            connection_end.cancel();
+        });
+    }
+}

@@ -1,0 +1,517 @@
+//! One SSH connection: authentication against the live accounts, and the channels it may open
+//! (a session channel with the `sftp` subsystem; nothing else).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::stream;
+use super::view::{BoxView, SftpView};
+use crate::accounts::{Account, Role};
+use crate::boxes::DropBox;
+use crate::daemon::Services;
+use crate::transport::sessions::SessionGuard;
+
+/// Largest SFTP packet accepted from a client, as OpenSSH's server allows.
+const MAX_SFTP_PACKET: u32 = 256 * 1024;
+
+pub struct SshSession {
+    services: Services,
+    peer: SocketAddr,
+    connection_end: CancellationToken,
+    /// The authenticated account, once there is one.
+    account: Option<String>,
+    guard: Option<SessionGuard>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+}
+
+/// Why an authentication attempt failed, as recorded (never the secret itself).
+#[derive(Clone, Copy)]
+enum FailClass {
+    Banned,
+    UnknownOrWrongKey,
+    WrongPassword,
+    Inactive,
+    WeakAlgorithm,
+    TooManySessions,
+    NoBox,
+}
+
+impl FailClass {
+    fn as_str(self) -> &'static str {
+        match self {
+            FailClass::Banned => "banned",
+            FailClass::UnknownOrWrongKey => "unknown-account-or-key",
+            FailClass::WrongPassword => "unknown-account-or-password",
+            FailClass::Inactive => "account-inactive",
+            FailClass::WeakAlgorithm => "weak-algorithm",
+            FailClass::TooManySessions => "too-many-sessions",
+            FailClass::NoBox => "no-box",
+        }
+    }
+}
+
+/// An argon2id hash of a random password, checked for unknown accounts and accounts without a
+/// password, so that those take the same time as a wrong password.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        use argon2::PasswordHasher;
+        let mut pw = [0u8; 16];
+        let _ = getrandom::fill(&mut pw);
+        argon2::Argon2::default()
+            .hash_password(&pw)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+impl SshSession {
+    pub fn new(
+        services: Services,
+        peer: SocketAddr,
+        connection_end: CancellationToken,
+    ) -> SshSession {
+        services
+            .audit
+            .record("sftp.connect", None, Some(peer), json!({}));
+        SshSession {
+            services,
+            peer,
+            connection_end,
+            account: None,
+            guard: None,
+            channels: HashMap::new(),
+        }
+    }
+
+    fn fail(&self, user: &str, class: FailClass) -> Auth {
+        let bans = if matches!(class, FailClass::Banned) {
+            Vec::new()
+        } else {
+            self.services
+                .limiter
+                .record_failure(self.peer.ip(), Some(user))
+        };
+        let labels = vec![
+            ("transport", "sftp".to_owned()),
+            ("reason", class.as_str().to_owned()),
+        ];
+        self.services
+            .metrics
+            .auth_failures
+            .get_or_create(&labels)
+            .inc();
+        for b in &bans {
+            let kind = match b {
+                crate::transport::limits::BanKey::Ip(_) => "ip",
+                crate::transport::limits::BanKey::Account(_) => "account",
+            };
+            self.services
+                .metrics
+                .bans
+                .get_or_create(&vec![
+                    ("transport", "sftp".to_owned()),
+                    ("kind", kind.to_owned()),
+                ])
+                .inc();
+            self.services.audit.record(
+                "auth.ban",
+                Some(user),
+                Some(self.peer),
+                json!({"ban": b.to_string()}),
+            );
+        }
+        self.services.audit.record(
+            "sftp.auth_failure",
+            Some(user),
+            Some(self.peer),
+            json!({"reason": class.as_str()}),
+        );
+        Auth::reject()
+    }
+
+    /// The account if it may log in now, or why not.
+    fn active_account(&self, user: &str) -> Result<Account, FailClass> {
+        self.services
+            .limiter
+            .check_auth(self.peer.ip(), user)
+            .map_err(|_| FailClass::Banned)?;
+        let snapshot = self.services.live.snapshot();
+        let account = snapshot
+            .accounts
+            .get(user)
+            .cloned()
+            .ok_or(FailClass::UnknownOrWrongKey)?;
+        account
+            .check_active(time::OffsetDateTime::now_utc())
+            .map_err(|_| FailClass::Inactive)?;
+        if account.role == Role::Noc {
+            // NOC accounts use HTTPS only.
+            return Err(FailClass::UnknownOrWrongKey);
+        }
+        Ok(account)
+    }
+
+    fn key_matches(account: Option<&Account>, key: &russh::keys::PublicKey) -> bool {
+        account.is_some_and(|a| a.ssh_keys.iter().any(|k| k.key_data() == key.key_data()))
+    }
+
+    /// Registers the session and builds its box view; the last step before `Accept`.
+    fn admit(&mut self, account: &Account, method: &str) -> Result<(), FailClass> {
+        let max = self
+            .services
+            .live
+            .snapshot()
+            .config
+            .gateway
+            .limits
+            .max_sessions_per_account;
+        let guard = self
+            .services
+            .sessions
+            .register(&account.id, max)
+            .map_err(|_| FailClass::TooManySessions)?;
+        // Fail now rather than at the first request if a box cannot be opened.
+        self.view_for(account).map_err(|_| FailClass::NoBox)?;
+        let revoked = guard.token().clone();
+        let end = self.connection_end.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = revoked.cancelled() => end.cancel(),
+                _ = end.cancelled() => {}
+            }
+        });
+        self.guard = Some(guard);
+        self.account = Some(account.id.clone());
+        self.services
+            .metrics
+            .sessions
+            .get_or_create(&vec![("transport", "sftp".to_owned())])
+            .inc();
+        self.services.audit.record(
+            "sftp.login",
+            Some(&account.id),
+            Some(self.peer),
+            json!({"method": method, "role": account.role.to_string()}),
+        );
+        if account.role == Role::BreakGlass {
+            tracing::warn!(account = %account.id, peer = %self.peer, "ALERT: break-glass account logged in");
+            self.services.audit.record(
+                "alert.break_glass",
+                Some(&account.id),
+                Some(self.peer),
+                json!({"transport": "sftp"}),
+            );
+        }
+        Ok(())
+    }
+
+    fn view_for(&self, account: &Account) -> Result<BoxView, crate::boxes::BoxError> {
+        let snapshot = self.services.live.snapshot();
+        let layout = &self.services.layout;
+        if account.is_counterpart() {
+            Ok(BoxView::Own(DropBox::open(
+                layout,
+                &snapshot,
+                &account.id,
+                &account.id,
+            )?))
+        } else {
+            let mut boxes = BTreeMap::new();
+            for owner in &account.boxes {
+                boxes.insert(
+                    owner.clone(),
+                    DropBox::open(layout, &snapshot, &account.id, owner)?,
+                );
+            }
+            Ok(BoxView::Scoped(boxes))
+        }
+    }
+
+    fn refuse_channel_use(&self, what: &str) {
+        self.services.audit.record(
+            "sftp.refused",
+            self.account.as_deref(),
+            Some(self.peer),
+            json!({"request": what}),
+        );
+    }
+}
+
+impl Drop for SshSession {
+    fn drop(&mut self) {
+        if let Some(account) = &self.account {
+            self.services
+                .metrics
+                .sessions
+                .get_or_create(&vec![("transport", "sftp".to_owned())])
+                .dec();
+            self.services
+                .audit
+                .record("sftp.logout", Some(account), Some(self.peer), json!({}));
+        }
+        self.connection_end.cancel();
+    }
+}
+
+impl russh::server::Handler for SshSession {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Auth::reject())
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // Unknown user and wrong key take the same path: look up, compare, reject.
+        let account = self.active_account(user);
+        let matches = Self::key_matches(account.as_ref().ok(), offer.public_key);
+        match account {
+            Err(class) => Ok(self.fail(user, class)),
+            Ok(_) if !matches => Ok(self.fail(user, FailClass::UnknownOrWrongKey)),
+            Ok(_) if *offer.algorithm == (russh::keys::Algorithm::Rsa { hash: None }) => {
+                Ok(self.fail(user, FailClass::WeakAlgorithm))
+            }
+            Ok(_) => Ok(Auth::Accept),
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let account = match self.active_account(user) {
+            Ok(a) => a,
+            Err(class) => return Ok(self.fail(user, class)),
+        };
+        if !Self::key_matches(Some(&account), key.public_key) {
+            return Ok(self.fail(user, FailClass::UnknownOrWrongKey));
+        }
+        if *key.algorithm == (russh::keys::Algorithm::Rsa { hash: None }) {
+            return Ok(self.fail(user, FailClass::WeakAlgorithm));
+        }
+        match self.admit(&account, "publickey") {
+            Ok(()) => Ok(Auth::Accept),
+            Err(class) => Ok(self.fail(user, class)),
+        }
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let account = self.active_account(user);
+        let hash = account
+            .as_ref()
+            .ok()
+            .and_then(|a| a.password_hash.clone())
+            .unwrap_or_else(|| dummy_hash().to_owned());
+        let password = zeroize::Zeroizing::new(password.as_bytes().to_vec());
+        let verified = tokio::task::spawn_blocking(move || {
+            use argon2::PasswordVerifier;
+            argon2::PasswordHash::new(&hash)
+                .map(|h| {
+                    argon2::Argon2::default()
+                        .verify_password(&password, &h)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        let account = match account {
+            Ok(a) if verified && a.password_hash.is_some() => a,
+            Ok(_) => return Ok(self.fail(user, FailClass::WrongPassword)),
+            Err(class) => return Ok(self.fail(user, class)),
+        };
+        match self.admit(&account, "password") {
+            Ok(()) => Ok(Auth::Accept),
+            Err(class) => Ok(self.fail(user, class)),
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.account.is_none() {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel_id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(account_id) = self.account.clone() else {
+            return session.channel_failure(channel_id);
+        };
+        if name != "sftp" {
+            self.refuse_channel_use(&format!("subsystem {name}"));
+            return session.channel_failure(channel_id);
+        }
+        let Some(channel) = self.channels.remove(&channel_id) else {
+            return session.channel_failure(channel_id);
+        };
+        let snapshot = self.services.live.snapshot();
+        let Some(account) = snapshot.accounts.get(&account_id).cloned() else {
+            return session.channel_failure(channel_id);
+        };
+        let view = match self.view_for(&account) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(account = %account_id, error = %e, "cannot open box");
+                return session.channel_failure(channel_id);
+            }
+        };
+        session.channel_success(channel_id)?;
+        let stream = stream::open(channel, self.connection_end.clone());
+        let handler = SftpView::new(self.services.clone(), account_id, Some(self.peer), view);
+        let config = russh_sftp::server::Config {
+            max_client_packet_len: MAX_SFTP_PACKET,
+        };
+        russh_sftp::server::run_with_config(stream, handler, config).await;
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel_use("shell");
+        session.channel_failure(channel)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // The command line is not recorded: it may carry secrets.
+        self.refuse_channel_use("exec");
+        session.channel_failure(channel)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel_use("pty");
+        session.channel_failure(channel)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel_use("x11");
+        session.channel_failure(channel)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_channel_use("agent-forwarding");
+        Ok(false)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_channel_use("tcpip-forward");
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        _socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_channel_use("streamlocal-forward");
+        Ok(false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel_use("direct-tcpip");
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel_use("x11-channel");
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel_use("direct-streamlocal");
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,745 @@
+//! SFTP requests mapped onto the box view (DESIGN §2), through [`crate::boxes`] only.
+//!
+//! A counterpart sees `/inbox`, `/outbox`, `/receipts` of its own box; a maintainer or
+//! break-glass account sees `/<counterpart>/inbox|outbox|receipts` for each box in its scope.
+//! Everything outside that tree — `..`, links, directories, attribute changes, extensions — is
+//! refused with `SSH_FX_PERMISSION_DENIED` and audited.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File as StdFile;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use russh_sftp::protocol::{
+    Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
+};
+use russh_sftp::server::StatusReply;
+use serde_json::json;
+
+use crate::boxes::{BoxError, BoxEvent, DropBox, Entry, FileName, Folder, Upload, VirtualPath};
+use crate::daemon::Services;
+
+/// Largest read answered at once, as OpenSSH's server caps it.
+const MAX_READ: u32 = 256 * 1024 - 1024;
+
+/// Which boxes a session sees, and how they are named.
+pub enum BoxView {
+    /// A counterpart's own box at the root.
+    Own(DropBox),
+    /// Boxes by counterpart id under the root (maintainers, break-glass).
+    Scoped(BTreeMap<String, DropBox>),
+}
+
+/// Where a path points after resolution.
+enum Location<'a> {
+    Root,
+    BoxRoot(&'a DropBox),
+    Folder(&'a DropBox, Folder),
+    File(&'a DropBox, Folder, FileName),
+}
+
+enum OpenHandle {
+    Read {
+        file: StdFile,
+        owner: String,
+        folder: Folder,
+        name: FileName,
+        size: u64,
+        /// End of the contiguous range read from offset 0.
+        covered: u64,
+        bytes: u64,
+    },
+    Write(Upload),
+    Dir {
+        entries: Vec<File>,
+        sent: bool,
+    },
+}
+
+pub struct SftpView {
+    services: Services,
+    account: String,
+    peer: Option<SocketAddr>,
+    view: BoxView,
+    handles: HashMap<String, OpenHandle>,
+    next_handle: u64,
+    retrieved: HashSet<(String, FileName)>,
+}
+
+/// A refusal as the client sees it: a status code and a message it can act on.
+pub struct Refusal(StatusReply);
+
+impl From<Refusal> for StatusReply {
+    fn from(r: Refusal) -> StatusReply {
+        r.0
+    }
+}
+
+fn refuse(code: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal(StatusReply::new(code).with_message(message))
+}
+
+impl From<BoxError> for Refusal {
+    fn from(e: BoxError) -> Refusal {
+        let code = match &e {
+            BoxError::BadName { .. }
+            | BoxError::Escape
+            | BoxError::PermissionDenied(_)
+            | BoxError::NoBox(_) => StatusCode::PermissionDenied,
+            BoxError::NotFound => StatusCode::NoSuchFile,
+            BoxError::NameTaken
+            | BoxError::Empty
+            | BoxError::TooLarge { .. }
+            | BoxError::InsufficientStorage => StatusCode::Failure,
+            BoxError::Io(_) => StatusCode::Failure,
+        };
+        let message = match &e {
+            // I/O details stay in the server log.
+            BoxError::Io(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        };
+        refuse(code, message)
+    }
+}
+
+fn ok(id: u32) -> Status {
+    Status {
+        id,
+        status_code: StatusCode::Ok,
+        error_message: "Ok".to_owned(),
+        language_tag: "en-US".to_owned(),
+    }
+}
+
+fn epoch_secs(t: SystemTime) -> u32 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+fn dir_attrs(writable: bool) -> FileAttributes {
+    FileAttributes {
+        size: Some(0),
+        permissions: Some(if writable { 0o40700 } else { 0o40500 }),
+        mtime: Some(epoch_secs(SystemTime::now())),
+        atime: Some(epoch_secs(SystemTime::now())),
+        ..FileAttributes::default()
+    }
+}
+
+fn file_attrs(entry: &Entry, folder: Folder) -> FileAttributes {
+    let mode = match folder {
+        Folder::Inbox => 0o100200,
+        Folder::Outbox => 0o100600,
+        Folder::Receipts => 0o100400,
+    };
+    let t = epoch_secs(entry.modified);
+    FileAttributes {
+        size: Some(entry.size),
+        permissions: Some(mode),
+        mtime: Some(t),
+        atime: Some(t),
+        ..FileAttributes::default()
+    }
+}
+
+impl SftpView {
+    pub fn new(
+        services: Services,
+        account: String,
+        peer: Option<SocketAddr>,
+        view: BoxView,
+    ) -> SftpView {
+        SftpView {
+            services,
+            account,
+            peer,
+            view,
+            handles: HashMap::new(),
+            next_handle: 0,
+            retrieved: HashSet::new(),
+        }
+    }
+
+    fn audit(&self, event: &str, detail: serde_json::Value) {
+        self.services
+            .audit
+            .record(event, Some(&self.account), self.peer, detail);
+    }
+
+    /// Audits a refused path and returns the refusal.
+    fn denied(&self, op: &str, path: &str, e: BoxError) -> Refusal {
+        if matches!(
+            e,
+            BoxError::Escape
+                | BoxError::BadName { .. }
+                | BoxError::PermissionDenied(_)
+                | BoxError::NoBox(_)
+        ) {
+            self.audit(
+                "box.denied",
+                json!({"op": op, "path": path, "reason": e.to_string()}),
+            );
+        }
+        e.into()
+    }
+
+    fn resolve(&self, path: &str) -> Result<Location<'_>, BoxError> {
+        match &self.view {
+            BoxView::Own(b) => Ok(match VirtualPath::parse(path.as_bytes())? {
+                VirtualPath::Root => Location::BoxRoot(b),
+                VirtualPath::Folder(f) => Location::Folder(b, f),
+                VirtualPath::File(f, n) => Location::File(b, f, n),
+            }),
+            BoxView::Scoped(boxes) => {
+                let trimmed = path.trim_start_matches('/');
+                let (first, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+                if first.is_empty() || first == "." {
+                    if rest.trim_matches('/').is_empty() || rest.trim_matches('/') == "." {
+                        return Ok(Location::Root);
+                    }
+                    return self.resolve(rest);
+                }
+                if first == ".." {
+                    return Err(BoxError::Escape);
+                }
+                let b = boxes.get(first).ok_or(BoxError::NotFound)?;
+                Ok(match VirtualPath::parse(rest.as_bytes())? {
+                    VirtualPath::Root => Location::BoxRoot(b),
+                    VirtualPath::Folder(f) => Location::Folder(b, f),
+                    VirtualPath::File(f, n) => Location::File(b, f, n),
+                })
+            }
+        }
+    }
+
+    /// The canonical absolute path of a location, as `realpath` answers it.
+    fn display(&self, loc: &Location<'_>) -> String {
+        let prefix = |b: &DropBox| match &self.view {
+            BoxView::Own(_) => String::new(),
+            BoxView::Scoped(_) => format!("/{}", b.owner()),
+        };
+        match loc {
+            Location::Root => "/".to_owned(),
+            Location::BoxRoot(b) => {
+                let p = prefix(b);
+                if p.is_empty() { "/".to_owned() } else { p }
+            }
+            Location::Folder(b, f) => format!("{}/{f}", prefix(b)),
+            Location::File(b, f, n) => format!("{}/{f}/{n}", prefix(b)),
+        }
+    }
+
+    fn new_handle(&mut self, h: OpenHandle) -> String {
+        self.next_handle += 1;
+        let id = self.next_handle.to_string();
+        self.handles.insert(id.clone(), h);
+        id
+    }
+
+    fn folder_writable(b: &DropBox, f: Folder) -> bool {
+        f == Folder::Inbox && b.writable()
+    }
+
+    fn attrs_of(&self, loc: &Location<'_>) -> Result<FileAttributes, BoxError> {
+        Ok(match loc {
+            Location::Root | Location::BoxRoot(_) => dir_attrs(false),
+            Location::Folder(b, f) => dir_attrs(Self::folder_writable(b, *f)),
+            Location::File(b, f, n) => file_attrs(&b.stat(*f, n)?, *f),
+        })
+    }
+
+    fn listing(&self, loc: &Location<'_>) -> Result<Vec<File>, BoxError> {
+        let folders = |b: &DropBox| {
+            Folder::ALL
+                .iter()
+                .map(|f| File::new(f.as_str(), dir_attrs(Self::folder_writable(b, *f))))
+                .collect::<Vec<_>>()
+        };
+        Ok(match loc {
+            Location::Root => match &self.view {
+                BoxView::Own(b) => folders(b),
+                BoxView::Scoped(boxes) => boxes
+                    .keys()
+                    .map(|id| File::new(id.as_str(), dir_attrs(false)))
+                    .collect(),
+            },
+            Location::BoxRoot(b) => folders(b),
+            Location::Folder(b, f) => b
+                .list(*f)?
+                .iter()
+                .map(|e| File::new(e.name.as_str(), file_attrs(e, *f)))
+                .collect(),
+            Location::File(..) => return Err(BoxError::NotFound),
+        })
+    }
+
+    fn emit(&self, ev: BoxEvent) {
+        if self.services.box_events.try_send(ev.clone()).is_err() {
+            // The queue is full or closed: the pipeline's start-up rescan and the outbox state
+            // still carry the fact, so log rather than block the session.
+            tracing::warn!(?ev, "box event queue full");
+        }
+    }
+
+    fn finish_read(
+        &mut self,
+        owner: &str,
+        folder: Folder,
+        name: &FileName,
+        size: u64,
+        covered: u64,
+        bytes: u64,
+    ) {
+        self.audit("box.close", json!({"box": owner, "folder": folder.as_str(), "name": name.as_str(), "bytes_read": bytes, "size": size}));
+        if folder == Folder::Outbox
+            && covered >= size
+            && self.retrieved.insert((owner.to_owned(), name.clone()))
+        {
+            self.audit(
+                "box.retrieved",
+                json!({"box": owner, "name": name.as_str(), "size": size}),
+            );
+            self.emit(BoxEvent::Retrieved {
+                account: owner.to_owned(),
+                name: name.clone(),
+            });
+        }
+    }
+}
+
+impl russh_sftp::server::Handler for SftpView {
+    type Error = Refusal;
+
+    fn unimplemented(&self) -> Self::Error {
+        refuse(StatusCode::OpUnsupported, "not supported by this server")
+    }
+
+    async fn init(
+        &mut self,
+        _version: u32,
+        _extensions: HashMap<String, String>,
+    ) -> Result<Version, Self::Error> {
+        // No extensions are offered: no copy-data, hardlink, posix-rename, statvfs.
+        Ok(Version::new())
+    }
+
+    async fn open(
+        &mut self,
+        id: u32,
+        filename: String,
+        pflags: OpenFlags,
+        _attrs: FileAttributes,
+    ) -> Result<Handle, Self::Error> {
+        let loc = self
+            .resolve(&filename)
+            .map_err(|e| self.denied("open", &filename, e))?;
+        let Location::File(b, folder, name) = loc else {
+            return Err(self.denied("open", &filename, BoxError::PermissionDenied("not a file")));
+        };
+        let writing = pflags.intersects(
+            OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+        );
+        let handle = if writing {
+            if folder != Folder::Inbox {
+                return Err(self.denied(
+                    "open",
+                    &filename,
+                    BoxError::PermissionDenied("only the inbox accepts uploads"),
+                ));
+            }
+            if pflags.contains(OpenFlags::APPEND) || pflags.contains(OpenFlags::READ) {
+                return Err(refuse(
+                    StatusCode::OpUnsupported,
+                    "uploads cannot be resumed or read back; upload the whole file",
+                ));
+            }
+            let upload = b
+                .begin_upload(name.clone())
+                .map_err(|e| self.denied("open", &filename, e))?;
+            let owner = b.owner().to_owned();
+            self.audit(
+                "box.open",
+                json!({"box": owner, "folder": "inbox", "name": name.as_str(), "mode": "write"}),
+            );
+            OpenHandle::Write(upload)
+        } else {
+            let (file, entry) = b
+                .open_read(folder, &name)
+                .map_err(|e| self.denied("open", &filename, e))?;
+            let owner = b.owner().to_owned();
+            self.audit("box.open", json!({"box": owner, "folder": folder.as_str(), "name": name.as_str(), "mode": "read"}));
+            OpenHandle::Read {
+                file,
+                owner,
+                folder,
+                name,
+                size: entry.size,
+                covered: 0,
+                bytes: 0,
+            }
+        };
+        let handle = self.new_handle(handle);
+        Ok(Handle { id, handle })
+    }
+
+    async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
+        match self.handles.remove(&handle) {
+            None => Err(refuse(StatusCode::Failure, "invalid handle")),
+            Some(OpenHandle::Dir { .. }) => Ok(ok(id)),
+            Some(OpenHandle::Read {
+                owner,
+                folder,
+                name,
+                size,
+                covered,
+                bytes,
+                ..
+            }) => {
+                self.finish_read(&owner, folder, &name, size, covered, bytes);
+                Ok(ok(id))
+            }
+            Some(OpenHandle::Write(upload)) => {
+                let name = upload.name().clone();
+                let size = upload.size();
+                let result = tokio::task::spawn_blocking(move || upload.commit())
+                    .await
+                    .map_err(|_| refuse(StatusCode::Failure, "internal error"))?;
+                match result {
+                    Ok(ev) => {
+                        self.audit("box.upload", json!({"name": name.as_str(), "bytes": size}));
+                        self.services
+                            .metrics
+                            .transfer_bytes
+                            .get_or_create(&vec![
+                                ("transport", "sftp".to_owned()),
+                                ("direction", "upload".to_owned()),
+                            ])
+                            .inc_by(size);
+                        if self.services.box_events.send(ev).await.is_err() {
+                            tracing::warn!("box event queue closed");
+                        }
+                        Ok(ok(id))
+                    }
+                    Err(e) => {
+                        self.audit(
+                            "box.upload_refused",
+                            json!({"name": name.as_str(), "bytes": size, "reason": e.to_string()}),
+                        );
+                        Err(e.into())
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        len: u32,
+    ) -> Result<Data, Self::Error> {
+        let Some(OpenHandle::Read {
+            file,
+            size,
+            covered,
+            bytes,
+            ..
+        }) = self.handles.get_mut(&handle)
+        else {
+            return Err(refuse(StatusCode::Failure, "invalid handle"));
+        };
+        if offset >= *size {
+            return Err(refuse(StatusCode::Eof, "end of file"));
+        }
+        let want = len.min(MAX_READ) as usize;
+        let mut buf = vec![0u8; want.min(usize::try_from(*size - offset).unwrap_or(want))];
+        let n = file
+            .read_at(&mut buf, offset)
+            .map_err(|_| refuse(StatusCode::Failure, "read failed"))?;
+        if n == 0 {
+            return Err(refuse(StatusCode::Eof, "end of file"));
+        }
+        buf.truncate(n);
+        if offset <= *covered {
+            *covered = (*covered).max(offset + n as u64);
+        }
+        *bytes += n as u64;
+        self.services
+            .metrics
+            .transfer_bytes
+            .get_or_create(&vec![
+                ("transport", "sftp".to_owned()),
+                ("direction", "download".to_owned()),
+            ])
+            .inc_by(n as u64);
+        Ok(Data { id, data: buf })
+    }
+
+    async fn write(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Status, Self::Error> {
+        let Some(OpenHandle::Write(upload)) = self.handles.get_mut(&handle) else {
+            return Err(refuse(StatusCode::Failure, "invalid handle"));
+        };
+        upload.write_at(offset, &data).map_err(Refusal::from)?;
+        Ok(ok(id))
+    }
+
+    async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        self.stat(id, path).await
+    }
+
+    async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        let loc = self
+            .resolve(&path)
+            .map_err(|e| self.denied("stat", &path, e))?;
+        let attrs = self.attrs_of(&loc).map_err(Refusal::from)?;
+        Ok(Attrs { id, attrs })
+    }
+
+    async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
+        let attrs = match self.handles.get(&handle) {
+            Some(OpenHandle::Read { file, folder, .. }) => {
+                let meta = file
+                    .metadata()
+                    .map_err(|_| refuse(StatusCode::Failure, "stat failed"))?;
+                let entry_time = meta.modified().unwrap_or(UNIX_EPOCH);
+                let t = epoch_secs(entry_time);
+                FileAttributes {
+                    size: Some(meta.len()),
+                    permissions: Some(if *folder == Folder::Receipts {
+                        0o100400
+                    } else {
+                        0o100600
+                    }),
+                    mtime: Some(t),
+                    atime: Some(t),
+                    ..FileAttributes::default()
+                }
+            }
+            Some(OpenHandle::Write(u)) => FileAttributes {
+                size: Some(u.size()),
+                permissions: Some(0o100200),
+                ..FileAttributes::default()
+            },
+            Some(OpenHandle::Dir { .. }) => dir_attrs(false),
+            None => return Err(refuse(StatusCode::Failure, "invalid handle")),
+        };
+        Ok(Attrs { id, attrs })
+    }
+
+    async fn setstat(
+        &mut self,
+        _id: u32,
+        path: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        Err(self.denied(
+            "setstat",
+            &path,
+            BoxError::PermissionDenied("attributes cannot be changed"),
+        ))
+    }
+
+    async fn fsetstat(
+        &mut self,
+        _id: u32,
+        _handle: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        Err(self.denied(
+            "fsetstat",
+            "",
+            BoxError::PermissionDenied("attributes cannot be changed"),
+        ))
+    }
+
+    async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
+        let loc = self
+            .resolve(&path)
+            .map_err(|e| self.denied("opendir", &path, e))?;
+        let entries = self.listing(&loc).map_err(Refusal::from)?;
+        self.audit(
+            "box.list",
+            json!({"path": self.display(&loc), "entries": entries.len()}),
+        );
+        let handle = self.new_handle(OpenHandle::Dir {
+            entries,
+            sent: false,
+        });
+        Ok(Handle { id, handle })
+    }
+
+    async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
+        match self.handles.get_mut(&handle) {
+            Some(OpenHandle::Dir { entries, sent }) if !*sent => {
+                *sent = true;
+                Ok(Name {
+                    id,
+                    files: std::mem::take(entries),
+                })
+            }
+            Some(OpenHandle::Dir { .. }) => Err(refuse(StatusCode::Eof, "end of directory")),
+            _ => Err(refuse(StatusCode::Failure, "invalid handle")),
+        }
+    }
+
+    async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
+        let loc = self
+            .resolve(&filename)
+            .map_err(|e| self.denied("remove", &filename, e))?;
+        let Location::File(b, folder, name) = loc else {
+            return Err(self.denied(
+                "remove",
+                &filename,
+                BoxError::PermissionDenied("not a file"),
+            ));
+        };
+        let owner = b.owner().to_owned();
+        let entry = b
+            .acknowledge(folder, &name)
+            .map_err(|e| self.denied("remove", &filename, e))?;
+        self.audit(
+            "box.remove",
+            json!({"box": owner, "name": name.as_str(), "size": entry.size}),
+        );
+        self.emit(BoxEvent::Acknowledged {
+            account: owner,
+            name,
+        });
+        Ok(ok(id))
+    }
+
+    async fn mkdir(
+        &mut self,
+        _id: u32,
+        path: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        Err(self.denied(
+            "mkdir",
+            &path,
+            BoxError::PermissionDenied("folders cannot be created"),
+        ))
+    }
+
+    async fn rmdir(&mut self, _id: u32, path: String) -> Result<Status, Self::Error> {
+        Err(self.denied(
+            "rmdir",
+            &path,
+            BoxError::PermissionDenied("folders cannot be removed"),
+        ))
+    }
+
+    async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
+        let loc = self
+            .resolve(&path)
+            .map_err(|e| self.denied("realpath", &path, e))?;
+        Ok(Name {
+            id,
+            files: vec![File::dummy(self.display(&loc))],
+        })
+    }
+
+    async fn rename(
+        &mut self,
+        id: u32,
+        oldpath: String,
+        newpath: String,
+    ) -> Result<Status, Self::Error> {
+        // Only an upload still open in this session may be renamed (clients that upload under a
+        // temporary name); anything already handed off belongs to the pipeline.
+        let (old, new) = match (self.resolve(&oldpath), self.resolve(&newpath)) {
+            (Ok(Location::File(a, Folder::Inbox, o)), Ok(Location::File(b, Folder::Inbox, n)))
+                if a.owner() == b.owner() =>
+            {
+                (o, n)
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(self.denied("rename", &oldpath, e)),
+            _ => {
+                return Err(self.denied(
+                    "rename",
+                    &oldpath,
+                    BoxError::PermissionDenied(
+                        "files can only be renamed within the inbox while uploading",
+                    ),
+                ));
+            }
+        };
+        let upload = self.handles.values_mut().find_map(|h| match h {
+            OpenHandle::Write(u) if *u.name() == old => Some(u),
+            _ => None,
+        });
+        match upload {
+            Some(u) => {
+                u.rename(new);
+                Ok(ok(id))
+            }
+            None => Err(self.denied(
+                "rename",
+                &oldpath,
+                BoxError::PermissionDenied("only an upload in progress can be renamed"),
+            )),
+        }
+    }
+
+    async fn readlink(&mut self, _id: u32, path: String) -> Result<Name, Self::Error> {
+        Err(self.denied(
+            "readlink",
+            &path,
+            BoxError::PermissionDenied("no links in a box"),
+        ))
+    }
+
+    async fn symlink(
+        &mut self,
+        _id: u32,
+        linkpath: String,
+        _targetpath: String,
+    ) -> Result<Status, Self::Error> {
+        Err(self.denied(
+            "symlink",
+            &linkpath,
+            BoxError::PermissionDenied("links cannot be created"),
+        ))
+    }
+
+    async fn extended(
+        &mut self,
+        _id: u32,
+        request: String,
+        _data: Vec<u8>,
+    ) -> Result<russh_sftp::protocol::Packet, Self::Error> {
+        self.audit("box.denied", json!({"op": "extended", "request": request}));
+        Err(refuse(
+            StatusCode::OpUnsupported,
+            "extensions are not supported",
+        ))
+    }
+}
+
+impl Drop for SftpView {
+    fn drop(&mut self) {
+        let open_uploads: Vec<_> = self
+            .handles
+            .values()
+            .filter_map(|h| match h {
+                OpenHandle::Write(u) => Some((u.name().clone(), u.size())),
+                _ => None,
+            })
+            .collect();
+        for (name, bytes) in open_uploads {
+            // The Upload's own Drop removes the partial file.
+            self.audit(
+                "box.upload_discarded",
+                json!({"name": name.as_str(), "bytes": bytes}),
+            );
+        }
+    }
+}
