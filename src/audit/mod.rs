@@ -4,6 +4,8 @@
 //! hash-chained JSON-lines file with the clock's sync state) is this module's business.
 //! Never pass secrets: passwords, keys and file contents do not belong here.
 
+pub mod clock;
+
 use std::net::SocketAddr;
 
 use serde_json::Value;
