@@ -287,7 +287,10 @@ fn receipts(command: ReceiptsCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", r.to_canonical_json());
                 last = r.seq;
             }
-            while follow {
+            if !follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            loop {
                 std::thread::sleep(std::time::Duration::from_millis(500));
                 for r in ledger.after(last)? {
                     println!("{}", r.to_canonical_json());
