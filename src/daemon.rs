@@ -57,6 +57,8 @@ impl Services {
 pub enum DaemonError {
     #[error("preparing the state directory: {0}")]
     State(std::io::Error),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     #[error("starting SFTP: {0}")]
     Sftp(#[from] crate::transport::sftp::SftpError),
     #[error("starting HTTPS: {0}")]
@@ -73,11 +75,18 @@ pub enum DaemonError {
 pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let snapshot = live.snapshot();
     let gateway = &snapshot.config.gateway;
-    let (services, box_events) = Services::new(live.clone(), Audit::to_log());
-    services
-        .layout
+    let layout = StateLayout::new(&gateway.state_dir);
+    layout
         .create(&snapshot.config)
         .map_err(DaemonError::State)?;
+    let audit = Audit::open(&layout)?;
+    audit.record("daemon.start", None, None, serde_json::json!({"config": live.path().display().to_string(), "version": env!("CARGO_PKG_VERSION")}));
+    let (services, box_events) = Services::new(live.clone(), audit.clone());
+    tokio::spawn(audit_account_events(
+        audit.clone(),
+        live.subscribe(),
+        shutdown.clone(),
+    ));
     tokio::spawn(
         services
             .sessions
@@ -112,7 +121,7 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         }
     }
 
-    tokio::spawn(live.clone().run(shutdown.clone()));
+    tokio::spawn(live.clone().run(audit.clone(), shutdown.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     if let Some(interval) = watchdog_interval() {
         tokio::spawn(watchdog(interval, shutdown.clone()));
@@ -120,10 +129,31 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     tracing::info!(config = %live.path().display(), "handoff is up");
 
     wait_for_stop(&shutdown).await;
+    services
+        .audit
+        .record("daemon.stop", None, None, serde_json::json!({}));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     tracing::info!("handoff stopped");
     Ok(())
+}
+
+/// Records every account event (removed, changed, expired, added) in the audit log.
+async fn audit_account_events(
+    audit: Audit,
+    mut events: tokio::sync::broadcast::Receiver<crate::accounts::AccountEvent>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = events.recv() => match ev {
+                Ok(ev) => audit.record("account.changed", Some(&ev.account), None, serde_json::json!({"change": ev.change.to_string()})),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => audit.record("account.events_lost", None, None, serde_json::json!({"missed": n})),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
 }
 
 /// Periodic chores: partial uploads past their age, idle limiter state.

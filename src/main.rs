@@ -59,6 +59,24 @@ enum Command {
         #[command(subcommand)]
         command: ReceiptsCommand,
     },
+    /// Check the hash chain of the audit log (STATE/audit/audit.log, or --file); reports the
+    /// first changed, removed or reordered line and exits 1.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the audit log's hash chain.
+    Verify {
+        #[arg(long, short, default_value = "/etc/handoff/handoff.toml")]
+        config: PathBuf,
+        /// An audit log file to check instead of the configured one.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +143,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Accounts { config } => accounts(&config),
         Command::HashPassword => hash_password(),
         Command::Receipts { command } => receipts(command),
+        Command::Audit {
+            command: AuditCommand::Verify { config, file },
+        } => {
+            let path = match file {
+                Some(f) => f,
+                None => {
+                    let loaded = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    handoff::state::StateLayout::new(&loaded.config.gateway.state_dir)
+                        .audit()
+                        .join("audit.log")
+                }
+            };
+            match handoff::audit::verify(&path) {
+                Ok(n) => {
+                    println!("OK: {n} audit lines, chain intact ({})", path.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("BROKEN: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
     }
 }
 
