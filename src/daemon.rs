@@ -95,6 +95,10 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     );
     tokio::spawn(housekeeping(services.clone(), shutdown.clone()));
     tokio::spawn(drain_box_events(box_events, shutdown.clone()));
+    tokio::spawn(crate::metrics::alerts::watch(
+        services.clone(),
+        shutdown.clone(),
+    ));
 
     for (what, addr) in [
         ("sftp", gateway.sftp_listen),
@@ -110,6 +114,13 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
             "sftp" => {
                 let server = crate::transport::sftp::SftpServer::new(services.clone())?;
                 tokio::spawn(server.serve(listener, shutdown.clone()));
+            }
+            "metrics" => {
+                tokio::spawn(crate::metrics::server::serve(
+                    services.clone(),
+                    listener,
+                    shutdown.clone(),
+                ));
             }
             "https" => {
                 let server = crate::transport::https::HttpsServer::new(services.clone())?;
