@@ -30,6 +30,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     pub sessions: Arc<SessionRegistry>,
     pub limiter: Arc<Limiter>,
+    /// Whether clamd answers: the NOC status shows it.
+    pub scan_health: Arc<crate::scan::ScanHealth>,
 }
 
 /// Bound on queued box events: transports wait (back-pressure) rather than queue without end.
@@ -48,6 +50,7 @@ impl Services {
             audit,
             metrics: Arc::new(Metrics::new()),
             sessions: SessionRegistry::new(),
+            scan_health: Arc::default(),
         };
         (services, rx)
     }
@@ -57,6 +60,8 @@ impl Services {
 pub enum DaemonError {
     #[error("preparing the state directory: {0}")]
     State(std::io::Error),
+    #[error("starting the pipeline: {0}")]
+    Pipeline(#[from] crate::pipeline::PipelineError),
     #[error("starting SFTP: {0}")]
     Sftp(#[from] crate::transport::sftp::SftpError),
     #[error("binding {what} on {addr}: {source}")]
@@ -83,7 +88,7 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
             .enforce(live.subscribe(), shutdown.clone()),
     );
     tokio::spawn(housekeeping(services.clone(), shutdown.clone()));
-    tokio::spawn(drain_box_events(box_events, shutdown.clone()));
+    let _pipeline = crate::pipeline::Pipeline::start(&services, box_events, shutdown.clone())?;
 
     for (what, addr) in [
         ("sftp", gateway.sftp_listen),
@@ -144,19 +149,6 @@ async fn housekeeping(services: Services, shutdown: CancellationToken) {
             _ => {}
         }
         services.limiter.housekeeping();
-    }
-}
-
-/// Logs box events while no pipeline consumes them.
-async fn drain_box_events(mut rx: mpsc::Receiver<BoxEvent>, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            ev = rx.recv() => match ev {
-                Some(ev) => tracing::info!(?ev, "box event"),
-                None => return,
-            }
-        }
     }
 }
 

@@ -14,5 +14,7 @@ pub mod metrics;
 pub mod numbers;
 pub mod pipeline;
 pub mod receipts;
+pub mod scan;
+pub mod spool;
 pub mod state;
 pub mod transport;
