@@ -254,9 +254,15 @@ pub struct ClamdInstance {
 impl ClamdInstance {
     /// Starts clamd and waits until its socket answers PING.
     pub fn start(dir: &Path) -> ClamdInstance {
+        Self::start_with_env(dir, &[])
+    }
+
+    /// Like `start`, with environment for the script (e.g. `CLAMD_STREAM_MAX_LENGTH`).
+    pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> ClamdInstance {
         let log = std::fs::File::create(dir.join("clamd.out")).expect("clamd log");
         let child = Command::new(repo_root().join("scripts/clamd-test-instance"))
             .arg(dir)
+            .envs(env.iter().copied())
             .stdout(log.try_clone().expect("clamd log"))
             .stderr(log)
             .spawn()
