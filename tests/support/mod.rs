@@ -341,3 +341,28 @@ pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `(name, sha256)` of every file the pipeline accepted from an inbox (it takes completed
+/// uploads out of the inbox at once and records their SHA-256).
+pub fn accepted_files(tc: &TestConfig) -> Vec<(String, String)> {
+    use handoff::pipeline::events::EventLog;
+    let Ok(store) = handoff::spool::store::SqliteStore::open(&tc.state_dir().join("store")) else {
+        return Vec::new();
+    };
+    store
+        .events_after(0, 100_000)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.hop == handoff::receipts::Hop::Accepted)
+        .map(|e| (e.original_name, e.sha256))
+        .collect()
+}
+
+/// The SHA-256 the pipeline recorded when it accepted the hand-off file `name`.
+pub fn accepted_sha256(tc: &TestConfig, name: &str) -> Option<String> {
+    accepted_files(tc)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, sha)| sha)
+}
