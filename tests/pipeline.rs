@@ -225,3 +225,46 @@ fn retrieval_of_a_delivered_file_is_recorded_once() {
         .count();
     assert_eq!(n, 1);
 }
+
+#[test]
+fn retention_purges_unretrieved_deliveries_and_old_quarantine() {
+    let tc = TestConfig::with(|t| {
+        t.replace("outbox = \"30d\"", "outbox = \"1s\"")
+            .replace("quarantine = \"90d\"", "quarantine = \"1s\"")
+    });
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let daemon = Daemon::start(&tc);
+    hand_off(&tc, CLINIC, "kept-too-long.zip", b"nobody fetches this");
+    hand_off(&tc, CLINIC, "infected.com", &eicar());
+    assert!(wait_for(30, || {
+        event_of(&tc, "kept-too-long.zip", Hop::Delivered).is_some()
+            && event_of(&tc, "infected.com", Hop::Rejected).is_some()
+    }));
+    let rejected = event_of(&tc, "infected.com", Hop::Rejected).unwrap();
+    assert!(
+        tc.state_dir()
+            .join("quarantine")
+            .join(&rejected.file_id)
+            .exists()
+    );
+    assert_eq!(names(&folder(&tc, INSURER, "outbox")).len(), 1);
+    drop(daemon);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Retention is applied at start-up and then every half minute.
+    let _daemon = Daemon::start(&tc);
+    assert!(
+        wait_for(20, || {
+            event_of(&tc, "kept-too-long.zip", Hop::Purged).is_some()
+                && event_of(&tc, "infected.com", Hop::Purged).is_some()
+        }),
+        "not purged: {:?}",
+        events(&tc)
+    );
+    assert!(names(&folder(&tc, INSURER, "outbox")).is_empty());
+    assert!(
+        !tc.state_dir()
+            .join("quarantine")
+            .join(&rejected.file_id)
+            .exists()
+    );
+}

@@ -582,9 +582,28 @@ impl Inner {
                 self.purged(&mut job, &sender)?;
             }
         }
-        let oldest = self
+        let overdue = self
             .store
-            .open_jobs()?
+            .delivered_before(now - retention.retrieve_sla)?
+            .len();
+        if overdue > 0 {
+            tracing::warn!(
+                files = overdue,
+                "delivered files not retrieved within retrieve_sla"
+            );
+        }
+        let open = self.store.open_jobs()?;
+        let stuck = open
+            .iter()
+            .filter(|j| now - j.accepted_at > retention.accept_overdue)
+            .count();
+        if stuck > 0 {
+            tracing::warn!(
+                files = stuck,
+                "accepted files neither delivered nor rejected within accept_overdue"
+            );
+        }
+        let oldest = open
             .first()
             .map(|j| (now - j.accepted_at).whole_seconds().max(0))
             .unwrap_or(0);
