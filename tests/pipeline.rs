@@ -268,3 +268,23 @@ fn retention_purges_unretrieved_deliveries_and_old_quarantine() {
             .exists()
     );
 }
+
+#[test]
+fn files_too_large_for_clamd_are_rejected_not_delivered() {
+    let tc = TestConfig::new();
+    let _clamd = ClamdInstance::start_with_env(
+        tc.dir.path(),
+        &[("CLAMD_MAX_FILE_SIZE", "1M"), ("CLAMD_MAX_SCAN_SIZE", "1M")],
+    );
+    let _daemon = Daemon::start(&tc);
+    hand_off(&tc, CLINIC, "huge.zip", &vec![b'h'; 2 << 20]);
+    assert!(
+        wait_for(30, || event_of(&tc, "huge.zip", Hop::Rejected).is_some()),
+        "not rejected: {:?}",
+        events(&tc)
+    );
+    let r = event_of(&tc, "huge.zip", Hop::Rejected).unwrap();
+    assert_eq!(r.reasons[0].rule, "scan.limits-exceeded");
+    assert!(r.reasons[0].message.contains("Heuristics.Limits.Exceeded"));
+    assert!(names(&folder(&tc, INSURER, "outbox")).is_empty());
+}

@@ -206,6 +206,15 @@ impl Stage for ScanStage {
                 recipient: None,
                 sealed_sha256: None,
             },
+            Ok(Verdict::Found(name)) if name.starts_with("Heuristics.Limits.Exceeded") => {
+                Outcome::Reject {
+                    reasons: vec![Reason::new(
+                        "scan.limits-exceeded",
+                        format!("the file is too large or too deeply nested to scan ({name})"),
+                    )],
+                    quarantine: true,
+                }
+            }
             Ok(Verdict::Found(name)) => Outcome::Reject {
                 reasons: vec![Reason::new(
                     "scan.infected",
