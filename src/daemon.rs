@@ -64,6 +64,8 @@ pub enum DaemonError {
     Pipeline(#[from] crate::pipeline::PipelineError),
     #[error("starting SFTP: {0}")]
     Sftp(#[from] crate::transport::sftp::SftpError),
+    #[error("starting HTTPS: {0}")]
+    Https(#[from] crate::transport::https::TlsError),
     #[error("binding {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -103,6 +105,10 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         match what {
             "sftp" => {
                 let server = crate::transport::sftp::SftpServer::new(services.clone())?;
+                tokio::spawn(server.serve(listener, shutdown.clone()));
+            }
+            "https" => {
+                let server = crate::transport::https::HttpsServer::new(services.clone())?;
                 tokio::spawn(server.serve(listener, shutdown.clone()));
             }
             _ => {

@@ -179,7 +179,8 @@ impl DropBox {
                 "inbox files cannot be read back",
             ));
         }
-        let file = fsops::open_file_beneath(self.folder(folder), name.as_str())?;
+        let file =
+            fsops::open_file_beneath(self.folder(folder), name.as_str()).map_err(not_found)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(BoxError::NotFound);
@@ -203,7 +204,7 @@ impl DropBox {
             return Err(BoxError::PermissionDenied("read-only access"));
         }
         let entry = self.stat(folder, name)?;
-        fsops::unlink_beneath(self.folder(folder), name.as_str())?;
+        fsops::unlink_beneath(self.folder(folder), name.as_str()).map_err(not_found)?;
         fsops::sync_dir(self.folder(folder))?;
         Ok(entry)
     }
@@ -236,6 +237,17 @@ impl DropBox {
 
     fn check_space(&self) -> Result<(), BoxError> {
         check_space(&self.state_root, self.min_free)
+    }
+}
+
+/// A name that does not resolve to a regular file beneath the folder — absent, or a symlink
+/// refused by the resolver — is reported as not found, never as an I/O failure.
+fn not_found(e: io::Error) -> BoxError {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ELOOP) | Some(libc::EXDEV) | Some(libc::ENOTDIR) => {
+            BoxError::NotFound
+        }
+        _ => BoxError::Io(e),
     }
 }
 

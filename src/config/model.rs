@@ -109,6 +109,12 @@ pub struct Limits {
     pub max_sessions_per_account: u32,
     pub max_requests_per_account: u32,
     pub requests_per_second_per_account: u32,
+    /// Time a client has to send a request's headers (slow-loris protection).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Longest pause allowed between two pieces of a request body.
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -123,6 +129,8 @@ impl Default for Limits {
             max_sessions_per_account: 8,
             max_requests_per_account: 16,
             requests_per_second_per_account: 50,
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -1,0 +1,234 @@
+//! Mutual-TLS HTTPS drop boxes (hyper on tokio-rustls), and the read-only NOC API.
+//!
+//! A connection is admitted only with a client certificate that chains to a configured CA and is
+//! not revoked; the certificate is then mapped to one account by subject or fingerprint. The box
+//! operations go through [`crate::boxes`], exactly as SFTP's do; see [`api`] for the routes and
+//! docs/https.md for the protocol.
+
+mod api;
+mod identity;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use identity::CertIdentity;
+pub use tls::TlsError;
+
+use crate::daemon::Services;
+
+/// Time allowed for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A cached SHA-256 of an outbox file: size and time it was computed for, and the digest.
+type CachedDigest = (u64, std::time::SystemTime, String);
+
+/// State shared by all HTTPS connections.
+pub(crate) struct Shared {
+    services: Services,
+    tls: tls::TlsConfigs,
+    /// Requests in flight per account, bounded by `max_requests_per_account`.
+    in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// SHA-256 of outbox files by (box, name), valid while size and mtime are unchanged.
+    digests: Mutex<HashMap<(String, String), CachedDigest>>,
+}
+
+pub struct HttpsServer {
+    shared: Arc<Shared>,
+}
+
+impl HttpsServer {
+    pub fn new(services: Services) -> Result<HttpsServer, TlsError> {
+        let tls = tls::TlsConfigs::new(&services.live.snapshot())?;
+        Ok(HttpsServer {
+            shared: Arc::new(Shared {
+                services,
+                tls,
+                in_flight: Mutex::new(HashMap::new()),
+                digests: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown`.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "https accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let services = &self.shared.services;
+            if let Err(refused) = services.limiter.check_connection(peer.ip()) {
+                services.audit.record(
+                    "https.connection_refused",
+                    None,
+                    Some(peer),
+                    serde_json::json!({"reason": refused.to_string()}),
+                );
+                continue;
+            }
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(connection(
+                self.shared.clone(),
+                tcp,
+                peer,
+                shutdown.child_token(),
+            ));
+        }
+    }
+}
+
+async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: CancellationToken) {
+    let services = &shared.services;
+    let snapshot = services.live.snapshot();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current(&snapshot));
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            // No certificate, an unknown CA, a revoked or expired certificate all end here.
+            services.audit.record(
+                "https.handshake_refused",
+                None,
+                Some(peer),
+                serde_json::json!({"reason": e.to_string()}),
+            );
+            services
+                .metrics
+                .auth_failures
+                .get_or_create(&vec![
+                    ("transport", "https".to_owned()),
+                    ("reason", "certificate".to_owned()),
+                ])
+                .inc();
+            return;
+        }
+        Err(_) => return,
+    };
+    let identity = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|leaf| CertIdentity::from_der(leaf));
+    let now = time::OffsetDateTime::now_utc();
+    let account = identity
+        .as_ref()
+        .and_then(|id| {
+            snapshot
+                .accounts
+                .by_certificate(&id.subject, &id.fingerprint)
+        })
+        .filter(|a| a.check_active(now).is_ok())
+        .cloned();
+    let limits = &snapshot.config.gateway.limits;
+    let guard = match &account {
+        Some(a) => match services
+            .sessions
+            .register(&a.id, limits.max_sessions_per_account)
+        {
+            Ok(g) => Some(g),
+            Err(e) => {
+                services.audit.record(
+                    "https.refused",
+                    Some(&a.id),
+                    Some(peer),
+                    serde_json::json!({"reason": e.to_string()}),
+                );
+                None
+            }
+        },
+        None => {
+            services.audit.record(
+                "https.unmapped_certificate",
+                None,
+                Some(peer),
+                serde_json::json!({"subject": identity.as_ref().map(|i| i.subject.clone()), "sha256": identity.as_ref().map(|i| i.fingerprint.clone())}),
+            );
+            services
+                .metrics
+                .auth_failures
+                .get_or_create(&vec![
+                    ("transport", "https".to_owned()),
+                    ("reason", "unmapped".to_owned()),
+                ])
+                .inc();
+            None
+        }
+    };
+    let account = if guard.is_some() { account } else { None };
+    if let Some(g) = &guard {
+        let revoked = g.token().clone();
+        let end = end.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = revoked.cancelled() => end.cancel(),
+                _ = end.cancelled() => {}
+            }
+        });
+        services
+            .metrics
+            .sessions
+            .get_or_create(&vec![("transport", "https".to_owned())])
+            .inc();
+    }
+
+    let ctx = Arc::new(api::Connection {
+        shared: shared.clone(),
+        account,
+        peer,
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(16 << 20)
+        .initial_connection_window_size(32 << 20)
+        .max_concurrent_streams(limits.max_requests_per_account.max(1))
+        .keep_alive_interval(Duration::from_secs(30));
+    let service = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, std::convert::Infallible>(api::handle(ctx, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "https connection ended with an error");
+            }
+        }
+        _ = end.cancelled() => {
+            // Revoked or shutting down: reset the connection now, mid-request included. The
+            // socket is still owned by `conn`, dropped just below.
+            crate::transport::abort_on_close(fd);
+        }
+    }
+    if guard.is_some() {
+        services
+            .metrics
+            .sessions
+            .get_or_create(&vec![("transport", "https".to_owned())])
+            .dec();
+    }
+}
