@@ -288,3 +288,39 @@ fn files_too_large_for_clamd_are_rejected_not_delivered() {
     assert!(r.reasons[0].message.contains("Heuristics.Limits.Exceeded"));
     assert!(names(&folder(&tc, INSURER, "outbox")).is_empty());
 }
+
+/// The scanner part of the NOC status, over mutual-TLS HTTPS with the NOC's certificate.
+fn noc_scanner(tc: &TestConfig) -> serde_json::Value {
+    let certs = support::repo_root().join("certs-example");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join("noc-tokyo.pem"))
+        .arg("--key")
+        .arg(certs.join("noc-tokyo.key"))
+        .arg(format!("https://localhost:{}/noc/status", tc.https_port))
+        .output()
+        .expect("run curl");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    status["scanner"].clone()
+}
+
+#[test]
+fn scanner_health_is_shown_to_the_noc() {
+    let tc = TestConfig::new();
+    let clamd = ClamdInstance::start(tc.dir.path());
+    let _daemon = Daemon::start(&tc);
+    assert!(
+        wait_for(15, || noc_scanner(&tc)["up"] == true),
+        "scanner not up: {}",
+        noc_scanner(&tc)
+    );
+    clamd.stop();
+    assert!(
+        wait_for(15, || noc_scanner(&tc)["up"] == false),
+        "scanner still up: {}",
+        noc_scanner(&tc)
+    );
+    assert!(noc_scanner(&tc)["error"].is_string());
+}
