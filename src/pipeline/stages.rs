@@ -2,12 +2,13 @@
 //! what comes next. The runner commits that before acting on it, so a stage may run again after
 //! a crash and must be idempotent (its outputs have deterministic names and are replaced whole).
 
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use crate::config::{Config, Counterpart, CounterpartKind};
 use crate::receipts::Reason;
 use crate::scan::{Clamd, ScanHealth, Verdict};
+pub use crate::spool::ReadSeek;
 use crate::spool::store::{Job, JobState};
 use crate::spool::{self, Spool};
 use crate::state::StateLayout;
@@ -44,10 +45,6 @@ pub trait Stage: Send + Sync {
     fn takes(&self) -> JobState;
     fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome;
 }
-
-/// A readable, seekable archive (validators walk the zip directory).
-pub trait ReadSeek: Read + Seek {}
-impl<T: Read + Seek> ReadSeek for T {}
 
 /// Facts the validator read from the archive that routing needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -200,7 +197,7 @@ impl Stage for ScanStage {
             Ok(f) => f,
             Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
         };
-        match self.clamd.scan(io::BufReader::new(file)) {
+        match self.clamd.scan(file) {
             Ok(Verdict::Clean) => Outcome::Advance {
                 to: JobState::Scanned,
                 recipient: None,
@@ -259,7 +256,7 @@ impl Stage for SealStage {
             };
         };
         let mut src = match ctx.spool.open(&job.file_id) {
-            Ok(f) => io::BufReader::new(f),
+            Ok(f) => f,
             Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
         };
         match ctx.spool.store_sealed(&job.file_id, |out| {

@@ -10,7 +10,7 @@
 pub mod store;
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -31,9 +31,14 @@ pub struct Written {
 }
 
 /// Stand-in for the at-rest cipher: stores plaintext. Replaced by the seal module's STREAM
-/// writer/reader.
+/// writer/reader; [`Spool::store`], [`Spool::open`] and [`Spool::quarantine`] are the only
+/// places that touch spool bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PlainAtRest;
+
+/// A readable, seekable stream of a spooled file's plaintext (validators walk zip directories).
+pub trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
 
 /// The spool and quarantine directories.
 #[derive(Debug, Clone)]
@@ -70,8 +75,10 @@ impl Spool {
     }
 
     /// Opens an accepted file's plaintext.
-    pub fn open(&self, file_id: &str) -> io::Result<File> {
-        File::open(self.plain_path(file_id))
+    pub fn open(&self, file_id: &str) -> io::Result<Box<dyn ReadSeek>> {
+        Ok(Box::new(io::BufReader::new(File::open(
+            self.plain_path(file_id),
+        )?)))
     }
 
     /// Stores the sealed form of a file, as `fill` writes it.
