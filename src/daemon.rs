@@ -62,6 +62,12 @@ pub enum DaemonError {
     State(std::io::Error),
     #[error("starting the pipeline: {0}")]
     Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("receipt key: {0}")]
+    ReceiptKey(#[from] crate::keys::KeyError),
+    #[error("receipt ledger: {0}")]
+    Ledger(#[from] crate::receipts::ledger::LedgerError),
     #[error("starting SFTP: {0}")]
     Sftp(#[from] crate::transport::sftp::SftpError),
     #[error("starting HTTPS: {0}")]
@@ -78,11 +84,18 @@ pub enum DaemonError {
 pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let snapshot = live.snapshot();
     let gateway = &snapshot.config.gateway;
-    let (services, box_events) = Services::new(live.clone(), Audit::to_log());
-    services
-        .layout
+    let layout = StateLayout::new(&gateway.state_dir);
+    layout
         .create(&snapshot.config)
         .map_err(DaemonError::State)?;
+    let audit = Audit::open(&layout)?;
+    audit.record("daemon.start", None, None, serde_json::json!({"config": live.path().display().to_string(), "version": env!("CARGO_PKG_VERSION")}));
+    let (services, box_events) = Services::new(live.clone(), audit.clone());
+    tokio::spawn(audit_account_events(
+        audit.clone(),
+        live.subscribe(),
+        shutdown.clone(),
+    ));
     tokio::spawn(
         services
             .sessions
@@ -90,7 +103,11 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
             .enforce(live.subscribe(), shutdown.clone()),
     );
     tokio::spawn(housekeeping(services.clone(), shutdown.clone()));
-    let _pipeline = crate::pipeline::Pipeline::start(&services, box_events, shutdown.clone())?;
+    let pipeline = crate::pipeline::Pipeline::start(&services, box_events, shutdown.clone())?;
+    let receipt_key = crate::keys::load_receipt_key(&gateway.receipt_key)?;
+    let ledger = crate::receipts::ledger::Ledger::open(&layout.store().join("receipts.db"))?;
+    crate::receipts::issuer::Issuer::new(ledger, receipt_key, layout.clone())
+        .spawn(pipeline.event_log(), shutdown.clone());
 
     for (what, addr) in [
         ("sftp", gateway.sftp_listen),
@@ -117,7 +134,7 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         }
     }
 
-    tokio::spawn(live.clone().run(shutdown.clone()));
+    tokio::spawn(live.clone().run(audit.clone(), shutdown.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     if let Some(interval) = watchdog_interval() {
         tokio::spawn(watchdog(interval, shutdown.clone()));
@@ -125,10 +142,31 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     tracing::info!(config = %live.path().display(), "handoff is up");
 
     wait_for_stop(&shutdown).await;
+    services
+        .audit
+        .record("daemon.stop", None, None, serde_json::json!({}));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     tracing::info!("handoff stopped");
     Ok(())
+}
+
+/// Records every account event (removed, changed, expired, added) in the audit log.
+async fn audit_account_events(
+    audit: Audit,
+    mut events: tokio::sync::broadcast::Receiver<crate::accounts::AccountEvent>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = events.recv() => match ev {
+                Ok(ev) => audit.record("account.changed", Some(&ev.account), None, serde_json::json!({"change": ev.change.to_string()})),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => audit.record("account.events_lost", None, None, serde_json::json!({"missed": n})),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
 }
 
 /// Periodic chores: partial uploads past their age, idle limiter state.

@@ -53,6 +53,75 @@ enum Command {
     },
     /// Read a password on standard input and print its argon2id hash for `password_hash`.
     HashPassword,
+    /// Read the signed receipts the gateway issued (from the receipt ledger in the state
+    /// directory), follow a file through its hops, and verify signatures and the chain.
+    Receipts {
+        #[command(subcommand)]
+        command: ReceiptsCommand,
+    },
+    /// Check the hash chain of the audit log (STATE/audit/audit.log, or --file); reports the
+    /// first changed, removed or reordered line and exits 1.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the audit log's hash chain.
+    Verify {
+        #[arg(long, short, default_value = "/etc/handoff/handoff.toml")]
+        config: PathBuf,
+        /// An audit log file to check instead of the configured one.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReceiptsCommand {
+    /// Print the latest receipts as JSON lines, oldest first.
+    Tail {
+        #[arg(long, short, default_value = "/etc/handoff/handoff.toml")]
+        config: PathBuf,
+        /// How many receipts.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        /// Keep printing new receipts as they are issued.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Print one receipt (id `{file-id}.{hop}`), pretty.
+    Show {
+        #[arg(long, short, default_value = "/etc/handoff/handoff.toml")]
+        config: PathBuf,
+        id: String,
+    },
+    /// Every hop of one file, in order, with times and the time between hops.
+    Trace {
+        #[arg(long, short, default_value = "/etc/handoff/handoff.toml")]
+        config: PathBuf,
+        file_id: String,
+    },
+    /// Verify every signature and the whole chain; reports the first break and exits 1.
+    /// With --from, verifies a JSON-lines file of receipts (e.g. from `export`) instead of the
+    /// ledger; with --public-key, uses that SPKI PEM key instead of the configured one.
+    Verify {
+        #[arg(long, short, default_value = "/etc/handoff/handoff.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        from: Option<PathBuf>,
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Print receipts issued at or after a time (RFC 3339) as JSON lines.
+    Export {
+        #[arg(long, short, default_value = "/etc/handoff/handoff.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        since: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +142,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen { dir } => keygen(&dir),
         Command::Accounts { config } => accounts(&config),
         Command::HashPassword => hash_password(),
+        Command::Receipts { command } => receipts(command),
+        Command::Audit {
+            command: AuditCommand::Verify { config, file },
+        } => {
+            let path = match file {
+                Some(f) => f,
+                None => {
+                    let loaded = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    handoff::state::StateLayout::new(&loaded.config.gateway.state_dir)
+                        .audit()
+                        .join("audit.log")
+                }
+            };
+            match handoff::audit::verify(&path) {
+                Ok(n) => {
+                    println!("OK: {n} audit lines, chain intact ({})", path.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("BROKEN: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
     }
 }
 
@@ -208,5 +301,150 @@ fn hash_password() -> anyhow::Result<ExitCode> {
         .hash_password(password.as_bytes())
         .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
     println!("{hash}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ledger_of(config: &Path) -> anyhow::Result<(handoff::receipts::ledger::Ledger, config::Loaded)> {
+    let loaded = config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let path = handoff::state::StateLayout::new(&loaded.config.gateway.state_dir)
+        .store()
+        .join("receipts.db");
+    anyhow::ensure!(path.exists(), "no receipt ledger at {} yet", path.display());
+    let ledger = handoff::receipts::ledger::Ledger::open_read_only(&path)?;
+    Ok((ledger, loaded))
+}
+
+fn receipts(command: ReceiptsCommand) -> anyhow::Result<ExitCode> {
+    use handoff::receipts::{Receipt, verify_chain};
+    match command {
+        ReceiptsCommand::Tail {
+            config,
+            lines,
+            follow,
+        } => {
+            let (ledger, _) = ledger_of(&config)?;
+            let mut last = 0;
+            for r in ledger.last(lines)? {
+                println!("{}", r.to_canonical_json());
+                last = r.seq;
+            }
+            if !follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                for r in ledger.after(last)? {
+                    println!("{}", r.to_canonical_json());
+                    last = r.seq;
+                }
+            }
+        }
+        ReceiptsCommand::Show { config, id } => {
+            let (ledger, _) = ledger_of(&config)?;
+            let r = ledger
+                .by_id(&id)?
+                .ok_or_else(|| anyhow::anyhow!("no receipt {id}"))?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        ReceiptsCommand::Trace { config, file_id } => {
+            let (ledger, _) = ledger_of(&config)?;
+            let hops = ledger.trace(&file_id)?;
+            anyhow::ensure!(!hops.is_empty(), "no receipts for file {file_id}");
+            let first = &hops[0];
+            println!(
+                "file {}  {:?}  {} bytes  sha256 {}",
+                first.file_id, first.original_name, first.size, first.sha256
+            );
+            println!(
+                "from {} to {}",
+                first.sender,
+                hops.iter()
+                    .rev()
+                    .find_map(|r| r.recipient.clone())
+                    .unwrap_or_else(|| "-".into())
+            );
+            let parse = |t: &str| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            };
+            let start = parse(&first.time);
+            let mut prev = start;
+            for r in &hops {
+                let at = parse(&r.time);
+                let since_prev = match (prev, at) {
+                    (Some(p), Some(a)) => format!("+{:.3}s", (a - p).as_seconds_f64()),
+                    _ => "-".into(),
+                };
+                let total = match (start, at) {
+                    (Some(s), Some(a)) => format!("{:.3}s", (a - s).as_seconds_f64()),
+                    _ => "-".into(),
+                };
+                let extra = match (&r.summary, &r.sealed_sha256) {
+                    (Some(s), _) => format!("  {s}"),
+                    (None, Some(h)) => format!("  sealed sha256 {h}"),
+                    _ => String::new(),
+                };
+                println!(
+                    "  #{:<6} {:<10} {}  {:>10}  (total {}){}",
+                    r.seq,
+                    r.hop.as_str(),
+                    r.time,
+                    since_prev,
+                    total,
+                    extra
+                );
+                prev = at;
+            }
+        }
+        ReceiptsCommand::Verify {
+            config,
+            from,
+            public_key,
+        } => {
+            let key = match &public_key {
+                Some(p) => {
+                    use ed25519_dalek::pkcs8::DecodePublicKey;
+                    let pem = std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+                }
+                None => {
+                    let loaded = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    handoff::keys::load_receipt_key(&loaded.config.gateway.receipt_key)?
+                        .verifying_key()
+                }
+            };
+            let receipts: Vec<Receipt> = match &from {
+                Some(file) => std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .enumerate()
+                    .map(|(i, l)| {
+                        serde_json::from_str(l)
+                            .with_context(|| format!("{}:{}: not a receipt", file.display(), i + 1))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+                None => ledger_of(&config)?.0.all()?,
+            };
+            match verify_chain(&receipts, &key) {
+                Ok(n) => println!("OK: {n} receipts, signatures and chain verified"),
+                Err(e) => {
+                    eprintln!("BROKEN: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        ReceiptsCommand::Export { config, since } => {
+            time::OffsetDateTime::parse(&since, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| {
+                    anyhow::anyhow!("--since must be RFC 3339, e.g. 2026-11-25T00:00:00Z")
+                })?;
+            let (ledger, _) = ledger_of(&config)?;
+            for r in ledger.since(&since)? {
+                println!("{}", r.to_canonical_json());
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -263,7 +263,10 @@ async fn file_change_and_expiry_fire_account_events() {
     let live = LiveConfig::load(&tc.path).unwrap();
     let mut events = live.subscribe();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(live.clone().run(shutdown.clone()));
+    tokio::spawn(
+        live.clone()
+            .run(handoff::audit::Audit::to_log(), shutdown.clone()),
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // The watcher sees the file replaced and reloads: m.sato removed.

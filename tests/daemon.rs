@@ -109,6 +109,25 @@ fn serve_notifies_ready_pings_watchdog_reloads_and_stops() {
         assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // The audit log recorded start, the refused reload and stop, and its chain verifies.
+    let audit = std::fs::read_to_string(tc.state_dir().join("audit/audit.log")).unwrap();
+    for event in ["daemon.start", "config.refused", "daemon.stop"] {
+        assert!(
+            audit.contains(&format!("\"event\":\"{event}\"")),
+            "{event} missing:\n{audit}"
+        );
+    }
+    let out = Command::new(handoff_bin())
+        .args(["audit", "verify", "--file"])
+        .arg(tc.state_dir().join("audit/audit.log"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

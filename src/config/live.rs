@@ -134,7 +134,7 @@ impl LiveConfig {
 
     /// Keeps the config current until `shutdown`: reloads when the file changes or on SIGHUP,
     /// and announces expiries as they happen.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, audit: crate::audit::Audit, shutdown: CancellationToken) {
         let (tx, mut changed) = mpsc::channel::<()>(1);
         let _watcher = match self.watch_file(tx) {
             Ok(w) => Some(w),
@@ -158,20 +158,38 @@ impl LiveConfig {
                 Some(()) = changed.recv() => {
                     tokio::time::sleep(WATCH_DEBOUNCE).await;
                     while changed.try_recv().is_ok() {}
-                    self.reload_logged("file changed");
+                    self.reload_logged("file changed", &audit);
                 }
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    self.reload_logged("SIGHUP");
+                    self.reload_logged("SIGHUP", &audit);
                 }
             }
         }
     }
 
-    fn reload_logged(&self, trigger: &str) {
+    fn reload_logged(&self, trigger: &str, audit: &crate::audit::Audit) {
         match self.reload() {
-            Ok(events) => tracing::info!(trigger, changes = events.len(), "config reloaded"),
+            Ok(events) => {
+                tracing::info!(trigger, changes = events.len(), "config reloaded");
+                let changes: Vec<_> = events
+                    .iter()
+                    .map(|e| serde_json::json!({"account": e.account, "change": e.change.to_string()}))
+                    .collect();
+                audit.record(
+                    "config.reloaded",
+                    None,
+                    None,
+                    serde_json::json!({"trigger": trigger, "changes": changes}),
+                );
+            }
             Err(e) => {
-                tracing::error!(trigger, error = %e, "config refused; the previous config stays in force")
+                tracing::error!(trigger, error = %e, "config refused; the previous config stays in force");
+                audit.record(
+                    "config.refused",
+                    None,
+                    None,
+                    serde_json::json!({"trigger": trigger, "error": e.to_string()}),
+                );
             }
         }
     }

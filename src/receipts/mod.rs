@@ -1,5 +1,16 @@
 //! Per-hop receipts: signed, hash-chained records of where each party's responsibility for a
 //! file ends (DESIGN §3).
+//!
+//! The pipeline logs one event per file and hop; the [`issuer::Issuer`] turns each into a
+//! [`Receipt`] in the [`ledger::Ledger`] and into files in the boxes concerned. Verification needs
+//! only the public key (docs/receipts.md).
+
+pub mod canonical;
+pub mod issuer;
+pub mod ledger;
+mod receipt;
+
+pub use receipt::{GENESIS, Receipt, ReceiptError, verify_chain};
 
 use std::fmt;
 

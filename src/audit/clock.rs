@@ -1,0 +1,29 @@
+//! How trustworthy the system clock is right now, as the kernel reports it (`adjtimex` in
+//! read-only mode): whether NTP (or chrony, or PTP) keeps it synchronised, and the error bounds.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ClockStatus {
+    /// False when the kernel's STA_UNSYNC flag is set or the state is TIME_ERROR.
+    pub synchronised: bool,
+    /// Maximum error, microseconds.
+    pub maxerror_us: i64,
+    /// Estimated error, microseconds.
+    pub esterror_us: i64,
+}
+
+/// Reads the clock status; a failed read counts as unsynchronised.
+pub fn status() -> ClockStatus {
+    // SAFETY: `timex` is plain data; modes = 0 asks only to read.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    tx.modes = 0;
+    // SAFETY: `tx` is a valid, writable timex.
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    let synchronised = state >= 0 && state != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0;
+    ClockStatus {
+        synchronised,
+        maxerror_us: tx.maxerror,
+        esterror_us: tx.esterror,
+    }
+}

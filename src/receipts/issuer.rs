@@ -1,0 +1,200 @@
+//! Turns the pipeline's event log into receipts: one per file and hop, in log order, chained,
+//! signed, stored in the ledger, and written into the boxes of the parties concerned.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Hop;
+use super::ledger::{Ledger, LedgerError};
+use super::receipt::Receipt;
+use crate::pipeline::events::{EventLog, FileEvent};
+use crate::state::StateLayout;
+
+/// Receipts whose box files are re-written at start-up, in case a crash came between the ledger
+/// commit and the file write.
+const REPAIR_WINDOW: u64 = 1000;
+const BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("event log: {0}")]
+    Log(String),
+    #[error("writing receipt file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Issuer {
+    ledger: Ledger,
+    key: ed25519_dalek::SigningKey,
+    layout: StateLayout,
+}
+
+fn summary(event: &FileEvent) -> Option<String> {
+    let first = event.reasons.first()?;
+    let n = event.reasons.len();
+    Some(if n == 1 {
+        format!("rejected: {first}")
+    } else {
+        format!("rejected with {n} problems; first: {first}")
+    })
+}
+
+impl Issuer {
+    pub fn new(ledger: Ledger, key: ed25519_dalek::SigningKey, layout: StateLayout) -> Issuer {
+        Issuer {
+            ledger,
+            key,
+            layout,
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Issues the receipt of one logged event (or nothing, if it was issued before) and records
+    /// the log position. Returns the new receipt.
+    pub fn issue(
+        &mut self,
+        event_seq: u64,
+        event: &FileEvent,
+    ) -> Result<Option<Receipt>, IssueError> {
+        let id = format!("{}.{}", event.file_id, event.hop);
+        if self.ledger.has(&id)? {
+            self.ledger.append(None, event_seq)?;
+            return Ok(None);
+        }
+        let (head_seq, head_hash) = self.ledger.head()?;
+        let mut r = Receipt {
+            id,
+            seq: head_seq + 1,
+            file_id: event.file_id.clone(),
+            hop: event.hop,
+            time: event
+                .at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            clock_synchronised: crate::audit::clock::status().synchronised,
+            sender: event.sender.clone(),
+            recipient: event.recipient.clone(),
+            original_name: event.original_name.clone(),
+            size: event.size,
+            sha256: event.sha256.clone(),
+            sealed_sha256: event.sealed_sha256.clone(),
+            reasons: event.reasons.clone(),
+            summary: summary(event),
+            previous: head_hash,
+            file_previous: self.ledger.file_head(&event.file_id)?,
+            signature: String::new(),
+        };
+        r.sign(&self.key);
+        self.ledger.append(Some(&r), event_seq)?;
+        self.write_files(&r)?;
+        Ok(Some(r))
+    }
+
+    /// The boxes a receipt belongs in: always the sender's; the recipient's once the file has
+    /// reached it (delivered, retrieved, purged).
+    fn boxes_of(r: &Receipt) -> Vec<&str> {
+        let mut v = vec![r.sender.as_str()];
+        if matches!(r.hop, Hop::Delivered | Hop::Retrieved | Hop::Purged)
+            && let Some(rec) = &r.recipient
+            && rec != &r.sender
+        {
+            v.push(rec);
+        }
+        v
+    }
+
+    fn write_files(&self, r: &Receipt) -> Result<(), IssueError> {
+        let body = format!("{}\n", r.to_canonical_json());
+        for owner in Self::boxes_of(r) {
+            let dir = self.layout.receipts(owner);
+            if !dir.is_dir() {
+                continue; // the counterpart was removed; the ledger keeps the record
+            }
+            write_atomic(&dir, &format!("{}.json", r.id), body.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Re-writes the box files of the most recent receipts.
+    pub fn repair(&self) -> Result<(), IssueError> {
+        let (head, _) = self.ledger.head()?;
+        for r in self.ledger.after(head.saturating_sub(REPAIR_WINDOW))? {
+            self.write_files(&r)?;
+        }
+        Ok(())
+    }
+
+    /// Issues receipts for every event after the ledger's position.
+    pub fn catch_up(&mut self, log: &dyn EventLog) -> Result<usize, IssueError> {
+        let mut issued = 0;
+        loop {
+            let from = self.ledger.event_seq()?;
+            let events = log
+                .events_after(from, BATCH)
+                .map_err(|e| IssueError::Log(e.to_string()))?;
+            if events.is_empty() {
+                return Ok(issued);
+            }
+            for (seq, ev) in &events {
+                if self.issue(*seq, ev)?.is_some() {
+                    issued += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs on a thread of its own (SQLite is blocking) until `shutdown`.
+    pub fn spawn(
+        mut self,
+        log: Arc<dyn EventLog>,
+        shutdown: CancellationToken,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            if let Err(e) = self.repair() {
+                tracing::error!(error = %e, "repairing receipt files");
+            }
+            let mut watch = log.watch();
+            loop {
+                if let Err(e) = self.catch_up(log.as_ref()) {
+                    tracing::error!(error = %e, "issuing receipts; retrying");
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    continue;
+                }
+                let woke = futures::executor::block_on(async {
+                    tokio::select! {
+                        r = watch.changed() => r.is_ok(),
+                        _ = shutdown.cancelled() => false,
+                    }
+                });
+                if !woke {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), IssueError> {
+    let err = |source| IssueError::File {
+        path: dir.join(name).display().to_string(),
+        source,
+    };
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    fs::rename(&tmp, dir.join(name)).map_err(err)?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)
+}
