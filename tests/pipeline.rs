@@ -60,7 +60,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn clean_file_goes_to_the_recipients_outbox() {
     let tc = TestConfig::new();
     let _clamd = ClamdInstance::start(tc.dir.path());
-    let _daemon = Daemon::start(&tc);
+    let daemon = Daemon::start(&tc);
     let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
     hand_off(&tc, CLINIC, "h0123456789_2024.zip", &body);
 

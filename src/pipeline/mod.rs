@@ -65,6 +65,7 @@ struct Inner {
     live: Arc<LiveConfig>,
     stages: Vec<Box<dyn Stage>>,
     metrics: PipelineMetrics,
+    audit: crate::audit::Audit,
     work: mpsc::Sender<String>,
     /// Jobs queued, running or waiting to retry: each is in the queue at most once.
     in_flight: Mutex<HashSet<String>>,
@@ -128,6 +129,7 @@ impl Pipeline {
             live,
             stages,
             metrics: services.metrics.pipeline.clone(),
+            audit: services.audit.clone(),
             work: work_tx,
             in_flight: Mutex::new(HashSet::new()),
             attempts: Mutex::new(HashMap::new()),
@@ -394,7 +396,7 @@ impl Inner {
             name,
         )?;
         Ok(job.map(|job| {
-            self.count(Hop::Accepted, sender);
+            self.count(Hop::Accepted, sender, &job.file_id);
             tracing::info!(
                 file_id = job.file_id,
                 sender,
@@ -406,7 +408,14 @@ impl Inner {
         }))
     }
 
-    fn count(&self, hop: Hop, counterpart: &str) {
+    /// Counts a file reaching a hop and audits it.
+    fn count(&self, hop: Hop, counterpart: &str, file_id: &str) {
+        self.audit.record(
+            &format!("file.{}", hop.as_str()),
+            Some(counterpart),
+            None,
+            serde_json::json!({ "file_id": file_id }),
+        );
         self.metrics
             .files
             .get_or_create(&vec![
@@ -489,7 +498,7 @@ impl Inner {
         if to == JobState::Delivered {
             self.spool.remove(&job.file_id)?;
             let recipient = job.recipient.as_deref().unwrap_or_default();
-            self.count(Hop::Delivered, recipient);
+            self.count(Hop::Delivered, recipient, &job.file_id);
             tracing::info!(file_id = job.file_id, recipient, "delivered");
         }
         Ok(())
@@ -515,7 +524,7 @@ impl Inner {
             event: Some(event),
         })?;
         self.spool.remove(&job.file_id)?;
-        self.count(Hop::Rejected, &job.sender);
+        self.count(Hop::Rejected, &job.sender, &job.file_id);
         let why = reasons
             .iter()
             .map(ToString::to_string)
@@ -551,7 +560,7 @@ impl Inner {
         }
         match self.store.mark_retrieved(file_id) {
             Ok(true) => {
-                self.count(Hop::Retrieved, account);
+                self.count(Hop::Retrieved, account, file_id);
                 tracing::info!(file_id, recipient = account, "retrieved");
             }
             Ok(false) => {}
@@ -622,7 +631,7 @@ impl Inner {
             quarantined: false,
             event: Some(event),
         })?;
-        self.count(Hop::Purged, counterpart);
+        self.count(Hop::Purged, counterpart, &job.file_id);
         tracing::info!(file_id = job.file_id, "purged");
         Ok(())
     }
