@@ -90,6 +90,15 @@ fn clean_file_goes_to_the_recipients_outbox() {
         names(&tc.state_dir().join("spool")).is_empty(),
         "spool not cleared"
     );
+    for hop in ["file.accepted", "file.delivered"] {
+        assert_eq!(daemon.audit_lines(hop).len(), 1, "{hop} not audited once");
+    }
+    // Receipts are issued from the event log: the sender gets accepted and delivered.
+    assert!(
+        wait_for(10, || names(&folder(&tc, CLINIC, "receipts")).len() >= 2),
+        "no receipts: {:?}",
+        names(&folder(&tc, CLINIC, "receipts"))
+    );
 }
 
 #[test]
