@@ -108,6 +108,10 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     let ledger = crate::receipts::ledger::Ledger::open(&layout.store().join("receipts.db"))?;
     crate::receipts::issuer::Issuer::new(ledger, receipt_key, layout.clone())
         .spawn(pipeline.event_log(), shutdown.clone());
+    tokio::spawn(crate::metrics::alerts::watch(
+        services.clone(),
+        shutdown.clone(),
+    ));
 
     for (what, addr) in [
         ("sftp", gateway.sftp_listen),
@@ -123,6 +127,13 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
             "sftp" => {
                 let server = crate::transport::sftp::SftpServer::new(services.clone())?;
                 tokio::spawn(server.serve(listener, shutdown.clone()));
+            }
+            "metrics" => {
+                tokio::spawn(crate::metrics::server::serve(
+                    services.clone(),
+                    listener,
+                    shutdown.clone(),
+                ));
             }
             "https" => {
                 let server = crate::transport::https::HttpsServer::new(services.clone())?;

@@ -147,7 +147,7 @@ fn eicar_and_eicar_in_a_zip_are_quarantined_and_rejected() {
 #[test]
 fn without_clamd_files_wait_and_are_delivered_once_it_is_back() {
     let tc = TestConfig::new();
-    let _daemon = Daemon::start(&tc);
+    let daemon = Daemon::start(&tc);
     hand_off(
         &tc,
         CLINIC,
@@ -162,6 +162,7 @@ fn without_clamd_files_wait_and_are_delivered_once_it_is_back() {
     );
     assert!(event_of(&tc, "waits.zip", Hop::Delivered).is_none());
     assert!(event_of(&tc, "waits.zip", Hop::Rejected).is_none());
+    assert_eq!(daemon.audit_lines("alert.scanner_down").len(), 1);
 
     let _clamd = ClamdInstance::start(tc.dir.path());
     assert!(

@@ -1,5 +1,9 @@
 //! Prometheus metrics for the NOC: one registry for the whole gateway, encoded as text on the
-//! metrics listener.
+//! metrics listener, beside a read-only HTML status page ([`server`]) and the alert watch
+//! ([`alerts`]).
+
+pub mod alerts;
+pub mod server;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -20,6 +24,13 @@ pub struct Metrics {
     pub sessions: Family<Labels, Gauge>,
     /// Bytes moved by transport and direction (upload, download).
     pub transfer_bytes: Family<Labels, Counter>,
+    /// Alerts raised, by kind (accept_overdue, retrieve_overdue, break_glass, clock_unsynchronised,
+    /// receipt_chain_broken, scanner_down).
+    pub alerts: Family<Labels, Counter>,
+    /// Files overdue now, by kind (accept, retrieve).
+    pub overdue: Family<Labels, Gauge>,
+    /// 1 while the kernel reports the system clock synchronised.
+    pub clock_synchronised: Gauge,
     /// The spool pipeline's metrics.
     pub pipeline: PipelineMetrics,
 }
@@ -103,6 +114,20 @@ impl Metrics {
             "Bytes transferred through the boxes",
             transfer_bytes.clone(),
         );
+        let alerts = Family::default();
+        registry.register("alerts", "Alerts raised", alerts.clone());
+        let overdue = Family::default();
+        registry.register(
+            "overdue_files",
+            "Files overdue at their current hop",
+            overdue.clone(),
+        );
+        let clock_synchronised = Gauge::default();
+        registry.register(
+            "clock_synchronised",
+            "1 while the system clock is synchronised",
+            clock_synchronised.clone(),
+        );
         let pipeline = PipelineMetrics::register(&mut registry);
         Metrics {
             pipeline,
@@ -111,6 +136,9 @@ impl Metrics {
             bans,
             sessions,
             transfer_bytes,
+            alerts,
+            overdue,
+            clock_synchronised,
         }
     }
 

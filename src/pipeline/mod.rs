@@ -150,7 +150,7 @@ impl Pipeline {
         tokio::spawn(health_checks(
             clamd,
             health,
-            inner.metrics.clone(),
+            services.clone(),
             shutdown.clone(),
         ));
         let resume = inner.store.open_jobs()?;
@@ -324,12 +324,14 @@ async fn worker(
     }
 }
 
+/// Pings clamd; going down raises the `scanner_down` alert (log, audit, metric).
 async fn health_checks(
     clamd: Clamd,
     health: Arc<ScanHealth>,
-    metrics: PipelineMetrics,
+    services: crate::daemon::Services,
     shutdown: CancellationToken,
 ) {
+    let metrics = &services.metrics;
     let mut tick = tokio::time::interval(HEALTH_EVERY);
     let mut was_up = None;
     loop {
@@ -343,11 +345,23 @@ async fn health_checks(
             Err(_) => continue,
         };
         health.record(&result);
-        metrics.scanner_up.set(i64::from(result.is_ok()));
+        metrics.pipeline.scanner_up.set(i64::from(result.is_ok()));
         if was_up != Some(result.is_ok()) {
             match &result {
                 Ok(()) => tracing::info!("clamd is up"),
-                Err(e) => tracing::error!(error = %e, "clamd is down: files wait unscanned"),
+                Err(e) => {
+                    tracing::warn!(alert = "scanner_down", error = %e, "ALERT: clamd is down: files wait unscanned");
+                    services.audit.record(
+                        "alert.scanner_down",
+                        None,
+                        None,
+                        serde_json::json!({ "error": e.to_string() }),
+                    );
+                    metrics
+                        .alerts
+                        .get_or_create(&vec![("kind", "scanner_down".to_owned())])
+                        .inc();
+                }
             }
             was_up = Some(result.is_ok());
         }
@@ -591,27 +605,7 @@ impl Inner {
                 self.purged(&mut job, &sender)?;
             }
         }
-        let overdue = self
-            .store
-            .delivered_before(now - retention.retrieve_sla)?
-            .len();
-        if overdue > 0 {
-            tracing::warn!(
-                files = overdue,
-                "delivered files not retrieved within retrieve_sla"
-            );
-        }
         let open = self.store.open_jobs()?;
-        let stuck = open
-            .iter()
-            .filter(|j| now - j.accepted_at > retention.accept_overdue)
-            .count();
-        if stuck > 0 {
-            tracing::warn!(
-                files = stuck,
-                "accepted files neither delivered nor rejected within accept_overdue"
-            );
-        }
         let oldest = open
             .first()
             .map(|j| (now - j.accepted_at).whole_seconds().max(0))

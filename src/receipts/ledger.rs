@@ -162,6 +162,28 @@ impl Ledger {
             .next())
     }
 
+    /// Files overdue at their current hop: accepted before `accepted_before` with no later hop,
+    /// and delivered before `delivered_before` and not yet retrieved (or purged).
+    pub fn overdue(
+        &self,
+        accepted_before: &str,
+        delivered_before: &str,
+    ) -> Result<(Vec<Receipt>, Vec<Receipt>), LedgerError> {
+        let stuck = |hop: &str, before: &str, later: &str| {
+            self.collect(
+                &format!(
+                    "SELECT r.json FROM receipts r WHERE r.hop = '{hop}' AND r.time < ?1 \
+                     AND NOT EXISTS (SELECT 1 FROM receipts l WHERE l.file_id = r.file_id AND l.hop IN ({later})) ORDER BY r.seq"
+                ),
+                params![before],
+            )
+        };
+        Ok((
+            stuck("accepted", accepted_before, "'delivered','rejected'")?,
+            stuck("delivered", delivered_before, "'retrieved','purged'")?,
+        ))
+    }
+
     /// Every hop of one file, in order.
     pub fn trace(&self, file_id: &str) -> Result<Vec<Receipt>, LedgerError> {
         self.collect(

@@ -1,0 +1,113 @@
+//! The NOC's alerts: files overdue at a hop, an unsynchronised clock, a broken receipt chain.
+//! Checked periodically; each newly raised alert is logged, audited (`alert.*`) and counted, and
+//! the current overdue counts are kept as gauges.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::daemon::Services;
+use crate::receipts::ledger::Ledger;
+
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Overdue files as of now, from the receipt ledger.
+pub struct Overdue {
+    pub accepted: Vec<crate::receipts::Receipt>,
+    pub delivered: Vec<crate::receipts::Receipt>,
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+pub fn overdue(services: &Services) -> Option<Overdue> {
+    let path = services.layout.store().join("receipts.db");
+    if !path.exists() {
+        return None;
+    }
+    let ledger = Ledger::open_read_only(&path).ok()?;
+    let retention = services.live.snapshot().config.gateway.retention.clone();
+    let now = time::OffsetDateTime::now_utc();
+    let accept_before = rfc3339(now - retention.accept_overdue);
+    let retrieve_before = rfc3339(now - retention.retrieve_sla);
+    let (accepted, delivered) = ledger.overdue(&accept_before, &retrieve_before).ok()?;
+    Some(Overdue {
+        accepted,
+        delivered,
+    })
+}
+
+fn raise(services: &Services, kind: &str, detail: serde_json::Value) {
+    tracing::warn!(alert = kind, %detail, "ALERT");
+    services
+        .audit
+        .record(&format!("alert.{kind}"), None, None, detail);
+    services
+        .metrics
+        .alerts
+        .get_or_create(&vec![("kind", kind.to_owned())])
+        .inc();
+}
+
+/// Watches for alert conditions until `shutdown`.
+pub async fn watch(services: Services, shutdown: CancellationToken) {
+    let mut raised: HashSet<String> = HashSet::new();
+    let mut clock_ok = true;
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let clock = crate::audit::clock::status();
+        services
+            .metrics
+            .clock_synchronised
+            .set(i64::from(clock.synchronised));
+        if clock_ok && !clock.synchronised {
+            raise(
+                &services,
+                "clock_unsynchronised",
+                json!({"maxerror_us": clock.maxerror_us}),
+            );
+        }
+        clock_ok = clock.synchronised;
+
+        let s = services.clone();
+        let Ok(Some(o)) = tokio::task::spawn_blocking(move || overdue(&s)).await else {
+            continue;
+        };
+        services
+            .metrics
+            .overdue
+            .get_or_create(&vec![("kind", "accept".to_owned())])
+            .set(o.accepted.len() as i64);
+        services
+            .metrics
+            .overdue
+            .get_or_create(&vec![("kind", "retrieve".to_owned())])
+            .set(o.delivered.len() as i64);
+        let mut now_overdue = HashSet::new();
+        for (kind, list) in [
+            ("accept_overdue", &o.accepted),
+            ("retrieve_overdue", &o.delivered),
+        ] {
+            for r in list {
+                let key = format!("{kind}:{}", r.file_id);
+                if !raised.contains(&key) {
+                    raise(
+                        &services,
+                        kind,
+                        json!({"file_id": r.file_id, "sender": r.sender, "recipient": r.recipient, "since": r.time}),
+                    );
+                }
+                now_overdue.insert(key);
+            }
+        }
+        raised = now_overdue;
+    }
+}

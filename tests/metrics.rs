@@ -1,0 +1,166 @@
+//! What the NOC sees: Prometheus metrics that parse and move, the status page, and overdue
+//! alerts raised from the receipt ledger.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use handoff::pipeline::events::{EventLog, EventLogError, FileEvent};
+use handoff::receipts::Hop;
+use support::{Daemon, TestConfig, sftp_batch};
+
+fn get(port: u16, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{port}{path}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn value_of(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_parse_with_promtool_and_counters_move() {
+    let tc = TestConfig::new();
+    let _d = Daemon::start(&tc);
+    let before = get(tc.metrics_port, "/metrics");
+    // A failed login moves the auth failure counter.
+    let out = sftp_batch(
+        tc.sftp_port,
+        "clinic-1312345676",
+        "insurer-06130017",
+        "ls\n",
+    );
+    assert!(!out.status.success());
+    let after = get(tc.metrics_port, "/metrics");
+    let series =
+        "handoff_auth_failures_total{transport=\"sftp\",reason=\"unknown-account-or-key\"}";
+    assert_eq!(value_of(&before, series), 0.0);
+    assert!(value_of(&after, series) >= 1.0, "{after}");
+
+    let file = tc.dir.path().join("metrics.txt");
+    std::fs::write(&file, &after).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("promtool is installed by scripts/install-deps (package prometheus)");
+    // promtool 2.42 lints in the classic text format, where a counter's HELP names the `_total`
+    // series; OpenMetrics names the family without `_total`. Any other finding, and any parse
+    // error ("error while linting"), fails the test.
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unexpected: Vec<&str> = report
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            let Some(series) = l.strip_suffix(" no help text") else {
+                return true;
+            };
+            let Some(family) = series.strip_suffix("_total") else {
+                return true;
+            };
+            !after.contains(&format!("# HELP {family} "))
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "promtool: {report}");
+
+    let page = get(tc.metrics_port, "/status");
+    assert!(
+        page.contains("<h1>handoff status</h1>")
+            && page.contains("clinic-1312345676")
+            && !page.contains("<script")
+    );
+}
+
+struct OldEvents(Vec<FileEvent>);
+
+impl EventLog for OldEvents {
+    fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<(u64, FileEvent)>, EventLogError> {
+        Ok(self
+            .0
+            .iter()
+            .enumerate()
+            .skip(seq as usize)
+            .take(limit)
+            .map(|(i, e)| (i as u64 + 1, e.clone()))
+            .collect())
+    }
+    fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        tokio::sync::watch::channel(self.0.len() as u64).1
+    }
+}
+
+#[test]
+fn overdue_files_raise_alerts_and_show_on_the_status_page() {
+    let tc = TestConfig::with(|t| t.replace("accept_overdue = \"15m\"", "accept_overdue = \"1m\""));
+    let loaded = handoff::config::load(&tc.path).unwrap();
+    let layout = handoff::state::StateLayout::new(tc.state_dir());
+    layout.create(&loaded.config).unwrap();
+    let event = |file: &str, hop, minutes_ago: i64| FileEvent {
+        file_id: file.into(),
+        hop,
+        at: time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago),
+        sender: "clinic-1312345676".into(),
+        recipient: Some("insurer-06130017".into()),
+        original_name: "a.zip".into(),
+        size: 1,
+        sha256: "00".repeat(32),
+        sealed_sha256: None,
+        reasons: vec![],
+    };
+    // STUCK was accepted 10 minutes ago and never went further; DONE was delivered.
+    let log = OldEvents(vec![
+        event("STUCK", Hop::Accepted, 10),
+        event("DONE", Hop::Accepted, 10),
+        event("DONE", Hop::Delivered, 9),
+        event("NEW", Hop::Accepted, 0),
+    ]);
+    let key = handoff::keys::load_receipt_key(&loaded.config.gateway.receipt_key).unwrap();
+    let ledger =
+        handoff::receipts::ledger::Ledger::open(&layout.store().join("receipts.db")).unwrap();
+    handoff::receipts::issuer::Issuer::new(ledger, key, layout.clone())
+        .catch_up(&log)
+        .unwrap();
+
+    let d = Daemon::start(&tc);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.audit_lines("alert.accept_overdue").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no overdue alert:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let alerts = d.audit_lines("alert.accept_overdue");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].contains("STUCK"));
+    let metrics = get(tc.metrics_port, "/metrics");
+    assert_eq!(
+        value_of(&metrics, "handoff_overdue_files{kind=\"accept\"}"),
+        1.0,
+        "{metrics}"
+    );
+    let page = get(tc.metrics_port, "/status");
+    assert!(
+        page.contains("STUCK") && page.contains("accepted, not delivered"),
+        "{page}"
+    );
+}
