@@ -334,3 +334,39 @@ fn scanner_health_is_shown_to_the_noc() {
     );
     assert!(noc_scanner(&tc)["error"].is_string());
 }
+
+#[test]
+fn pipeline_metrics_are_exported() {
+    let tc = TestConfig::new();
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let _daemon = Daemon::start(&tc);
+    hand_off(&tc, CLINIC, "counted.zip", b"count me");
+    assert!(wait_for(30, || event_of(
+        &tc,
+        "counted.zip",
+        Hop::Delivered
+    )
+    .is_some()));
+    let scrape = || {
+        let out = std::process::Command::new("curl")
+            .args(["-sS"])
+            .arg(format!("http://127.0.0.1:{}/metrics", tc.metrics_port))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let want = [
+        "handoff_pipeline_files_total{hop=\"accepted\",counterpart=\"clinic-2717654320\"} 1",
+        "handoff_pipeline_files_total{hop=\"delivered\",counterpart=\"insurer-06130017\"} 1",
+        "handoff_scanner_up 1",
+        "handoff_pipeline_stage_seconds_count{stage=\"scan\"} 1",
+    ];
+    assert!(
+        wait_for(10, || {
+            let text = scrape();
+            want.iter().all(|w| text.contains(w))
+        }),
+        "missing pipeline metrics in:\n{}",
+        scrape()
+    );
+}
