@@ -44,6 +44,8 @@ const ACCEPT_QUEUE: usize = 1024;
 const HEALTH_EVERY: Duration = Duration::from_secs(3);
 /// How often inboxes are rescanned and retention applied.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
+/// How long a retrieval waits for the delivery it follows to be committed.
+const DELIVERY_COMMIT_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait before retrying a job whose stage could not run.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -559,12 +561,21 @@ impl Inner {
         let Some(file_id) = stages::file_id_of_outbox_name(name.as_str()) else {
             return;
         };
-        let job = match self.store.get(file_id) {
-            Ok(Some(job)) => job,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(file_id, error = %e, "reading job");
-                return;
+        // The file is visible in the outbox a moment before `delivered` is committed; a
+        // retrieval in that moment waits for the commit rather than being lost.
+        let mut waited = Duration::ZERO;
+        let job = loop {
+            match self.store.get(file_id) {
+                Ok(Some(job)) if job.state == JobState::Sealed && waited < DELIVERY_COMMIT_WAIT => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    waited += Duration::from_millis(50);
+                }
+                Ok(Some(job)) => break job,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(file_id, error = %e, "reading job");
+                    return;
+                }
             }
         };
         if job.recipient.as_deref() != Some(account)
