@@ -145,6 +145,9 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         }
     }
 
+    // Install the SIGHUP handler before READY: the reload task registers its own listener when
+    // it first runs, and a SIGHUP before that must not kill the daemon (the default action).
+    let _hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     tokio::spawn(live.clone().run(audit.clone(), shutdown.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     if let Some(interval) = watchdog_interval() {
@@ -156,6 +159,7 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     services
         .audit
         .record("daemon.stop", None, None, serde_json::json!({}));
+    services.audit.flush(Duration::from_secs(5));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     tracing::info!("handoff stopped");
