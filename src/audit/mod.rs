@@ -34,6 +34,13 @@ pub enum AuditError {
     Broken { line: u64, reason: String },
 }
 
+/// What the writer thread is sent: a line to write, or a request to confirm that every line
+/// sent before it is written and synced.
+enum Msg {
+    Entry(Entry),
+    Flush(mpsc::SyncSender<()>),
+}
+
 struct Entry {
     event: String,
     account: Option<String>,
@@ -44,7 +51,7 @@ struct Entry {
 /// Handle to the audit log; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Audit {
-    tx: Option<mpsc::Sender<Entry>>,
+    tx: Option<mpsc::Sender<Msg>>,
 }
 
 impl Audit {
@@ -66,7 +73,7 @@ impl Audit {
                 path: path.clone(),
                 source,
             })?;
-        let (tx, rx) = mpsc::channel::<Entry>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer(file, path, seq, prev, rx))
@@ -87,12 +94,23 @@ impl Audit {
     ) {
         tracing::info!(target: "audit", event, account, peer = peer.map(|p| p.to_string()), %detail);
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Entry {
+            let _ = tx.send(Msg::Entry(Entry {
                 event: event.to_owned(),
                 account: account.map(str::to_owned),
                 peer,
                 detail,
-            });
+            }));
+        }
+    }
+
+    /// Waits (at most `timeout`) until every event recorded so far is written and synced: at
+    /// shutdown, so the last events are not lost when the process exits.
+    pub fn flush(&self, timeout: std::time::Duration) {
+        if let Some(tx) = &self.tx {
+            let (ack, done) = mpsc::sync_channel(1);
+            if tx.send(Msg::Flush(ack)).is_ok() {
+                let _ = done.recv_timeout(timeout);
+            }
         }
     }
 }
@@ -135,17 +153,19 @@ fn last_link(path: &Path) -> Result<(u64, String), AuditError> {
     }
 }
 
-fn writer(
-    mut file: File,
-    path: PathBuf,
-    mut seq: u64,
-    mut prev: String,
-    rx: mpsc::Receiver<Entry>,
-) {
+fn writer(mut file: File, path: PathBuf, mut seq: u64, mut prev: String, rx: mpsc::Receiver<Msg>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        for e in batch {
+        let mut acks = Vec::new();
+        for msg in batch {
+            let e = match msg {
+                Msg::Entry(e) => e,
+                Msg::Flush(ack) => {
+                    acks.push(ack);
+                    continue;
+                }
+            };
             seq += 1;
             let clock = clock::status();
             let time = time::OffsetDateTime::now_utc()
@@ -170,6 +190,9 @@ fn writer(
         }
         if let Err(err) = file.sync_data() {
             tracing::error!(error = %err, file = %path.display(), "cannot sync the audit log");
+        }
+        for ack in acks {
+            let _ = ack.send(());
         }
     }
 }
