@@ -179,7 +179,11 @@ fn kill_9_at_random_points_loses_and_doubles_nothing() {
             let out_name = outbox_name(&delivered[0].file_id, name);
             let bytes = std::fs::read(outbox.join(&out_name))
                 .unwrap_or_else(|e| panic!("{name}: {out_name} missing: {e}"));
-            assert!(&bytes == body, "{name}: outbox bytes differ");
+            let opened = support::openssl_decrypt(&outbox.join(&out_name), INSURER);
+            assert!(
+                &opened == body,
+                "{name}: sealed content differs from the upload"
+            );
             assert_eq!(
                 delivered[0].sealed_sha256.as_deref(),
                 Some(&*support_sha256(&bytes))

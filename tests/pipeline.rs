@@ -78,9 +78,13 @@ fn clean_file_goes_to_the_recipients_outbox() {
     assert_eq!(delivered.recipient.as_deref(), Some(INSURER));
     let expected_name = format!("{}_h0123456789_2024.zip.p7m", delivered.file_id);
     assert_eq!(names(&outbox), vec![expected_name.clone()]);
-    // The stand-in sealer copies: the outbox holds the plaintext bytes.
+    // The outbox holds CMS sealed for the insurer: openssl opens it to the uploaded bytes.
     let out = std::fs::read(outbox.join(&expected_name)).unwrap();
-    assert_eq!(out, body);
+    assert_ne!(out, body);
+    assert_eq!(
+        support::openssl_decrypt(&outbox.join(&expected_name), INSURER),
+        body
+    );
     assert_eq!(delivered.sealed_sha256, Some(sha256_hex(&out)));
     assert!(
         names(&folder(&tc, CLINIC, "inbox")).is_empty(),

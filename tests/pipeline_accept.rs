@@ -18,7 +18,8 @@ fn prepared(tc: &TestConfig) -> (handoff::config::Config, StateLayout, SqliteSto
     let layout = StateLayout::new(tc.state_dir());
     layout.create(&config).expect("state dir");
     let store = SqliteStore::open(&layout.store()).expect("store");
-    let spool = Spool::new(&layout);
+    let master = handoff::keys::load_master_key(&config.gateway.master_key).expect("master key");
+    let spool = Spool::new(&layout, std::sync::Arc::new(master));
     (config, layout, store, spool)
 }
 

@@ -30,7 +30,7 @@ use crate::spool::{self, Spool};
 use crate::state::StateLayout;
 use events::{EventLog, FileEvent};
 use stages::{
-    CopySealer, DeliverStage, Outcome, PassThroughValidator, ScanStage, SealStage, Stage, StageCtx,
+    CmsSealer, DeliverStage, Outcome, PassThroughValidator, ScanStage, SealStage, Stage, StageCtx,
     ValidateStage,
 };
 
@@ -57,6 +57,8 @@ pub enum PipelineError {
     Io(#[from] io::Error),
     #[error("watching the inboxes: {0}")]
     Watch(#[from] notify::Error),
+    #[error("master key: {0}")]
+    Key(#[from] crate::keys::KeyError),
 }
 
 /// What the running pipeline shares between its tasks.
@@ -93,7 +95,10 @@ impl Pipeline {
         let snapshot = live.snapshot();
         let layout = services.layout.clone();
         let store = Arc::new(SqliteStore::open(&layout.store())?);
-        let spool = Spool::new(&layout);
+        let master = Arc::new(crate::keys::load_master_key(
+            &snapshot.config.gateway.master_key,
+        )?);
+        let spool = Spool::new(&layout, master);
         let swept = spool.sweep_orphans(
             |id| {
                 store
@@ -118,7 +123,7 @@ impl Pipeline {
                 health: health.clone(),
             }),
             Box::new(SealStage {
-                sealer: Arc::new(CopySealer),
+                sealer: Arc::new(CmsSealer),
             }),
             Box::new(DeliverStage),
         ];

@@ -69,28 +69,38 @@ impl Validator for PassThroughValidator {
     }
 }
 
-/// Seals a file for its recipient.
+/// Seals a file of `len` plaintext bytes for its recipient.
 pub trait Sealer: Send + Sync {
     fn seal(
         &self,
         src: &mut dyn Read,
+        len: u64,
         recipient: &Counterpart,
         out: &mut dyn Write,
     ) -> io::Result<()>;
 }
 
-/// Stand-in sealer until CMS sealing lands: copies the plaintext unchanged.
+/// CMS AuthEnvelopedData (AES-256-GCM) for the recipient's `encryption_cert`
+/// ([`crate::seal::cms`]), which the recipient opens with `openssl cms -decrypt`.
 #[derive(Debug, Default)]
-pub struct CopySealer;
+pub struct CmsSealer;
 
-impl Sealer for CopySealer {
+impl Sealer for CmsSealer {
     fn seal(
         &self,
         src: &mut dyn Read,
-        _recipient: &Counterpart,
+        len: u64,
+        recipient: &Counterpart,
         out: &mut dyn Write,
     ) -> io::Result<()> {
-        io::copy(src, out).map(drop)
+        let cert = recipient
+            .encryption_cert
+            .as_ref()
+            .ok_or_else(|| io::Error::other(format!("{} has no encryption_cert", recipient.id)))?;
+        let to = crate::seal::Recipient::from_file(cert).map_err(io::Error::other)?;
+        crate::seal::seal_for(&[to], len, src, out)
+            .map(drop)
+            .map_err(io::Error::other)
     }
 }
 
@@ -255,12 +265,28 @@ impl Stage for SealStage {
                 quarantine: false,
             };
         };
+        // A certificate that cannot be sealed to will not become usable by waiting: refuse now.
+        let usable = match &recipient.encryption_cert {
+            None => Err(format!("{} has no encryption certificate", recipient.id)),
+            Some(cert) => crate::seal::Recipient::from_file(cert)
+                .map(drop)
+                .map_err(|e| format!("{}: {e}", cert.display())),
+        };
+        if let Err(why) = usable {
+            return Outcome::Reject {
+                reasons: vec![Reason::new(
+                    "seal.recipient-certificate",
+                    format!("cannot seal for {}: {why}", recipient.id),
+                )],
+                quarantine: false,
+            };
+        }
         let mut src = match ctx.spool.open(&job.file_id) {
             Ok(f) => f,
             Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
         };
         match ctx.spool.store_sealed(&job.file_id, |out| {
-            self.sealer.seal(&mut src, recipient, out)
+            self.sealer.seal(&mut src, job.size, recipient, out)
         }) {
             Ok(w) => Outcome::Advance {
                 to: JobState::Sealed,

@@ -3,9 +3,9 @@
 //! file, fsynced, renamed into place and its directory fsynced, so a crash leaves either the
 //! whole file or none, and redoing a step overwrites its own earlier attempt.
 //!
-//! At rest the files are meant to be encrypted with the master key (STREAM AES-256-GCM, built
-//! in the seal module). Until that lands the spool stores them through [`PlainAtRest`], a
-//! stand-in that writes plaintext; it is the single place to swap.
+//! Accepted and quarantined files are encrypted at rest with a key derived from the master key
+//! and the file id ([`crate::seal::at_rest`]); plaintext never touches the disk. Sealed files
+//! (CMS for the recipient) are stored as they are.
 
 pub mod store;
 
@@ -13,8 +13,12 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
+use crate::keys::MasterKey;
+use crate::seal::at_rest::{AtRestReader, AtRestWriter};
 use crate::state::StateLayout;
 
 /// Suffix of files being written; never read back, removed at start-up.
@@ -30,12 +34,6 @@ pub struct Written {
     pub sha256: String,
 }
 
-/// Stand-in for the at-rest cipher: stores plaintext. Replaced by the seal module's STREAM
-/// writer/reader; [`Spool::store`], [`Spool::open`] and [`Spool::quarantine`] are the only
-/// places that touch spool bytes.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PlainAtRest;
-
 /// A readable, seekable stream of a spooled file's plaintext (validators walk zip directories).
 pub trait ReadSeek: Read + Seek + Send {}
 impl<T: Read + Seek + Send> ReadSeek for T {}
@@ -45,15 +43,15 @@ impl<T: Read + Seek + Send> ReadSeek for T {}
 pub struct Spool {
     dir: PathBuf,
     quarantine: PathBuf,
-    _at_rest: PlainAtRest,
+    master: Arc<MasterKey>,
 }
 
 impl Spool {
-    pub fn new(layout: &StateLayout) -> Spool {
+    pub fn new(layout: &StateLayout, master: Arc<MasterKey>) -> Spool {
         Spool {
             dir: layout.spool(),
             quarantine: layout.quarantine(),
-            _at_rest: PlainAtRest,
+            master,
         }
     }
 
@@ -69,16 +67,38 @@ impl Spool {
         self.dir.join(format!("{file_id}{SEALED}"))
     }
 
-    /// Stores an accepted file's bytes under its id; returns size and SHA-256 of the plaintext.
-    pub fn store(&self, file_id: &str, src: impl Read) -> io::Result<Written> {
-        write_durable(&self.dir, file_id, src)
+    /// Stores an accepted file's bytes under its id, encrypted; returns size and SHA-256 of the
+    /// plaintext.
+    pub fn store(&self, file_id: &str, mut src: impl Read) -> io::Result<Written> {
+        let mut hash = Sha256::new();
+        let mut size = 0u64;
+        write_durable_with(&self.dir, file_id, |w| {
+            let mut enc = AtRestWriter::new(&self.master, file_id, w).map_err(io::Error::other)?;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = src.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+                size += n as u64;
+                enc.write_all(&buf[..n])?;
+            }
+            enc.finish().map_err(io::Error::other)?;
+            Ok(())
+        })?;
+        Ok(Written {
+            size,
+            sha256: hex::encode(hash.finalize()),
+        })
     }
 
-    /// Opens an accepted file's plaintext.
+    /// Opens an accepted file's plaintext, decrypting as it is read.
     pub fn open(&self, file_id: &str) -> io::Result<Box<dyn ReadSeek>> {
-        Ok(Box::new(io::BufReader::new(File::open(
-            self.plain_path(file_id),
-        )?)))
+        let file = io::BufReader::with_capacity(1 << 17, File::open(self.plain_path(file_id))?);
+        let reader = AtRestReader::new(&self.master, file_id, file)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(Box::new(reader))
     }
 
     /// Stores the sealed form of a file, as `fill` writes it.
@@ -105,7 +125,8 @@ impl Spool {
         if self.quarantine.join(file_id).exists() {
             return Ok(());
         }
-        let src = self.open(file_id)?;
+        // The spool file is already encrypted under a key bound to its file id: copy it as is.
+        let src = File::open(self.plain_path(file_id))?;
         write_durable(&self.quarantine, file_id, src)?;
         Ok(())
     }

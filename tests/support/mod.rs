@@ -366,3 +366,24 @@ pub fn accepted_sha256(tc: &TestConfig, name: &str) -> Option<String> {
         .find(|(n, _)| n == name)
         .map(|(_, sha)| sha)
 }
+
+/// Decrypts a sealed outbox file with `openssl cms` and the example key of `counterpart`.
+pub fn openssl_decrypt(path: &Path, counterpart: &str) -> Vec<u8> {
+    let certs = repo_root().join("certs-example");
+    let out = Command::new("openssl")
+        .args(["cms", "-decrypt", "-inform", "DER", "-in"])
+        .arg(path)
+        .arg("-recip")
+        .arg(certs.join(format!("{counterpart}-enc.pem")))
+        .arg("-inkey")
+        .arg(certs.join(format!("{counterpart}-enc.key")))
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl cms -decrypt {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
