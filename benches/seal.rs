@@ -11,12 +11,17 @@ use handoff::seal::at_rest;
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn main() {
-    let input = std::env::var("SEAL_BENCH_INPUT").expect("SEAL_BENCH_INPUT: path of the file to seal");
+    let input =
+        std::env::var("SEAL_BENCH_INPUT").expect("SEAL_BENCH_INPUT: path of the file to seal");
     let cert = std::env::var("SEAL_BENCH_CERT").expect("SEAL_BENCH_CERT: recipient certificate");
     let dir = std::path::Path::new(&input).parent().unwrap().to_path_buf();
     let len = std::fs::metadata(&input).unwrap().len();
@@ -26,11 +31,25 @@ fn main() {
 
     let t = Instant::now();
     let out = BufWriter::with_capacity(1 << 20, File::create(&sealed_path).unwrap());
-    at_rest::seal(&master, "bench", BufReader::with_capacity(1 << 20, File::open(&input).unwrap()), out).unwrap();
-    println!("at-rest seal   {:8.0} MiB/s", mib / t.elapsed().as_secs_f64());
+    at_rest::seal(
+        &master,
+        "bench",
+        BufReader::with_capacity(1 << 20, File::open(&input).unwrap()),
+        out,
+    )
+    .unwrap();
+    println!(
+        "at-rest seal   {:8.0} MiB/s",
+        mib / t.elapsed().as_secs_f64()
+    );
 
     let t = Instant::now();
-    let mut r = at_rest::AtRestReader::new(&master, "bench", BufReader::with_capacity(1 << 20, File::open(&sealed_path).unwrap())).unwrap();
+    let mut r = at_rest::AtRestReader::new(
+        &master,
+        "bench",
+        BufReader::with_capacity(1 << 20, File::open(&sealed_path).unwrap()),
+    )
+    .unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
@@ -41,15 +60,27 @@ fn main() {
         n += k as u64;
     }
     assert_eq!(n, len);
-    println!("at-rest open   {:8.0} MiB/s", mib / t.elapsed().as_secs_f64());
+    println!(
+        "at-rest open   {:8.0} MiB/s",
+        mib / t.elapsed().as_secs_f64()
+    );
     std::fs::remove_file(&sealed_path).unwrap();
 
     let recipient = handoff::seal::Recipient::from_file(std::path::Path::new(&cert)).unwrap();
     let cms_path = dir.join("handoff.p7m");
     let t = Instant::now();
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&cms_path).unwrap());
-    handoff::seal::seal_for(&[recipient], len, BufReader::with_capacity(1 << 20, File::open(&input).unwrap()), &mut out).unwrap();
+    handoff::seal::seal_for(
+        &[recipient],
+        len,
+        BufReader::with_capacity(1 << 20, File::open(&input).unwrap()),
+        &mut out,
+    )
+    .unwrap();
     out.flush().unwrap();
-    println!("CMS seal       {:8.0} MiB/s", mib / t.elapsed().as_secs_f64());
+    println!(
+        "CMS seal       {:8.0} MiB/s",
+        mib / t.elapsed().as_secs_f64()
+    );
     println!("peak RSS       {:8} KiB", peak_rss_kib());
 }
