@@ -1,4 +1,5 @@
-//! The NOC's alerts: files overdue at a hop, an unsynchronised clock, a broken receipt chain.
+//! The NOC's alerts: files overdue at a hop, an unsynchronised clock, a broken receipt chain
+//! (signatures and links of the ledger, checked incrementally).
 //! Checked periodically; each newly raised alert is logged, audited (`alert.*`) and counted, and
 //! the current overdue counts are kept as gauges.
 
@@ -42,10 +43,22 @@ pub fn overdue(services: &Services) -> Option<Overdue> {
 }
 
 fn raise(services: &Services, kind: &str, detail: serde_json::Value) {
-    tracing::warn!(alert = kind, %detail, "ALERT");
+    raise_for(services, kind, None, None, detail);
+}
+
+/// Raises an alert about an account's action (e.g. `break_glass` at login): logged, audited as
+/// `alert.{kind}` with the account and peer, and counted.
+pub fn raise_for(
+    services: &Services,
+    kind: &str,
+    account: Option<&str>,
+    peer: Option<std::net::SocketAddr>,
+    detail: serde_json::Value,
+) {
+    tracing::warn!(alert = kind, account, ?peer, %detail, "ALERT");
     services
         .audit
-        .record(&format!("alert.{kind}"), None, None, detail);
+        .record(&format!("alert.{kind}"), account, peer, detail);
     services
         .metrics
         .alerts
@@ -53,10 +66,61 @@ fn raise(services: &Services, kind: &str, detail: serde_json::Value) {
         .inc();
 }
 
+/// Incremental check of the receipt ledger: each round verifies only the receipts added since
+/// the last verified one, linked to it, so the whole chain is covered once at a constant cost.
+#[derive(Default)]
+struct ChainCheck {
+    /// The last receipt verified.
+    last: Option<crate::receipts::Receipt>,
+    /// Set once a break is found: raised once, not re-checked until restart.
+    broken: bool,
+}
+
+impl ChainCheck {
+    /// Returns the first break newly found, if any.
+    fn check(&mut self, services: &Services) -> Option<String> {
+        if self.broken {
+            return None;
+        }
+        let path = services.layout.store().join("receipts.db");
+        if !path.exists() {
+            return None;
+        }
+        let key =
+            crate::keys::load_receipt_key(&services.live.snapshot().config.gateway.receipt_key)
+                .ok()?
+                .verifying_key();
+        let ledger = Ledger::open_read_only(&path).ok()?;
+        let after = self.last.as_ref().map_or(0, |r| r.seq);
+        let fresh = match ledger.after(after) {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                self.broken = true;
+                return Some(e.to_string());
+            }
+        };
+        if fresh.is_empty() {
+            return None;
+        }
+        let chain = self.last.iter().chain(fresh.iter());
+        match crate::receipts::verify_chain(chain, &key) {
+            Ok(_) => {
+                self.last = fresh.last().cloned();
+                None
+            }
+            Err(e) => {
+                self.broken = true;
+                Some(e.to_string())
+            }
+        }
+    }
+}
+
 /// Watches for alert conditions until `shutdown`.
 pub async fn watch(services: Services, shutdown: CancellationToken) {
     let mut raised: HashSet<String> = HashSet::new();
     let mut clock_ok = true;
+    let mut chain = ChainCheck::default();
     let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {
         tokio::select! {
@@ -76,6 +140,18 @@ pub async fn watch(services: Services, shutdown: CancellationToken) {
             );
         }
         clock_ok = clock.synchronised;
+
+        let s = services.clone();
+        let (check, broken) = tokio::task::spawn_blocking(move || {
+            let broken = chain.check(&s);
+            (chain, broken)
+        })
+        .await
+        .unwrap_or_else(|_| (ChainCheck::default(), None));
+        chain = check;
+        if let Some(error) = broken {
+            raise(&services, "receipt_chain_broken", json!({"error": error}));
+        }
 
         let s = services.clone();
         let Ok(Some(o)) = tokio::task::spawn_blocking(move || overdue(&s)).await else {
