@@ -230,3 +230,35 @@ fn a_modified_receipt_in_the_ledger_raises_the_chain_alert() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_break_glass_login_raises_an_alert_and_counts() {
+    let tc = TestConfig::with(|t| {
+        let edited = t.replace(
+            "enabled = false\nscope = [\"clinic-1312345676\"",
+            "enabled = true\nscope = [\"clinic-1312345676\"",
+        );
+        assert_ne!(
+            edited, t,
+            "break-glass block not found in the example config"
+        );
+        edited
+    });
+    let d = Daemon::start(&tc);
+    let out = sftp_batch(tc.sftp_port, "emergency", "emergency", "ls\n");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log_text()
+    );
+    let alerts = d.audit_lines("alert.break_glass");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].contains("emergency"), "{alerts:?}");
+    let metrics = get(tc.metrics_port, "/metrics");
+    assert_eq!(
+        value_of(&metrics, "handoff_alerts_total{kind=\"break_glass\"}"),
+        1.0,
+        "{metrics}"
+    );
+}
