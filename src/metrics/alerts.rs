@@ -66,12 +66,18 @@ pub fn raise_for(
         .inc();
 }
 
-/// Incremental check of the receipt ledger: each round verifies only the receipts added since
-/// the last verified one, linked to it, so the whole chain is covered once at a constant cost.
+/// How often the chain check starts again from the first receipt, so a receipt changed after
+/// it was verified is found too.
+const FULL_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// Check of the receipt ledger: each round verifies only the receipts added since the last
+/// verified one, linked to it; the whole chain again every [`FULL_CHECK_EVERY`].
 #[derive(Default)]
 struct ChainCheck {
     /// The last receipt verified.
     last: Option<crate::receipts::Receipt>,
+    /// When the chain was last verified from its start.
+    full_at: Option<std::time::Instant>,
     /// Set once a break is found: raised once, not re-checked until restart.
     broken: bool,
 }
@@ -86,10 +92,10 @@ impl ChainCheck {
         if !path.exists() {
             return None;
         }
-        let key =
-            crate::keys::load_receipt_key(&services.live.snapshot().config.gateway.receipt_key)
-                .ok()?
-                .verifying_key();
+        if self.full_at.is_none_or(|t| t.elapsed() >= FULL_CHECK_EVERY) {
+            self.last = None;
+            self.full_at = Some(std::time::Instant::now());
+        }
         let ledger = Ledger::open_read_only(&path).ok()?;
         let after = self.last.as_ref().map_or(0, |r| r.seq);
         let fresh = match ledger.after(after) {
@@ -102,6 +108,10 @@ impl ChainCheck {
         if fresh.is_empty() {
             return None;
         }
+        let gateway = &services.live.snapshot().config.gateway;
+        let key = crate::keys::load_receipt_key(&gateway.receipt_key)
+            .ok()?
+            .verifying_key();
         let chain = self.last.iter().chain(fresh.iter());
         match crate::receipts::verify_chain(chain, &key) {
             Ok(_) => {
