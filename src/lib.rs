@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod numbers;
 pub mod pipeline;
 pub mod receipts;
+pub mod seal;
 pub mod state;
 pub mod transport;

@@ -59,6 +59,15 @@ enum Command {
         #[command(subcommand)]
         command: ReceiptsCommand,
     },
+    /// Seal standard input for one or more recipient certificates as CMS AuthEnvelopedData
+    /// (AES-256-GCM, RSA-OAEP key transport), DER, on standard output — what the gateway puts in
+    /// outboxes; open it with `openssl cms -decrypt -inform DER -recip CERT -inkey KEY`.
+    /// Standard input must be a file (`< file`): its length is needed up front.
+    Seal {
+        /// Recipient certificate (PEM or DER, RSA); repeat for several recipients.
+        #[arg(long = "to", required = true)]
+        to: Vec<PathBuf>,
+    },
     /// Check the hash chain of the audit log (STATE/audit/audit.log, or --file); reports the
     /// first changed, removed or reordered line and exits 1.
     Audit {
@@ -143,6 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Accounts { config } => accounts(&config),
         Command::HashPassword => hash_password(),
         Command::Receipts { command } => receipts(command),
+        Command::Seal { to } => seal(&to),
         Command::Audit {
             command: AuditCommand::Verify { config, file },
         } => {
@@ -446,5 +456,34 @@ fn receipts(command: ReceiptsCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn seal(to: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    use std::os::fd::AsFd;
+    let recipients = to
+        .iter()
+        .map(|p| handoff::seal::Recipient::from_file(p).with_context(|| format!("{}", p.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stdin = std::io::stdin();
+    let file = std::fs::File::from(stdin.as_fd().try_clone_to_owned()?);
+    let meta = file.metadata()?;
+    anyhow::ensure!(
+        meta.is_file(),
+        "standard input must be a file (use < file): the length is needed before sealing"
+    );
+    let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let sealed = handoff::seal::seal_for(
+        &recipients,
+        meta.len(),
+        std::io::BufReader::with_capacity(1 << 20, file),
+        out,
+    )?;
+    eprintln!(
+        "sealed {} bytes for {} recipient(s); sha256 {}",
+        sealed.len,
+        recipients.len(),
+        sealed.sha256
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,39 @@
+//! Sealing: encryption at rest in the spool and quarantine ([`at_rest`]), and re-encryption for
+//! the recipient as CMS that standard tools open ([`cms`]). No I/O of its own beyond the readers
+//! and writers it is given (DESIGN §6).
+
+pub mod at_rest;
+pub mod cms;
+
+pub use cms::{Recipient, Sealed, seal_for};
+
+/// Why sealing or opening failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("the file was sealed with another key")]
+    WrongKey,
+    #[error("the file was changed (authentication failed)")]
+    Tampered,
+    #[error("the file is truncated")]
+    Truncated,
+    #[error("malformed input: {0}")]
+    Malformed(&'static str),
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl SealError {
+    /// Recovers a sealing error that travelled inside an `io::Error` (from a `Read` impl).
+    pub fn from_io(e: std::io::Error) -> SealError {
+        if e.get_ref().is_some_and(|inner| inner.is::<SealError>()) {
+            match e.into_inner().map(|b| b.downcast::<SealError>()) {
+                Some(Ok(inner)) => *inner,
+                _ => SealError::Malformed("corrupt stream"),
+            }
+        } else {
+            SealError::Io(e)
+        }
+    }
+}
