@@ -143,6 +143,8 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     services
         .audit
         .record("daemon.stop", None, None, serde_json::json!({}));
+    let audit = services.audit.clone();
+    let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     tracing::info!("handoff stopped");

@@ -41,10 +41,20 @@ struct Entry {
     detail: Value,
 }
 
+/// What the writer thread is asked to do, in order.
+enum Msg {
+    Entry(Entry),
+    /// Answer once everything sent before is written and synced.
+    Flush(mpsc::Sender<()>),
+}
+
+/// How long [`Audit::flush`] waits for the writer.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Handle to the audit log; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Audit {
-    tx: Option<mpsc::Sender<Entry>>,
+    tx: Option<mpsc::Sender<Msg>>,
 }
 
 impl Audit {
@@ -66,7 +76,7 @@ impl Audit {
                 path: path.clone(),
                 source,
             })?;
-        let (tx, rx) = mpsc::channel::<Entry>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer(file, path, seq, prev, rx))
@@ -87,12 +97,23 @@ impl Audit {
     ) {
         tracing::info!(target: "audit", event, account, peer = peer.map(|p| p.to_string()), %detail);
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Entry {
+            let _ = tx.send(Msg::Entry(Entry {
                 event: event.to_owned(),
                 account: account.map(str::to_owned),
                 peer,
                 detail,
-            });
+            }));
+        }
+    }
+
+    /// Blocks until every entry recorded before is on disk (or a few seconds passed): called at
+    /// shutdown so the last lines, such as `daemon.stop`, are not lost with the process.
+    pub fn flush(&self) {
+        if let Some(tx) = &self.tx {
+            let (done, wait) = mpsc::channel();
+            if tx.send(Msg::Flush(done)).is_ok() {
+                let _ = wait.recv_timeout(FLUSH_WAIT);
+            }
         }
     }
 }
@@ -135,17 +156,19 @@ fn last_link(path: &Path) -> Result<(u64, String), AuditError> {
     }
 }
 
-fn writer(
-    mut file: File,
-    path: PathBuf,
-    mut seq: u64,
-    mut prev: String,
-    rx: mpsc::Receiver<Entry>,
-) {
+fn writer(mut file: File, path: PathBuf, mut seq: u64, mut prev: String, rx: mpsc::Receiver<Msg>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        for e in batch {
+        let mut flushed = Vec::new();
+        for msg in batch {
+            let e = match msg {
+                Msg::Entry(e) => e,
+                Msg::Flush(done) => {
+                    flushed.push(done);
+                    continue;
+                }
+            };
             seq += 1;
             let clock = clock::status();
             let time = time::OffsetDateTime::now_utc()
@@ -170,6 +193,9 @@ fn writer(
         }
         if let Err(err) = file.sync_data() {
             tracing::error!(error = %err, file = %path.display(), "cannot sync the audit log");
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
     }
 }
