@@ -30,6 +30,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     pub sessions: Arc<SessionRegistry>,
     pub limiter: Arc<Limiter>,
+    /// Whether clamd answers: the NOC status shows it.
+    pub scan_health: Arc<crate::scan::ScanHealth>,
 }
 
 /// Bound on queued box events: transports wait (back-pressure) rather than queue without end.
@@ -48,6 +50,7 @@ impl Services {
             audit,
             metrics: Arc::new(Metrics::new()),
             sessions: SessionRegistry::new(),
+            scan_health: Arc::default(),
         };
         (services, rx)
     }
@@ -57,8 +60,14 @@ impl Services {
 pub enum DaemonError {
     #[error("preparing the state directory: {0}")]
     State(std::io::Error),
+    #[error("starting the pipeline: {0}")]
+    Pipeline(#[from] crate::pipeline::PipelineError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error("receipt key: {0}")]
+    ReceiptKey(#[from] crate::keys::KeyError),
+    #[error("receipt ledger: {0}")]
+    Ledger(#[from] crate::receipts::ledger::LedgerError),
     #[error("starting SFTP: {0}")]
     Sftp(#[from] crate::transport::sftp::SftpError),
     #[error("starting HTTPS: {0}")]
@@ -94,7 +103,11 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
             .enforce(live.subscribe(), shutdown.clone()),
     );
     tokio::spawn(housekeeping(services.clone(), shutdown.clone()));
-    tokio::spawn(drain_box_events(box_events, shutdown.clone()));
+    let pipeline = crate::pipeline::Pipeline::start(&services, box_events, shutdown.clone())?;
+    let receipt_key = crate::keys::load_receipt_key(&gateway.receipt_key)?;
+    let ledger = crate::receipts::ledger::Ledger::open(&layout.store().join("receipts.db"))?;
+    crate::receipts::issuer::Issuer::new(ledger, receipt_key, layout.clone())
+        .spawn(pipeline.event_log(), shutdown.clone());
     tokio::spawn(crate::metrics::alerts::watch(
         services.clone(),
         shutdown.clone(),
@@ -132,6 +145,9 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         }
     }
 
+    // Install the SIGHUP handler before READY: the reload task registers its own listener when
+    // it first runs, and a SIGHUP before that must not kill the daemon (the default action).
+    let _hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     tokio::spawn(live.clone().run(audit.clone(), shutdown.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     if let Some(interval) = watchdog_interval() {
@@ -143,8 +159,7 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     services
         .audit
         .record("daemon.stop", None, None, serde_json::json!({}));
-    let audit = services.audit.clone();
-    let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
+    services.audit.flush(Duration::from_secs(5));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     tracing::info!("handoff stopped");
@@ -193,19 +208,6 @@ async fn housekeeping(services: Services, shutdown: CancellationToken) {
             _ => {}
         }
         services.limiter.housekeeping();
-    }
-}
-
-/// Logs box events while no pipeline consumes them.
-async fn drain_box_events(mut rx: mpsc::Receiver<BoxEvent>, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            ev = rx.recv() => match ev {
-                Some(ev) => tracing::info!(?ev, "box event"),
-                None => return,
-            }
-        }
     }
 }
 

@@ -14,6 +14,8 @@ pub mod metrics;
 pub mod numbers;
 pub mod pipeline;
 pub mod receipts;
+pub mod scan;
 pub mod seal;
+pub mod spool;
 pub mod state;
 pub mod transport;

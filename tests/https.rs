@@ -81,12 +81,16 @@ fn upload_list_download_with_and_without_range_and_delete() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let landed = tc
-        .state_dir()
-        .join("boxes")
-        .join(CLINIC)
-        .join("inbox/checkup.zip");
-    assert_eq!(sha256_file(&landed), sha256_file(&src));
+    // The pipeline accepts the upload from the inbox at once and records its SHA-256.
+    assert!(
+        support::wait_for(20, || support::accepted_sha256(&tc, "checkup.zip")
+            .is_some()),
+        "upload not accepted from the inbox"
+    );
+    assert_eq!(
+        support::accepted_sha256(&tc, "checkup.zip"),
+        Some(sha256_file(&src))
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&sha256_file(&src)));
 
     // Chunked upload from stdin works too.

@@ -39,12 +39,16 @@ fn key_login_upload_reaches_the_inbox_intact() {
         &format!("cd inbox\nput {} checkup.zip\nls -l\n", src.display()),
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let landed = tc
-        .state_dir()
-        .join("boxes")
-        .join(CLINIC)
-        .join("inbox/checkup.zip");
-    assert_eq!(sha256_file(&landed), sha256_file(&src));
+    // The pipeline accepts the upload from the inbox at once and records its SHA-256.
+    assert!(
+        support::wait_for(20, || support::accepted_sha256(&tc, "checkup.zip")
+            .is_some()),
+        "upload not accepted from the inbox"
+    );
+    assert_eq!(
+        support::accepted_sha256(&tc, "checkup.zip"),
+        Some(sha256_file(&src))
+    );
     assert_eq!(
         fs::read_dir(tc.state_dir().join("staging").join(CLINIC))
             .unwrap()
@@ -183,6 +187,10 @@ fn traversal_links_and_folder_changes_are_refused() {
         let dir = tc.state_dir().join("boxes").join(CLINIC).join(folder);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "{folder} untouched");
     }
+    assert!(
+        support::accepted_files(&tc).is_empty(),
+        "something was uploaded"
+    );
     assert!(!tc.state_dir().join("x").exists() && !tc.state_dir().join("boxes/x").exists());
     assert!(d.audit_lines("box.denied").len() >= 8);
 }
@@ -302,6 +310,7 @@ fn interrupted_upload_never_reaches_the_inbox() {
             .count(),
         0
     );
+    assert!(support::accepted_sha256(&tc, "cut.zip").is_none());
     assert!(d.audit_lines("box.upload").is_empty());
     assert_eq!(d.audit_lines("box.upload_discarded").len(), 1);
 }

@@ -34,22 +34,19 @@ pub enum AuditError {
     Broken { line: u64, reason: String },
 }
 
+/// What the writer thread is sent: a line to write, or a request to confirm that every line
+/// sent before it is written and synced.
+enum Msg {
+    Entry(Entry),
+    Flush(mpsc::SyncSender<()>),
+}
+
 struct Entry {
     event: String,
     account: Option<String>,
     peer: Option<SocketAddr>,
     detail: Value,
 }
-
-/// What the writer thread is asked to do, in order.
-enum Msg {
-    Entry(Entry),
-    /// Answer once everything sent before is written and synced.
-    Flush(mpsc::Sender<()>),
-}
-
-/// How long [`Audit::flush`] waits for the writer.
-const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Handle to the audit log; cheap to clone.
 #[derive(Clone, Default)]
@@ -106,13 +103,13 @@ impl Audit {
         }
     }
 
-    /// Blocks until every entry recorded before is on disk (or a few seconds passed): called at
-    /// shutdown so the last lines, such as `daemon.stop`, are not lost with the process.
-    pub fn flush(&self) {
+    /// Waits (at most `timeout`) until every event recorded so far is written and synced: at
+    /// shutdown, so the last events are not lost when the process exits.
+    pub fn flush(&self, timeout: std::time::Duration) {
         if let Some(tx) = &self.tx {
-            let (done, wait) = mpsc::channel();
-            if tx.send(Msg::Flush(done)).is_ok() {
-                let _ = wait.recv_timeout(FLUSH_WAIT);
+            let (ack, done) = mpsc::sync_channel(1);
+            if tx.send(Msg::Flush(ack)).is_ok() {
+                let _ = done.recv_timeout(timeout);
             }
         }
     }
@@ -160,12 +157,12 @@ fn writer(mut file: File, path: PathBuf, mut seq: u64, mut prev: String, rx: mps
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        let mut flushed = Vec::new();
+        let mut acks = Vec::new();
         for msg in batch {
             let e = match msg {
                 Msg::Entry(e) => e,
-                Msg::Flush(done) => {
-                    flushed.push(done);
+                Msg::Flush(ack) => {
+                    acks.push(ack);
                     continue;
                 }
             };
@@ -194,8 +191,8 @@ fn writer(mut file: File, path: PathBuf, mut seq: u64, mut prev: String, rx: mps
         if let Err(err) = file.sync_data() {
             tracing::error!(error = %err, file = %path.display(), "cannot sync the audit log");
         }
-        for done in flushed {
-            let _ = done.send(());
+        for ack in acks {
+            let _ = ack.send(());
         }
     }
 }

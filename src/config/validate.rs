@@ -485,6 +485,15 @@ fn encryption_cert(p: &Path, path: KeyPath, now: OffsetDateTime, f: &mut Finding
             ),
         ),
         Ok((_, cert)) => {
+            if let Err(e) = crate::seal::Recipient::from_certificate(&der) {
+                f.warn(
+                    path.clone(),
+                    format!(
+                        "{}: {e}; files routed to this counterpart are rejected",
+                        p.display()
+                    ),
+                );
+            }
             let not_after = cert.validity().not_after.timestamp();
             if not_after < now.unix_timestamp() {
                 f.warn(

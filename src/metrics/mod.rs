@@ -9,6 +9,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 pub type Labels = Vec<(&'static str, String)>;
@@ -30,6 +31,62 @@ pub struct Metrics {
     pub overdue: Family<Labels, Gauge>,
     /// 1 while the kernel reports the system clock synchronised.
     pub clock_synchronised: Gauge,
+    /// The spool pipeline's metrics.
+    pub pipeline: PipelineMetrics,
+}
+
+/// Metrics of the spool pipeline.
+#[derive(Clone)]
+pub struct PipelineMetrics {
+    /// Files reaching a hop, by hop and counterpart (the sender, or the recipient for
+    /// delivered, retrieved and purged).
+    pub files: Family<Labels, Counter>,
+    /// Seconds one stage took, by stage.
+    pub stage_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Jobs queued for a worker.
+    pub queue_depth: Gauge,
+    /// 1 while clamd answers its health checks.
+    pub scanner_up: Gauge,
+    /// Age in seconds of the oldest accepted file not yet delivered or rejected.
+    pub oldest_undelivered_seconds: Gauge,
+}
+
+fn stage_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl PipelineMetrics {
+    fn register(registry: &mut Registry) -> PipelineMetrics {
+        let m = PipelineMetrics {
+            files: Family::default(),
+            stage_seconds: Family::new_with_constructor(stage_histogram),
+            queue_depth: Gauge::default(),
+            scanner_up: Gauge::default(),
+            oldest_undelivered_seconds: Gauge::default(),
+        };
+        registry.register("pipeline_files", "Files reaching a hop", m.files.clone());
+        registry.register(
+            "pipeline_stage_seconds",
+            "Time one pipeline stage took",
+            m.stage_seconds.clone(),
+        );
+        registry.register(
+            "pipeline_queue_depth",
+            "Jobs waiting for a pipeline worker",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "scanner_up",
+            "Whether clamd answers health checks",
+            m.scanner_up.clone(),
+        );
+        registry.register(
+            "pipeline_oldest_undelivered_seconds",
+            "Age of the oldest file not yet delivered or rejected",
+            m.oldest_undelivered_seconds.clone(),
+        );
+        m
+    }
 }
 
 impl Default for Metrics {
@@ -71,7 +128,9 @@ impl Metrics {
             "1 while the system clock is synchronised",
             clock_synchronised.clone(),
         );
+        let pipeline = PipelineMetrics::register(&mut registry);
         Metrics {
+            pipeline,
             registry,
             auth_failures,
             bans,

@@ -1,3 +1,648 @@
 //! The spool pipeline: accept → validate → scan → seal → deliver (DESIGN §4).
+//!
+//! Uploads reach the pipeline through the inbox hand-off point: the transport's
+//! [`BoxEvent::Uploaded`], a file-system watch on every inbox and a rescan at start-up (and
+//! every half minute) all lead to the same idempotent [`accept`](Pipeline). Each job then
+//! passes the [`Stage`]s on a bounded pool of workers; every transition is committed to the
+//! job store, with its [`FileEvent`], before the next side effect. See docs/pipeline.md.
 
+pub mod accept;
 pub mod events;
+pub mod stages;
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::boxes::{BoxEvent, FileName};
+use crate::config::live::LiveConfig;
+use crate::metrics::PipelineMetrics;
+use crate::receipts::Hop;
+use crate::scan::{Clamd, ScanHealth};
+use crate::spool::store::{Job, JobState, JobStore, SqliteStore, StoreError, Transition};
+use crate::spool::{self, Spool};
+use crate::state::StateLayout;
+use events::{EventLog, FileEvent};
+use stages::{
+    CmsSealer, DeliverStage, Outcome, PassThroughValidator, ScanStage, SealStage, Stage, StageCtx,
+    ValidateStage,
+};
+
+/// Workers running stages at once.
+const WORKERS: usize = 4;
+/// Jobs waiting for a worker; accept waits when it is full (back-pressure).
+const WORK_QUEUE: usize = 256;
+/// Hand-off files waiting to be accepted.
+const ACCEPT_QUEUE: usize = 1024;
+/// How often clamd is pinged.
+const HEALTH_EVERY: Duration = Duration::from_secs(3);
+/// How often inboxes are rescanned and retention applied.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
+/// How long a retrieval waits for the delivery it follows to be committed.
+const DELIVERY_COMMIT_WAIT: Duration = Duration::from_secs(5);
+/// Longest wait before retrying a job whose stage could not run.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("spool: {0}")]
+    Io(#[from] io::Error),
+    #[error("watching the inboxes: {0}")]
+    Watch(#[from] notify::Error),
+    #[error("master key: {0}")]
+    Key(#[from] crate::keys::KeyError),
+}
+
+/// What the running pipeline shares between its tasks.
+struct Inner {
+    store: Arc<SqliteStore>,
+    spool: Spool,
+    layout: StateLayout,
+    live: Arc<LiveConfig>,
+    stages: Vec<Box<dyn Stage>>,
+    metrics: PipelineMetrics,
+    audit: crate::audit::Audit,
+    work: mpsc::Sender<String>,
+    /// Jobs queued, running or waiting to retry: each is in the queue at most once.
+    in_flight: Mutex<HashSet<String>>,
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+/// A running pipeline.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+    accept: mpsc::Sender<(String, String)>,
+}
+
+impl Pipeline {
+    /// Opens the job store, clears what a crash left half-done, resumes unfinished jobs,
+    /// accepts whatever waits in the inboxes, and starts the workers.
+    pub fn start(
+        services: &crate::daemon::Services,
+        box_events: mpsc::Receiver<BoxEvent>,
+        shutdown: CancellationToken,
+    ) -> Result<Pipeline, PipelineError> {
+        let live = services.live.clone();
+        let snapshot = live.snapshot();
+        let layout = services.layout.clone();
+        let store = Arc::new(SqliteStore::open(&layout.store())?);
+        let master = Arc::new(crate::keys::load_master_key(
+            &snapshot.config.gateway.master_key,
+        )?);
+        let spool = Spool::new(&layout, master);
+        let swept = spool.sweep_orphans(
+            |id| {
+                store
+                    .get(id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|j| j.state.is_open())
+            },
+            |id| store.has_job(id).unwrap_or(true),
+        )?;
+        if swept > 0 {
+            tracing::info!(removed = swept, "removed files a crash left in the spool");
+        }
+        let clamd = Clamd::new(snapshot.config.gateway.clamd_address());
+        let health = services.scan_health.clone();
+        let stages: Vec<Box<dyn Stage>> = vec![
+            Box::new(ValidateStage {
+                validator: Arc::new(PassThroughValidator),
+            }),
+            Box::new(ScanStage {
+                clamd: clamd.clone(),
+                health: health.clone(),
+            }),
+            Box::new(SealStage {
+                sealer: Arc::new(CmsSealer),
+            }),
+            Box::new(DeliverStage),
+        ];
+        let (work_tx, work_rx) = mpsc::channel(WORK_QUEUE);
+        let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_QUEUE);
+        let inner = Arc::new(Inner {
+            store,
+            spool,
+            layout,
+            live,
+            stages,
+            metrics: services.metrics.pipeline.clone(),
+            audit: services.audit.clone(),
+            work: work_tx,
+            in_flight: Mutex::new(HashSet::new()),
+            attempts: Mutex::new(HashMap::new()),
+        });
+        let pipeline = Pipeline {
+            inner: inner.clone(),
+            accept: accept_tx,
+        };
+
+        let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
+        for _ in 0..WORKERS {
+            tokio::spawn(worker(inner.clone(), work_rx.clone(), shutdown.clone()));
+        }
+        tokio::spawn(acceptor(inner.clone(), accept_rx, shutdown.clone()));
+        tokio::spawn(pipeline.clone().box_events(box_events, shutdown.clone()));
+        let watcher = pipeline.watch_inboxes()?;
+        tokio::spawn(pipeline.clone().housekeeping(watcher, shutdown.clone()));
+        tokio::spawn(health_checks(
+            clamd,
+            health,
+            services.clone(),
+            shutdown.clone(),
+        ));
+        let resume = inner.store.open_jobs()?;
+        if !resume.is_empty() {
+            tracing::info!(jobs = resume.len(), "resuming unfinished jobs");
+        }
+        tokio::spawn(async move {
+            for job in resume {
+                inner.enqueue(job.file_id).await;
+            }
+        });
+        Ok(pipeline)
+    }
+
+    /// The durable event log receipts are issued from.
+    pub fn event_log(&self) -> Arc<dyn EventLog> {
+        self.inner.store.clone()
+    }
+
+    /// Queues every file waiting in an inbox.
+    async fn rescan(&self) {
+        let snapshot = self.inner.live.snapshot();
+        for c in &snapshot.config.counterparts {
+            let Ok(entries) = std::fs::read_dir(self.inner.layout.inbox(&c.id)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let _ = self.accept.send((c.id.clone(), name)).await;
+            }
+        }
+    }
+
+    /// Watches every configured inbox; events lead to accept (removals are ignored).
+    fn watch_inboxes(&self) -> Result<notify::RecommendedWatcher, PipelineError> {
+        use notify::{EventKind, RecursiveMode, Watcher};
+        let tx = self.accept.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                let Ok(ev) = res else { return };
+                if matches!(ev.kind, EventKind::Remove(_) | EventKind::Access(_)) {
+                    return;
+                }
+                for path in ev.paths {
+                    if let Some(key) = inbox_file(&path) {
+                        let _ = tx.blocking_send(key);
+                    }
+                }
+            })?;
+        let snapshot = self.inner.live.snapshot();
+        for c in &snapshot.config.counterparts {
+            watcher.watch(&self.inner.layout.inbox(&c.id), RecursiveMode::NonRecursive)?;
+        }
+        Ok(watcher)
+    }
+
+    async fn box_events(self, mut rx: mpsc::Receiver<BoxEvent>, shutdown: CancellationToken) {
+        loop {
+            let ev = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ev = rx.recv() => match ev { Some(ev) => ev, None => return },
+            };
+            match ev {
+                BoxEvent::Uploaded { account, name } => {
+                    let _ = self.accept.send((account, name.as_str().to_owned())).await;
+                }
+                BoxEvent::Retrieved { account, name }
+                | BoxEvent::Acknowledged { account, name } => {
+                    let inner = self.inner.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || inner.retrieved(&account, &name)).await;
+                }
+            }
+        }
+    }
+
+    async fn housekeeping(self, watcher: notify::RecommendedWatcher, shutdown: CancellationToken) {
+        let _watcher = watcher;
+        let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.rescan().await;
+            let inner = self.inner.clone();
+            match tokio::task::spawn_blocking(move || inner.retention()).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "applying retention"),
+                Err(e) => tracing::warn!(error = %e, "retention task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+}
+
+/// `(counterpart, name)` of a path `.../boxes/<counterpart>/inbox/<name>`.
+fn inbox_file(path: &Path) -> Option<(String, String)> {
+    let name = path.file_name()?.to_str()?;
+    let inbox = path.parent()?;
+    if inbox.file_name()? != "inbox" {
+        return None;
+    }
+    let counterpart = inbox.parent()?.file_name()?.to_str()?;
+    Some((counterpart.to_owned(), name.to_owned()))
+}
+
+async fn acceptor(
+    inner: Arc<Inner>,
+    mut rx: mpsc::Receiver<(String, String)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (sender, name) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            m = rx.recv() => match m { Some(m) => m, None => return },
+        };
+        let i = inner.clone();
+        let (s, n) = (sender.clone(), name.clone());
+        match tokio::task::spawn_blocking(move || i.accept(&s, &n)).await {
+            Ok(Ok(Some(id))) => inner.enqueue(id).await,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(sender, name, error = %e, "accept failed; retried on the next rescan")
+            }
+            Err(e) => tracing::error!(error = %e, "accept task failed"),
+        }
+    }
+}
+
+async fn worker(
+    inner: Arc<Inner>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<String>>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let id = {
+            let mut rx = rx.lock().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                id = rx.recv() => match id { Some(id) => id, None => return },
+            }
+        };
+        inner.metrics.queue_depth.dec();
+        let i = inner.clone();
+        let job = id.clone();
+        let retry = match tokio::task::spawn_blocking(move || i.process(&job)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "pipeline worker failed");
+                Some(MAX_BACKOFF)
+            }
+        };
+        match retry {
+            None => {
+                inner.forget(&id);
+            }
+            Some(delay) => {
+                let inner = inner.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(delay) => {
+                            inner.metrics.queue_depth.inc();
+                            let _ = inner.work.send(id).await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Pings clamd; going down raises the `scanner_down` alert (log, audit, metric).
+async fn health_checks(
+    clamd: Clamd,
+    health: Arc<ScanHealth>,
+    services: crate::daemon::Services,
+    shutdown: CancellationToken,
+) {
+    let metrics = &services.metrics;
+    let mut tick = tokio::time::interval(HEALTH_EVERY);
+    let mut was_up = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let c = clamd.clone();
+        let result = match tokio::task::spawn_blocking(move || c.ping()).await {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        health.record(&result);
+        metrics.pipeline.scanner_up.set(i64::from(result.is_ok()));
+        if was_up != Some(result.is_ok()) {
+            match &result {
+                Ok(()) => tracing::info!("clamd is up"),
+                Err(e) => {
+                    tracing::warn!(alert = "scanner_down", error = %e, "ALERT: clamd is down: files wait unscanned");
+                    services.audit.record(
+                        "alert.scanner_down",
+                        None,
+                        None,
+                        serde_json::json!({ "error": e.to_string() }),
+                    );
+                    metrics
+                        .alerts
+                        .get_or_create(&vec![("kind", "scanner_down".to_owned())])
+                        .inc();
+                }
+            }
+            was_up = Some(result.is_ok());
+        }
+    }
+}
+
+impl Inner {
+    async fn enqueue(&self, file_id: String) {
+        let fresh = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(file_id.clone());
+        if fresh {
+            self.metrics.queue_depth.inc();
+            let _ = self.work.send(file_id).await;
+        }
+    }
+
+    fn forget(&self, file_id: &str) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(file_id);
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(file_id);
+    }
+
+    fn backoff(&self, file_id: &str) -> Duration {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = attempts.entry(file_id.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        (Duration::from_millis(500) * 2u32.saturating_pow((*n).min(8))).min(MAX_BACKOFF)
+    }
+
+    fn accept(&self, sender: &str, name: &str) -> Result<Option<String>, PipelineError> {
+        let snapshot = self.live.snapshot();
+        let job = accept::accept(
+            &*self.store,
+            &self.spool,
+            &self.layout,
+            &snapshot.config,
+            sender,
+            name,
+        )?;
+        Ok(job.map(|job| {
+            self.count(Hop::Accepted, sender, &job.file_id);
+            tracing::info!(
+                file_id = job.file_id,
+                sender,
+                name,
+                size = job.size,
+                "accepted"
+            );
+            job.file_id
+        }))
+    }
+
+    /// Counts a file reaching a hop and audits it.
+    fn count(&self, hop: Hop, counterpart: &str, file_id: &str) {
+        self.audit.record(
+            &format!("file.{}", hop.as_str()),
+            Some(counterpart),
+            None,
+            serde_json::json!({ "file_id": file_id }),
+        );
+        self.metrics
+            .files
+            .get_or_create(&vec![
+                ("hop", hop.as_str().to_owned()),
+                ("counterpart", counterpart.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// Runs stages on a job until it finishes or must wait. Returns the wait before a retry.
+    fn process(&self, file_id: &str) -> Option<Duration> {
+        loop {
+            let job = match self.store.get(file_id) {
+                Ok(Some(job)) if job.state.is_open() => job,
+                Ok(_) => return None,
+                Err(e) => {
+                    tracing::error!(file_id, error = %e, "reading job");
+                    return Some(self.backoff(file_id));
+                }
+            };
+            let stage = self.stages.iter().find(|s| s.takes() == job.state)?;
+            let snapshot = self.live.snapshot();
+            let ctx = StageCtx {
+                spool: &self.spool,
+                config: &snapshot.config,
+                layout: &self.layout,
+            };
+            let started = Instant::now();
+            let outcome = stage.run(&job, &ctx);
+            self.metrics
+                .stage_seconds
+                .get_or_create(&vec![("stage", stage.name().to_owned())])
+                .observe(started.elapsed().as_secs_f64());
+            let result = match outcome {
+                Outcome::Advance {
+                    to,
+                    recipient,
+                    sealed_sha256,
+                } => self.advance(job, to, recipient, sealed_sha256),
+                Outcome::Reject {
+                    reasons,
+                    quarantine,
+                } => self.reject(job, reasons, quarantine),
+                Outcome::Retry(why) => {
+                    let wait = self.backoff(file_id);
+                    tracing::warn!(file_id, stage = stage.name(), why, ?wait, "job waits");
+                    return Some(wait);
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(file_id, error = %e, "recording a job transition");
+                return Some(self.backoff(file_id));
+            }
+        }
+    }
+
+    fn advance(
+        &self,
+        mut job: Job,
+        to: JobState,
+        recipient: Option<String>,
+        sealed_sha256: Option<String>,
+    ) -> Result<(), PipelineError> {
+        job.state = to;
+        if recipient.is_some() {
+            job.recipient = recipient.clone();
+        }
+        if sealed_sha256.is_some() {
+            job.sealed_sha256 = sealed_sha256.clone();
+        }
+        let event = (to == JobState::Delivered).then(|| job.event(Hop::Delivered, Vec::new()));
+        self.store.transition(&Transition {
+            file_id: job.file_id.clone(),
+            to,
+            recipient,
+            sealed_sha256,
+            quarantined: false,
+            event,
+        })?;
+        if to == JobState::Delivered {
+            self.spool.remove(&job.file_id)?;
+            let recipient = job.recipient.as_deref().unwrap_or_default();
+            self.count(Hop::Delivered, recipient, &job.file_id);
+            tracing::info!(file_id = job.file_id, recipient, "delivered");
+        }
+        Ok(())
+    }
+
+    fn reject(
+        &self,
+        mut job: Job,
+        reasons: Vec<crate::receipts::Reason>,
+        quarantine: bool,
+    ) -> Result<(), PipelineError> {
+        if quarantine {
+            self.spool.quarantine(&job.file_id)?;
+        }
+        job.state = JobState::Rejected;
+        let event = job.event(Hop::Rejected, reasons.clone());
+        self.store.transition(&Transition {
+            file_id: job.file_id.clone(),
+            to: JobState::Rejected,
+            recipient: None,
+            sealed_sha256: None,
+            quarantined: quarantine,
+            event: Some(event),
+        })?;
+        self.spool.remove(&job.file_id)?;
+        self.count(Hop::Rejected, &job.sender, &job.file_id);
+        let why = reasons
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        tracing::warn!(
+            file_id = job.file_id,
+            sender = job.sender,
+            quarantine,
+            why,
+            "rejected"
+        );
+        Ok(())
+    }
+
+    /// An outbox file was read to its end or deleted: the file's `retrieved` event, once.
+    fn retrieved(&self, account: &str, name: &FileName) {
+        let Some(file_id) = stages::file_id_of_outbox_name(name.as_str()) else {
+            return;
+        };
+        // The file is visible in the outbox a moment before `delivered` is committed; a
+        // retrieval in that moment waits for the commit rather than being lost.
+        let mut waited = Duration::ZERO;
+        let job = loop {
+            match self.store.get(file_id) {
+                Ok(Some(job)) if job.state == JobState::Sealed && waited < DELIVERY_COMMIT_WAIT => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    waited += Duration::from_millis(50);
+                }
+                Ok(Some(job)) => break job,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(file_id, error = %e, "reading job");
+                    return;
+                }
+            }
+        };
+        if job.recipient.as_deref() != Some(account)
+            || stages::outbox_name(&job.file_id, &job.original_name) != name.as_str()
+        {
+            return;
+        }
+        match self.store.mark_retrieved(file_id) {
+            Ok(true) => {
+                self.count(Hop::Retrieved, account, file_id);
+                tracing::info!(file_id, recipient = account, "retrieved");
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(file_id, error = %e, "recording retrieval"),
+        }
+    }
+
+    /// Purges delivered files past `retention.outbox` and quarantined files past
+    /// `retention.quarantine`; updates the oldest-undelivered gauge.
+    fn retention(&self) -> Result<(), PipelineError> {
+        let snapshot = self.live.snapshot();
+        let retention = &snapshot.config.gateway.retention;
+        let now = OffsetDateTime::now_utc();
+        for mut job in self.store.delivered_before(now - retention.outbox)? {
+            if let Some(recipient) = job.recipient.clone() {
+                let outbox = self.layout.outbox(&recipient);
+                let path = outbox.join(stages::outbox_name(&job.file_id, &job.original_name));
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => spool::sync_dir(&outbox)?,
+                }
+                self.purged(&mut job, &recipient)?;
+            }
+        }
+        for id in self.spool.expire_quarantine(retention.quarantine)? {
+            if let Some(mut job) = self.store.get(&id)? {
+                let sender = job.sender.clone();
+                self.purged(&mut job, &sender)?;
+            }
+        }
+        let open = self.store.open_jobs()?;
+        let oldest = open
+            .first()
+            .map(|j| (now - j.accepted_at).whole_seconds().max(0))
+            .unwrap_or(0);
+        self.metrics.oldest_undelivered_seconds.set(oldest);
+        Ok(())
+    }
+
+    fn purged(&self, job: &mut Job, counterpart: &str) -> Result<(), PipelineError> {
+        job.state = JobState::Purged;
+        let event: FileEvent = job.event(Hop::Purged, Vec::new());
+        self.store.transition(&Transition {
+            file_id: job.file_id.clone(),
+            to: JobState::Purged,
+            recipient: None,
+            sealed_sha256: None,
+            quarantined: false,
+            event: Some(event),
+        })?;
+        self.count(Hop::Purged, counterpart, &job.file_id);
+        tracing::info!(file_id = job.file_id, "purged");
+        Ok(())
+    }
+}

@@ -242,3 +242,148 @@ pub fn sha256_file(path: &Path) -> String {
     }
     hex::encode(h.finalize())
 }
+
+/// A private clamd started with `scripts/clamd-test-instance DIR` (socket `DIR/clamd.sock`,
+/// the path `TestConfig` points the gateway at when DIR is the test's directory). Stopped
+/// with SIGTERM on drop.
+pub struct ClamdInstance {
+    child: std::process::Child,
+    pub dir: PathBuf,
+}
+
+impl ClamdInstance {
+    /// Starts clamd and waits until its socket answers PING.
+    pub fn start(dir: &Path) -> ClamdInstance {
+        Self::start_with_env(dir, &[])
+    }
+
+    /// Like `start`, with environment for the script (e.g. `CLAMD_STREAM_MAX_LENGTH`).
+    pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> ClamdInstance {
+        let log = std::fs::File::create(dir.join("clamd.out")).expect("clamd log");
+        let child = Command::new(repo_root().join("scripts/clamd-test-instance"))
+            .arg(dir)
+            .envs(env.iter().copied())
+            .stdout(log.try_clone().expect("clamd log"))
+            .stderr(log)
+            .spawn()
+            .expect("start scripts/clamd-test-instance");
+        let clamd = ClamdInstance {
+            child,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while !clamd.answers_ping() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "clamd did not answer PING:\n{}",
+                std::fs::read_to_string(dir.join("clamd.out")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        clamd
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("clamd.sock")
+    }
+
+    fn answers_ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(self.socket()) else {
+            return false;
+        };
+        let mut reply = String::new();
+        s.write_all(b"PING\n").is_ok()
+            && s.read_to_string(&mut reply).is_ok()
+            && reply.trim() == "PONG"
+    }
+
+    /// Stops clamd (SIGTERM) and waits for it.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.socket());
+    }
+}
+
+impl Drop for ClamdInstance {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Hands a file to the pipeline as a transport does: written elsewhere, renamed into the
+/// counterpart's inbox.
+pub fn hand_off(tc: &TestConfig, counterpart: &str, name: &str, bytes: &[u8]) {
+    let tmp = tc.dir.path().join(format!(".handoff-{name}"));
+    std::fs::write(&tmp, bytes).expect("write hand-off file");
+    let inbox = tc.state_dir().join("boxes").join(counterpart).join("inbox");
+    std::fs::rename(&tmp, inbox.join(name)).expect("rename into inbox");
+}
+
+/// Waits up to `secs` for `cond`, polling.
+pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `(name, sha256)` of every file the pipeline accepted from an inbox (it takes completed
+/// uploads out of the inbox at once and records their SHA-256).
+pub fn accepted_files(tc: &TestConfig) -> Vec<(String, String)> {
+    use handoff::pipeline::events::EventLog;
+    let Ok(store) = handoff::spool::store::SqliteStore::open(&tc.state_dir().join("store")) else {
+        return Vec::new();
+    };
+    store
+        .events_after(0, 100_000)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.hop == handoff::receipts::Hop::Accepted)
+        .map(|e| (e.original_name, e.sha256))
+        .collect()
+}
+
+/// The SHA-256 the pipeline recorded when it accepted the hand-off file `name`.
+pub fn accepted_sha256(tc: &TestConfig, name: &str) -> Option<String> {
+    accepted_files(tc)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, sha)| sha)
+}
+
+/// Decrypts a sealed outbox file with `openssl cms` and the example key of `counterpart`.
+pub fn openssl_decrypt(path: &Path, counterpart: &str) -> Vec<u8> {
+    let certs = repo_root().join("certs-example");
+    let out = Command::new("openssl")
+        .args(["cms", "-decrypt", "-inform", "DER", "-in"])
+        .arg(path)
+        .arg("-recip")
+        .arg(certs.join(format!("{counterpart}-enc.pem")))
+        .arg("-inkey")
+        .arg(certs.join(format!("{counterpart}-enc.key")))
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl cms -decrypt {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

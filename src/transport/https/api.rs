@@ -685,6 +685,7 @@ async fn noc(conn: &Arc<Connection>, req: &Request<()>, segs: &[String]) -> Rout
                 "sessions": services.sessions.total(),
                 "spool": count(layout.spool()),
                 "quarantine": count(layout.quarantine()),
+                "scanner": {"up": services.scan_health.is_up(), "error": services.scan_health.last_error()},
                 "boxes": boxes,
             });
             Ok((json_response(StatusCode::OK, status), 0))

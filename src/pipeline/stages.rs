@@ -1,0 +1,354 @@
+//! The stages a job passes after accept, each a [`Stage`]: it takes jobs in one state and says
+//! what comes next. The runner commits that before acting on it, so a stage may run again after
+//! a crash and must be idempotent (its outputs have deterministic names and are replaced whole).
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use crate::config::{Config, Counterpart, CounterpartKind};
+use crate::receipts::Reason;
+use crate::scan::{Clamd, ScanHealth, Verdict};
+pub use crate::spool::ReadSeek;
+use crate::spool::store::{Job, JobState};
+use crate::spool::{self, Spool};
+use crate::state::StateLayout;
+
+/// What a stage may touch.
+pub struct StageCtx<'a> {
+    pub spool: &'a Spool,
+    pub config: &'a Config,
+    pub layout: &'a StateLayout,
+}
+
+/// What a stage decided.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Move the job on to `to`, recording what the stage learnt.
+    Advance {
+        to: JobState,
+        recipient: Option<String>,
+        sealed_sha256: Option<String>,
+    },
+    /// Refuse the file; `quarantine` when clamd found something.
+    Reject {
+        reasons: Vec<Reason>,
+        quarantine: bool,
+    },
+    /// Not now (scanner unreachable, disk error): the job stays where it is and is retried.
+    Retry(String),
+}
+
+/// One step of the pipeline.
+pub trait Stage: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// The state of the jobs this stage takes.
+    fn takes(&self) -> JobState;
+    fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome;
+}
+
+/// Facts the validator read from the archive that routing needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// The receiver number in the archive's index, if the validator read one.
+    pub receiver_number: Option<String>,
+}
+
+/// Checks an archive's structure and content.
+pub trait Validator: Send + Sync {
+    fn validate(&self, src: &mut dyn ReadSeek) -> Result<Routing, Vec<Reason>>;
+}
+
+/// Stand-in validator until the archive validator lands: accepts every file and reads no
+/// receiver number, so routing falls back to the sender's single configured route.
+#[derive(Debug, Default)]
+pub struct PassThroughValidator;
+
+impl Validator for PassThroughValidator {
+    fn validate(&self, _src: &mut dyn ReadSeek) -> Result<Routing, Vec<Reason>> {
+        Ok(Routing::default())
+    }
+}
+
+/// Seals a file of `len` plaintext bytes for its recipient.
+pub trait Sealer: Send + Sync {
+    fn seal(
+        &self,
+        src: &mut dyn Read,
+        len: u64,
+        recipient: &Counterpart,
+        out: &mut dyn Write,
+    ) -> io::Result<()>;
+}
+
+/// CMS AuthEnvelopedData (AES-256-GCM) for the recipient's `encryption_cert`
+/// ([`crate::seal::cms`]), which the recipient opens with `openssl cms -decrypt`.
+#[derive(Debug, Default)]
+pub struct CmsSealer;
+
+impl Sealer for CmsSealer {
+    fn seal(
+        &self,
+        src: &mut dyn Read,
+        len: u64,
+        recipient: &Counterpart,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
+        let cert = recipient
+            .encryption_cert
+            .as_ref()
+            .ok_or_else(|| io::Error::other(format!("{} has no encryption_cert", recipient.id)))?;
+        let to = crate::seal::Recipient::from_file(cert).map_err(io::Error::other)?;
+        crate::seal::seal_for(&[to], len, src, out)
+            .map(drop)
+            .map_err(io::Error::other)
+    }
+}
+
+/// The recipient of a file from `sender`: the counterpart with the receiver number the
+/// validator read (of the other kind), or without one the sender's only route. The pair must
+/// be an allowed route; nothing is guessed.
+pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String, Reason> {
+    let Some(from) = config.counterpart(sender) else {
+        return Err(Reason::new(
+            "route.unknown-sender",
+            format!("{sender} is not a configured counterpart"),
+        ));
+    };
+    let to = match &routing.receiver_number {
+        Some(number) => {
+            let kind = match from.kind {
+                CounterpartKind::Clinic => CounterpartKind::Insurer,
+                CounterpartKind::Insurer => CounterpartKind::Clinic,
+            };
+            match config.counterpart_by_number(kind, number) {
+                Some(c) => c.id.clone(),
+                None => {
+                    return Err(Reason::new(
+                        "route.unknown-recipient",
+                        format!("receiver number {number} is not a known counterpart"),
+                    ));
+                }
+            }
+        }
+        None => match from.routes.as_slice() {
+            [only] => only.clone(),
+            _ => {
+                return Err(Reason::new(
+                    "route.unknown-recipient",
+                    "the file names no receiver and the sender has no single route",
+                ));
+            }
+        },
+    };
+    if !config.route_allowed(sender, &to) || config.counterpart(&to).is_none() {
+        return Err(Reason::new(
+            "route.not-allowed",
+            format!("{sender} may not send files to {to}"),
+        ));
+    }
+    Ok(to)
+}
+
+/// Validates and routes.
+pub struct ValidateStage {
+    pub validator: Arc<dyn Validator>,
+}
+
+impl Stage for ValidateStage {
+    fn name(&self) -> &'static str {
+        "validate"
+    }
+    fn takes(&self) -> JobState {
+        JobState::Accepted
+    }
+    fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome {
+        let mut file = match ctx.spool.open(&job.file_id) {
+            Ok(f) => f,
+            Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
+        };
+        let routing = match self.validator.validate(&mut file) {
+            Ok(r) => r,
+            Err(reasons) => {
+                return Outcome::Reject {
+                    reasons,
+                    quarantine: false,
+                };
+            }
+        };
+        match route(ctx.config, &job.sender, &routing) {
+            Ok(to) => Outcome::Advance {
+                to: JobState::Validated,
+                recipient: Some(to),
+                sealed_sha256: None,
+            },
+            Err(reason) => Outcome::Reject {
+                reasons: vec![reason],
+                quarantine: false,
+            },
+        }
+    }
+}
+
+/// Streams the file through clamd. Fail closed: errors retry, findings reject.
+pub struct ScanStage {
+    pub clamd: Clamd,
+    pub health: Arc<ScanHealth>,
+}
+
+impl Stage for ScanStage {
+    fn name(&self) -> &'static str {
+        "scan"
+    }
+    fn takes(&self) -> JobState {
+        JobState::Validated
+    }
+    fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome {
+        let file = match ctx.spool.open(&job.file_id) {
+            Ok(f) => f,
+            Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
+        };
+        match self.clamd.scan(file) {
+            Ok(Verdict::Clean) => Outcome::Advance {
+                to: JobState::Scanned,
+                recipient: None,
+                sealed_sha256: None,
+            },
+            Ok(Verdict::Found(name)) if name.starts_with("Heuristics.Limits.Exceeded") => {
+                Outcome::Reject {
+                    reasons: vec![Reason::new(
+                        "scan.limits-exceeded",
+                        format!("the file is too large or too deeply nested to scan ({name})"),
+                    )],
+                    quarantine: true,
+                }
+            }
+            Ok(Verdict::Found(name)) => Outcome::Reject {
+                reasons: vec![Reason::new(
+                    "scan.infected",
+                    format!("the virus scanner found {name}"),
+                )],
+                quarantine: true,
+            },
+            Err(e) => {
+                if matches!(e, crate::scan::ScanError::Io { .. }) {
+                    self.health.set_down(e.to_string());
+                }
+                Outcome::Retry(e.to_string())
+            }
+        }
+    }
+}
+
+/// Seals the file for its recipient into the spool.
+pub struct SealStage {
+    pub sealer: Arc<dyn Sealer>,
+}
+
+impl Stage for SealStage {
+    fn name(&self) -> &'static str {
+        "seal"
+    }
+    fn takes(&self) -> JobState {
+        JobState::Scanned
+    }
+    fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome {
+        let Some(recipient) = job
+            .recipient
+            .as_deref()
+            .and_then(|r| ctx.config.counterpart(r))
+        else {
+            return Outcome::Reject {
+                reasons: vec![Reason::new(
+                    "route.unknown-recipient",
+                    "the recipient is no longer configured",
+                )],
+                quarantine: false,
+            };
+        };
+        // A certificate that cannot be sealed to will not become usable by waiting: refuse now.
+        let usable = match &recipient.encryption_cert {
+            None => Err(format!("{} has no encryption certificate", recipient.id)),
+            Some(cert) => crate::seal::Recipient::from_file(cert)
+                .map(drop)
+                .map_err(|e| format!("{}: {e}", cert.display())),
+        };
+        if let Err(why) = usable {
+            return Outcome::Reject {
+                reasons: vec![Reason::new(
+                    "seal.recipient-certificate",
+                    format!("cannot seal for {}: {why}", recipient.id),
+                )],
+                quarantine: false,
+            };
+        }
+        let mut src = match ctx.spool.open(&job.file_id) {
+            Ok(f) => f,
+            Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
+        };
+        match ctx.spool.store_sealed(&job.file_id, |out| {
+            self.sealer.seal(&mut src, job.size, recipient, out)
+        }) {
+            Ok(w) => Outcome::Advance {
+                to: JobState::Sealed,
+                recipient: None,
+                sealed_sha256: Some(w.sha256),
+            },
+            Err(e) => Outcome::Retry(format!("sealing: {e}")),
+        }
+    }
+}
+
+/// The deterministic outbox name of a file: `{file-id}_{original-name}.p7m`, or
+/// `{file-id}.p7m` when that would be longer than a file name may be. The file id (a UUID)
+/// contains no `_`, so the id is everything before the first `_` or `.`.
+pub fn outbox_name(file_id: &str, original_name: &str) -> String {
+    let full = format!("{file_id}_{original_name}.p7m");
+    if full.len() <= crate::boxes::MAX_NAME_BYTES {
+        full
+    } else {
+        format!("{file_id}.p7m")
+    }
+}
+
+/// The file id an outbox name was made from.
+pub fn file_id_of_outbox_name(name: &str) -> Option<&str> {
+    let end = name.find(['_', '.'])?;
+    let id = &name[..end];
+    uuid::Uuid::parse_str(id).ok().map(|_| id)
+}
+
+/// Writes the sealed file into the recipient's outbox: a temporary file in the spool (same
+/// file system), fsync, rename into the outbox, fsync the outbox.
+pub struct DeliverStage;
+
+impl Stage for DeliverStage {
+    fn name(&self) -> &'static str {
+        "deliver"
+    }
+    fn takes(&self) -> JobState {
+        JobState::Sealed
+    }
+    fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome {
+        let Some(recipient) = job.recipient.as_deref() else {
+            return Outcome::Retry("sealed job without recipient".into());
+        };
+        let outbox = ctx.layout.outbox(recipient);
+        let name = outbox_name(&job.file_id, &job.original_name);
+        let tmp = ctx.spool.tmp_path(&job.file_id, "deliver");
+        let result = (|| -> io::Result<String> {
+            let mut sealed = ctx.spool.open_sealed(&job.file_id)?;
+            let written = spool::write_synced_with(&tmp, |w| io::copy(&mut sealed, w).map(drop))?;
+            std::fs::rename(&tmp, outbox.join(&name))?;
+            spool::sync_dir(&outbox)?;
+            Ok(written.sha256)
+        })();
+        match result {
+            Ok(sha) => Outcome::Advance {
+                to: JobState::Delivered,
+                recipient: None,
+                sealed_sha256: Some(sha),
+            },
+            Err(e) => Outcome::Retry(format!("delivering to {}: {e}", outbox.display())),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The spool: accepted files waiting for their stages, the sealed files waiting for delivery,
+//! and the quarantine. Every file is written under a deterministic name through a temporary
+//! file, fsynced, renamed into place and its directory fsynced, so a crash leaves either the
+//! whole file or none, and redoing a step overwrites its own earlier attempt.
+//!
+//! Accepted and quarantined files are encrypted at rest with a key derived from the master key
+//! and the file id ([`crate::seal::at_rest`]); plaintext never touches the disk. Sealed files
+//! (CMS for the recipient) are stored as they are.
+
+pub mod store;
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::keys::MasterKey;
+use crate::seal::at_rest::{AtRestReader, AtRestWriter};
+use crate::state::StateLayout;
+
+/// Suffix of files being written; never read back, removed at start-up.
+const TMP: &str = ".tmp";
+/// Suffix of a sealed file in the spool.
+const SEALED: &str = ".sealed";
+
+/// What a durable write produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the bytes read from the source.
+    pub sha256: String,
+}
+
+/// A readable, seekable stream of a spooled file's plaintext (validators walk zip directories).
+pub trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
+/// The spool and quarantine directories.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dir: PathBuf,
+    quarantine: PathBuf,
+    master: Arc<MasterKey>,
+}
+
+impl Spool {
+    pub fn new(layout: &StateLayout, master: Arc<MasterKey>) -> Spool {
+        Spool {
+            dir: layout.spool(),
+            quarantine: layout.quarantine(),
+            master,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn plain_path(&self, file_id: &str) -> PathBuf {
+        self.dir.join(file_id)
+    }
+
+    fn sealed_path(&self, file_id: &str) -> PathBuf {
+        self.dir.join(format!("{file_id}{SEALED}"))
+    }
+
+    /// Stores an accepted file's bytes under its id, encrypted; returns size and SHA-256 of the
+    /// plaintext.
+    pub fn store(&self, file_id: &str, mut src: impl Read) -> io::Result<Written> {
+        let mut hash = Sha256::new();
+        let mut size = 0u64;
+        write_durable_with(&self.dir, file_id, |w| {
+            let mut enc = AtRestWriter::new(&self.master, file_id, w).map_err(io::Error::other)?;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = src.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+                size += n as u64;
+                enc.write_all(&buf[..n])?;
+            }
+            enc.finish().map_err(io::Error::other)?;
+            Ok(())
+        })?;
+        Ok(Written {
+            size,
+            sha256: hex::encode(hash.finalize()),
+        })
+    }
+
+    /// Opens an accepted file's plaintext, decrypting as it is read.
+    pub fn open(&self, file_id: &str) -> io::Result<Box<dyn ReadSeek>> {
+        let file = io::BufReader::with_capacity(1 << 17, File::open(self.plain_path(file_id))?);
+        let reader = AtRestReader::new(&self.master, file_id, file)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(Box::new(reader))
+    }
+
+    /// Stores the sealed form of a file, as `fill` writes it.
+    pub fn store_sealed(
+        &self,
+        file_id: &str,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<Written> {
+        write_durable_with(&self.dir, &format!("{file_id}{SEALED}"), fill)
+    }
+
+    /// A temporary path in the spool for `file_id` (same file system as the boxes, so a rename
+    /// into an outbox is atomic; removed at start-up if a crash leaves it).
+    pub fn tmp_path(&self, file_id: &str, what: &str) -> PathBuf {
+        self.dir.join(format!("{file_id}.{what}{TMP}"))
+    }
+
+    pub fn open_sealed(&self, file_id: &str) -> io::Result<File> {
+        File::open(self.sealed_path(file_id))
+    }
+
+    /// Moves an accepted file into quarantine (idempotent).
+    pub fn quarantine(&self, file_id: &str) -> io::Result<()> {
+        if self.quarantine.join(file_id).exists() {
+            return Ok(());
+        }
+        // The spool file is already encrypted under a key bound to its file id: copy it as is.
+        let src = File::open(self.plain_path(file_id))?;
+        write_durable(&self.quarantine, file_id, src)?;
+        Ok(())
+    }
+
+    /// Removes every spool file of a job (plaintext and sealed). Missing files are fine.
+    pub fn remove(&self, file_id: &str) -> io::Result<()> {
+        remove_if_exists(&self.plain_path(file_id))?;
+        remove_if_exists(&self.sealed_path(file_id))?;
+        Ok(())
+    }
+
+    /// Removes temporary files, spool files whose job is not open (left by a crash between
+    /// writing the spool file and committing the job, or between finishing a job and removing
+    /// its files) and quarantined files whose job the store does not know. Returns how many.
+    pub fn sweep_orphans(
+        &self,
+        open: impl Fn(&str) -> bool,
+        known: impl Fn(&str) -> bool,
+    ) -> io::Result<usize> {
+        let mut removed = 0;
+        for (dir, keep) in [
+            (&self.dir, &open as &dyn Fn(&str) -> bool),
+            (&self.quarantine, &known),
+        ] {
+            for entry in fs::read_dir(dir)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let id = name.strip_suffix(SEALED).unwrap_or(&name);
+                if name.ends_with(TMP) || !keep(id) {
+                    remove_if_exists(&entry.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes quarantined files older than `max_age`; returns their ids.
+    pub fn expire_quarantine(&self, max_age: std::time::Duration) -> io::Result<Vec<String>> {
+        let now = std::time::SystemTime::now();
+        let mut gone = Vec::new();
+        for entry in fs::read_dir(&self.quarantine)? {
+            let entry = entry?;
+            let old = entry
+                .metadata()?
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age >= max_age);
+            if old {
+                remove_if_exists(&entry.path())?;
+                gone.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(gone)
+    }
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `src` to `dir/name` durably: `dir/name.tmp`, fsync, rename, fsync `dir`. Streams.
+pub fn write_durable(dir: &Path, name: &str, mut src: impl Read) -> io::Result<Written> {
+    write_durable_with(dir, name, |w| io::copy(&mut src, w).map(drop))
+}
+
+/// Like [`write_durable`], with the bytes produced by `fill`.
+pub fn write_durable_with(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<Written> {
+    let tmp = dir.join(format!("{name}{TMP}"));
+    let written = write_synced_with(&tmp, fill)?;
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)?;
+    Ok(written)
+}
+
+/// Writes the bytes of `fill` to a new file at `path` (replacing a stale one) and fsyncs it.
+pub fn write_synced_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<Written> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let out = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    let mut w = HashingWriter {
+        inner: io::BufWriter::with_capacity(64 * 1024, out),
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    fill(&mut w)?;
+    let out = w.inner.into_inner().map_err(|e| e.into_error())?;
+    out.sync_all()?;
+    Ok(Written {
+        size: w.size,
+        sha256: hex::encode(w.hasher.finalize()),
+    })
+}
+
+/// Hashes and counts what passes through to `inner`.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// fsyncs a directory so a rename or unlink in it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Lower-case hex SHA-256 of a stream.
+pub fn sha256_of(mut src: impl Read) -> io::Result<String> {
+    let mut w = HashingWriter {
+        inner: io::sink(),
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    io::copy(&mut src, &mut w)?;
+    Ok(hex::encode(w.hasher.finalize()))
+}

@@ -1,0 +1,416 @@
+//! The durable job store: one row per file and one event per hop, committed together.
+//!
+//! SQLite (WAL, `synchronous=FULL`) behind the [`JobStore`] trait: embedded, transactional,
+//! fsynced at every commit, and readable with standard tools after an incident. A PostgreSQL
+//! backend can implement the same trait. See docs/pipeline.md.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::pipeline::events::{EventLog, EventLogError, FileEvent};
+use crate::receipts::{Hop, Reason};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("job store: bad record: {0}")]
+    Corrupt(String),
+    #[error("job store: no job {0}")]
+    NoJob(String),
+}
+
+/// Where a job stands. Terminal states are `Delivered`, `Rejected` and `Purged`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// In the spool, hashed; not yet validated.
+    Accepted,
+    /// Validated and routed: the recipient is known.
+    Validated,
+    /// clamd found it clean.
+    Scanned,
+    /// Sealed for the recipient; the sealed file is in the spool.
+    Sealed,
+    /// In the recipient's outbox.
+    Delivered,
+    /// Refused, with reasons.
+    Rejected,
+    /// Retention expired; the file is gone.
+    Purged,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Accepted => "accepted",
+            JobState::Validated => "validated",
+            JobState::Scanned => "scanned",
+            JobState::Sealed => "sealed",
+            JobState::Delivered => "delivered",
+            JobState::Rejected => "rejected",
+            JobState::Purged => "purged",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "accepted" => JobState::Accepted,
+            "validated" => JobState::Validated,
+            "scanned" => JobState::Scanned,
+            "sealed" => JobState::Sealed,
+            "delivered" => JobState::Delivered,
+            "rejected" => JobState::Rejected,
+            "purged" => JobState::Purged,
+            _ => return None,
+        })
+    }
+
+    /// Whether the pipeline still has work to do on the job.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            JobState::Accepted | JobState::Validated | JobState::Scanned | JobState::Sealed
+        )
+    }
+}
+
+/// One file's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub file_id: String,
+    pub sender: String,
+    pub original_name: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Identity of the inbox file it was accepted from (device, inode, size, mtime, name):
+    /// makes accepting the same hand-off file twice impossible.
+    pub inbox_key: String,
+    pub state: JobState,
+    pub recipient: Option<String>,
+    pub sealed_sha256: Option<String>,
+    pub accepted_at: OffsetDateTime,
+    pub delivered_at: Option<OffsetDateTime>,
+    pub retrieved: bool,
+    /// Set when the job was rejected because clamd found something.
+    pub quarantined: bool,
+}
+
+impl Job {
+    /// The event of this job reaching `hop`, stamped now.
+    pub fn event(&self, hop: Hop, reasons: Vec<Reason>) -> FileEvent {
+        FileEvent {
+            file_id: self.file_id.clone(),
+            hop,
+            at: OffsetDateTime::now_utc(),
+            sender: self.sender.clone(),
+            recipient: self.recipient.clone(),
+            original_name: self.original_name.clone(),
+            size: self.size,
+            sha256: self.sha256.clone(),
+            sealed_sha256: self.sealed_sha256.clone(),
+            reasons,
+        }
+    }
+}
+
+/// A change of a job's state, with the event it produces (if any), committed atomically.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub file_id: String,
+    pub to: JobState,
+    pub recipient: Option<String>,
+    pub sealed_sha256: Option<String>,
+    pub quarantined: bool,
+    pub event: Option<FileEvent>,
+}
+
+/// What the pipeline needs from a durable store. Every method is one transaction.
+pub trait JobStore: EventLog {
+    /// Records a new job and its `accepted` event. Returns `false` (and changes nothing) when a
+    /// job with the same inbox key exists already.
+    fn insert_accepted(&self, job: &Job) -> Result<bool, StoreError>;
+    /// The job accepted from this inbox file identity, if any.
+    fn by_inbox_key(&self, key: &str) -> Result<Option<Job>, StoreError>;
+    fn get(&self, file_id: &str) -> Result<Option<Job>, StoreError>;
+    /// Applies a transition and appends its event (at most one per file and hop).
+    fn transition(&self, t: &Transition) -> Result<(), StoreError>;
+    /// Marks a delivered job retrieved and appends the `retrieved` event, once.
+    /// Returns whether this call did it.
+    fn mark_retrieved(&self, file_id: &str) -> Result<bool, StoreError>;
+    /// Jobs the pipeline has not finished, oldest first.
+    fn open_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// Delivered jobs not retrieved, delivered before `before`.
+    fn delivered_before(&self, before: OffsetDateTime) -> Result<Vec<Job>, StoreError>;
+    /// Every file id the store knows (for sweeping orphans at start-up).
+    fn has_job(&self, file_id: &str) -> Result<bool, StoreError>;
+}
+
+/// The SQLite job store.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    latest: watch::Sender<u64>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    file_id       TEXT PRIMARY KEY,
+    sender        TEXT NOT NULL,
+    original_name TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    sha256        TEXT NOT NULL,
+    inbox_key     TEXT NOT NULL UNIQUE,
+    state         TEXT NOT NULL,
+    recipient     TEXT,
+    sealed_sha256 TEXT,
+    accepted_at   INTEGER NOT NULL,
+    delivered_at  INTEGER,
+    retrieved     INTEGER NOT NULL DEFAULT 0,
+    quarantined   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_id TEXT NOT NULL,
+    hop     TEXT NOT NULL,
+    body    TEXT NOT NULL,
+    UNIQUE(file_id, hop)
+);
+";
+
+const JOB_COLUMNS: &str = "file_id, sender, original_name, size, sha256, inbox_key, state, \
+    recipient, sealed_sha256, accepted_at, delivered_at, retrieved, quarantined";
+
+fn nanos(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+fn from_nanos(n: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
+    let state: String = row.get(6)?;
+    let Some(state) = JobState::parse(&state) else {
+        return Ok(Err(StoreError::Corrupt(format!("state {state:?}"))));
+    };
+    Ok(Ok(Job {
+        file_id: row.get(0)?,
+        sender: row.get(1)?,
+        original_name: row.get(2)?,
+        size: row.get::<_, i64>(3)?.max(0) as u64,
+        sha256: row.get(4)?,
+        inbox_key: row.get(5)?,
+        state,
+        recipient: row.get(7)?,
+        sealed_sha256: row.get(8)?,
+        accepted_at: from_nanos(row.get(9)?),
+        delivered_at: row.get::<_, Option<i64>>(10)?.map(from_nanos),
+        retrieved: row.get::<_, i64>(11)? != 0,
+        quarantined: row.get::<_, i64>(12)? != 0,
+    }))
+}
+
+fn append_event(tx: &rusqlite::Transaction<'_>, ev: &FileEvent) -> Result<bool, StoreError> {
+    let body = serde_json::to_string(ev).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let n = tx.execute(
+        "INSERT OR IGNORE INTO events (file_id, hop, body) VALUES (?1, ?2, ?3)",
+        params![ev.file_id, ev.hop.as_str(), body],
+    )?;
+    Ok(n == 1)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `DIR/jobs.sqlite`.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(dir.join("jobs.sqlite"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        let seq: i64 =
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+        let (latest, _) = watch::channel(seq.max(0) as u64);
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            latest,
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+
+    fn publish(&self, conn: &Connection) {
+        if let Ok(seq) = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            self.latest.send_replace(seq.max(0) as u64);
+        }
+    }
+
+    fn query_jobs(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Job>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(sql)?;
+            let rows = stmt.query_map(args, row_to_job)?;
+            let mut jobs = Vec::new();
+            for r in rows {
+                jobs.push(r??);
+            }
+            Ok(jobs)
+        })
+    }
+}
+
+impl JobStore for SqliteStore {
+    fn insert_accepted(&self, job: &Job) -> Result<bool, StoreError> {
+        let done = self.with(|conn| {
+            let tx = conn.transaction()?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO jobs (file_id, sender, original_name, size, sha256, \
+                 inbox_key, state, accepted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    job.file_id,
+                    job.sender,
+                    job.original_name,
+                    job.size as i64,
+                    job.sha256,
+                    job.inbox_key,
+                    JobState::Accepted.as_str(),
+                    nanos(job.accepted_at),
+                ],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            append_event(&tx, &job.event(Hop::Accepted, Vec::new()))?;
+            tx.commit()?;
+            self.publish(conn);
+            Ok(true)
+        })?;
+        Ok(done)
+    }
+
+    fn by_inbox_key(&self, key: &str) -> Result<Option<Job>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE inbox_key = ?1");
+        Ok(self.query_jobs(&sql, [key])?.into_iter().next())
+    }
+
+    fn get(&self, file_id: &str) -> Result<Option<Job>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE file_id = ?1");
+        Ok(self.query_jobs(&sql, [file_id])?.into_iter().next())
+    }
+
+    fn transition(&self, t: &Transition) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let delivered_at =
+                (t.to == JobState::Delivered).then(|| nanos(OffsetDateTime::now_utc()));
+            let n = tx.execute(
+                "UPDATE jobs SET state = ?2, recipient = COALESCE(?3, recipient), \
+                 sealed_sha256 = COALESCE(?4, sealed_sha256), \
+                 delivered_at = COALESCE(?5, delivered_at), \
+                 quarantined = MAX(quarantined, ?6) WHERE file_id = ?1",
+                params![
+                    t.file_id,
+                    t.to.as_str(),
+                    t.recipient,
+                    t.sealed_sha256,
+                    delivered_at,
+                    i64::from(t.quarantined)
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NoJob(t.file_id.clone()));
+            }
+            if let Some(ev) = &t.event {
+                append_event(&tx, ev)?;
+            }
+            tx.commit()?;
+            self.publish(conn);
+            Ok(())
+        })
+    }
+
+    fn mark_retrieved(&self, file_id: &str) -> Result<bool, StoreError> {
+        let Some(job) = self.get(file_id)? else {
+            return Ok(false);
+        };
+        if job.retrieved || job.state != JobState::Delivered {
+            return Ok(false);
+        }
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let n = tx.execute(
+                "UPDATE jobs SET retrieved = 1 WHERE file_id = ?1 AND retrieved = 0",
+                [file_id],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            append_event(&tx, &job.event(Hop::Retrieved, Vec::new()))?;
+            tx.commit()?;
+            self.publish(conn);
+            Ok(true)
+        })
+    }
+
+    fn open_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN \
+             ('accepted', 'validated', 'scanned', 'sealed') ORDER BY accepted_at"
+        );
+        self.query_jobs(&sql, [])
+    }
+
+    fn delivered_before(&self, before: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'delivered' AND retrieved = 0 \
+             AND delivered_at < ?1 ORDER BY delivered_at"
+        );
+        self.query_jobs(&sql, [nanos(before)])
+    }
+
+    fn has_job(&self, file_id: &str) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .query_row("SELECT 1 FROM jobs WHERE file_id = ?1", [file_id], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some())
+        })
+    }
+}
+
+impl EventLog for SqliteStore {
+    fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<(u64, FileEvent)>, EventLogError> {
+        self.with(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let rows = stmt.query_map(params![seq as i64, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (seq, body) = r?;
+                let ev: FileEvent =
+                    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                out.push((seq.max(0) as u64, ev));
+            }
+            Ok(out)
+        })
+        .map_err(|e| EventLogError(e.to_string()))
+    }
+
+    fn watch(&self) -> watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+}

@@ -1,0 +1,376 @@
+//! The spool pipeline end to end: the daemon as a child process, a real clamd started by the
+//! test, files handed off into inboxes the way transports do.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use handoff::pipeline::events::{EventLog, FileEvent};
+use handoff::receipts::Hop;
+use handoff::spool::store::SqliteStore;
+use support::{ClamdInstance, Daemon, TestConfig, hand_off, wait_for};
+
+const CLINIC: &str = "clinic-2717654320";
+const INSURER: &str = "insurer-06130017";
+
+fn eicar() -> Vec<u8> {
+    let mut v = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$".to_vec();
+    v.extend_from_slice(b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*");
+    v
+}
+
+fn events(tc: &TestConfig) -> Vec<FileEvent> {
+    let store = SqliteStore::open(&tc.state_dir().join("store")).expect("open store");
+    store
+        .events_after(0, 100_000)
+        .expect("events")
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect()
+}
+
+fn event_of(tc: &TestConfig, name: &str, hop: Hop) -> Option<FileEvent> {
+    events(tc)
+        .into_iter()
+        .find(|e| e.original_name == name && e.hop == hop)
+}
+
+fn folder(tc: &TestConfig, counterpart: &str, folder: &str) -> PathBuf {
+    tc.state_dir().join("boxes").join(counterpart).join(folder)
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn clean_file_goes_to_the_recipients_outbox() {
+    let tc = TestConfig::new();
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let daemon = Daemon::start(&tc);
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    hand_off(&tc, CLINIC, "h0123456789_2024.zip", &body);
+
+    let outbox = folder(&tc, INSURER, "outbox");
+    assert!(
+        wait_for(30, || event_of(&tc, "h0123456789_2024.zip", Hop::Delivered)
+            .is_some()),
+        "not delivered: {:?}",
+        events(&tc)
+    );
+    let delivered = event_of(&tc, "h0123456789_2024.zip", Hop::Delivered).unwrap();
+    let accepted = event_of(&tc, "h0123456789_2024.zip", Hop::Accepted).unwrap();
+    assert_eq!(accepted.sha256, sha256_hex(&body));
+    assert_eq!(accepted.sender, CLINIC);
+    assert_eq!(delivered.recipient.as_deref(), Some(INSURER));
+    let expected_name = format!("{}_h0123456789_2024.zip.p7m", delivered.file_id);
+    assert_eq!(names(&outbox), vec![expected_name.clone()]);
+    // The outbox holds CMS sealed for the insurer: openssl opens it to the uploaded bytes.
+    let out = std::fs::read(outbox.join(&expected_name)).unwrap();
+    assert_ne!(out, body);
+    assert_eq!(
+        support::openssl_decrypt(&outbox.join(&expected_name), INSURER),
+        body
+    );
+    assert_eq!(delivered.sealed_sha256, Some(sha256_hex(&out)));
+    assert!(
+        names(&folder(&tc, CLINIC, "inbox")).is_empty(),
+        "inbox not emptied"
+    );
+    assert!(
+        names(&tc.state_dir().join("spool")).is_empty(),
+        "spool not cleared"
+    );
+    for hop in ["file.accepted", "file.delivered"] {
+        assert_eq!(daemon.audit_lines(hop).len(), 1, "{hop} not audited once");
+    }
+    // Receipts are issued from the event log: the sender gets accepted and delivered.
+    assert!(
+        wait_for(10, || names(&folder(&tc, CLINIC, "receipts")).len() >= 2),
+        "no receipts: {:?}",
+        names(&folder(&tc, CLINIC, "receipts"))
+    );
+}
+
+#[test]
+fn eicar_and_eicar_in_a_zip_are_quarantined_and_rejected() {
+    let tc = TestConfig::new();
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let _daemon = Daemon::start(&tc);
+
+    let mut zipped = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut zipped);
+        let opts = zip::write::SimpleFileOptions::default();
+        zip.start_file("DATA/readme.txt", opts).unwrap();
+        std::io::Write::write_all(&mut zip, &[b'a'; 5000]).unwrap();
+        zip.start_file("DATA/eicar.com", opts).unwrap();
+        std::io::Write::write_all(&mut zip, &eicar()).unwrap();
+        zip.finish().unwrap();
+    }
+    hand_off(&tc, CLINIC, "plain-eicar.com", &eicar());
+    hand_off(&tc, CLINIC, "eicar-inside.zip", &zipped.into_inner());
+
+    for name in ["plain-eicar.com", "eicar-inside.zip"] {
+        assert!(
+            wait_for(30, || event_of(&tc, name, Hop::Rejected).is_some()),
+            "{name} not rejected: {:?}",
+            events(&tc)
+        );
+        let rejected = event_of(&tc, name, Hop::Rejected).unwrap();
+        assert_eq!(rejected.reasons.len(), 1);
+        assert_eq!(rejected.reasons[0].rule, "scan.infected");
+        assert!(
+            rejected.reasons[0].message.contains("Handoff-Test-EICAR"),
+            "no signature name: {}",
+            rejected.reasons[0].message
+        );
+        assert!(
+            event_of(&tc, name, Hop::Delivered).is_none(),
+            "{name} was delivered"
+        );
+        let q = tc.state_dir().join("quarantine").join(&rejected.file_id);
+        assert!(q.is_file(), "{name} not quarantined");
+    }
+    assert!(names(&folder(&tc, INSURER, "outbox")).is_empty());
+}
+
+#[test]
+fn without_clamd_files_wait_and_are_delivered_once_it_is_back() {
+    let tc = TestConfig::new();
+    let daemon = Daemon::start(&tc);
+    hand_off(
+        &tc,
+        CLINIC,
+        "waits.zip",
+        b"a file that must be scanned first",
+    );
+    assert!(wait_for(10, || event_of(&tc, "waits.zip", Hop::Accepted).is_some()));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        names(&folder(&tc, INSURER, "outbox")).is_empty(),
+        "delivered unscanned"
+    );
+    assert!(event_of(&tc, "waits.zip", Hop::Delivered).is_none());
+    assert!(event_of(&tc, "waits.zip", Hop::Rejected).is_none());
+    assert_eq!(daemon.audit_lines("alert.scanner_down").len(), 1);
+
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    assert!(
+        wait_for(40, || event_of(&tc, "waits.zip", Hop::Delivered).is_some()),
+        "not delivered after clamd came back"
+    );
+    assert_eq!(names(&folder(&tc, INSURER, "outbox")).len(), 1);
+}
+
+#[test]
+fn files_without_an_allowed_route_are_rejected() {
+    let tc = TestConfig::new();
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let _daemon = Daemon::start(&tc);
+    // insurer-06270029 has no routes; clinic-1312345676 has two and the stand-in validator
+    // reads no receiver number: neither may be guessed.
+    hand_off(&tc, "insurer-06270029", "no-route.zip", b"x");
+    hand_off(&tc, "clinic-1312345676", "two-routes.zip", b"y");
+    for name in ["no-route.zip", "two-routes.zip"] {
+        assert!(
+            wait_for(30, || event_of(&tc, name, Hop::Rejected).is_some()),
+            "{name} not rejected"
+        );
+        let r = event_of(&tc, name, Hop::Rejected).unwrap();
+        assert_eq!(r.reasons[0].rule, "route.unknown-recipient");
+        assert!(event_of(&tc, name, Hop::Delivered).is_none());
+    }
+    for c in ["insurer-06130017", "clinic-1312345676", "clinic-2717654320"] {
+        assert!(names(&folder(&tc, c, "outbox")).is_empty());
+    }
+}
+
+#[test]
+fn retrieval_of_a_delivered_file_is_recorded_once() {
+    let tc = TestConfig::new();
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let daemon = Daemon::start(&tc);
+    hand_off(&tc, CLINIC, "fetch-me.zip", b"retrieve this file");
+    assert!(wait_for(30, || event_of(
+        &tc,
+        "fetch-me.zip",
+        Hop::Delivered
+    )
+    .is_some()));
+    let outbox_name = names(&folder(&tc, INSURER, "outbox")).remove(0);
+    for _ in 0..2 {
+        let out = support::sftp_batch(
+            tc.sftp_port,
+            INSURER,
+            INSURER,
+            &format!("get outbox/{outbox_name} {}/got\n", tc.dir.path().display()),
+        );
+        assert!(
+            out.status.success(),
+            "sftp get failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            daemon.log_text()
+        );
+    }
+    assert!(wait_for(10, || event_of(
+        &tc,
+        "fetch-me.zip",
+        Hop::Retrieved
+    )
+    .is_some()));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let n = events(&tc)
+        .iter()
+        .filter(|e| e.hop == Hop::Retrieved)
+        .count();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn retention_purges_unretrieved_deliveries_and_old_quarantine() {
+    let tc = TestConfig::with(|t| {
+        t.replace("outbox = \"30d\"", "outbox = \"1s\"")
+            .replace("quarantine = \"90d\"", "quarantine = \"1s\"")
+    });
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let daemon = Daemon::start(&tc);
+    hand_off(&tc, CLINIC, "kept-too-long.zip", b"nobody fetches this");
+    hand_off(&tc, CLINIC, "infected.com", &eicar());
+    assert!(wait_for(30, || {
+        event_of(&tc, "kept-too-long.zip", Hop::Delivered).is_some()
+            && event_of(&tc, "infected.com", Hop::Rejected).is_some()
+    }));
+    let rejected = event_of(&tc, "infected.com", Hop::Rejected).unwrap();
+    assert!(
+        tc.state_dir()
+            .join("quarantine")
+            .join(&rejected.file_id)
+            .exists()
+    );
+    assert_eq!(names(&folder(&tc, INSURER, "outbox")).len(), 1);
+    drop(daemon);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Retention is applied at start-up and then every half minute.
+    let _daemon = Daemon::start(&tc);
+    assert!(
+        wait_for(20, || {
+            event_of(&tc, "kept-too-long.zip", Hop::Purged).is_some()
+                && event_of(&tc, "infected.com", Hop::Purged).is_some()
+        }),
+        "not purged: {:?}",
+        events(&tc)
+    );
+    assert!(names(&folder(&tc, INSURER, "outbox")).is_empty());
+    assert!(
+        !tc.state_dir()
+            .join("quarantine")
+            .join(&rejected.file_id)
+            .exists()
+    );
+}
+
+#[test]
+fn files_too_large_for_clamd_are_rejected_not_delivered() {
+    let tc = TestConfig::new();
+    let _clamd = ClamdInstance::start_with_env(
+        tc.dir.path(),
+        &[("CLAMD_MAX_FILE_SIZE", "1M"), ("CLAMD_MAX_SCAN_SIZE", "1M")],
+    );
+    let _daemon = Daemon::start(&tc);
+    hand_off(&tc, CLINIC, "huge.zip", &vec![b'h'; 2 << 20]);
+    assert!(
+        wait_for(30, || event_of(&tc, "huge.zip", Hop::Rejected).is_some()),
+        "not rejected: {:?}",
+        events(&tc)
+    );
+    let r = event_of(&tc, "huge.zip", Hop::Rejected).unwrap();
+    assert_eq!(r.reasons[0].rule, "scan.limits-exceeded");
+    assert!(r.reasons[0].message.contains("Heuristics.Limits.Exceeded"));
+    assert!(names(&folder(&tc, INSURER, "outbox")).is_empty());
+}
+
+/// The scanner part of the NOC status, over mutual-TLS HTTPS with the NOC's certificate.
+fn noc_scanner(tc: &TestConfig) -> serde_json::Value {
+    let certs = support::repo_root().join("certs-example");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join("noc-tokyo.pem"))
+        .arg("--key")
+        .arg(certs.join("noc-tokyo.key"))
+        .arg(format!("https://localhost:{}/noc/status", tc.https_port))
+        .output()
+        .expect("run curl");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    status["scanner"].clone()
+}
+
+#[test]
+fn scanner_health_is_shown_to_the_noc() {
+    let tc = TestConfig::new();
+    let clamd = ClamdInstance::start(tc.dir.path());
+    let _daemon = Daemon::start(&tc);
+    assert!(
+        wait_for(15, || noc_scanner(&tc)["up"] == true),
+        "scanner not up: {}",
+        noc_scanner(&tc)
+    );
+    clamd.stop();
+    assert!(
+        wait_for(15, || noc_scanner(&tc)["up"] == false),
+        "scanner still up: {}",
+        noc_scanner(&tc)
+    );
+    assert!(noc_scanner(&tc)["error"].is_string());
+}
+
+#[test]
+fn pipeline_metrics_are_exported() {
+    let tc = TestConfig::new();
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let _daemon = Daemon::start(&tc);
+    hand_off(&tc, CLINIC, "counted.zip", b"count me");
+    assert!(wait_for(30, || event_of(
+        &tc,
+        "counted.zip",
+        Hop::Delivered
+    )
+    .is_some()));
+    let scrape = || {
+        let out = std::process::Command::new("curl")
+            .args(["-sS"])
+            .arg(format!("http://127.0.0.1:{}/metrics", tc.metrics_port))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let want = [
+        "handoff_pipeline_files_total{hop=\"accepted\",counterpart=\"clinic-2717654320\"} 1",
+        "handoff_pipeline_files_total{hop=\"delivered\",counterpart=\"insurer-06130017\"} 1",
+        "handoff_scanner_up 1",
+        "handoff_pipeline_stage_seconds_count{stage=\"scan\"} 1",
+    ];
+    assert!(
+        wait_for(10, || {
+            let text = scrape();
+            want.iter().all(|w| text.contains(w))
+        }),
+        "missing pipeline metrics in:\n{}",
+        scrape()
+    );
+}

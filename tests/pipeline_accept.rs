@@ -1,0 +1,168 @@
+//! Accept and routing, called directly on a prepared state directory.
+
+mod support;
+
+use handoff::pipeline::accept::accept;
+use handoff::pipeline::events::EventLog;
+use handoff::pipeline::stages::{Routing, route};
+use handoff::receipts::Hop;
+use handoff::spool::Spool;
+use handoff::spool::store::{JobState, JobStore, SqliteStore};
+use handoff::state::StateLayout;
+use support::{TestConfig, hand_off};
+
+const CLINIC: &str = "clinic-2717654320";
+
+fn prepared(tc: &TestConfig) -> (handoff::config::Config, StateLayout, SqliteStore, Spool) {
+    let config = handoff::config::load(&tc.path).expect("config").config;
+    let layout = StateLayout::new(tc.state_dir());
+    layout.create(&config).expect("state dir");
+    let store = SqliteStore::open(&layout.store()).expect("store");
+    let master = handoff::keys::load_master_key(&config.gateway.master_key).expect("master key");
+    let spool = Spool::new(&layout, std::sync::Arc::new(master));
+    (config, layout, store, spool)
+}
+
+#[test]
+fn accepting_the_same_hand_off_file_again_makes_no_second_job() {
+    let tc = TestConfig::new();
+    let (config, layout, store, spool) = prepared(&tc);
+    hand_off(&tc, CLINIC, "twice.zip", b"the same file");
+    let inbox_file = layout.inbox(CLINIC).join("twice.zip");
+    // Keep a second link so the very same inode can be put back, as if the daemon had
+    // crashed after committing the job but before removing the inbox file.
+    let keep = tc.dir.path().join("kept-link");
+    std::fs::hard_link(&inbox_file, &keep).unwrap();
+
+    let job = accept(&store, &spool, &layout, &config, CLINIC, "twice.zip")
+        .unwrap()
+        .expect("first accept makes a job");
+    assert_eq!(job.state, JobState::Accepted);
+    assert!(!inbox_file.exists(), "inbox file not removed");
+
+    std::fs::hard_link(&keep, &inbox_file).unwrap();
+    let again = accept(&store, &spool, &layout, &config, CLINIC, "twice.zip").unwrap();
+    assert!(again.is_none(), "second accept made a job: {again:?}");
+    assert!(
+        !inbox_file.exists(),
+        "already-accepted inbox file not removed"
+    );
+
+    let accepted: Vec<_> = store
+        .events_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.hop == Hop::Accepted)
+        .collect();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(store.open_jobs().unwrap().len(), 1);
+    let spooled: Vec<_> = std::fs::read_dir(layout.spool())
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(spooled.len(), 1, "stray spool files");
+}
+
+#[test]
+fn concurrent_accepts_of_one_file_make_one_job() {
+    let tc = TestConfig::new();
+    let (config, layout, store, spool) = prepared(&tc);
+    for i in 0..20 {
+        hand_off(
+            &tc,
+            CLINIC,
+            &format!("race-{i}.zip"),
+            format!("race {i}").as_bytes(),
+        );
+    }
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for i in 0..20 {
+                    accept(
+                        &store,
+                        &spool,
+                        &layout,
+                        &config,
+                        CLINIC,
+                        &format!("race-{i}.zip"),
+                    )
+                    .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.open_jobs().unwrap().len(), 20);
+    assert_eq!(store.events_after(0, 1000).unwrap().len(), 20);
+    assert_eq!(std::fs::read_dir(layout.spool()).unwrap().count(), 20);
+    assert_eq!(std::fs::read_dir(layout.inbox(CLINIC)).unwrap().count(), 0);
+}
+
+#[test]
+fn spool_files_without_an_open_job_are_swept() {
+    let tc = TestConfig::new();
+    let (config, layout, store, spool) = prepared(&tc);
+    hand_off(&tc, CLINIC, "kept.zip", b"kept");
+    let job = accept(&store, &spool, &layout, &config, CLINIC, "kept.zip")
+        .unwrap()
+        .unwrap();
+    // What a crash between writing the spool file and committing the job leaves.
+    std::fs::write(
+        layout.spool().join("0190aaaa-0000-7000-8000-000000000000"),
+        b"o",
+    )
+    .unwrap();
+    std::fs::write(layout.spool().join("x.deliver.tmp"), b"t").unwrap();
+    let removed = spool
+        .sweep_orphans(
+            |id| store.get(id).unwrap().is_some_and(|j| j.state.is_open()),
+            |id| store.has_job(id).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(removed, 2);
+    let left: Vec<String> = std::fs::read_dir(layout.spool())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec![job.file_id]);
+}
+
+#[test]
+fn routing_never_guesses() {
+    let tc = TestConfig::new();
+    let config = handoff::config::load(&tc.path).expect("config").config;
+    let by_number = |n: &str| Routing {
+        receiver_number: Some(n.to_owned()),
+    };
+    // The receiver number read from the archive decides, when the route is allowed.
+    assert_eq!(
+        route(&config, CLINIC, &by_number("06130017")).unwrap(),
+        "insurer-06130017"
+    );
+    // A known insurer this clinic has no route to.
+    assert_eq!(
+        route(&config, CLINIC, &by_number("06270029"))
+            .unwrap_err()
+            .rule,
+        "route.not-allowed"
+    );
+    // A number nobody has.
+    assert_eq!(
+        route(&config, CLINIC, &by_number("99999999"))
+            .unwrap_err()
+            .rule,
+        "route.unknown-recipient"
+    );
+    // No number: the single route, or nothing.
+    assert_eq!(
+        route(&config, CLINIC, &Routing::default()).unwrap(),
+        "insurer-06130017"
+    );
+    assert_eq!(
+        route(&config, "clinic-1312345676", &Routing::default())
+            .unwrap_err()
+            .rule,
+        "route.unknown-recipient"
+    );
+}
