@@ -1,5 +1,5 @@
 //! What the NOC sees: Prometheus metrics that parse and move, the status page, and overdue
-//! alerts raised from the receipt ledger.
+//! alerts raised from the receipt ledger (overdue files, a broken chain).
 
 mod support;
 
@@ -152,6 +152,8 @@ fn overdue_files_raise_alerts_and_show_on_the_status_page() {
     let alerts = d.audit_lines("alert.accept_overdue");
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert!(alerts[0].contains("STUCK"));
+    // The chain check ran in the same round and found the untouched ledger intact.
+    assert!(d.audit_lines("alert.receipt_chain_broken").is_empty());
     let metrics = get(tc.metrics_port, "/metrics");
     assert_eq!(
         value_of(&metrics, "handoff_overdue_files{kind=\"accept\"}"),
@@ -162,5 +164,101 @@ fn overdue_files_raise_alerts_and_show_on_the_status_page() {
     assert!(
         page.contains("STUCK") && page.contains("accepted, not delivered"),
         "{page}"
+    );
+}
+
+#[test]
+fn a_modified_receipt_in_the_ledger_raises_the_chain_alert() {
+    let tc = TestConfig::new();
+    let loaded = handoff::config::load(&tc.path).unwrap();
+    let layout = handoff::state::StateLayout::new(tc.state_dir());
+    layout.create(&loaded.config).unwrap();
+    let event = |file: &str, hop| FileEvent {
+        file_id: file.into(),
+        hop,
+        at: time::OffsetDateTime::now_utc(),
+        sender: "clinic-1312345676".into(),
+        recipient: Some("insurer-06130017".into()),
+        original_name: "a.zip".into(),
+        size: 1,
+        sha256: "00".repeat(32),
+        sealed_sha256: None,
+        reasons: vec![],
+    };
+    let log = OldEvents(vec![
+        event("F1", Hop::Accepted),
+        event("F1", Hop::Delivered),
+        event("F2", Hop::Accepted),
+    ]);
+    let db = layout.store().join("receipts.db");
+    let key = handoff::keys::load_receipt_key(&loaded.config.gateway.receipt_key).unwrap();
+    let ledger = handoff::receipts::ledger::Ledger::open(&db).unwrap();
+    handoff::receipts::issuer::Issuer::new(ledger, key, layout.clone())
+        .catch_up(&log)
+        .unwrap();
+    // Someone edits the stored delivered receipt of F1: its size no longer matches the signature.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE receipts SET json = replace(json, '\"size\":1', '\"size\":2') WHERE id = 'F1.delivered'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+
+    let d = Daemon::start(&tc);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.audit_lines("alert.receipt_chain_broken").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no chain alert:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let alerts = d.audit_lines("alert.receipt_chain_broken");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].contains("F1.delivered"), "{alerts:?}");
+    let metrics = get(tc.metrics_port, "/metrics");
+    assert_eq!(
+        value_of(
+            &metrics,
+            "handoff_alerts_total{kind=\"receipt_chain_broken\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_break_glass_login_raises_an_alert_and_counts() {
+    let tc = TestConfig::with(|t| {
+        let edited = t.replace(
+            "enabled = false\nscope = [\"clinic-1312345676\"",
+            "enabled = true\nscope = [\"clinic-1312345676\"",
+        );
+        assert_ne!(
+            edited, t,
+            "break-glass block not found in the example config"
+        );
+        edited
+    });
+    let d = Daemon::start(&tc);
+    let out = sftp_batch(tc.sftp_port, "emergency", "emergency", "ls\n");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log_text()
+    );
+    let alerts = d.audit_lines("alert.break_glass");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].contains("emergency"), "{alerts:?}");
+    let metrics = get(tc.metrics_port, "/metrics");
+    assert_eq!(
+        value_of(&metrics, "handoff_alerts_total{kind=\"break_glass\"}"),
+        1.0,
+        "{metrics}"
     );
 }

@@ -1,4 +1,5 @@
-//! The NOC's alerts: files overdue at a hop, an unsynchronised clock, a broken receipt chain.
+//! The NOC's alerts: files overdue at a hop, an unsynchronised clock, a broken receipt chain
+//! (signatures and links of the ledger, checked incrementally).
 //! Checked periodically; each newly raised alert is logged, audited (`alert.*`) and counted, and
 //! the current overdue counts are kept as gauges.
 
@@ -42,10 +43,22 @@ pub fn overdue(services: &Services) -> Option<Overdue> {
 }
 
 fn raise(services: &Services, kind: &str, detail: serde_json::Value) {
-    tracing::warn!(alert = kind, %detail, "ALERT");
+    raise_for(services, kind, None, None, detail);
+}
+
+/// Raises an alert about an account's action (e.g. `break_glass` at login): logged, audited as
+/// `alert.{kind}` with the account and peer, and counted.
+pub fn raise_for(
+    services: &Services,
+    kind: &str,
+    account: Option<&str>,
+    peer: Option<std::net::SocketAddr>,
+    detail: serde_json::Value,
+) {
+    tracing::warn!(alert = kind, account, ?peer, %detail, "ALERT");
     services
         .audit
-        .record(&format!("alert.{kind}"), None, None, detail);
+        .record(&format!("alert.{kind}"), account, peer, detail);
     services
         .metrics
         .alerts
@@ -53,10 +66,71 @@ fn raise(services: &Services, kind: &str, detail: serde_json::Value) {
         .inc();
 }
 
+/// How often the chain check starts again from the first receipt, so a receipt changed after
+/// it was verified is found too.
+const FULL_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// Check of the receipt ledger: each round verifies only the receipts added since the last
+/// verified one, linked to it; the whole chain again every [`FULL_CHECK_EVERY`].
+#[derive(Default)]
+struct ChainCheck {
+    /// The last receipt verified.
+    last: Option<crate::receipts::Receipt>,
+    /// When the chain was last verified from its start.
+    full_at: Option<std::time::Instant>,
+    /// Set once a break is found: raised once, not re-checked until restart.
+    broken: bool,
+}
+
+impl ChainCheck {
+    /// Returns the first break newly found, if any.
+    fn check(&mut self, services: &Services) -> Option<String> {
+        if self.broken {
+            return None;
+        }
+        let path = services.layout.store().join("receipts.db");
+        if !path.exists() {
+            return None;
+        }
+        if self.full_at.is_none_or(|t| t.elapsed() >= FULL_CHECK_EVERY) {
+            self.last = None;
+            self.full_at = Some(std::time::Instant::now());
+        }
+        let ledger = Ledger::open_read_only(&path).ok()?;
+        let after = self.last.as_ref().map_or(0, |r| r.seq);
+        let fresh = match ledger.after(after) {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                self.broken = true;
+                return Some(e.to_string());
+            }
+        };
+        if fresh.is_empty() {
+            return None;
+        }
+        let gateway = &services.live.snapshot().config.gateway;
+        let key = crate::keys::load_receipt_key(&gateway.receipt_key)
+            .ok()?
+            .verifying_key();
+        let chain = self.last.iter().chain(fresh.iter());
+        match crate::receipts::verify_chain(chain, &key) {
+            Ok(_) => {
+                self.last = fresh.last().cloned();
+                None
+            }
+            Err(e) => {
+                self.broken = true;
+                Some(e.to_string())
+            }
+        }
+    }
+}
+
 /// Watches for alert conditions until `shutdown`.
 pub async fn watch(services: Services, shutdown: CancellationToken) {
     let mut raised: HashSet<String> = HashSet::new();
     let mut clock_ok = true;
+    let mut chain = ChainCheck::default();
     let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {
         tokio::select! {
@@ -76,6 +150,18 @@ pub async fn watch(services: Services, shutdown: CancellationToken) {
             );
         }
         clock_ok = clock.synchronised;
+
+        let s = services.clone();
+        let (check, broken) = tokio::task::spawn_blocking(move || {
+            let broken = chain.check(&s);
+            (chain, broken)
+        })
+        .await
+        .unwrap_or_else(|_| (ChainCheck::default(), None));
+        chain = check;
+        if let Some(error) = broken {
+            raise(&services, "receipt_chain_broken", json!({"error": error}));
+        }
 
         let s = services.clone();
         let Ok(Some(o)) = tokio::task::spawn_blocking(move || overdue(&s)).await else {

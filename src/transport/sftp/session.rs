@@ -201,9 +201,9 @@ impl SshSession {
             json!({"method": method, "role": account.role.to_string()}),
         );
         if account.role == Role::BreakGlass {
-            tracing::warn!(account = %account.id, peer = %self.peer, "ALERT: break-glass account logged in");
-            self.services.audit.record(
-                "alert.break_glass",
+            crate::metrics::alerts::raise_for(
+                &self.services,
+                "break_glass",
                 Some(&account.id),
                 Some(self.peer),
                 json!({"transport": "sftp"}),
