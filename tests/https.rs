@@ -6,7 +6,7 @@ use std::fs;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Daemon, TestConfig, sha256_file};
+use support::{Daemon, TestConfig, random_file, sha256_file};
 
 const CLINIC: &str = "clinic-1312345676";
 const CLINIC_B: &str = "clinic-2717654320";
@@ -50,12 +50,6 @@ fn start(tc: &TestConfig) -> Daemon {
         std::thread::sleep(Duration::from_millis(20));
     }
     d
-}
-
-fn random_file(path: &std::path::Path, len: usize) {
-    let mut data = vec![0u8; len];
-    getrandom::fill(&mut data).unwrap();
-    fs::write(path, data).unwrap();
 }
 
 #[test]

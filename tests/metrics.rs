@@ -6,7 +6,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use handoff::pipeline::events::{EventLog, EventLogError, FileEvent};
+use handoff::pipeline::events::FileEvent;
 use handoff::receipts::Hop;
 use support::{Daemon, TestConfig, sftp_batch};
 
@@ -89,24 +89,6 @@ fn metrics_parse_with_promtool_and_counters_move() {
     );
 }
 
-struct OldEvents(Vec<FileEvent>);
-
-impl EventLog for OldEvents {
-    fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<(u64, FileEvent)>, EventLogError> {
-        Ok(self
-            .0
-            .iter()
-            .enumerate()
-            .skip(seq as usize)
-            .take(limit)
-            .map(|(i, e)| (i as u64 + 1, e.clone()))
-            .collect())
-    }
-    fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
-        tokio::sync::watch::channel(self.0.len() as u64).1
-    }
-}
-
 #[test]
 fn overdue_files_raise_alerts_and_show_on_the_status_page() {
     let tc = TestConfig::with(|t| t.replace("accept_overdue = \"15m\"", "accept_overdue = \"1m\""));
@@ -126,7 +108,7 @@ fn overdue_files_raise_alerts_and_show_on_the_status_page() {
         reasons: vec![],
     };
     // STUCK was accepted 10 minutes ago and never went further; DONE was delivered.
-    let log = OldEvents(vec![
+    let log = support::MemoryLog::new(vec![
         event("STUCK", Hop::Accepted, 10),
         event("DONE", Hop::Accepted, 10),
         event("DONE", Hop::Delivered, 9),
@@ -185,7 +167,7 @@ fn a_modified_receipt_in_the_ledger_raises_the_chain_alert() {
         sealed_sha256: None,
         reasons: vec![],
     };
-    let log = OldEvents(vec![
+    let log = support::MemoryLog::new(vec![
         event("F1", Hop::Accepted),
         event("F1", Hop::Delivered),
         event("F2", Hop::Accepted),

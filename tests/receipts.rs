@@ -5,52 +5,13 @@ mod support;
 
 use std::fs;
 use std::process::Command;
-use std::sync::Mutex;
 
-use handoff::pipeline::events::{EventLog, EventLogError, FileEvent};
+use handoff::pipeline::events::FileEvent;
 use handoff::receipts::issuer::Issuer;
 use handoff::receipts::ledger::Ledger;
 use handoff::receipts::{Hop, Reason, Receipt, ReceiptError, verify_chain};
 use handoff::state::StateLayout;
-use support::TestConfig;
-
-/// The pipeline's event log as receipts see it, kept in memory for these tests.
-struct MemoryLog {
-    events: Mutex<Vec<FileEvent>>,
-    seq: tokio::sync::watch::Sender<u64>,
-}
-
-impl MemoryLog {
-    fn new() -> MemoryLog {
-        MemoryLog {
-            events: Mutex::new(Vec::new()),
-            seq: tokio::sync::watch::channel(0).0,
-        }
-    }
-
-    fn push(&self, e: FileEvent) {
-        let mut events = self.events.lock().unwrap();
-        events.push(e);
-        self.seq.send_replace(events.len() as u64);
-    }
-}
-
-impl EventLog for MemoryLog {
-    fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<(u64, FileEvent)>, EventLogError> {
-        let events = self.events.lock().unwrap();
-        Ok(events
-            .iter()
-            .enumerate()
-            .skip(seq as usize)
-            .take(limit)
-            .map(|(i, e)| (i as u64 + 1, e.clone()))
-            .collect())
-    }
-
-    fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.seq.subscribe()
-    }
-}
+use support::{MemoryLog, TestConfig};
 
 const CLINIC: &str = "clinic-1312345676";
 const INSURER: &str = "insurer-06130017";
@@ -115,7 +76,7 @@ impl Fixture {
 #[test]
 fn each_hop_gets_exactly_one_receipt_in_the_right_boxes() {
     let f = fixture();
-    let log = MemoryLog::new();
+    let log = MemoryLog::new(Vec::new());
     for hop in [Hop::Accepted, Hop::Delivered, Hop::Retrieved] {
         log.push(event("F1", hop));
     }
@@ -171,7 +132,7 @@ fn each_hop_gets_exactly_one_receipt_in_the_right_boxes() {
 #[test]
 fn chain_verification_detects_changes_removals_and_reordering() {
     let f = fixture();
-    let log = MemoryLog::new();
+    let log = MemoryLog::new(Vec::new());
     for i in 0..5 {
         log.push(event(&format!("F{i}"), Hop::Accepted));
     }
@@ -208,7 +169,7 @@ fn chain_verification_detects_changes_removals_and_reordering() {
 #[test]
 fn a_receipt_file_verifies_with_the_documented_python_procedure() {
     let f = fixture();
-    let log = MemoryLog::new();
+    let log = MemoryLog::new(Vec::new());
     log.push(event("F9", Hop::Accepted));
     log.push(event("F9", Hop::Rejected));
     f.issuer().catch_up(&log).unwrap();
@@ -251,7 +212,7 @@ fn a_receipt_file_verifies_with_the_documented_python_procedure() {
 #[test]
 fn cli_trace_verify_and_export() {
     let f = fixture();
-    let log = MemoryLog::new();
+    let log = MemoryLog::new(Vec::new());
     for hop in [Hop::Accepted, Hop::Delivered, Hop::Retrieved] {
         log.push(event("F1", hop));
         std::thread::sleep(std::time::Duration::from_millis(20));

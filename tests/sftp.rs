@@ -21,9 +21,7 @@ fn stderr(out: &std::process::Output) -> String {
 
 fn random_file(dir: &std::path::Path, name: &str, len: usize) -> std::path::PathBuf {
     let path = dir.join(name);
-    let mut data = vec![0u8; len];
-    getrandom::fill(&mut data).unwrap();
-    fs::write(&path, data).unwrap();
+    support::random_file(&path, len);
     path
 }
 

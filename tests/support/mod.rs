@@ -387,3 +387,57 @@ pub fn openssl_decrypt(path: &Path, counterpart: &str) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// The pipeline's event log as receipts see it, kept in memory: for tests of what consumes the
+/// log (an internal interface, not a peer).
+pub struct MemoryLog {
+    events: std::sync::Mutex<Vec<handoff::pipeline::events::FileEvent>>,
+    seq: tokio::sync::watch::Sender<u64>,
+}
+
+impl MemoryLog {
+    pub fn new(events: Vec<handoff::pipeline::events::FileEvent>) -> MemoryLog {
+        let n = events.len() as u64;
+        MemoryLog {
+            events: std::sync::Mutex::new(events),
+            seq: tokio::sync::watch::channel(n).0,
+        }
+    }
+
+    pub fn push(&self, e: handoff::pipeline::events::FileEvent) {
+        let mut events = self.events.lock().unwrap();
+        events.push(e);
+        self.seq.send_replace(events.len() as u64);
+    }
+}
+
+impl handoff::pipeline::events::EventLog for MemoryLog {
+    fn events_after(
+        &self,
+        seq: u64,
+        limit: usize,
+    ) -> Result<
+        Vec<(u64, handoff::pipeline::events::FileEvent)>,
+        handoff::pipeline::events::EventLogError,
+    > {
+        let events = self.events.lock().unwrap();
+        Ok(events
+            .iter()
+            .enumerate()
+            .skip(seq as usize)
+            .take(limit)
+            .map(|(i, e)| (i as u64 + 1, e.clone()))
+            .collect())
+    }
+
+    fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.seq.subscribe()
+    }
+}
+
+/// Writes `len` random bytes to `path`.
+pub fn random_file(path: &Path, len: usize) {
+    let mut data = vec![0u8; len];
+    getrandom::fill(&mut data).expect("random bytes");
+    std::fs::write(path, data).expect("write random file");
+}
