@@ -113,36 +113,20 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         shutdown.clone(),
     ));
 
-    for (what, addr) in [
-        ("sftp", gateway.sftp_listen),
-        ("https", gateway.https_listen),
-        ("metrics", gateway.metrics_listen),
-    ] {
-        let Some(addr) = addr else { continue };
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| DaemonError::Bind { what, addr, source })?;
-        tracing::info!(listener = what, addr = %listener.local_addr().unwrap_or(addr), "listening");
-        match what {
-            "sftp" => {
-                let server = crate::transport::sftp::SftpServer::new(services.clone())?;
-                tokio::spawn(server.serve(listener, shutdown.clone()));
-            }
-            "metrics" => {
-                tokio::spawn(crate::metrics::server::serve(
-                    services.clone(),
-                    listener,
-                    shutdown.clone(),
-                ));
-            }
-            "https" => {
-                let server = crate::transport::https::HttpsServer::new(services.clone())?;
-                tokio::spawn(server.serve(listener, shutdown.clone()));
-            }
-            _ => {
-                tokio::spawn(placeholder_accept(listener, shutdown.clone()));
-            }
-        }
+    if let Some(listener) = bind("sftp", gateway.sftp_listen).await? {
+        let server = crate::transport::sftp::SftpServer::new(services.clone())?;
+        tokio::spawn(server.serve(listener, shutdown.clone()));
+    }
+    if let Some(listener) = bind("https", gateway.https_listen).await? {
+        let server = crate::transport::https::HttpsServer::new(services.clone())?;
+        tokio::spawn(server.serve(listener, shutdown.clone()));
+    }
+    if let Some(listener) = bind("metrics", gateway.metrics_listen).await? {
+        tokio::spawn(crate::metrics::server::serve(
+            services.clone(),
+            listener,
+            shutdown.clone(),
+        ));
     }
 
     // Install the SIGHUP handler before READY: the reload task registers its own listener when
@@ -211,16 +195,17 @@ async fn housekeeping(services: Services, shutdown: CancellationToken) {
     }
 }
 
-/// Accepts and closes connections on a listener whose protocol is not wired in yet.
-async fn placeholder_accept(listener: TcpListener, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => if let Err(e) = r {
-                tracing::warn!(error = %e, "accept failed");
-            }
-        }
-    }
+/// Binds one listener of the config, if it is configured.
+async fn bind(
+    what: &'static str,
+    addr: Option<SocketAddr>,
+) -> Result<Option<TcpListener>, DaemonError> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind { what, addr, source })?;
+    tracing::info!(listener = what, addr = %listener.local_addr().unwrap_or(addr), "listening");
+    Ok(Some(listener))
 }
 
 async fn wait_for_stop(shutdown: &CancellationToken) {
