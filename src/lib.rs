@@ -19,3 +19,4 @@ pub mod seal;
 pub mod spool;
 pub mod state;
 pub mod transport;
+pub mod validate;

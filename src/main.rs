@@ -74,6 +74,50 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Run the schema check on a checkup archive as if ACCOUNT had uploaded it, with the
+    /// schema set and limits of the config. Prints each finding as
+    /// `RULE FILE:LINE:COLUMN: MESSAGE` and exits 1, or prints the routing facts and exits 0.
+    Validate {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The uploading counterpart's id, e.g. clinic-1312345676.
+        #[arg(long = "as")]
+        account: String,
+        /// The archive (zip) to check.
+        archive: PathBuf,
+    },
+    /// Write a synthetic checkup archive (invented content, no personal data): a valid one, or
+    /// with --violate one that breaks exactly one rule of the schema check.
+    Testdata {
+        /// Where to write the zip.
+        #[arg(long)]
+        out: PathBuf,
+        /// Persons (record files) in the archive.
+        #[arg(long, default_value_t = 10)]
+        persons: usize,
+        /// The sender's number: a 10-digit institution number (clinic) or 8-digit insurer number.
+        #[arg(long, default_value = "1312345676")]
+        sender: String,
+        /// The receiver's number.
+        #[arg(long, default_value = "06130017")]
+        receiver: String,
+        /// checkup or guidance.
+        #[arg(long, default_value = "checkup")]
+        kind: String,
+        /// Creation date YYYY-MM-DD (default: yesterday, so it is never in the future).
+        #[arg(long)]
+        date: Option<String>,
+        /// Seed of the invented content: the same seed writes the same archive.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Break one rule, by name (see --list).
+        #[arg(long)]
+        violate: Option<String>,
+        /// List the violations --violate accepts, with the rule each breaks, and exit.
+        #[arg(long)]
+        list: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +197,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::HashPassword => hash_password(),
         Command::Receipts { command } => receipts(command),
         Command::Seal { to } => seal(&to),
+        Command::Validate {
+            config,
+            account,
+            archive,
+        } => validate(&config, &account, &archive),
+        Command::Testdata {
+            out,
+            persons,
+            sender,
+            receiver,
+            kind,
+            date,
+            seed,
+            violate,
+            list,
+        } => {
+            if list {
+                for v in handoff::validate::testdata::Violation::ALL {
+                    println!("{:<20} {}", v.slug(), v.rule());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            testdata(TestdataArgs {
+                out,
+                persons,
+                sender,
+                receiver,
+                kind,
+                date,
+                seed,
+                violate,
+            })
+        }
         Command::Audit {
             command: AuditCommand::Verify { config, file },
         } => {
@@ -485,5 +562,133 @@ fn seal(to: &[PathBuf]) -> anyhow::Result<ExitCode> {
         recipients.len(),
         sealed.sha256
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(config_path: &Path, account: &str, archive: &Path) -> anyhow::Result<ExitCode> {
+    use handoff::validate::{self, Checked, Expect, archive::Limits};
+    let loaded = config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = &loaded.config;
+    let sender = config.counterpart(account).with_context(|| {
+        format!(
+            "{account} is not a counterpart of {}",
+            config_path.display()
+        )
+    })?;
+    let file = std::fs::File::open(archive).with_context(|| archive.display().to_string())?;
+    let expect = Expect {
+        sender,
+        config,
+        today: validate::today(config.gateway.utc_offset()),
+    };
+    let checked = validate::check_archive(
+        std::io::BufReader::new(file),
+        Limits::from(&config.gateway.archive),
+        &config.gateway.schema_dir,
+        &expect,
+    )?;
+    match checked {
+        Checked::Valid(h) => {
+            let show = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            println!(
+                "valid: interaction type {}, sender {}, receiver {}, service event {}, {} records",
+                show(h.interaction_type),
+                show(h.sender_number),
+                show(h.receiver_number),
+                show(h.service_event),
+                h.record_count.unwrap_or(0)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Checked::Invalid(findings) => {
+            for f in &findings {
+                let mut place = f.file.clone().unwrap_or_else(|| "-".into());
+                if let Some(line) = f.line {
+                    place.push_str(&format!(":{line}"));
+                    if let Some(col) = f.column {
+                        place.push_str(&format!(":{col}"));
+                    }
+                }
+                println!("{} {place}: {}", f.rule, f.message);
+            }
+            eprintln!("{} finding(s)", findings.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+struct TestdataArgs {
+    out: PathBuf,
+    persons: usize,
+    sender: String,
+    receiver: String,
+    kind: String,
+    date: Option<String>,
+    seed: u64,
+    violate: Option<String>,
+}
+
+fn testdata(a: TestdataArgs) -> anyhow::Result<ExitCode> {
+    use handoff::config::CounterpartKind;
+    use handoff::validate::format::RecordKind;
+    use handoff::validate::testdata::{self, Spec, Violation};
+    let created = match &a.date {
+        Some(d) => time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]"))
+            .with_context(|| format!("--date {d}: expected YYYY-MM-DD"))?,
+        None => time::OffsetDateTime::now_utc()
+            .date()
+            .previous_day()
+            .context("date")?,
+    };
+    let sender_kind = match a.sender.len() {
+        10 => CounterpartKind::Clinic,
+        8 => CounterpartKind::Insurer,
+        _ => anyhow::bail!("--sender must be a 10-digit institution or 8-digit insurer number"),
+    };
+    let kind = match a.kind.as_str() {
+        "checkup" => RecordKind::Checkup,
+        "guidance" => RecordKind::Guidance,
+        other => anyhow::bail!("--kind {other}: expected checkup or guidance"),
+    };
+    let spec = Spec {
+        sender: a.sender,
+        sender_kind,
+        receiver: a.receiver,
+        persons: a.persons,
+        kind,
+        created,
+        seed: a.seed,
+        claims: false,
+        padding_lines: 0,
+        extra_files: Vec::new(),
+    };
+    let out = std::io::BufWriter::new(
+        std::fs::File::create(&a.out).with_context(|| a.out.display().to_string())?,
+    );
+    match a.violate {
+        None => {
+            testdata::write_valid(&spec, out)?;
+            eprintln!(
+                "wrote a valid archive of {} persons to {}",
+                spec.persons,
+                a.out.display()
+            );
+        }
+        Some(slug) => {
+            let v = Violation::from_slug(&slug)
+                .with_context(|| format!("--violate {slug}: unknown (see --list)"))?;
+            let limits = handoff::validate::archive::Limits::from(
+                &handoff::config::ArchiveLimits::default(),
+            );
+            let (_, expected) = testdata::write_violation(&spec, v, &limits, out)?;
+            eprintln!(
+                "wrote {} breaking {} (expected at {}{})",
+                a.out.display(),
+                expected.rule,
+                expected.file.as_deref().unwrap_or("-"),
+                expected.line.map(|l| format!(":{l}")).unwrap_or_default()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

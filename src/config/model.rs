@@ -52,6 +52,30 @@ pub struct Gateway {
     pub retention: Retention,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub archive: ArchiveLimits,
+}
+
+/// Bounds on what an uploaded archive may hold, checked before anything is decompressed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveLimits {
+    pub max_entries: u64,
+    pub max_entry_size: ByteSize,
+    pub max_total_size: ByteSize,
+    /// Largest uncompressed/compressed ratio of an entry over 1 MiB.
+    pub max_ratio: u64,
+}
+
+impl Default for ArchiveLimits {
+    fn default() -> Self {
+        ArchiveLimits {
+            max_entries: 100_000,
+            max_entry_size: ByteSize(64 << 20),
+            max_total_size: ByteSize(4 << 30),
+            max_ratio: 100,
+        }
+    }
 }
 
 fn default_time_zone() -> String {

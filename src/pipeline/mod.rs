@@ -30,7 +30,7 @@ use crate::spool::{self, Spool};
 use crate::state::StateLayout;
 use events::{EventLog, FileEvent};
 use stages::{
-    CmsSealer, DeliverStage, Outcome, PassThroughValidator, ScanStage, SealStage, Stage, StageCtx,
+    ArchiveValidator, CmsSealer, DeliverStage, Outcome, ScanStage, SealStage, Stage, StageCtx,
     ValidateStage,
 };
 
@@ -116,7 +116,7 @@ impl Pipeline {
         let health = services.scan_health.clone();
         let stages: Vec<Box<dyn Stage>> = vec![
             Box::new(ValidateStage {
-                validator: Arc::new(PassThroughValidator),
+                validator: Arc::new(ArchiveValidator),
             }),
             Box::new(ScanStage {
                 clamd: clamd.clone(),

@@ -12,6 +12,7 @@ pub use crate::spool::ReadSeek;
 use crate::spool::store::{Job, JobState};
 use crate::spool::{self, Spool};
 use crate::state::StateLayout;
+use crate::validate;
 
 /// What a stage may touch.
 pub struct StageCtx<'a> {
@@ -53,19 +54,49 @@ pub struct Routing {
     pub receiver_number: Option<String>,
 }
 
-/// Checks an archive's structure and content.
-pub trait Validator: Send + Sync {
-    fn validate(&self, src: &mut dyn ReadSeek) -> Result<Routing, Vec<Reason>>;
+/// What the validator concluded about a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validated {
+    Routed(Routing),
+    Rejected(Vec<Reason>),
 }
 
-/// Stand-in validator until the archive validator lands: accepts every file and reads no
-/// receiver number, so routing falls back to the sender's single configured route.
-#[derive(Debug, Default)]
-pub struct PassThroughValidator;
+/// Checks a file from `sender` under the configuration in force. `Err` when the check
+/// cannot run now (its schema set is unusable): the job waits, nothing is guessed.
+pub trait Validator: Send + Sync {
+    fn validate(
+        &self,
+        src: &mut dyn ReadSeek,
+        sender: &Counterpart,
+        config: &Config,
+    ) -> Result<Validated, String>;
+}
 
-impl Validator for PassThroughValidator {
-    fn validate(&self, _src: &mut dyn ReadSeek) -> Result<Routing, Vec<Reason>> {
-        Ok(Routing::default())
+/// The checkup archive check of [`crate::validate`], with the schema set and archive limits
+/// of the configuration in force.
+#[derive(Debug, Default)]
+pub struct ArchiveValidator;
+
+impl Validator for ArchiveValidator {
+    fn validate(
+        &self,
+        src: &mut dyn ReadSeek,
+        sender: &Counterpart,
+        config: &Config,
+    ) -> Result<Validated, String> {
+        let expect = validate::Expect {
+            sender,
+            config,
+            today: validate::today(config.gateway.utc_offset()),
+        };
+        let limits = validate::archive::Limits::from(&config.gateway.archive);
+        match validate::check_archive(src, limits, &config.gateway.schema_dir, &expect) {
+            Ok(validate::Checked::Valid(header)) => Ok(Validated::Routed(Routing {
+                receiver_number: header.receiver_number,
+            })),
+            Ok(validate::Checked::Invalid(findings)) => Ok(Validated::Rejected(findings)),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 
@@ -166,14 +197,24 @@ impl Stage for ValidateStage {
             Ok(f) => f,
             Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
         };
-        let routing = match self.validator.validate(&mut file) {
-            Ok(r) => r,
-            Err(reasons) => {
+        let Some(sender) = ctx.config.counterpart(&job.sender) else {
+            return Outcome::Reject {
+                reasons: vec![Reason::new(
+                    "route.unknown-sender",
+                    format!("{} is not a configured counterpart", job.sender),
+                )],
+                quarantine: false,
+            };
+        };
+        let routing = match self.validator.validate(&mut file, sender, ctx.config) {
+            Ok(Validated::Routed(r)) => r,
+            Ok(Validated::Rejected(reasons)) => {
                 return Outcome::Reject {
                     reasons,
                     quarantine: false,
                 };
             }
+            Err(e) => return Outcome::Retry(format!("the schema check cannot run: {e}")),
         };
         match route(ctx.config, &job.sender, &routing) {
             Ok(to) => Outcome::Advance {
