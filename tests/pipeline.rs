@@ -8,10 +8,16 @@ use std::path::{Path, PathBuf};
 use handoff::pipeline::events::{EventLog, FileEvent};
 use handoff::receipts::Hop;
 use handoff::spool::store::SqliteStore;
-use support::{ClamdInstance, Daemon, TestConfig, hand_off, wait_for};
+use handoff::validate::testdata::{self, Spec, Violation};
+use support::{
+    ClamdInstance, Daemon, TestConfig, checkup_archive, checkup_archive_with, hand_off, wait_for,
+};
 
 const CLINIC: &str = "clinic-2717654320";
 const INSURER: &str = "insurer-06130017";
+/// The numbers of CLINIC and INSURER, as archives carry them.
+const CLINIC_NO: &str = "2717654320";
+const INSURER_NO: &str = "06130017";
 
 fn eicar() -> Vec<u8> {
     let mut v = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$".to_vec();
@@ -61,7 +67,7 @@ fn clean_file_goes_to_the_recipients_outbox() {
     let tc = TestConfig::new();
     let _clamd = ClamdInstance::start(tc.dir.path());
     let daemon = Daemon::start(&tc);
-    let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let body = checkup_archive(CLINIC_NO, INSURER_NO, 50, 1);
     hand_off(&tc, CLINIC, "h0123456789_2024.zip", &body);
 
     let outbox = folder(&tc, INSURER, "outbox");
@@ -106,44 +112,85 @@ fn clean_file_goes_to_the_recipients_outbox() {
 }
 
 #[test]
-fn eicar_and_eicar_in_a_zip_are_quarantined_and_rejected() {
+fn eicar_inside_a_valid_archive_is_quarantined_and_rejected() {
     let tc = TestConfig::new();
     let _clamd = ClamdInstance::start(tc.dir.path());
     let _daemon = Daemon::start(&tc);
 
-    let mut zipped = std::io::Cursor::new(Vec::new());
-    {
-        let mut zip = zip::ZipWriter::new(&mut zipped);
-        let opts = zip::write::SimpleFileOptions::default();
-        zip.start_file("DATA/readme.txt", opts).unwrap();
-        std::io::Write::write_all(&mut zip, &[b'a'; 5000]).unwrap();
-        zip.start_file("DATA/eicar.com", opts).unwrap();
-        std::io::Write::write_all(&mut zip, &eicar()).unwrap();
-        zip.finish().unwrap();
-    }
-    hand_off(&tc, CLINIC, "plain-eicar.com", &eicar());
-    hand_off(&tc, CLINIC, "eicar-inside.zip", &zipped.into_inner());
+    // XSD/ is not read by the schema check, so the archive passes it: the scanner must
+    // still find what is inside.
+    let archive = checkup_archive_with(
+        CLINIC_NO,
+        INSURER_NO,
+        3,
+        2,
+        vec![("XSD/eicar.com".into(), eicar())],
+    );
+    hand_off(&tc, CLINIC, "eicar-inside.zip", &archive);
 
-    for name in ["plain-eicar.com", "eicar-inside.zip"] {
+    let name = "eicar-inside.zip";
+    assert!(
+        wait_for(30, || event_of(&tc, name, Hop::Rejected).is_some()),
+        "{name} not rejected: {:?}",
+        events(&tc)
+    );
+    let rejected = event_of(&tc, name, Hop::Rejected).unwrap();
+    assert_eq!(rejected.reasons.len(), 1);
+    assert_eq!(rejected.reasons[0].rule, "scan.infected");
+    assert!(
+        rejected.reasons[0].message.contains("Handoff-Test-EICAR"),
+        "no signature name: {}",
+        rejected.reasons[0].message
+    );
+    assert!(
+        event_of(&tc, name, Hop::Delivered).is_none(),
+        "{name} was delivered"
+    );
+    let q = tc.state_dir().join("quarantine").join(&rejected.file_id);
+    assert!(q.is_file(), "{name} not quarantined");
+    assert!(names(&folder(&tc, INSURER, "outbox")).is_empty());
+}
+
+#[test]
+fn files_that_fail_the_schema_check_are_rejected_before_scanning() {
+    let tc = TestConfig::new();
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let daemon = Daemon::start(&tc);
+    // Plain EICAR is not an archive: the schema check refuses it, nothing reaches clamd or
+    // the quarantine.
+    hand_off(&tc, CLINIC, "plain-eicar.com", &eicar());
+    let mut spec = Spec::example(
+        3,
+        handoff::validate::today(time::UtcOffset::UTC)
+            .previous_day()
+            .unwrap(),
+    );
+    spec.sender = CLINIC_NO.into();
+    let limits =
+        handoff::validate::archive::Limits::from(&handoff::config::ArchiveLimits::default());
+    let (bad, expected) =
+        testdata::write_violation(&spec, Violation::DateInvalid, &limits, Vec::new()).unwrap();
+    hand_off(&tc, CLINIC, "bad-date.zip", &bad);
+
+    for (name, rule, file, line) in [
+        ("plain-eicar.com", "zip.unreadable", None, None),
+        (
+            "bad-date.zip",
+            "date.invalid",
+            expected.file.clone(),
+            expected.line,
+        ),
+    ] {
         assert!(
             wait_for(30, || event_of(&tc, name, Hop::Rejected).is_some()),
-            "{name} not rejected: {:?}",
-            events(&tc)
+            "{name} not rejected: {}",
+            daemon.log_text()
         );
-        let rejected = event_of(&tc, name, Hop::Rejected).unwrap();
-        assert_eq!(rejected.reasons.len(), 1);
-        assert_eq!(rejected.reasons[0].rule, "scan.infected");
-        assert!(
-            rejected.reasons[0].message.contains("Handoff-Test-EICAR"),
-            "no signature name: {}",
-            rejected.reasons[0].message
-        );
-        assert!(
-            event_of(&tc, name, Hop::Delivered).is_none(),
-            "{name} was delivered"
-        );
-        let q = tc.state_dir().join("quarantine").join(&rejected.file_id);
-        assert!(q.is_file(), "{name} not quarantined");
+        let r = event_of(&tc, name, Hop::Rejected).unwrap();
+        assert_eq!(r.reasons[0].rule, rule, "{name}: {:?}", r.reasons);
+        assert_eq!(r.reasons[0].file, file, "{name}");
+        assert_eq!(r.reasons[0].line, line, "{name}");
+        assert!(!tc.state_dir().join("quarantine").join(&r.file_id).exists());
     }
     assert!(names(&folder(&tc, INSURER, "outbox")).is_empty());
 }
@@ -156,7 +203,7 @@ fn without_clamd_files_wait_and_are_delivered_once_it_is_back() {
         &tc,
         CLINIC,
         "waits.zip",
-        b"a file that must be scanned first",
+        &checkup_archive(CLINIC_NO, INSURER_NO, 2, 3),
     );
     assert!(wait_for(10, || event_of(&tc, "waits.zip", Hop::Accepted).is_some()));
     std::thread::sleep(std::time::Duration::from_secs(3));
@@ -181,17 +228,27 @@ fn files_without_an_allowed_route_are_rejected() {
     let tc = TestConfig::new();
     let _clamd = ClamdInstance::start(tc.dir.path());
     let _daemon = Daemon::start(&tc);
-    // insurer-06270029 has no routes; clinic-1312345676 has two and the stand-in validator
-    // reads no receiver number: neither may be guessed.
-    hand_off(&tc, "insurer-06270029", "no-route.zip", b"x");
-    hand_off(&tc, "clinic-1312345676", "two-routes.zip", b"y");
-    for name in ["no-route.zip", "two-routes.zip"] {
+    // insurer-06270029 has no routes at all; clinic-2717654320 may send to insurer-06130017
+    // only, not to insurer-06270029 which its archive names.
+    hand_off(
+        &tc,
+        "insurer-06270029",
+        "no-route.zip",
+        &checkup_archive("06270029", "1312345676", 1, 4),
+    );
+    hand_off(
+        &tc,
+        "clinic-2717654320",
+        "not-allowed.zip",
+        &checkup_archive(CLINIC_NO, "06270029", 1, 5),
+    );
+    for name in ["no-route.zip", "not-allowed.zip"] {
         assert!(
             wait_for(30, || event_of(&tc, name, Hop::Rejected).is_some()),
             "{name} not rejected"
         );
         let r = event_of(&tc, name, Hop::Rejected).unwrap();
-        assert_eq!(r.reasons[0].rule, "route.unknown-recipient");
+        assert_eq!(r.reasons[0].rule, "route.not-allowed", "{:?}", r.reasons);
         assert!(event_of(&tc, name, Hop::Delivered).is_none());
     }
     for c in ["insurer-06130017", "clinic-1312345676", "clinic-2717654320"] {
@@ -204,7 +261,12 @@ fn retrieval_of_a_delivered_file_is_recorded_once() {
     let tc = TestConfig::new();
     let _clamd = ClamdInstance::start(tc.dir.path());
     let daemon = Daemon::start(&tc);
-    hand_off(&tc, CLINIC, "fetch-me.zip", b"retrieve this file");
+    hand_off(
+        &tc,
+        CLINIC,
+        "fetch-me.zip",
+        &checkup_archive(CLINIC_NO, INSURER_NO, 1, 6),
+    );
     assert!(wait_for(30, || event_of(
         &tc,
         "fetch-me.zip",
@@ -248,8 +310,24 @@ fn retention_purges_unretrieved_deliveries_and_old_quarantine() {
     });
     let _clamd = ClamdInstance::start(tc.dir.path());
     let daemon = Daemon::start(&tc);
-    hand_off(&tc, CLINIC, "kept-too-long.zip", b"nobody fetches this");
-    hand_off(&tc, CLINIC, "infected.com", &eicar());
+    hand_off(
+        &tc,
+        CLINIC,
+        "kept-too-long.zip",
+        &checkup_archive(CLINIC_NO, INSURER_NO, 1, 7),
+    );
+    hand_off(
+        &tc,
+        CLINIC,
+        "infected.com",
+        &checkup_archive_with(
+            CLINIC_NO,
+            INSURER_NO,
+            1,
+            9,
+            vec![("XSD/eicar.com".into(), eicar())],
+        ),
+    );
     assert!(wait_for(30, || {
         event_of(&tc, "kept-too-long.zip", Hop::Delivered).is_some()
             && event_of(&tc, "infected.com", Hop::Rejected).is_some()
@@ -291,7 +369,23 @@ fn files_too_large_for_clamd_are_rejected_not_delivered() {
         &[("CLAMD_MAX_FILE_SIZE", "1M"), ("CLAMD_MAX_SCAN_SIZE", "1M")],
     );
     let _daemon = Daemon::start(&tc);
-    hand_off(&tc, CLINIC, "huge.zip", &vec![b'h'; 2 << 20]);
+    // A valid archive of over 2 MiB (its XSD/ part incompressible), past clamd's 1 MiB.
+    let mut noise = Vec::with_capacity(2 << 20);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    while noise.len() < 2 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.extend_from_slice(&x.to_le_bytes());
+    }
+    let huge = checkup_archive_with(
+        CLINIC_NO,
+        INSURER_NO,
+        2,
+        10,
+        vec![("XSD/noise.xsd".into(), noise)],
+    );
+    hand_off(&tc, CLINIC, "huge.zip", &huge);
     assert!(
         wait_for(30, || event_of(&tc, "huge.zip", Hop::Rejected).is_some()),
         "not rejected: {:?}",
@@ -344,7 +438,12 @@ fn pipeline_metrics_are_exported() {
     let tc = TestConfig::new();
     let _clamd = ClamdInstance::start(tc.dir.path());
     let _daemon = Daemon::start(&tc);
-    hand_off(&tc, CLINIC, "counted.zip", b"count me");
+    hand_off(
+        &tc,
+        CLINIC,
+        "counted.zip",
+        &checkup_archive(CLINIC_NO, INSURER_NO, 1, 8),
+    );
     assert!(wait_for(30, || event_of(
         &tc,
         "counted.zip",
@@ -373,4 +472,62 @@ fn pipeline_metrics_are_exported() {
         "missing pipeline metrics in:\n{}",
         scrape()
     );
+}
+
+#[test]
+fn an_archive_refused_over_sftp_gets_a_receipt_naming_rule_file_and_line() {
+    let tc = TestConfig::new();
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let daemon = Daemon::start(&tc);
+    let clinic = "clinic-1312345676";
+    let spec = Spec::example(
+        5,
+        handoff::validate::today(time::UtcOffset::UTC)
+            .previous_day()
+            .unwrap(),
+    );
+    let limits =
+        handoff::validate::archive::Limits::from(&handoff::config::ArchiveLimits::default());
+    let (bad, expected) =
+        testdata::write_violation(&spec, Violation::XsdInvalid, &limits, Vec::new()).unwrap();
+    let local = tc.dir.path().join("h-results.zip");
+    std::fs::write(&local, &bad).unwrap();
+    let out = support::sftp_batch(
+        tc.sftp_port,
+        clinic,
+        clinic,
+        &format!("put {} inbox/h-results.zip\n", local.display()),
+    );
+    assert!(out.status.success(), "{out:?}\n{}", daemon.log_text());
+    assert!(
+        wait_for(30, || event_of(&tc, "h-results.zip", Hop::Rejected)
+            .is_some()),
+        "not rejected: {}",
+        daemon.log_text()
+    );
+    let file_id = event_of(&tc, "h-results.zip", Hop::Rejected)
+        .unwrap()
+        .file_id;
+
+    // The clinic reads its rejection receipt from its own receipts/ folder over SFTP.
+    let receipt_name = format!("{file_id}.rejected.json");
+    let fetched = tc.dir.path().join("receipt.json");
+    assert!(wait_for(20, || {
+        let out = support::sftp_batch(
+            tc.sftp_port,
+            clinic,
+            clinic,
+            &format!("get receipts/{receipt_name} {}\n", fetched.display()),
+        );
+        out.status.success()
+    }));
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&fetched).unwrap()).unwrap();
+    let reason = &receipt["reasons"][0];
+    println!("rejection receipt: {receipt}");
+    assert_eq!(reason["rule"], "xsd.invalid");
+    assert_eq!(reason["file"].as_str(), expected.file.as_deref());
+    assert_eq!(reason["line"].as_u64(), expected.line.map(u64::from));
+    assert!(reason["message"].as_str().unwrap().contains("remark"));
+    assert!(names(&folder(&tc, INSURER, "outbox")).is_empty());
 }

@@ -209,7 +209,7 @@ impl Violation {
 
 /// Writes a valid archive for `spec` to `out`.
 pub fn write_valid<W: Write>(spec: &Spec, out: W) -> io::Result<W> {
-    Ok(build(spec, None, &default_limits()).0.finish(out)?)
+    build(spec, None, &default_limits()).0.finish(out)
 }
 
 /// Writes an archive for `spec` that breaks exactly the rule of `violation`, sized against
@@ -744,7 +744,10 @@ fn build(spec: &Spec, violation: Option<Violation>, limits: &Limits) -> (Plan, O
             expected = expect(EntryTooLarge.rule(), "XSD/zeros.xsd", None);
         }
         Some(Ratio) => {
-            let size = limits.max_entry_size.min(50 << 20).max(RATIO_FLOOR + 1);
+            let size = match limits.max_entry_size.min(50 << 20) {
+                small if small <= RATIO_FLOOR => RATIO_FLOOR + ZERO_CHUNK,
+                size => size,
+            };
             let size = size / ZERO_CHUNK * ZERO_CHUNK;
             plan.entries
                 .push(Entry::new("XSD/zeros.xsd", Body::Zeros(size)));

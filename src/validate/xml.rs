@@ -159,7 +159,6 @@ pub fn parse(name: &str, text: &[u8]) -> Result<Document, Reason> {
         | bindings::xmlParserOption_XML_PARSE_BIG_LINES
         | bindings::xmlParserOption_XML_PARSE_NOERROR
         | bindings::xmlParserOption_XML_PARSE_NOWARNING;
-    let mut first: Option<Reason> = None;
     // SAFETY: the context is created, used and freed here; the buffer outlives the call and
     // its length is passed. The error handler is this thread's, points at `first` only for
     // the duration of the parse, and is removed before `first` is read.
@@ -168,11 +167,8 @@ pub fn parse(name: &str, text: &[u8]) -> Result<Document, Reason> {
         if ctxt.is_null() {
             return Err(too_large());
         }
-        let sink = FirstError {
-            name,
-            first: &mut first,
-        };
-        let data = &sink as *const FirstError as *mut std::ffi::c_void;
+        let mut sink = FirstError { name, first: None };
+        let data = &mut sink as *mut FirstError as *mut std::ffi::c_void;
         bindings::xmlSetStructuredErrorFunc(data, Some(keep_first_error));
         let doc = bindings::xmlCtxtReadMemory(
             ctxt,
@@ -185,12 +181,11 @@ pub fn parse(name: &str, text: &[u8]) -> Result<Document, Reason> {
         bindings::xmlSetStructuredErrorFunc(std::ptr::null_mut(), None);
         let well_formed = (*ctxt).wellFormed != 0 && (*ctxt).nsWellFormed != 0;
         bindings::xmlFreeParserCtxt(ctxt);
-        drop(sink);
         if doc.is_null() || !well_formed {
             if !doc.is_null() {
                 bindings::xmlFreeDoc(doc);
             }
-            return Err(first.unwrap_or_else(|| {
+            return Err(sink.first.unwrap_or_else(|| {
                 Reason::new("xml.malformed", "the file is not well-formed XML").in_file(name)
             }));
         }
@@ -202,7 +197,7 @@ pub fn parse(name: &str, text: &[u8]) -> Result<Document, Reason> {
 /// ones often follow from it.
 struct FirstError<'a> {
     name: &'a str,
-    first: &'a mut Option<Reason>,
+    first: Option<Reason>,
 }
 
 unsafe extern "C" fn keep_first_error(data: *mut std::ffi::c_void, error: bindings::xmlErrorPtr) {
@@ -215,7 +210,7 @@ unsafe extern "C" fn keep_first_error(data: *mut std::ffi::c_void, error: bindin
         let sink = &mut *(data as *mut FirstError);
         if sink.first.is_none() && (*error).level >= bindings::xmlErrorLevel_XML_ERR_ERROR {
             let e = StructuredError::from_raw(error);
-            *sink.first = Some(finding("xml.malformed", sink.name, &e));
+            sink.first = Some(finding("xml.malformed", sink.name, &e));
         }
     }
 }
@@ -288,9 +283,21 @@ mod tests {
 
     #[test]
     fn malformed_xml_names_line_and_column() {
-        let r = parse("f.xml", b"<a>\n  <b>\n</a>").unwrap_err();
+        let Err(r) = parse("f.xml", b"<a>\n  <b>\n</a>") else {
+            panic!("malformed XML parsed");
+        };
         assert_eq!(r.rule, "xml.malformed");
         assert_eq!(r.file.as_deref(), Some("f.xml"));
         assert_eq!(r.line, Some(3));
+    }
+
+    #[test]
+    fn entities_are_neither_loaded_nor_expanded() {
+        // Behind the DTD refusal of `check_text`, the parser itself loads nothing.
+        let xml = b"<!DOCTYPE a [<!ENTITY x SYSTEM \"file:///etc/hostname\">]><a>&x;</a>";
+        if let Ok(doc) = parse("f.xml", xml) {
+            let root = doc.get_root_element().expect("root");
+            assert_eq!(root.get_content(), "");
+        }
     }
 }

@@ -441,3 +441,34 @@ pub fn random_file(path: &Path, len: usize) {
     getrandom::fill(&mut data).expect("random bytes");
     std::fs::write(path, data).expect("write random file");
 }
+
+/// A valid checkup archive from the counterpart numbered `sender` to `receiver`, created
+/// yesterday (so never in the future at the gateway's offset); `seed` varies the content.
+pub fn checkup_archive(sender: &str, receiver: &str, persons: usize, seed: u64) -> Vec<u8> {
+    checkup_archive_with(sender, receiver, persons, seed, Vec::new())
+}
+
+/// Like [`checkup_archive`], with `extra` files added as they are (e.g. under `XSD/`, which
+/// the schema check ignores and the virus scanner reads).
+pub fn checkup_archive_with(
+    sender: &str,
+    receiver: &str,
+    persons: usize,
+    seed: u64,
+    extra: Vec<(String, Vec<u8>)>,
+) -> Vec<u8> {
+    use handoff::config::CounterpartKind;
+    use handoff::validate::testdata::{Spec, write_valid};
+    let today = handoff::validate::today(time::UtcOffset::from_hms(9, 0, 0).expect("offset"));
+    let mut spec = Spec::example(persons, today.previous_day().expect("a date"));
+    spec.sender = sender.to_owned();
+    spec.sender_kind = if sender.len() == 10 {
+        CounterpartKind::Clinic
+    } else {
+        CounterpartKind::Insurer
+    };
+    spec.receiver = receiver.to_owned();
+    spec.seed = seed;
+    spec.extra_files = extra;
+    write_valid(&spec, Vec::new()).expect("generate an archive")
+}
