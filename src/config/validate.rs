@@ -138,6 +138,27 @@ fn gateway(g: &Gateway, f: &mut Findings) {
             at("schema_dir"),
             format!("{} is not a directory", g.schema_dir.display()),
         );
+    } else {
+        for role in crate::validate::format::Role::ALL {
+            let file = g.schema_dir.join(role.schema_file());
+            if !file.is_file() {
+                f.error(
+                    at("schema_dir"),
+                    format!("the schema set has no {}", file.display()),
+                );
+            }
+        }
+    }
+    let archive = &g.archive;
+    for (key, zero) in [
+        ("max_entries", archive.max_entries == 0),
+        ("max_entry_size", archive.max_entry_size.bytes() == 0),
+        ("max_total_size", archive.max_total_size.bytes() == 0),
+        ("max_ratio", archive.max_ratio == 0),
+    ] {
+        if zero {
+            f.error(key_path!["gateway", "archive", key], "must be more than 0");
+        }
     }
     if let Err(e) = parse_offset(&g.time_zone) {
         f.error(at("time_zone"), e);
