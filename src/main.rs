@@ -90,9 +90,9 @@ enum Command {
     /// Write a synthetic checkup archive (invented content, no personal data): a valid one, or
     /// with --violate one that breaks exactly one rule of the schema check.
     Testdata {
-        /// Where to write the zip.
-        #[arg(long)]
-        out: PathBuf,
+        /// Where to write the zip (required unless --list).
+        #[arg(long, required_unless_present = "list")]
+        out: Option<PathBuf>,
         /// Persons (record files) in the archive.
         #[arg(long, default_value_t = 10)]
         persons: usize,
@@ -220,7 +220,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             testdata(TestdataArgs {
-                out,
+                out: out.context("--out is required")?,
                 persons,
                 sender,
                 receiver,

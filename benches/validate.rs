@@ -1,0 +1,84 @@
+//! Throughput of the schema check on one core: 100-person checkup archives checked one after
+//! another on this thread, as a pipeline worker does. Prints archives/s, MB/s (compressed and
+//! unpacked) and the process's peak RSS. Run by `bench/validate`.
+
+use std::io::Cursor;
+use std::time::Instant;
+
+use handoff::config::{ArchiveLimits, Config};
+use handoff::validate::archive::Limits;
+use handoff::validate::testdata::{self, Spec};
+use handoff::validate::{self, Checked, Expect};
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let config_path = std::env::var("VALIDATE_BENCH_CONFIG").expect("VALIDATE_BENCH_CONFIG");
+    let persons: usize = std::env::var("VALIDATE_BENCH_PERSONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let count: usize = std::env::var("VALIDATE_BENCH_ARCHIVES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let config: Config = handoff::config::load(std::path::Path::new(&config_path))
+        .expect("config")
+        .config;
+    let sender = config.counterpart("clinic-1312345676").expect("example clinic");
+    let today = validate::today(config.gateway.utc_offset());
+    let expect = Expect {
+        sender,
+        config: &config,
+        today,
+    };
+    let limits = Limits::from(&ArchiveLimits::default());
+    let archives: Vec<Vec<u8>> = (0..count)
+        .map(|i| {
+            let mut spec = Spec::example(persons, today.previous_day().expect("date"));
+            spec.seed = i as u64 + 1;
+            testdata::write_valid(&spec, Vec::new()).expect("generate")
+        })
+        .collect();
+    let compressed: usize = archives.iter().map(Vec::len).sum();
+    let unpacked: u64 = archives
+        .iter()
+        .map(|a| {
+            let z = zip::ZipArchive::new(Cursor::new(a)).expect("zip");
+            (0..z.len())
+                .map(|i| z.by_index_data(i).map(|e| e.size()).unwrap_or(0))
+                .sum::<u64>()
+        })
+        .sum();
+    // Compile the schemas before timing, as a worker has after its first archive.
+    let check = |a: &Vec<u8>| {
+        validate::check_archive(Cursor::new(a), limits, &config.gateway.schema_dir, &expect)
+            .expect("schemas")
+    };
+    assert!(matches!(check(&archives[0]), Checked::Valid(_)));
+    let started = Instant::now();
+    for a in &archives {
+        assert!(matches!(check(a), Checked::Valid(_)));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mb = |b: f64| b / 1e6;
+    println!(
+        "{count} archives of {persons} persons ({:.0} KB zipped, {:.0} KB unpacked each), one core: \
+         {:.1} archives/s, {:.1} MB/s zipped, {:.1} MB/s unpacked; peak RSS {} KiB",
+        compressed as f64 / count as f64 / 1e3,
+        unpacked as f64 / count as f64 / 1e3,
+        count as f64 / secs,
+        mb(compressed as f64) / secs,
+        mb(unpacked as f64) / secs,
+        peak_rss_kib()
+    );
+}
