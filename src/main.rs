@@ -60,11 +60,11 @@ enum Command {
         command: ReceiptsCommand,
     },
     /// Seal standard input for one or more recipient certificates as CMS AuthEnvelopedData
-    /// (AES-256-GCM, RSA-OAEP key transport), DER, on standard output — what the gateway puts in
+    /// (AES-256-GCM; RSA-OAEP or ECDH P-256 for the key), DER, on standard output — what the gateway puts in
     /// outboxes; open it with `openssl cms -decrypt -inform DER -recip CERT -inkey KEY`.
     /// Standard input must be a file (`< file`): its length is needed up front.
     Seal {
-        /// Recipient certificate (PEM or DER, RSA); repeat for several recipients.
+        /// Recipient certificate (PEM or DER, RSA or EC P-256); repeat for several recipients.
         #[arg(long = "to", required = true)]
         to: Vec<PathBuf>,
     },

@@ -4,6 +4,7 @@
 mod support;
 
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 use std::process::Command;
 
 use handoff::keys::MasterKey;
@@ -206,24 +207,6 @@ fn certs() -> std::path::PathBuf {
     support::repo_root().join("certs-example")
 }
 
-fn openssl_decrypt(sealed: &std::path::Path, name: &str) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(["cms", "-decrypt", "-inform", "DER", "-in"])
-        .arg(sealed)
-        .arg("-recip")
-        .arg(certs().join(format!("{name}.pem")))
-        .arg("-inkey")
-        .arg(certs().join(format!("{name}.key")))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl cms -decrypt: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 #[test]
 fn openssl_opens_what_handoff_seals_for_one_and_for_two_recipients() {
     support::fix_example_key_modes();
@@ -238,12 +221,12 @@ fn openssl_opens_what_handoff_seals_for_one_and_for_two_recipients() {
         assert_eq!(info.len, std::fs::metadata(&path).unwrap().len());
         assert_eq!(info.sha256, support::sha256_file(&path));
         assert_eq!(
-            openssl_decrypt(&path, "insurer-06130017-enc"),
+            support::openssl_decrypt(&path, "insurer-06130017"),
             data,
             "len {len}"
         );
         assert_eq!(
-            openssl_decrypt(&path, "clinic-1312345676-enc"),
+            support::openssl_decrypt(&path, "clinic-1312345676"),
             data,
             "len {len}, second recipient"
         );
@@ -262,8 +245,27 @@ fn wrong_length_and_unsupported_keys_are_clear_errors() {
         seal_for(&[rsa], 2, &b"longer"[..], &mut Vec::new()),
         Err(SealError::Malformed(_))
     ));
+    // A certificate whose key is for signing on another curve: P-384 from an ad hoc certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let p384 = dir.path().join("p384.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+        ])
+        .args(["-nodes", "-subj", "/CN=p384", "-days", "1", "-keyout"])
+        .arg(dir.path().join("p384.key"))
+        .arg("-out")
+        .arg(&p384)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
     assert!(matches!(
-        Recipient::from_file(&certs().join("insurer-06270029-enc.pem")),
+        Recipient::from_file(&p384),
         Err(SealError::Unsupported(_))
     ));
     assert!(matches!(
@@ -288,7 +290,44 @@ fn seal_command_output_opens_with_openssl() {
         .unwrap();
     assert!(status.success());
     assert_eq!(
-        openssl_decrypt(&out_path, "insurer-06130017-enc"),
+        support::openssl_decrypt(&out_path, "insurer-06130017"),
         pattern(70_000)
     );
+}
+
+/// Seals `data` for the example encryption certificates of `counterparts` into `path`.
+fn seal_file(path: &Path, counterparts: &[&str], data: &[u8]) {
+    let recipients: Vec<Recipient> = counterparts
+        .iter()
+        .map(|c| Recipient::from_file(&certs().join(format!("{c}-enc.pem"))).unwrap())
+        .collect();
+    let file = std::fs::File::create(path).unwrap();
+    let info = seal_for(&recipients, data.len() as u64, data, file).unwrap();
+    assert_eq!(info.len, std::fs::metadata(path).unwrap().len());
+}
+
+#[test]
+fn openssl_opens_what_handoff_seals_for_an_ec_p256_recipient() {
+    support::fix_example_key_modes();
+    let dir = tempfile::tempdir().unwrap();
+    for len in [0usize, 1, 17, 1000, 3 << 20] {
+        let data = pattern(len);
+        let path = dir.path().join(format!("ec{len}.p7m"));
+        seal_file(&path, &["insurer-06270029"], &data);
+        assert!(
+            support::openssl_decrypt(&path, "insurer-06270029") == data,
+            "len {len}"
+        );
+    }
+}
+
+#[test]
+fn a_file_sealed_for_an_rsa_and_an_ec_recipient_opens_for_each() {
+    support::fix_example_key_modes();
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(200_003);
+    let path = dir.path().join("both.p7m");
+    seal_file(&path, &["insurer-06130017", "insurer-06270029"], &data);
+    assert!(support::openssl_decrypt(&path, "insurer-06130017") == data);
+    assert!(support::openssl_decrypt(&path, "insurer-06270029") == data);
 }
