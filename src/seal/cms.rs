@@ -50,7 +50,7 @@ pub struct Recipient {
 
 /// The kinds of public key a file can be sealed to.
 #[derive(Clone)]
-enum RecipientKey {
+pub(crate) enum RecipientKey {
     /// RSA: the content key is transported with RSA-OAEP.
     Rsa(rsa::RsaPublicKey),
     /// EC P-256: the content key is wrapped under an ECDH-agreed key.
@@ -97,7 +97,7 @@ pub(crate) fn certificate_der(bytes: &[u8]) -> Vec<u8> {
     }
 }
 
-fn public_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<RecipientKey, SealError> {
+pub(crate) fn public_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<RecipientKey, SealError> {
     let algorithm = spki.algorithm.algorithm.to_id_string();
     if algorithm == RSA_ENCRYPTION.to_string() {
         use rsa::pkcs8::DecodePublicKey;
@@ -192,11 +192,11 @@ fn key_trans(key: &rsa::RsaPublicKey, rid: &[u8], cek: &[u8]) -> Result<Vec<u8>,
 /// `[1] KeyAgreeRecipientInfo` (version 3): a fresh ephemeral key per file and recipient,
 /// given as `originatorKey`; no user keying material.
 fn key_agree(key: &p256::PublicKey, rid: &[u8], cek: &[u8]) -> Result<Vec<u8>, SealError> {
-    use super::ecdh::{self, KdfHash, KeyWrap};
+    use super::ecdh::{self, DigestAlg, KeyWrap};
     let ephemeral = p256::ecdh::EphemeralSecret::generate_from_rng(&mut rand::rng());
     let shared = ephemeral.diffie_hellman(key);
     let kek = ecdh::kek(
-        KdfHash::Sha256,
+        DigestAlg::Sha256,
         KeyWrap::Aes256,
         shared.raw_secret_bytes(),
         None,

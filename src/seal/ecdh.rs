@@ -16,9 +16,10 @@ pub(crate) const ID_EC_PUBLIC_KEY: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 pub(crate) const ID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 
-/// The hash of the X9.63 KDF, named by the key agreement scheme's OID.
+/// A hash function named in a message: of the X9.63 KDF (by the key agreement scheme's OID), or
+/// of RSA-OAEP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KdfHash {
+pub(crate) enum DigestAlg {
     Sha1,
     Sha224,
     Sha256,
@@ -30,16 +31,28 @@ pub(crate) enum KdfHash {
 pub(crate) const STD_DH_SHA256_KDF: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.3.132.1.11.1");
 
-impl KdfHash {
+impl DigestAlg {
     /// The standard (1.3.132.1.11.x, 1.3.133.16.840.63.0.2) and cofactor (1.3.132.1.14.x,
     /// 1.3.133.16.840.63.0.3) DH schemes; for P-256 the cofactor is 1, so both are the same.
-    pub(crate) fn from_scheme(o: &ObjectIdentifier) -> Option<KdfHash> {
+    pub(crate) fn from_scheme(o: &ObjectIdentifier) -> Option<DigestAlg> {
         Some(match o.to_string().as_str() {
-            "1.3.133.16.840.63.0.2" | "1.3.133.16.840.63.0.3" => KdfHash::Sha1,
-            "1.3.132.1.11.0" | "1.3.132.1.14.0" => KdfHash::Sha224,
-            "1.3.132.1.11.1" | "1.3.132.1.14.1" => KdfHash::Sha256,
-            "1.3.132.1.11.2" | "1.3.132.1.14.2" => KdfHash::Sha384,
-            "1.3.132.1.11.3" | "1.3.132.1.14.3" => KdfHash::Sha512,
+            "1.3.133.16.840.63.0.2" | "1.3.133.16.840.63.0.3" => DigestAlg::Sha1,
+            "1.3.132.1.11.0" | "1.3.132.1.14.0" => DigestAlg::Sha224,
+            "1.3.132.1.11.1" | "1.3.132.1.14.1" => DigestAlg::Sha256,
+            "1.3.132.1.11.2" | "1.3.132.1.14.2" => DigestAlg::Sha384,
+            "1.3.132.1.11.3" | "1.3.132.1.14.3" => DigestAlg::Sha512,
+            _ => return None,
+        })
+    }
+
+    /// A hash algorithm's own OID (as in RSAES-OAEP parameters).
+    pub(crate) fn from_oid(o: &ObjectIdentifier) -> Option<DigestAlg> {
+        Some(match o.to_string().as_str() {
+            "1.3.14.3.2.26" => DigestAlg::Sha1,
+            "2.16.840.1.101.3.4.2.4" => DigestAlg::Sha224,
+            "2.16.840.1.101.3.4.2.1" => DigestAlg::Sha256,
+            "2.16.840.1.101.3.4.2.2" => DigestAlg::Sha384,
+            "2.16.840.1.101.3.4.2.3" => DigestAlg::Sha512,
             _ => return None,
         })
     }
@@ -147,7 +160,7 @@ fn shared_info(wrap: KeyWrap, ukm: Option<&[u8]>) -> Result<Vec<u8>, SealError> 
 
 /// ANSI X9.63 KDF: Hash(Z ‖ counter ‖ SharedInfo) for counter = 1, 2, … up to the KEK length.
 pub(crate) fn kek(
-    hash: KdfHash,
+    hash: DigestAlg,
     wrap: KeyWrap,
     z: &[u8],
     ukm: Option<&[u8]>,
@@ -155,11 +168,11 @@ pub(crate) fn kek(
     let info = shared_info(wrap, ukm)?;
     let len = wrap.key_len();
     Ok(match hash {
-        KdfHash::Sha1 => x963::<sha1::Sha1>(z, &info, len),
-        KdfHash::Sha224 => x963::<sha2::Sha224>(z, &info, len),
-        KdfHash::Sha256 => x963::<sha2::Sha256>(z, &info, len),
-        KdfHash::Sha384 => x963::<sha2::Sha384>(z, &info, len),
-        KdfHash::Sha512 => x963::<sha2::Sha512>(z, &info, len),
+        DigestAlg::Sha1 => x963::<sha1::Sha1>(z, &info, len),
+        DigestAlg::Sha224 => x963::<sha2::Sha224>(z, &info, len),
+        DigestAlg::Sha256 => x963::<sha2::Sha256>(z, &info, len),
+        DigestAlg::Sha384 => x963::<sha2::Sha384>(z, &info, len),
+        DigestAlg::Sha512 => x963::<sha2::Sha512>(z, &info, len),
     })
 }
 
