@@ -34,7 +34,9 @@ fn main() {
     let config: Config = handoff::config::load(std::path::Path::new(&config_path))
         .expect("config")
         .config;
-    let sender = config.counterpart("clinic-1312345676").expect("example clinic");
+    let sender = config
+        .counterpart("clinic-1312345676")
+        .expect("example clinic");
     let today = validate::today(config.gateway.utc_offset());
     let expect = Expect {
         sender,

@@ -60,13 +60,31 @@ enum Command {
         command: ReceiptsCommand,
     },
     /// Seal standard input for one or more recipient certificates as CMS AuthEnvelopedData
-    /// (AES-256-GCM, RSA-OAEP key transport), DER, on standard output — what the gateway puts in
+    /// (AES-256-GCM; RSA-OAEP or ECDH P-256 for the key), DER, on standard output — what the gateway puts in
     /// outboxes; open it with `openssl cms -decrypt -inform DER -recip CERT -inkey KEY`.
     /// Standard input must be a file (`< file`): its length is needed up front.
     Seal {
-        /// Recipient certificate (PEM or DER, RSA); repeat for several recipients.
+        /// Recipient certificate (PEM or DER, RSA or EC P-256); repeat for several recipients.
         #[arg(long = "to", required = true)]
         to: Vec<PathBuf>,
+    },
+    /// Open a CMS message addressed to the gateway (DER or BER on standard input) with its private
+    /// key and write the plaintext on standard output: AuthEnvelopedData (AES-GCM), or
+    /// EnvelopedData (AES-CBC) with --allow-unauthenticated; RSA (PKCS#1 v1.5 or OAEP) or EC P-256
+    /// (ECDH) keys. When standard input is a file (`< file`) the whole message, tag included, is
+    /// checked before anything is written; from a pipe the plaintext streams out and a failed
+    /// check at the end exits 1 — discard the output then.
+    Open {
+        /// Private key (PEM: PKCS#8, PKCS#1 or SEC1, unencrypted).
+        #[arg(long)]
+        key: PathBuf,
+        /// The key's certificate: picks the recipient info meant for it by issuer and serial
+        /// number (without it every recipient info of the key's kind is tried).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Also open EnvelopedData, whose content has no integrity protection.
+        #[arg(long)]
+        allow_unauthenticated: bool,
     },
     /// Check the hash chain of the audit log (STATE/audit/audit.log, or --file); reports the
     /// first changed, removed or reordered line and exits 1.
@@ -197,6 +215,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::HashPassword => hash_password(),
         Command::Receipts { command } => receipts(command),
         Command::Seal { to } => seal(&to),
+        Command::Open {
+            key,
+            cert,
+            allow_unauthenticated,
+        } => open(&key, cert.as_deref(), allow_unauthenticated),
         Command::Validate {
             config,
             account,
@@ -691,4 +714,49 @@ fn testdata(a: TestdataArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn open(key: &Path, cert: Option<&Path>, allow_unauthenticated: bool) -> anyhow::Result<ExitCode> {
+    use std::os::fd::AsFd;
+    let opening = handoff::seal::OpeningKey::from_files(key, cert).with_context(|| match cert {
+        Some(c) => format!("{} with {}", key.display(), c.display()),
+        None => key.display().to_string(),
+    })?;
+    let options = handoff::seal::OpenOptions {
+        allow_unauthenticated,
+    };
+    let stdin = std::io::stdin();
+    let file = std::fs::File::from(stdin.as_fd().try_clone_to_owned()?);
+    let checked_first = file.metadata()?.is_file();
+    let input = std::io::BufReader::with_capacity(1 << 20, file);
+    let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let result = if checked_first {
+        handoff::seal::open_verified(&opening, options, input, out)
+    } else {
+        handoff::seal::open(&opening, options, input, out)
+    };
+    match result {
+        Ok(opened) => {
+            eprintln!(
+                "opened {} bytes{}",
+                opened.len,
+                if opened.authenticated {
+                    ", authenticated"
+                } else {
+                    " (EnvelopedData: NOT authenticated)"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if checked_first => {
+            eprintln!("handoff: cannot open: {e}; nothing was written");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!(
+                "handoff: cannot open: {e}; DISCARD what was written: it is incomplete or not authentic"
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

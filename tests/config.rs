@@ -39,12 +39,46 @@ fn example_config_parses() {
             .config
             .route_allowed("clinic-2717654320", "insurer-06270029")
     );
-    // Break-glass is disabled and every number carries a right check digit; the one warning is
-    // that files cannot yet be sealed to the EC certificate of insurer-06270029.
+    // Break-glass is disabled, every number carries a right check digit, and both the RSA and
+    // the EC P-256 encryption certificates can be sealed to: no warning at all.
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.message.clone()).collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[test]
+fn an_encryption_cert_on_another_curve_is_a_warning() {
+    let tc = TestConfig::new();
+    let p384 = tc.dir.path().join("p384.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+        ])
+        .args(["-nodes", "-subj", "/CN=p384", "-days", "1", "-keyout"])
+        .arg(tc.dir.path().join("p384.key"))
+        .arg("-out")
+        .arg(&p384)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success());
+    let text = tc.text();
+    let ec = text
+        .lines()
+        .find(|l| l.contains("insurer-06270029-enc.pem"))
+        .expect("EC encryption_cert line");
+    tc.rewrite(&text.replace(
+        ec,
+        &format!("encryption_cert = {:?}", p384.display().to_string()),
+    ));
+    let loaded = config::load(&tc.path).expect("still valid");
     let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.message.clone()).collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].contains("insurer-06270029-enc.pem") && warnings[0].contains("only RSA"),
+        warnings[0].contains("p384.pem") && warnings[0].contains("only P-256"),
         "{warnings:?}"
     );
 }

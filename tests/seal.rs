@@ -4,11 +4,14 @@
 mod support;
 
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 use std::process::Command;
 
 use handoff::keys::MasterKey;
 use handoff::seal::at_rest::{self, AtRestReader, AtRestWriter, HEADER, SEGMENT};
-use handoff::seal::{Recipient, SealError, seal_for};
+use handoff::seal::{
+    OpenOptions, Opened, OpeningKey, Recipient, SealError, open_verified, seal_for,
+};
 use proptest::prelude::*;
 
 fn master(b: u8) -> MasterKey {
@@ -206,24 +209,6 @@ fn certs() -> std::path::PathBuf {
     support::repo_root().join("certs-example")
 }
 
-fn openssl_decrypt(sealed: &std::path::Path, name: &str) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(["cms", "-decrypt", "-inform", "DER", "-in"])
-        .arg(sealed)
-        .arg("-recip")
-        .arg(certs().join(format!("{name}.pem")))
-        .arg("-inkey")
-        .arg(certs().join(format!("{name}.key")))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl cms -decrypt: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 #[test]
 fn openssl_opens_what_handoff_seals_for_one_and_for_two_recipients() {
     support::fix_example_key_modes();
@@ -238,12 +223,12 @@ fn openssl_opens_what_handoff_seals_for_one_and_for_two_recipients() {
         assert_eq!(info.len, std::fs::metadata(&path).unwrap().len());
         assert_eq!(info.sha256, support::sha256_file(&path));
         assert_eq!(
-            openssl_decrypt(&path, "insurer-06130017-enc"),
+            support::openssl_decrypt(&path, "insurer-06130017"),
             data,
             "len {len}"
         );
         assert_eq!(
-            openssl_decrypt(&path, "clinic-1312345676-enc"),
+            support::openssl_decrypt(&path, "clinic-1312345676"),
             data,
             "len {len}, second recipient"
         );
@@ -262,8 +247,27 @@ fn wrong_length_and_unsupported_keys_are_clear_errors() {
         seal_for(&[rsa], 2, &b"longer"[..], &mut Vec::new()),
         Err(SealError::Malformed(_))
     ));
+    // A certificate whose key is for signing on another curve: P-384 from an ad hoc certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let p384 = dir.path().join("p384.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+        ])
+        .args(["-nodes", "-subj", "/CN=p384", "-days", "1", "-keyout"])
+        .arg(dir.path().join("p384.key"))
+        .arg("-out")
+        .arg(&p384)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
     assert!(matches!(
-        Recipient::from_file(&certs().join("insurer-06270029-enc.pem")),
+        Recipient::from_file(&p384),
         Err(SealError::Unsupported(_))
     ));
     assert!(matches!(
@@ -288,7 +292,352 @@ fn seal_command_output_opens_with_openssl() {
         .unwrap();
     assert!(status.success());
     assert_eq!(
-        openssl_decrypt(&out_path, "insurer-06130017-enc"),
+        support::openssl_decrypt(&out_path, "insurer-06130017"),
         pattern(70_000)
     );
+}
+
+/// Seals `data` for the example encryption certificates of `counterparts` into `path`.
+fn seal_file(path: &Path, counterparts: &[&str], data: &[u8]) {
+    let recipients: Vec<Recipient> = counterparts
+        .iter()
+        .map(|c| Recipient::from_file(&certs().join(format!("{c}-enc.pem"))).unwrap())
+        .collect();
+    let file = std::fs::File::create(path).unwrap();
+    let info = seal_for(&recipients, data.len() as u64, data, file).unwrap();
+    assert_eq!(info.len, std::fs::metadata(path).unwrap().len());
+}
+
+#[test]
+fn openssl_opens_what_handoff_seals_for_an_ec_p256_recipient() {
+    support::fix_example_key_modes();
+    let dir = tempfile::tempdir().unwrap();
+    for len in [0usize, 1, 17, 1000, 3 << 20] {
+        let data = pattern(len);
+        let path = dir.path().join(format!("ec{len}.p7m"));
+        seal_file(&path, &["insurer-06270029"], &data);
+        assert!(
+            support::openssl_decrypt(&path, "insurer-06270029") == data,
+            "len {len}"
+        );
+    }
+}
+
+#[test]
+fn a_file_sealed_for_an_rsa_and_an_ec_recipient_opens_for_each() {
+    support::fix_example_key_modes();
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(200_003);
+    let path = dir.path().join("both.p7m");
+    seal_file(&path, &["insurer-06130017", "insurer-06270029"], &data);
+    assert!(support::openssl_decrypt(&path, "insurer-06130017") == data);
+    assert!(support::openssl_decrypt(&path, "insurer-06270029") == data);
+}
+
+/// `openssl cms -encrypt` of `data` for the example certificates `certs` (file names without
+/// `.pem`), DER, with extra options (a cipher, `-stream`, `-keyopt …` after the recipients).
+fn openssl_encrypt(data: &[u8], certs_for: &[&str], options: &[&str], after: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    let output = dir.path().join("out.der");
+    std::fs::write(&input, data).unwrap();
+    let mut cmd = Command::new("openssl");
+    cmd.args(["cms", "-encrypt", "-binary", "-outform", "DER", "-in"])
+        .arg(&input)
+        .arg("-out")
+        .arg(&output)
+        .args(options);
+    for c in certs_for {
+        cmd.arg("-recip").arg(certs().join(format!("{c}.pem")));
+    }
+    let out = cmd.args(after).output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl cms -encrypt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(output).unwrap()
+}
+
+/// The example private key `name` (file name without `.key`), with its certificate or not.
+fn opening_key(name: &str, with_cert: bool) -> OpeningKey {
+    support::fix_example_key_modes();
+    let cert = certs().join(format!("{name}.pem"));
+    OpeningKey::from_files(
+        &certs().join(format!("{name}.key")),
+        with_cert.then_some(cert.as_path()),
+    )
+    .unwrap()
+}
+
+/// Opens `message` both ways: streaming, and verified before writing (which must then write
+/// nothing on error). Both must agree.
+fn open_both(
+    key: &OpeningKey,
+    options: OpenOptions,
+    message: &[u8],
+) -> Result<(Vec<u8>, Opened), SealError> {
+    let mut streamed = Vec::new();
+    let first = handoff::seal::open(key, options, message, &mut streamed);
+    let mut verified = Vec::new();
+    let second = open_verified(key, options, Cursor::new(message), &mut verified);
+    match (first, second) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b);
+            assert_eq!(streamed, verified);
+            Ok((verified, a))
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!(a.to_string(), b.to_string());
+            assert!(verified.is_empty(), "verified opening wrote before failing");
+            Err(b)
+        }
+        (a, b) => panic!("streaming {a:?} and verified {b:?} opening disagree"),
+    }
+}
+
+const AUTH: OpenOptions = OpenOptions {
+    allow_unauthenticated: false,
+};
+
+#[test]
+fn handoff_opens_what_openssl_encrypts_for_the_gateway() {
+    let data = pattern(300_007);
+    let gateway = opening_key("gateway-enc", true);
+    let gateway_alone = opening_key("gateway-enc", false);
+    for (options, after) in [
+        (&["-aes-256-gcm"][..], &[][..]),
+        (&["-aes-128-gcm"], &[]),
+        (&["-aes-256-gcm", "-stream"], &[]), // BER, indefinite lengths, content in pieces
+        (&["-aes-256-gcm"], &["-keyopt", "rsa_padding_mode:oaep"]),
+        (
+            &["-aes-192-gcm"],
+            &[
+                "-keyopt",
+                "rsa_padding_mode:oaep",
+                "-keyopt",
+                "rsa_oaep_md:sha256",
+            ],
+        ),
+    ] {
+        let message = openssl_encrypt(&data, &["gateway-enc"], options, after);
+        for key in [&gateway, &gateway_alone] {
+            let (plain, opened) = open_both(key, AUTH, &message).unwrap();
+            assert!(plain == data, "{options:?} {after:?}");
+            assert_eq!(opened.len, data.len() as u64);
+            assert!(opened.authenticated);
+        }
+    }
+    // An EC recipient (OpenSSL's defaults: SHA-1 X9.63 KDF, AES-128 wrap for AES-128-GCM), and
+    // a message for an RSA and an EC recipient at once.
+    let ec = opening_key("insurer-06270029-enc", true);
+    for cipher in ["-aes-128-gcm", "-aes-256-gcm"] {
+        let message = openssl_encrypt(&data, &["insurer-06270029-enc"], &[cipher], &[]);
+        assert!(
+            open_both(&ec, AUTH, &message).unwrap().0 == data,
+            "{cipher}"
+        );
+    }
+    let both = openssl_encrypt(
+        &data,
+        &["gateway-enc", "insurer-06270029-enc"],
+        &["-aes-256-gcm"],
+        &[],
+    );
+    assert!(open_both(&ec, AUTH, &both).unwrap().0 == data);
+    assert!(open_both(&gateway, AUTH, &both).unwrap().0 == data);
+}
+
+#[test]
+fn enveloped_data_opens_only_when_unauthenticated_content_is_allowed() {
+    let data = pattern(70_001);
+    let gateway = opening_key("gateway-enc", true);
+    let message = openssl_encrypt(&data, &["gateway-enc"], &["-aes-256-cbc"], &[]);
+    assert!(matches!(
+        open_both(&gateway, AUTH, &message),
+        Err(SealError::Unsupported(_))
+    ));
+    let allow = OpenOptions {
+        allow_unauthenticated: true,
+    };
+    let (plain, opened) = open_both(&gateway, allow, &message).unwrap();
+    assert!(plain == data);
+    assert!(!opened.authenticated);
+    // OpenSSL's default cipher (triple DES) is refused with a reason.
+    let legacy = openssl_encrypt(&data, &["gateway-enc"], &[], &[]);
+    assert!(matches!(
+        open_both(&gateway, allow, &legacy),
+        Err(SealError::Unsupported(_))
+    ));
+}
+
+#[test]
+fn what_handoff_seals_handoff_opens() {
+    let rsa = opening_key("insurer-06130017-enc", true);
+    let ec = opening_key("insurer-06270029-enc", true);
+    let ec_alone = opening_key("insurer-06270029-enc", false);
+    for len in [0usize, 1, 16, 100_000, 1 << 20] {
+        let data = pattern(len);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.p7m");
+        seal_file(&path, &["insurer-06130017", "insurer-06270029"], &data);
+        let message = std::fs::read(&path).unwrap();
+        for key in [&rsa, &ec, &ec_alone] {
+            assert!(
+                open_both(key, AUTH, &message).unwrap().0 == data,
+                "len {len}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tampering_truncation_and_wrong_keys_are_typed_errors() {
+    let data = pattern(50_000);
+    let rsa = opening_key("insurer-06130017-enc", true);
+    let ec = opening_key("insurer-06270029-enc", true);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.p7m");
+    seal_file(&path, &["insurer-06130017", "insurer-06270029"], &data);
+    let good = std::fs::read(&path).unwrap();
+    // A byte of the content, and of the tag at the very end.
+    for at in [good.len() - 30_000, good.len() - 1] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x01;
+        for key in [&rsa, &ec] {
+            assert!(
+                matches!(open_both(key, AUTH, &bad), Err(SealError::Tampered)),
+                "byte {at}"
+            );
+        }
+    }
+    // Cut anywhere: truncated (or, cut inside the tag, a MAC that no longer parses).
+    for cut in [10, 500, good.len() - 20_000, good.len() - 5] {
+        let r = open_both(&rsa, AUTH, &good[..cut]);
+        assert!(
+            matches!(r, Err(SealError::Truncated | SealError::Malformed(_))),
+            "cut at {cut}: {r:?}"
+        );
+    }
+    // Data after the message.
+    let mut longer = good.clone();
+    longer.push(0);
+    assert!(matches!(
+        open_both(&rsa, AUTH, &longer),
+        Err(SealError::Malformed(_))
+    ));
+    // Keys the file was not sealed for, with and without their certificate.
+    for key in [
+        opening_key("gateway-enc", true),
+        opening_key("gateway-enc", false),
+        opening_key("clinic-1312345676-enc", false),
+    ] {
+        assert!(matches!(
+            open_both(&key, AUTH, &good),
+            Err(SealError::WrongKey)
+        ));
+    }
+    // A certificate that is not the key's.
+    assert!(matches!(
+        OpeningKey::from_files(
+            &certs().join("gateway-enc.key"),
+            Some(&certs().join("insurer-06130017-enc.pem"))
+        ),
+        Err(SealError::CertificateMismatch)
+    ));
+    // Not CMS at all, and an at-rest file.
+    for junk in [&b""[..], b"not a message", &sealed(&data, "F1")[..]] {
+        assert!(open_both(&rsa, AUTH, junk).is_err());
+    }
+}
+
+#[test]
+fn open_command_checks_files_first_and_flags_pipes() {
+    support::fix_example_key_modes();
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(100_000);
+    let path = dir.path().join("in.p7m");
+    std::fs::write(
+        &path,
+        openssl_encrypt(&data, &["gateway-enc"], &["-aes-256-gcm"], &[]),
+    )
+    .unwrap();
+    let open_cmd = || {
+        let mut c = Command::new(support::handoff_bin());
+        c.args(["open", "--key"])
+            .arg(certs().join("gateway-enc.key"))
+            .arg("--cert")
+            .arg(certs().join("gateway-enc.pem"));
+        c
+    };
+    let out = open_cmd()
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout == data);
+
+    let mut bad = std::fs::read(&path).unwrap();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    std::fs::write(&path, &bad).unwrap();
+    let out = open_cmd()
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "a file is checked before writing");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was written"));
+
+    // From a pipe the plaintext streams and the failure says to discard it.
+    let mut child = open_cmd()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&bad));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DISCARD"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn arbitrary_bytes_never_panic_the_cms_parser(bytes in proptest::collection::vec(any::<u8>(), 0..4000)) {
+        let key = opening_key("gateway-enc", false);
+        let allow = OpenOptions { allow_unauthenticated: true };
+        prop_assert!(open_both(&key, allow, &bytes).is_err());
+    }
+
+    #[test]
+    fn changed_bytes_of_a_real_message_never_panic_or_open_to_other_bytes(
+        changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        use std::sync::OnceLock;
+        static MESSAGE: OnceLock<Vec<u8>> = OnceLock::new();
+        let good = MESSAGE.get_or_init(|| {
+            openssl_encrypt(&pattern(3000), &["gateway-enc", "insurer-06270029-enc"], &["-aes-256-gcm", "-stream"], &[])
+        });
+        let mut bad = good.clone();
+        for (at, value) in &changes {
+            let i = at.index(bad.len());
+            bad[i] = *value;
+        }
+        if truncate {
+            bad.truncate(cut.index(bad.len()));
+        }
+        for key in [opening_key("gateway-enc", false), opening_key("insurer-06270029-enc", true)] {
+            // Bytes outside what the tag covers (another recipient's info, say) may change
+            // harmlessly; what opens is always the original.
+            if let Ok((plain, _)) = open_both(&key, AUTH, &bad) {
+                prop_assert!(plain == pattern(3000));
+            }
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! Sealing for the recipient: CMS (RFC 5652) `AuthEnvelopedData` (RFC 5083) with AES-256-GCM
 //! content encryption (RFC 5084: 12-byte nonce, 16-byte tag) and the content-encryption key
-//! wrapped for each recipient certificate with RSAES-OAEP-SHA-256 (`KeyTransRecipientInfo`,
-//! issuer and serial number). DER throughout, so `openssl cms -decrypt -inform DER` opens it.
+//! given to each recipient certificate: wrapped with RSAES-OAEP-SHA-256 for an RSA key
+//! (`KeyTransRecipientInfo`), or with AES-256 key wrap under an ephemeral-static ECDH P-256
+//! agreement for an EC key (`KeyAgreeRecipientInfo`, RFC 5753; see [`super::ecdh`]); the
+//! recipient is named by issuer and serial number. DER throughout, so
+//! `openssl cms -decrypt -inform DER` opens it.
 //!
 //! The content is encrypted as it streams: GCM is composed from AES-CTR and GHASH so that no
 //! more than one buffer is held, and the DER lengths are computed up front from the plaintext
@@ -11,65 +14,73 @@
 use std::io::{self, Read, Write};
 
 use aes::Aes256;
-use aes::cipher::{BlockCipherEncrypt, KeyIvInit, StreamCipher};
 use der::asn1::ObjectIdentifier;
 use der::{Encode, Header, Length, Tag, TagNumber};
-use ghash::GHash;
-use ghash::universal_hash::UniversalHash;
+use p256::elliptic_curve::Generate;
+use p256::elliptic_curve::sec1::ToSec1Point;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
 use zeroize::Zeroizing;
 
 use super::SealError;
 
-const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
-const ID_AUTH_ENVELOPED_DATA: ObjectIdentifier =
+pub(crate) const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
+pub(crate) const ID_AUTH_ENVELOPED_DATA: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.23");
-const ID_AES256_GCM: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.46");
-const ID_RSAES_OAEP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.7");
-const ID_MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
-const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
-const RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
+pub(crate) const ID_AES256_GCM: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.46");
+pub(crate) const ID_RSAES_OAEP: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.7");
+pub(crate) const ID_MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
+pub(crate) const ID_SHA256: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+pub(crate) const RSA_ENCRYPTION: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
-const GCM_TAG: usize = 16;
+const GCM_TAG: usize = super::gcm::TAG_LEN;
 const CHUNK: usize = 256 << 10;
 
-/// One party a file is sealed for: an RSA certificate (issuer, serial number, public key).
+/// One party a file is sealed for: a certificate's issuer, serial number and public key.
 #[derive(Clone)]
 pub struct Recipient {
     issuer_der: Vec<u8>,
     serial_raw: Vec<u8>,
-    key: rsa::RsaPublicKey,
+    key: RecipientKey,
+}
+
+/// The kinds of public key a file can be sealed to.
+#[derive(Clone)]
+pub(crate) enum RecipientKey {
+    /// RSA: the content key is transported with RSA-OAEP.
+    Rsa(rsa::RsaPublicKey),
+    /// EC P-256: the content key is wrapped under an ECDH-agreed key.
+    P256(p256::PublicKey),
 }
 
 impl std::fmt::Debug for Recipient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Recipient(serial {})", hex::encode(&self.serial_raw))
+        let kind = match self.key {
+            RecipientKey::Rsa(_) => "RSA",
+            RecipientKey::P256(_) => "EC P-256",
+        };
+        write!(
+            f,
+            "Recipient({kind}, serial {})",
+            hex::encode(&self.serial_raw)
+        )
     }
 }
 
 impl Recipient {
-    /// From a certificate in PEM or DER.
+    /// From a certificate in PEM or DER with an RSA or EC P-256 public key.
     pub fn from_certificate(bytes: &[u8]) -> Result<Recipient, SealError> {
-        let der = match x509_parser::pem::parse_x509_pem(bytes) {
-            Ok((_, pem)) => pem.contents,
-            Err(_) => bytes.to_vec(),
-        };
+        let der = certificate_der(bytes);
         let (_, cert) = X509Certificate::from_der(&der)
             .map_err(|_| SealError::Malformed("not an X.509 certificate"))?;
-        let spki = cert.public_key();
-        if spki.algorithm.algorithm.to_id_string() != RSA_ENCRYPTION {
-            return Err(SealError::Unsupported(
-                "recipient key type (only RSA certificates are supported)",
-            ));
-        }
-        use rsa::pkcs8::DecodePublicKey;
-        let key = rsa::RsaPublicKey::from_public_key_der(spki.raw)
-            .map_err(|_| SealError::Malformed("RSA public key"))?;
         Ok(Recipient {
             issuer_der: cert.issuer().as_raw().to_vec(),
             serial_raw: cert.raw_serial().to_vec(),
-            key,
+            key: public_key(cert.public_key())?,
         })
     }
 
@@ -78,13 +89,51 @@ impl Recipient {
     }
 }
 
-fn tlv(tag: Tag, content: &[u8]) -> Result<Vec<u8>, SealError> {
+/// The DER of a certificate given as PEM or DER.
+pub(crate) fn certificate_der(bytes: &[u8]) -> Vec<u8> {
+    match x509_parser::pem::parse_x509_pem(bytes) {
+        Ok((_, pem)) => pem.contents,
+        Err(_) => bytes.to_vec(),
+    }
+}
+
+pub(crate) fn public_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<RecipientKey, SealError> {
+    let algorithm = spki.algorithm.algorithm.to_id_string();
+    if algorithm == RSA_ENCRYPTION.to_string() {
+        use rsa::pkcs8::DecodePublicKey;
+        let key = rsa::RsaPublicKey::from_public_key_der(spki.raw)
+            .map_err(|_| SealError::Malformed("RSA public key"))?;
+        return Ok(RecipientKey::Rsa(key));
+    }
+    if algorithm == super::ecdh::ID_EC_PUBLIC_KEY.to_string() {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map(|o| o.to_id_string());
+        if curve.as_deref() != Some(super::ecdh::ID_P256.to_string().as_str()) {
+            return Err(SealError::Unsupported(
+                "recipient EC curve (only P-256 is supported)",
+            ));
+        }
+        use p256::pkcs8::DecodePublicKey;
+        let key = p256::PublicKey::from_public_key_der(spki.raw)
+            .map_err(|_| SealError::Malformed("EC public key"))?;
+        return Ok(RecipientKey::P256(key));
+    }
+    Err(SealError::Unsupported(
+        "recipient key type (only RSA and EC P-256 certificates are supported)",
+    ))
+}
+
+pub(crate) fn tlv(tag: Tag, content: &[u8]) -> Result<Vec<u8>, SealError> {
     let mut out = header(tag, content.len() as u64)?;
     out.extend_from_slice(content);
     Ok(out)
 }
 
-fn header(tag: Tag, len: u64) -> Result<Vec<u8>, SealError> {
+pub(crate) fn header(tag: Tag, len: u64) -> Result<Vec<u8>, SealError> {
     let len = u32::try_from(len).map_err(|_| SealError::Unsupported("content over 4 GiB"))?;
     let mut out = Vec::new();
     Header::new(tag, Length::new(len))
@@ -93,15 +142,15 @@ fn header(tag: Tag, len: u64) -> Result<Vec<u8>, SealError> {
     Ok(out)
 }
 
-fn oid(o: ObjectIdentifier) -> Result<Vec<u8>, SealError> {
+pub(crate) fn oid(o: ObjectIdentifier) -> Result<Vec<u8>, SealError> {
     o.to_der().map_err(|_| SealError::Malformed("OID"))
 }
 
-fn seq(parts: &[&[u8]]) -> Result<Vec<u8>, SealError> {
+pub(crate) fn seq(parts: &[&[u8]]) -> Result<Vec<u8>, SealError> {
     tlv(Tag::Sequence, &parts.concat())
 }
 
-fn context(n: u32, constructed: bool, content: &[u8]) -> Result<Vec<u8>, SealError> {
+pub(crate) fn context(n: u32, constructed: bool, content: &[u8]) -> Result<Vec<u8>, SealError> {
     tlv(
         Tag::ContextSpecific {
             constructed,
@@ -119,81 +168,58 @@ fn oaep_algorithm() -> Result<Vec<u8>, SealError> {
     seq(&[&oid(ID_RSAES_OAEP)?, &params])
 }
 
-fn key_trans(r: &Recipient, cek: &[u8]) -> Result<Vec<u8>, SealError> {
-    let wrapped = r
-        .key
+fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<Vec<u8>, SealError> {
+    let rid = seq(&[&r.issuer_der, &tlv(Tag::Integer, &r.serial_raw)?])?;
+    match &r.key {
+        RecipientKey::Rsa(key) => key_trans(key, &rid, cek),
+        RecipientKey::P256(key) => key_agree(key, &rid, cek),
+    }
+}
+
+/// `KeyTransRecipientInfo` (version 0): the content key encrypted with RSA-OAEP.
+fn key_trans(key: &rsa::RsaPublicKey, rid: &[u8], cek: &[u8]) -> Result<Vec<u8>, SealError> {
+    let wrapped = key
         .encrypt(&mut rand::rng(), rsa::Oaep::<rsa::sha2::Sha256>::new(), cek)
         .map_err(|_| SealError::Unsupported("RSA-OAEP key wrap"))?;
-    let version = 0u8.to_der().map_err(|_| SealError::Malformed("INTEGER"))?;
-    let rid = seq(&[&r.issuer_der, &tlv(Tag::Integer, &r.serial_raw)?])?;
     seq(&[
-        &version,
-        &rid,
+        &super::ecdh::version(0)?,
+        rid,
         &oaep_algorithm()?,
         &tlv(Tag::OctetString, &wrapped)?,
     ])
 }
 
-/// AES-256-GCM over a stream: CTR for the data, GHASH for the tag.
-struct StreamingGcm {
-    ctr: ctr::Ctr32BE<Aes256>,
-    ghash: GHash,
-    pending: Vec<u8>,
-    len: u64,
-    tag_mask: [u8; 16],
-}
-
-impl StreamingGcm {
-    fn new(key: &[u8; 32], nonce: &[u8; 12]) -> StreamingGcm {
-        use aes::cipher::KeyInit as _;
-        let aes = Aes256::new(key.into());
-        let mut h = [0u8; 16];
-        aes.encrypt_block((&mut h).into());
-        let mut j0 = [0u8; 16];
-        j0[..12].copy_from_slice(nonce);
-        j0[15] = 1;
-        let mut tag_mask = j0;
-        aes.encrypt_block((&mut tag_mask).into());
-        let mut iv = j0;
-        iv[15] = 2;
-        StreamingGcm {
-            ctr: ctr::Ctr32BE::<Aes256>::new(key.into(), &iv.into()),
-            ghash: GHash::new(&h.into()),
-            pending: Vec::with_capacity(16),
-            len: 0,
-            tag_mask,
-        }
-    }
-
-    fn encrypt(&mut self, buf: &mut [u8]) {
-        self.ctr.apply_keystream(buf);
-        self.len += buf.len() as u64;
-        let mut data: &[u8] = buf;
-        if !self.pending.is_empty() {
-            let take = (16 - self.pending.len()).min(data.len());
-            self.pending.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.pending.len() == 16 {
-                self.ghash.update_padded(&self.pending);
-                self.pending.clear();
-            }
-        }
-        let whole = data.len() / 16 * 16;
-        self.ghash.update_padded(&data[..whole]);
-        self.pending.extend_from_slice(&data[whole..]);
-    }
-
-    fn finish(mut self) -> [u8; 16] {
-        self.ghash.update_padded(&self.pending);
-        let mut lengths = [0u8; 16];
-        lengths[8..].copy_from_slice(&(self.len * 8).to_be_bytes());
-        self.ghash.update_padded(&lengths);
-        let mut tag: [u8; 16] = self.ghash.finalize().into();
-        for (t, m) in tag.iter_mut().zip(self.tag_mask) {
-            *t ^= m;
-        }
-        tag
-    }
+/// `[1] KeyAgreeRecipientInfo` (version 3): a fresh ephemeral key per file and recipient,
+/// given as `originatorKey`; no user keying material.
+fn key_agree(key: &p256::PublicKey, rid: &[u8], cek: &[u8]) -> Result<Vec<u8>, SealError> {
+    use super::ecdh::{self, DigestAlg, KeyWrap};
+    let ephemeral = p256::ecdh::EphemeralSecret::generate_from_rng(&mut rand::rng());
+    let shared = ephemeral.diffie_hellman(key);
+    let kek = ecdh::kek(
+        DigestAlg::Sha256,
+        KeyWrap::Aes256,
+        shared.raw_secret_bytes(),
+        None,
+    )?;
+    let wrapped = KeyWrap::Aes256.wrap(&kek, cek)?;
+    let point = ephemeral.public_key().to_sec1_point(false);
+    let originator = context(
+        0,
+        true,
+        &context(1, true, &ecdh::originator_key(point.as_bytes())?)?,
+    )?;
+    let encrypted_key = seq(&[rid, &tlv(Tag::OctetString, &wrapped)?])?;
+    context(
+        1,
+        true,
+        &[
+            ecdh::version(3)?,
+            originator,
+            ecdh::sealing_algorithm()?,
+            seq(&[&encrypted_key])?,
+        ]
+        .concat(),
+    )
 }
 
 /// What sealing produced.
@@ -242,7 +268,7 @@ pub fn seal_for<R: Read, W: Write>(
 
     let mut infos = recipients
         .iter()
-        .map(|r| key_trans(r, cek.as_ref()))
+        .map(|r| recipient_info(r, cek.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     infos.sort(); // DER: SET OF in ascending order of encodings
     let recipient_infos = tlv(Tag::Set, &infos.concat())?;
@@ -298,7 +324,8 @@ pub fn seal_for<R: Read, W: Write>(
     ] {
         out.put(&part)?;
     }
-    let mut gcm = StreamingGcm::new(&cek, &nonce);
+    let mut gcm = super::gcm::StreamingGcm::<Aes256>::new(cek.as_ref(), &nonce)
+        .ok_or(SealError::Malformed("content key"))?;
     let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
     let mut remaining = plaintext_len;
     while remaining > 0 {
@@ -321,34 +348,4 @@ pub fn seal_for<R: Read, W: Write>(
         len: out.len,
         sha256: hex::encode(out.hash.finalize()),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use aes_gcm::KeyInit;
-    use aes_gcm::aead::AeadInOut;
-
-    #[test]
-    fn streaming_gcm_matches_the_aes_gcm_crate() {
-        let key = [7u8; 32];
-        let nonce = [9u8; 12];
-        for len in [0usize, 1, 15, 16, 17, 100, 4096 + 3] {
-            let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut ours = plain.clone();
-            let mut gcm = StreamingGcm::new(&key, &nonce);
-            // Feed in uneven pieces.
-            let (a, b) = ours.split_at_mut(len / 3);
-            gcm.encrypt(a);
-            gcm.encrypt(b);
-            let tag = gcm.finish();
-            let oracle = aes_gcm::Aes256Gcm::new_from_slice(&key).unwrap();
-            let mut theirs = plain.clone();
-            let their_tag = oracle
-                .encrypt_inout_detached(&nonce.into(), b"", theirs.as_mut_slice().into())
-                .unwrap();
-            assert_eq!(ours, theirs, "len {len}");
-            assert_eq!(&tag[..], &their_tag[..], "len {len}");
-        }
-    }
 }

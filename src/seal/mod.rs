@@ -1,17 +1,25 @@
-//! Sealing: encryption at rest in the spool and quarantine ([`at_rest`]), and re-encryption for
-//! the recipient as CMS that standard tools open ([`cms`]). No I/O of its own beyond the readers
-//! and writers it is given (DESIGN §6).
+//! Sealing: encryption at rest in the spool and quarantine ([`at_rest`]), re-encryption for
+//! the recipient as CMS that standard tools open ([`cms`]), and opening the CMS that standard
+//! tools make for the gateway ([`open`]). No I/O of its own beyond the readers and writers it is
+//! given (DESIGN §6).
 
 pub mod at_rest;
+mod ber;
 pub mod cms;
+mod ecdh;
+mod gcm;
+pub mod open;
 
 pub use cms::{Recipient, Sealed, seal_for};
+pub use open::{OpenOptions, Opened, OpeningKey, open, open_verified};
 
 /// Why sealing or opening failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     #[error("the file was sealed with another key")]
     WrongKey,
+    #[error("the certificate does not belong to the private key")]
+    CertificateMismatch,
     #[error("the file was changed (authentication failed)")]
     Tampered,
     #[error("the file is truncated")]
