@@ -166,6 +166,24 @@ pub enum CounterpartKind {
     Insurer,
 }
 
+impl CounterpartKind {
+    /// The kind on the other end of a route: files go between clinics and insurers.
+    pub fn peer(self) -> CounterpartKind {
+        match self {
+            CounterpartKind::Clinic => CounterpartKind::Insurer,
+            CounterpartKind::Insurer => CounterpartKind::Clinic,
+        }
+    }
+
+    /// The number that identifies a counterpart of this kind.
+    pub fn number_kind(self) -> crate::numbers::NumberKind {
+        match self {
+            CounterpartKind::Clinic => crate::numbers::NumberKind::Institution,
+            CounterpartKind::Insurer => crate::numbers::NumberKind::Insurer,
+        }
+    }
+}
+
 /// A clinic or an insurer: the parties whose files pass through.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

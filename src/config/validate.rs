@@ -12,7 +12,7 @@ use super::ClamdAddress;
 use super::diagnostic::{KeyPath, Severity};
 use super::model::*;
 use crate::key_path;
-use crate::numbers::{self, NumberError, NumberKind};
+use crate::numbers::{self, NumberError};
 
 pub struct Finding {
     pub path: KeyPath,
@@ -341,11 +341,7 @@ fn accounts(config: &Config, zone: UtcOffset, now: OffsetDateTime, f: &mut Findi
     for (i, c) in config.counterparts.iter().enumerate() {
         let at = key_path!["counterpart", i];
         seen.id(&c.id, at.join("id"), f);
-        let kind = match c.kind {
-            CounterpartKind::Clinic => NumberKind::Institution,
-            CounterpartKind::Insurer => NumberKind::Insurer,
-        };
-        match numbers::check(kind, &c.number) {
+        match numbers::check(c.kind.number_kind(), &c.number) {
             Ok(()) => {}
             Err(e @ NumberError::Shape { .. }) => f.error(at.join("number"), e.to_string()),
             Err(e @ NumberError::CheckDigit { .. }) => f.warn(at.join("number"), e.to_string()),

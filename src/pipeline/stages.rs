@@ -5,7 +5,7 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use crate::config::{Config, Counterpart, CounterpartKind};
+use crate::config::{Config, Counterpart};
 use crate::receipts::Reason;
 use crate::scan::{Clamd, ScanHealth, Verdict};
 pub use crate::spool::ReadSeek;
@@ -147,10 +147,7 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
     };
     let to = match &routing.receiver_number {
         Some(number) => {
-            let kind = match from.kind {
-                CounterpartKind::Clinic => CounterpartKind::Insurer,
-                CounterpartKind::Insurer => CounterpartKind::Clinic,
-            };
+            let kind = from.kind.peer();
             match config.counterpart_by_number(kind, number) {
                 Some(c) => c.id.clone(),
                 None => {

@@ -28,20 +28,6 @@ pub struct Expect<'a> {
     pub today: Date,
 }
 
-fn number_kind(kind: CounterpartKind) -> NumberKind {
-    match kind {
-        CounterpartKind::Clinic => NumberKind::Institution,
-        CounterpartKind::Insurer => NumberKind::Insurer,
-    }
-}
-
-fn other(kind: CounterpartKind) -> CounterpartKind {
-    match kind {
-        CounterpartKind::Clinic => CounterpartKind::Insurer,
-        CounterpartKind::Insurer => CounterpartKind::Clinic,
-    }
-}
-
 /// A finding at `node` of `file`.
 fn at(rule: &str, file: &str, node: Option<&Node>, message: String) -> Reason {
     let mut r = Reason::new(rule, message).in_file(file);
@@ -74,7 +60,7 @@ pub fn check_index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Reaso
     };
 
     let sender_kind = expect.sender.kind;
-    let mut receiver_kind = other(sender_kind);
+    let mut receiver_kind = sender_kind.peer();
     if let Some((node, code)) = attr(&[el::INTERACTION_TYPE], "code") {
         match format::interaction_route(&code) {
             None => findings.push(at(
@@ -175,7 +161,7 @@ fn check_party(
         return None;
     }
     let number = node.get_attribute("extension")?;
-    if let Err(e) = numbers::check(number_kind(kind), &number) {
+    if let Err(e) = numbers::check(kind.number_kind(), &number) {
         let rule = match e {
             NumberError::CheckDigit { .. } => "number.check-digit",
             NumberError::Shape { .. } => "number.malformed",

@@ -525,10 +525,7 @@ fn build(spec: &Spec, violation: Option<Violation>, limits: &Limits) -> (Plan, O
     } else {
         spec.persons.max(1)
     };
-    let receiver_kind = match spec.sender_kind {
-        CounterpartKind::Clinic => CounterpartKind::Insurer,
-        CounterpartKind::Insurer => CounterpartKind::Clinic,
-    };
+    let receiver_kind = spec.sender_kind.peer();
     let interaction = format::INTERACTION_TYPES
         .iter()
         .find(|(_, from, _)| *from == spec.sender_kind)
