@@ -5,10 +5,9 @@
 use std::io::Cursor;
 use std::time::Instant;
 
-use handoff::config::{ArchiveLimits, Config};
-use handoff::validate::archive::Limits;
+use handoff::config::Config;
 use handoff::validate::testdata::{self, Spec};
-use handoff::validate::{self, Checked, Expect};
+use handoff::validate::{self, Checked};
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -38,12 +37,6 @@ fn main() {
         .counterpart("clinic-1312345676")
         .expect("example clinic");
     let today = validate::today(config.gateway.utc_offset());
-    let expect = Expect {
-        sender,
-        config: &config,
-        today,
-    };
-    let limits = Limits::from(&ArchiveLimits::default());
     let archives: Vec<Vec<u8>> = (0..count)
         .map(|i| {
             let mut spec = Spec::example(persons, today.previous_day().expect("date"));
@@ -62,10 +55,8 @@ fn main() {
         })
         .sum();
     // Compile the schemas before timing, as a worker has after its first archive.
-    let check = |a: &Vec<u8>| {
-        validate::check_archive(Cursor::new(a), limits, &config.gateway.schema_dir, &expect)
-            .expect("schemas")
-    };
+    let check =
+        |a: &Vec<u8>| validate::check_upload(Cursor::new(a), sender, &config).expect("schemas");
     assert!(matches!(check(&archives[0]), Checked::Valid(_)));
     let started = Instant::now();
     for a in &archives {

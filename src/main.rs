@@ -589,7 +589,7 @@ fn seal(to: &[PathBuf]) -> anyhow::Result<ExitCode> {
 }
 
 fn validate(config_path: &Path, account: &str, archive: &Path) -> anyhow::Result<ExitCode> {
-    use handoff::validate::{self, Checked, Expect, archive::Limits};
+    use handoff::validate::{self, Checked};
     let loaded = config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = &loaded.config;
     let sender = config.counterpart(account).with_context(|| {
@@ -599,17 +599,7 @@ fn validate(config_path: &Path, account: &str, archive: &Path) -> anyhow::Result
         )
     })?;
     let file = std::fs::File::open(archive).with_context(|| archive.display().to_string())?;
-    let expect = Expect {
-        sender,
-        config,
-        today: validate::today(config.gateway.utc_offset()),
-    };
-    let checked = validate::check_archive(
-        std::io::BufReader::new(file),
-        Limits::from(&config.gateway.archive),
-        &config.gateway.schema_dir,
-        &expect,
-    )?;
+    let checked = validate::check_upload(std::io::BufReader::new(file), sender, config)?;
     match checked {
         Checked::Valid(h) => {
             let show = |v: Option<String>| v.unwrap_or_else(|| "-".into());

@@ -84,13 +84,7 @@ impl Validator for ArchiveValidator {
         sender: &Counterpart,
         config: &Config,
     ) -> Result<Validated, String> {
-        let expect = validate::Expect {
-            sender,
-            config,
-            today: validate::today(config.gateway.utc_offset()),
-        };
-        let limits = validate::archive::Limits::from(&config.gateway.archive);
-        match validate::check_archive(src, limits, &config.gateway.schema_dir, &expect) {
+        match validate::check_upload(src, sender, config) {
             Ok(validate::Checked::Valid(header)) => Ok(Validated::Routed(Routing {
                 receiver_number: header.receiver_number,
             })),

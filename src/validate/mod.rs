@@ -17,6 +17,7 @@ use std::path::Path;
 
 use time::Date;
 
+use crate::config::{Config, Counterpart};
 use crate::receipts::Reason;
 use archive::{Archive, Entry, Limits};
 use format::RecordKind;
@@ -73,6 +74,26 @@ pub fn check_archive<R: Read + Seek>(
             Checked::Invalid(findings)
         }
     })
+}
+
+/// Checks a file that `sender` uploaded, with the schema set, archive limits and time zone of
+/// `config`: the check the pipeline runs.
+pub fn check_upload<R: Read + Seek>(
+    src: R,
+    sender: &Counterpart,
+    config: &Config,
+) -> Result<Checked, SchemaError> {
+    let expect = Expect {
+        sender,
+        config,
+        today: today(config.gateway.utc_offset()),
+    };
+    check_archive(
+        src,
+        Limits::from(&config.gateway.archive),
+        &config.gateway.schema_dir,
+        &expect,
+    )
 }
 
 /// The entries of an archive by role.
