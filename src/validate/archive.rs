@@ -221,11 +221,6 @@ impl<R: Read + Seek> Archive<R> {
         &self.entries
     }
 
-    /// The entry named `name`, if the archive has one.
-    pub fn entry(&self, name: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.name == name)
-    }
-
     /// Decompresses one entry into memory (bounded by the per-entry limit), verifying its
     /// CRC and declared size.
     pub fn read(&mut self, entry: &Entry) -> Result<Vec<u8>, Reason> {
