@@ -107,35 +107,7 @@ enum Command {
     },
     /// Write a synthetic checkup archive (invented content, no personal data): a valid one, or
     /// with --violate one that breaks exactly one rule of the schema check.
-    Testdata {
-        /// Where to write the zip (required unless --list).
-        #[arg(long, required_unless_present = "list")]
-        out: Option<PathBuf>,
-        /// Persons (record files) in the archive.
-        #[arg(long, default_value_t = 10)]
-        persons: usize,
-        /// The sender's number: a 10-digit institution number (clinic) or 8-digit insurer number.
-        #[arg(long, default_value = "1312345676")]
-        sender: String,
-        /// The receiver's number.
-        #[arg(long, default_value = "06130017")]
-        receiver: String,
-        /// checkup or guidance.
-        #[arg(long, default_value = "checkup")]
-        kind: String,
-        /// Creation date YYYY-MM-DD (default: yesterday, so it is never in the future).
-        #[arg(long)]
-        date: Option<String>,
-        /// Seed of the invented content: the same seed writes the same archive.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Break one rule, by name (see --list).
-        #[arg(long)]
-        violate: Option<String>,
-        /// List the violations --violate accepts, with the rule each breaks, and exit.
-        #[arg(long)]
-        list: bool,
-    },
+    Testdata(TestdataArgs),
 }
 
 #[derive(Subcommand)]
@@ -225,34 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             account,
             archive,
         } => validate(&config, &account, &archive),
-        Command::Testdata {
-            out,
-            persons,
-            sender,
-            receiver,
-            kind,
-            date,
-            seed,
-            violate,
-            list,
-        } => {
-            if list {
-                for v in handoff::validate::testdata::Violation::ALL {
-                    println!("{:<20} {}", v.slug(), v.rule());
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            testdata(TestdataArgs {
-                out: out.context("--out is required")?,
-                persons,
-                sender,
-                receiver,
-                kind,
-                date,
-                seed,
-                violate,
-            })
-        }
+        Command::Testdata(args) => testdata(args),
         Command::Audit {
             command: AuditCommand::Verify { config, file },
         } => {
@@ -630,18 +575,46 @@ fn validate(config_path: &Path, account: &str, archive: &Path) -> anyhow::Result
     }
 }
 
+/// What `handoff testdata` writes.
+#[derive(clap::Args)]
 struct TestdataArgs {
-    out: PathBuf,
+    /// Where to write the zip (required unless --list).
+    #[arg(long, required_unless_present = "list")]
+    out: Option<PathBuf>,
+    /// Persons (record files) in the archive.
+    #[arg(long, default_value_t = 10)]
     persons: usize,
+    /// The sender's number: a 10-digit institution number (clinic) or 8-digit insurer number.
+    #[arg(long, default_value = "1312345676")]
     sender: String,
+    /// The receiver's number.
+    #[arg(long, default_value = "06130017")]
     receiver: String,
+    /// checkup or guidance.
+    #[arg(long, default_value = "checkup")]
     kind: String,
+    /// Creation date YYYY-MM-DD (default: yesterday, so it is never in the future).
+    #[arg(long)]
     date: Option<String>,
+    /// Seed of the invented content: the same seed writes the same archive.
+    #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Break one rule, by name (see --list).
+    #[arg(long)]
     violate: Option<String>,
+    /// List the violations --violate accepts, with the rule each breaks, and exit.
+    #[arg(long)]
+    list: bool,
 }
 
 fn testdata(a: TestdataArgs) -> anyhow::Result<ExitCode> {
+    if a.list {
+        for v in handoff::validate::testdata::Violation::ALL {
+            println!("{:<20} {}", v.slug(), v.rule());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out_path = a.out.context("--out is required")?;
     use handoff::config::CounterpartKind;
     use handoff::validate::format::RecordKind;
     use handoff::validate::testdata::{self, Spec, Violation};
@@ -676,7 +649,7 @@ fn testdata(a: TestdataArgs) -> anyhow::Result<ExitCode> {
         extra_files: Vec::new(),
     };
     let out = std::io::BufWriter::new(
-        std::fs::File::create(&a.out).with_context(|| a.out.display().to_string())?,
+        std::fs::File::create(&out_path).with_context(|| out_path.display().to_string())?,
     );
     match a.violate {
         None => {
@@ -684,7 +657,7 @@ fn testdata(a: TestdataArgs) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "wrote a valid archive of {} persons to {}",
                 spec.persons,
-                a.out.display()
+                out_path.display()
             );
         }
         Some(slug) => {
@@ -696,7 +669,7 @@ fn testdata(a: TestdataArgs) -> anyhow::Result<ExitCode> {
             let (_, expected) = testdata::write_violation(&spec, v, &limits, out)?;
             eprintln!(
                 "wrote {} breaking {} (expected at {}{})",
-                a.out.display(),
+                out_path.display(),
                 expected.rule,
                 expected.file.as_deref().unwrap_or("-"),
                 expected.line.map(|l| format!(":{l}")).unwrap_or_default()
