@@ -8,16 +8,9 @@ use std::time::Instant;
 use handoff::keys::MasterKey;
 use handoff::seal::at_rest;
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+mod common;
+
+use common::peak_rss_kib;
 
 fn main() {
     let input =

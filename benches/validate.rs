@@ -9,16 +9,9 @@ use handoff::config::Config;
 use handoff::validate::testdata::{self, Spec};
 use handoff::validate::{self, Checked};
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+mod common;
+
+use common::peak_rss_kib;
 
 fn main() {
     let config_path = std::env::var("VALIDATE_BENCH_CONFIG").expect("VALIDATE_BENCH_CONFIG");

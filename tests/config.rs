@@ -48,23 +48,7 @@ fn example_config_parses() {
 #[test]
 fn an_encryption_cert_on_another_curve_is_a_warning() {
     let tc = TestConfig::new();
-    let p384 = tc.dir.path().join("p384.pem");
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-        ])
-        .args(["-nodes", "-subj", "/CN=p384", "-days", "1", "-keyout"])
-        .arg(tc.dir.path().join("p384.key"))
-        .arg("-out")
-        .arg(&p384)
-        .output()
-        .expect("run openssl");
-    assert!(made.status.success());
+    let p384 = support::p384_certificate(tc.dir.path());
     let text = tc.text();
     let ec = text
         .lines()

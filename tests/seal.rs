@@ -249,23 +249,7 @@ fn wrong_length_and_unsupported_keys_are_clear_errors() {
     ));
     // A certificate whose key is for signing on another curve: P-384 from an ad hoc certificate.
     let dir = tempfile::tempdir().unwrap();
-    let p384 = dir.path().join("p384.pem");
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-        ])
-        .args(["-nodes", "-subj", "/CN=p384", "-days", "1", "-keyout"])
-        .arg(dir.path().join("p384.key"))
-        .arg("-out")
-        .arg(&p384)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    let p384 = support::p384_certificate(dir.path());
     assert!(matches!(
         Recipient::from_file(&p384),
         Err(SealError::Unsupported(_))

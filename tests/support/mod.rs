@@ -472,3 +472,26 @@ pub fn checkup_archive_with(
     spec.extra_files = extra;
     write_valid(&spec, Vec::new()).expect("generate an archive")
 }
+
+/// A self-signed P-384 certificate made by openssl in `dir` (`p384.pem`, key `p384.key`): an
+/// EC key on a curve sealing does not support.
+pub fn p384_certificate(dir: &Path) -> PathBuf {
+    let cert = dir.join("p384.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+        ])
+        .args(["-nodes", "-subj", "/CN=p384", "-days", "1", "-keyout"])
+        .arg(dir.join("p384.key"))
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "{made:?}");
+    cert
+}
