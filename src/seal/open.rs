@@ -24,12 +24,11 @@ use zeroize::Zeroizing;
 
 use super::SealError;
 use super::ber::{BerReader, Head};
-use super::cms::{ID_AUTH_ENVELOPED_DATA, ID_RSAES_OAEP, RSA_ENCRYPTION, RecipientKey};
+use super::cms::{ID_AUTH_ENVELOPED_DATA, ID_MGF1, ID_RSAES_OAEP, RSA_ENCRYPTION, RecipientKey};
 use super::ecdh::{self, DigestAlg, KeyWrap};
 use super::gcm::{GcmOpen, NONCE_LEN, StreamingGcm};
 
 const ID_ENVELOPED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.3");
-const ID_MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
 
 /// Largest recipient-info set, algorithm identifier or MAC read whole.
 const SMALL_LIMIT: u64 = 1 << 20;
