@@ -141,6 +141,8 @@ pub struct AtRestReader<R: Read + Seek> {
     pos: u64,
     /// The decrypted segment `cached.0`, if any.
     cached: Option<(u64, Zeroizing<Vec<u8>>)>,
+    /// Where `inner` stands, when known.
+    inner_pos: Option<u64>,
 }
 
 fn invalid(e: SealError) -> io::Error {
@@ -190,6 +192,7 @@ impl<R: Read + Seek> AtRestReader<R> {
             plain_len,
             pos: 0,
             cached: None,
+            inner_pos: None,
         };
         // Authenticate the last segment now: a truncated file is refused before any use.
         reader.segment(segments - 1)?;
@@ -210,15 +213,26 @@ impl<R: Read + Seek> AtRestReader<R> {
             return Ok(());
         }
         let seg_ct = (SEGMENT + TAG) as u64;
-        self.inner
-            .seek(SeekFrom::Start(HEADER as u64 + index * seg_ct))?;
+        let at = HEADER as u64 + index * seg_ct;
+        // Sequential reads need no seek: a seek would throw away a buffered reader's buffer
+        // and read every segment twice.
+        if self.inner_pos != Some(at) {
+            self.inner_pos = None;
+            self.inner.seek(SeekFrom::Start(at))?;
+        }
         let last = index + 1 == self.segments;
         let len = if last {
             (self.plain_len - index * SEGMENT as u64) as usize + TAG
         } else {
             SEGMENT + TAG
         };
-        let mut buf = Zeroizing::new(vec![0u8; len]);
+        // The previous segment's buffer is reused (zeroised on drop).
+        let mut buf = self
+            .cached
+            .take()
+            .map(|(_, b)| b)
+            .unwrap_or_else(|| Zeroizing::new(Vec::with_capacity(SEGMENT + TAG)));
+        buf.resize(len, 0);
         self.inner.read_exact(&mut buf).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 SealError::Truncated
@@ -226,44 +240,42 @@ impl<R: Read + Seek> AtRestReader<R> {
                 SealError::Io(e)
             }
         })?;
+        self.inner_pos = Some(at + len as u64);
         let counter =
             u32::try_from(index).map_err(|_| SealError::Malformed("too many segments"))?;
         let (ct, tag) = buf.split_at_mut(len - TAG);
         let tag_arr: [u8; TAG] = (&*tag)
             .try_into()
             .map_err(|_| SealError::Malformed("short segment"))?;
+        // Only a last segment is tried a second time (as a middle one, to tell a cut file from
+        // a changed one), so only it keeps a copy of its ciphertext.
+        let kept = last.then(|| Zeroizing::new(ct.to_vec()));
         let n = nonce(&self.header[36..HEADER], counter, last);
-        let mut attempt = ct.to_vec();
         if self
             .cipher
-            .decrypt_inout_detached(
-                &n.into(),
-                &self.header,
-                attempt.as_mut_slice().into(),
-                &tag_arr.into(),
-            )
+            .decrypt_inout_detached(&n.into(), &self.header, (&mut *ct).into(), &tag_arr.into())
             .is_err()
         {
             // A last segment that authenticates as a middle one: the file was cut short.
-            let n_mid = nonce(&self.header[36..HEADER], counter, false);
-            let mut probe = ct.to_vec();
-            let cut = last
-                && self
-                    .cipher
+            let cut = kept.is_some_and(|mut probe| {
+                let n_mid = nonce(&self.header[36..HEADER], counter, false);
+                self.cipher
                     .decrypt_inout_detached(
                         &n_mid.into(),
                         &self.header,
                         probe.as_mut_slice().into(),
                         &tag_arr.into(),
                     )
-                    .is_ok();
+                    .is_ok()
+            });
             return Err(if cut {
                 SealError::Truncated
             } else {
                 SealError::Tampered
             });
         }
-        self.cached = Some((index, Zeroizing::new(attempt)));
+        buf.truncate(len - TAG);
+        self.cached = Some((index, buf));
         Ok(())
     }
 }
