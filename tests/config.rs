@@ -440,3 +440,32 @@ fn accounts_lists_every_account() {
             .any(|l| l.starts_with("clinic-2717654320") && l.contains("password"))
     );
 }
+
+#[test]
+fn encrypted_uploads_need_the_gateways_inbound_key() {
+    let tc = TestConfig::with(|t| {
+        let without_key: String = t
+            .lines()
+            .filter(|l| !l.starts_with("inbound_key"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        without_key.replacen(
+            "id = \"clinic-2717654320\"",
+            "id = \"clinic-2717654320\"\ninbound = \"cms\"",
+            1,
+        )
+    });
+    let errors = errors_of(&tc);
+    let line = tc
+        .text()
+        .lines()
+        .position(|l| l == "inbound = \"cms\"")
+        .expect("the edited line")
+        + 1;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains(&format!(":{line}:")) && e.contains("gateway.inbound_key")),
+        "{errors:?}"
+    );
+}

@@ -531,3 +531,95 @@ fn an_archive_refused_over_sftp_gets_a_receipt_naming_rule_file_and_line() {
     assert!(reason["message"].as_str().unwrap().contains("remark"));
     assert!(names(&folder(&tc, INSURER, "outbox")).is_empty());
 }
+
+/// `openssl cms -encrypt` of `plain` for the certificate `cert` in certs-example.
+fn openssl_encrypt(tc: &TestConfig, plain: &[u8], cert: &str) -> Vec<u8> {
+    let input = tc.dir.path().join("to-encrypt.zip");
+    let output = tc.dir.path().join("encrypted.p7m");
+    std::fs::write(&input, plain).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "cms",
+            "-encrypt",
+            "-aes-256-gcm",
+            "-binary",
+            "-outform",
+            "DER",
+            "-in",
+        ])
+        .arg(&input)
+        .arg("-out")
+        .arg(&output)
+        .arg(support::repo_root().join("certs-example").join(cert))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::read(&output).unwrap()
+}
+
+#[test]
+fn uploads_encrypted_for_the_gateway_are_opened_before_the_check() {
+    let tc = TestConfig::with(|t| {
+        t.replacen(
+            "id = \"clinic-2717654320\"",
+            "id = \"clinic-2717654320\"\ninbound = \"cms\"",
+            1,
+        )
+    });
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let daemon = Daemon::start(&tc);
+    let archive = checkup_archive(CLINIC_NO, INSURER_NO, 5, 11);
+    let sealed = openssl_encrypt(&tc, &archive, "gateway-enc.pem");
+    hand_off(&tc, CLINIC, "sealed.zip.p7m", &sealed);
+    // This account must encrypt: its plain archive, or one for another certificate, is refused.
+    hand_off(
+        &tc,
+        CLINIC,
+        "plain.zip",
+        &checkup_archive(CLINIC_NO, INSURER_NO, 2, 12),
+    );
+    let for_insurer = openssl_encrypt(
+        &tc,
+        &checkup_archive(CLINIC_NO, INSURER_NO, 2, 13),
+        "insurer-06130017-enc.pem",
+    );
+    hand_off(&tc, CLINIC, "wrong-cert.zip.p7m", &for_insurer);
+
+    assert!(
+        wait_for(40, || event_of(&tc, "sealed.zip.p7m", Hop::Delivered)
+            .is_some()),
+        "not delivered: {:?}\n{}",
+        event_of(&tc, "sealed.zip.p7m", Hop::Rejected),
+        daemon.log_text()
+    );
+    let accepted = event_of(&tc, "sealed.zip.p7m", Hop::Accepted).unwrap();
+    assert_eq!(
+        accepted.sha256,
+        sha256_hex(&sealed),
+        "the receipt is of what was sent"
+    );
+    let outbox = folder(&tc, INSURER, "outbox");
+    let delivered = names(&outbox);
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    // The insurer gets the archive itself, sealed for it.
+    let opened = support::openssl_decrypt(&outbox.join(&delivered[0]), INSURER);
+    assert!(
+        opened == archive,
+        "the insurer's file is not the clinic's archive"
+    );
+
+    for (name, rule) in [
+        ("plain.zip", "inbound.not-cms"),
+        ("wrong-cert.zip.p7m", "inbound.wrong-recipient"),
+    ] {
+        assert!(
+            wait_for(30, || event_of(&tc, name, Hop::Rejected).is_some()),
+            "{name} not rejected"
+        );
+        let r = event_of(&tc, name, Hop::Rejected).unwrap();
+        assert_eq!(r.reasons[0].rule, rule, "{name}: {:?}", r.reasons);
+    }
+    // Nothing of the opened content stays in the spool once the jobs are done.
+    let spool: Vec<String> = names(&tc.state_dir().join("spool"));
+    assert!(spool.iter().all(|n| !n.ends_with(".opened")), "{spool:?}");
+}

@@ -163,6 +163,8 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     fix(&mut g.state_dir);
     fix(&mut g.receipt_key);
     fix(&mut g.master_key);
+    g.inbound_key.iter_mut().for_each(fix);
+    g.inbound_cert.iter_mut().for_each(fix);
     fix(&mut g.schema_dir);
     g.host_keys.iter_mut().for_each(fix);
     g.client_ca.iter_mut().for_each(fix);

@@ -41,6 +41,10 @@ pub struct Gateway {
     pub crl: Vec<PathBuf>,
     pub receipt_key: PathBuf,
     pub master_key: PathBuf,
+    /// Private key that opens uploads encrypted for the gateway (counterparts with
+    /// `inbound = "cms"`), and its certificate.
+    pub inbound_key: Option<PathBuf>,
+    pub inbound_cert: Option<PathBuf>,
     pub clamd: String,
     pub schema_dir: PathBuf,
     /// Offset used to read date-only `expires` values, e.g. "+09:00".
@@ -202,6 +206,21 @@ pub struct Counterpart {
     #[serde(default)]
     pub routes: Vec<String>,
     pub max_upload_size: Option<ByteSize>,
+    /// What this counterpart's uploads are: as they are, or CMS encrypted for the gateway.
+    #[serde(default)]
+    pub inbound: Inbound,
+}
+
+/// The form a counterpart's uploads arrive in.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Inbound {
+    /// The archive itself (protected in transit by SSH or TLS).
+    #[default]
+    Plain,
+    /// CMS (AuthEnvelopedData) encrypted for the gateway's `inbound_cert`; opened before the
+    /// schema check, and refused otherwise.
+    Cms,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

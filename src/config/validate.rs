@@ -130,6 +130,12 @@ fn gateway(g: &Gateway, f: &mut Findings) {
     }
     secret_file(&g.receipt_key, at("receipt_key"), f);
     secret_file(&g.master_key, at("master_key"), f);
+    if let Some(p) = &g.inbound_key {
+        secret_file(p, at("inbound_key"), f);
+    }
+    if let Some(p) = &g.inbound_cert {
+        existing_file(p, at("inbound_cert"), f);
+    }
     if let Err(e) = ClamdAddress::parse(&g.clamd) {
         f.error(at("clamd"), e);
     }
@@ -378,6 +384,12 @@ fn accounts(config: &Config, zone: UtcOffset, now: OffsetDateTime, f: &mut Findi
             && c.cert_fingerprint.is_none()
         {
             f.error(at.join("id"), format!("{} has no way to log in: give ssh_keys, password_hash, cert_subject or cert_fingerprint", c.id));
+        }
+        if c.inbound == Inbound::Cms && config.gateway.inbound_key.is_none() {
+            f.error(
+                at.join("inbound"),
+                "inbound = \"cms\" needs gateway.inbound_key to open the uploads with",
+            );
         }
         if let Some(p) = &c.encryption_cert
             && existing_file(p, at.join("encryption_cert"), f)

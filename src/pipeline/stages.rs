@@ -2,12 +2,13 @@
 //! what comes next. The runner commits that before acting on it, so a stage may run again after
 //! a crash and must be idempotent (its outputs have deterministic names and are replaced whole).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::sync::Arc;
 
-use crate::config::{Config, Counterpart};
+use crate::config::{Config, Counterpart, Inbound};
 use crate::receipts::Reason;
 use crate::scan::{Clamd, ScanHealth, Verdict};
+use crate::seal::{OpenOptions, OpeningKey, SealError};
 pub use crate::spool::ReadSeek;
 use crate::spool::store::{Job, JobState};
 use crate::spool::{self, Spool};
@@ -184,10 +185,6 @@ impl Stage for ValidateStage {
         JobState::Accepted
     }
     fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome {
-        let mut file = match ctx.spool.open(&job.file_id) {
-            Ok(f) => f,
-            Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
-        };
         let Some(sender) = ctx.config.counterpart(&job.sender) else {
             return Outcome::Reject {
                 reasons: vec![Reason::new(
@@ -196,6 +193,16 @@ impl Stage for ValidateStage {
                 )],
                 quarantine: false,
             };
+        };
+        if sender.inbound == Inbound::Cms
+            && !ctx.spool.has_opened(&job.file_id)
+            && let Some(stop) = open_inbound(job, ctx)
+        {
+            return stop;
+        }
+        let mut file = match ctx.spool.open(&job.file_id) {
+            Ok(f) => f,
+            Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
         };
         let routing = match self.validator.validate(&mut file, sender, ctx.config) {
             Ok(Validated::Routed(r)) => r,
@@ -219,6 +226,50 @@ impl Stage for ValidateStage {
             },
         }
     }
+}
+
+/// Opens an upload that came encrypted for the gateway into the spool, where the later stages
+/// read it. `Some` when the job cannot go on now: refused, or to be retried.
+fn open_inbound(job: &Job, ctx: &StageCtx<'_>) -> Option<Outcome> {
+    let gateway = &ctx.config.gateway;
+    let Some(key_path) = &gateway.inbound_key else {
+        return Some(Outcome::Retry(
+            "gateway.inbound_key is not configured".into(),
+        ));
+    };
+    let key = match OpeningKey::from_files(key_path, gateway.inbound_cert.as_deref()) {
+        Ok(k) => k,
+        Err(e) => return Some(Outcome::Retry(format!("the gateway's inbound key: {e}"))),
+    };
+    let upload = match ctx.spool.open_upload(&job.file_id) {
+        Ok(f) => f,
+        Err(e) => return Some(Outcome::Retry(format!("opening spool file: {e}"))),
+    };
+    let opened = ctx.spool.store_opened(&job.file_id, |out| {
+        crate::seal::open_verified(&key, OpenOptions::default(), upload, out).map(drop)
+    });
+    let (rule, message) = match opened {
+        Ok(Ok(())) => return None,
+        Err(e) => return Some(Outcome::Retry(format!("storing the opened file: {e}"))),
+        Ok(Err(SealError::Io(e))) => return Some(Outcome::Retry(format!("opening: {e}"))),
+        Ok(Err(e @ SealError::Malformed(_))) => (
+            "inbound.not-cms",
+            format!("this account's uploads must be CMS encrypted for the gateway: {e}"),
+        ),
+        Ok(Err(e @ (SealError::WrongKey | SealError::CertificateMismatch))) => (
+            "inbound.wrong-recipient",
+            format!("the upload is not encrypted for the gateway's certificate: {e}"),
+        ),
+        Ok(Err(e @ (SealError::Tampered | SealError::Truncated))) => (
+            "inbound.damaged",
+            format!("the upload does not decrypt: {e}"),
+        ),
+        Ok(Err(e @ SealError::Unsupported(_))) => ("inbound.unsupported", e.to_string()),
+    };
+    Some(Outcome::Reject {
+        reasons: vec![Reason::new(rule, message)],
+        quarantine: false,
+    })
 }
 
 /// Streams the file through clamd. Fail closed: errors retry, findings reject.
@@ -317,8 +368,16 @@ impl Stage for SealStage {
             Ok(f) => f,
             Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
         };
+        // The content's length: the upload's, or that of what was opened from it.
+        let len = match src
+            .seek(io::SeekFrom::End(0))
+            .and_then(|n| src.rewind().map(|()| n))
+        {
+            Ok(n) => n,
+            Err(e) => return Outcome::Retry(format!("reading spool file: {e}")),
+        };
         match ctx.spool.store_sealed(&job.file_id, |out| {
-            self.sealer.seal(&mut src, job.size, recipient, out)
+            self.sealer.seal(&mut src, len, recipient, out)
         }) {
             Ok(w) => Outcome::Advance {
                 to: JobState::Sealed,

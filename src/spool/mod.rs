@@ -25,6 +25,8 @@ use crate::state::StateLayout;
 const TMP: &str = ".tmp";
 /// Suffix of a sealed file in the spool.
 const SEALED: &str = ".sealed";
+/// Suffix of the content of an upload that came encrypted for the gateway, once opened.
+const OPENED: &str = ".opened";
 
 /// What a durable write produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,10 @@ impl Spool {
         self.dir.join(format!("{file_id}{SEALED}"))
     }
 
+    fn opened_path(&self, file_id: &str) -> PathBuf {
+        self.dir.join(format!("{file_id}{OPENED}"))
+    }
+
     /// Stores an accepted file's bytes under its id, encrypted; returns size and SHA-256 of the
     /// plaintext.
     pub fn store(&self, file_id: &str, mut src: impl Read) -> io::Result<Written> {
@@ -93,12 +99,65 @@ impl Spool {
         })
     }
 
-    /// Opens an accepted file's plaintext, decrypting as it is read.
+    /// Opens the content of an accepted file, decrypting the at-rest layer as it is read: the
+    /// opened content where the upload came encrypted for the gateway ([`Spool::store_opened`]),
+    /// otherwise the upload itself.
     pub fn open(&self, file_id: &str) -> io::Result<Box<dyn ReadSeek>> {
-        let file = io::BufReader::with_capacity(1 << 17, File::open(self.plain_path(file_id))?);
-        let reader = AtRestReader::new(&self.master, file_id, file)
+        let opened = self.opened_path(file_id);
+        if opened.exists() {
+            self.read_at_rest(&opened, &format!("{file_id}{OPENED}"))
+        } else {
+            self.open_upload(file_id)
+        }
+    }
+
+    /// Opens the bytes of an upload as they were received.
+    pub fn open_upload(&self, file_id: &str) -> io::Result<Box<dyn ReadSeek>> {
+        self.read_at_rest(&self.plain_path(file_id), file_id)
+    }
+
+    fn read_at_rest(&self, path: &Path, key_id: &str) -> io::Result<Box<dyn ReadSeek>> {
+        let file = io::BufReader::with_capacity(1 << 17, File::open(path)?);
+        let reader = AtRestReader::new(&self.master, key_id, file)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok(Box::new(reader))
+    }
+
+    /// Whether the content of an upload that came encrypted for the gateway is stored.
+    pub fn has_opened(&self, file_id: &str) -> bool {
+        self.opened_path(file_id).exists()
+    }
+
+    /// Stores, encrypted at rest under a key of its own, the content `fill` writes: an upload
+    /// that came encrypted for the gateway, opened. From then on [`Spool::open`] reads it.
+    pub fn store_opened<E>(
+        &self,
+        file_id: &str,
+        fill: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+    ) -> Result<Result<(), E>, io::Error> {
+        let name = format!("{file_id}{OPENED}");
+        let mut outcome = None;
+        let written = write_durable_with(&self.dir, &name, |w| {
+            let mut enc = AtRestWriter::new(&self.master, &name, w).map_err(io::Error::other)?;
+            match fill(&mut enc) {
+                Ok(()) => {
+                    enc.finish().map_err(io::Error::other)?;
+                    Ok(())
+                }
+                Err(e) => {
+                    outcome = Some(e);
+                    Err(io::Error::other("the content could not be opened"))
+                }
+            }
+        });
+        match (written, outcome) {
+            (_, Some(e)) => {
+                remove_if_exists(&self.dir.join(format!("{name}{TMP}")))?;
+                Ok(Err(e))
+            }
+            (Ok(_), None) => Ok(Ok(())),
+            (Err(e), None) => Err(e),
+        }
     }
 
     /// Stores the sealed form of a file, as `fill` writes it.
@@ -134,6 +193,7 @@ impl Spool {
     /// Removes every spool file of a job (plaintext and sealed). Missing files are fine.
     pub fn remove(&self, file_id: &str) -> io::Result<()> {
         remove_if_exists(&self.plain_path(file_id))?;
+        remove_if_exists(&self.opened_path(file_id))?;
         remove_if_exists(&self.sealed_path(file_id))?;
         Ok(())
     }
@@ -154,7 +214,10 @@ impl Spool {
             for entry in fs::read_dir(dir)? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let id = name.strip_suffix(SEALED).unwrap_or(&name);
+                let id = [SEALED, OPENED]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(&name);
                 if name.ends_with(TMP) || !keep(id) {
                     remove_if_exists(&entry.path())?;
                     removed += 1;
