@@ -72,6 +72,9 @@ pub struct Entry {
 
 /// How often, in bytes written, an upload re-checks free space.
 const SPACE_CHECK_EVERY: u64 = 64 << 20;
+/// Bytes of an upload after which the kernel is asked to start writing them to disk, so the
+/// fsync at commit finds little left to write instead of the whole file.
+const WRITEBACK_EVERY: u64 = 8 << 20;
 
 /// The box of one counterpart, opened for one account's session.
 #[derive(Debug)]
@@ -230,6 +233,7 @@ impl DropBox {
             limit: self.max_upload,
             size: 0,
             next_space_check: SPACE_CHECK_EVERY,
+            written_back: 0,
             state_root: self.state_root.clone(),
             min_free: self.min_free,
         })
@@ -272,6 +276,8 @@ pub struct Upload {
     /// Highest byte offset written so far.
     size: u64,
     next_space_check: u64,
+    /// Offset up to which writeback has been started.
+    written_back: u64,
     state_root: PathBuf,
     min_free: u64,
 }
@@ -306,6 +312,10 @@ impl Upload {
         }
         self.file.write_all_at(data, offset)?;
         self.size = self.size.max(end);
+        if self.size - self.written_back >= WRITEBACK_EVERY {
+            fsops::start_writeback(&self.file, self.written_back, self.size - self.written_back);
+            self.written_back = self.size;
+        }
         Ok(())
     }
 

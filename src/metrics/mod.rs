@@ -142,6 +142,17 @@ impl Metrics {
         }
     }
 
+    /// The byte counter of one transport and direction ("upload" or "download"). Counters are
+    /// shared handles: a session looks its own up once, not per request.
+    pub fn transferred(&self, transport: &'static str, direction: &'static str) -> Counter {
+        self.transfer_bytes
+            .get_or_create(&vec![
+                ("transport", transport.to_owned()),
+                ("direction", direction.to_owned()),
+            ])
+            .clone()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();

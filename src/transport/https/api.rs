@@ -502,14 +502,7 @@ async fn upload(
         Some(conn.peer),
         json!({"name": name.as_str(), "bytes": size}),
     );
-    services
-        .metrics
-        .transfer_bytes
-        .get_or_create(&vec![
-            ("transport", "https".to_owned()),
-            ("direction", "upload".to_owned()),
-        ])
-        .inc_by(size);
+    services.metrics.transferred("https", "upload").inc_by(size);
     if services.box_events.send(event).await.is_err() {
         tracing::warn!("box event queue closed");
     }
@@ -602,11 +595,7 @@ async fn download(
             // The whole range was handed to the connection.
             services
                 .metrics
-                .transfer_bytes
-                .get_or_create(&vec![
-                    ("transport", "https".to_owned()),
-                    ("direction", "download".to_owned()),
-                ])
+                .transferred("https", "download")
                 .inc_by(len);
             if folder == Folder::Outbox && reaches_end {
                 services.audit.record(

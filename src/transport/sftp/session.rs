@@ -11,14 +11,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::stream;
-use super::view::{BoxView, SftpView};
+use super::view::{BoxView, MAX_SFTP_PACKET, SftpView};
 use crate::accounts::{Account, Role};
 use crate::boxes::DropBox;
 use crate::daemon::Services;
 use crate::transport::sessions::SessionGuard;
-
-/// Largest SFTP packet accepted from a client, as OpenSSH's server allows.
-const MAX_SFTP_PACKET: u32 = 256 * 1024;
 
 pub struct SshSession {
     services: Services,

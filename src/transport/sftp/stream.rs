@@ -3,44 +3,50 @@
 //! Feeding `Channel::into_stream()` straight to the SFTP server can deadlock a download: the
 //! channel's bounded queue fills with data and window-adjust messages while the SFTP task waits
 //! for send window, and neither moves again. Here a pump task drains the channel continuously
-//! into a bounded in-memory pipe, dropping everything but data; replies go through a second pipe
-//! to a task that owns the channel's write half and waits for window there. The stream ends as
-//! soon as the session is cancelled, so the SFTP task (and any open file) never outlives its
-//! connection, and when the SFTP task ends the channel is closed so the client exits.
+//! into a bounded queue, dropping everything but data; each reply the server flushes goes as one
+//! owned buffer through a second bounded queue to a task that owns the channel's write half and
+//! waits for window there. Buffers move between the tasks without being copied, which is what a
+//! download's throughput depends on. The stream ends as soon as the session is cancelled, so the
+//! SFTP task (and any open file) never outlives its connection, and when the SFTP task ends the
+//! channel is closed so the client exits.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
-use futures::FutureExt;
+use bytes::{Buf, Bytes, BytesMut};
 use russh::ChannelMsg;
 use russh::server::Msg;
-use tokio::io::{
-    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, SimplexStream, WriteHalf,
-};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, PollSender, WaitForCancellationFutureOwned};
 
-/// Bytes buffered in each direction between the channel and the SFTP server.
-const PIPE_BYTES: usize = 4 << 20;
-/// Largest chunk handed to the channel at once.
-const CHUNK: usize = 256 << 10;
+/// Channel data messages queued for the SFTP server. A client's messages are at most the
+/// advertised maximum packet size (64 KiB), so this holds at most 4 MiB.
+const REQUEST_QUEUE: usize = 64;
+/// Replies queued for the channel. The server flushes once per reply and a reply is at most one
+/// read (256 KiB), so this holds at most 4 MiB.
+const REPLY_QUEUE: usize = 16;
+/// Reply bytes gathered before they are queued even without a flush.
+const REPLY_BATCH: usize = 256 << 10;
 
 pub struct SftpStream {
-    rx: ReadHalf<SimplexStream>,
-    tx: WriteHalf<SimplexStream>,
+    requests: mpsc::Receiver<Bytes>,
+    /// The part of the last request message not yet read by the server.
+    pending: Bytes,
+    replies: PollSender<Bytes>,
+    /// Reply bytes written since the last flush.
+    reply: BytesMut,
     session_end: Pin<Box<WaitForCancellationFutureOwned>>,
     ended: bool,
-    /// Cancelled when the SFTP server drops the stream: the writer then flushes and closes.
-    sftp_done: CancellationToken,
 }
 
 /// Splits the channel, starts the pump and the writer, and returns the stream for the server.
 pub fn open(channel: russh::Channel<Msg>, session_end: CancellationToken) -> SftpStream {
     let (mut read_half, write_half) = channel.split();
-    let (rx, mut requests_tx) = tokio::io::simplex(PIPE_BYTES);
-    let (mut replies_rx, replies_tx) = tokio::io::simplex(PIPE_BYTES);
-    let sftp_done = CancellationToken::new();
+    let (requests_tx, requests) = mpsc::channel::<Bytes>(REQUEST_QUEUE);
+    let (replies_tx, mut replies_rx) = mpsc::channel::<Bytes>(REPLY_QUEUE);
 
     let pump_end = session_end.clone();
     tokio::spawn(async move {
@@ -51,11 +57,11 @@ pub fn open(channel: russh::Channel<Msg>, session_end: CancellationToken) -> Sft
             };
             match msg {
                 Some(ChannelMsg::Data { data }) => {
-                    let written = tokio::select! {
+                    let queued = tokio::select! {
                         _ = pump_end.cancelled() => break,
-                        r = requests_tx.write_all(&data) => r,
+                        r = requests_tx.send(data) => r,
                     };
-                    if written.is_err() {
+                    if queued.is_err() {
                         break;
                     }
                 }
@@ -63,34 +69,23 @@ pub fn open(channel: russh::Channel<Msg>, session_end: CancellationToken) -> Sft
                 Some(_) => {}
             }
         }
-        // The write half of a simplex pipe signals EOF only on shutdown.
-        let _ = requests_tx.shutdown().await;
+        // Dropping the sender ends the server's input.
     });
 
     let writer_end = session_end.clone();
-    let done = sftp_done.clone();
     tokio::spawn(async move {
-        let mut buf = vec![0u8; CHUNK];
+        // The queue ends when the server drops the stream; what it wrote before is still sent.
         loop {
-            let n = tokio::select! {
+            let reply = tokio::select! {
                 biased;
-                r = replies_rx.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
+                r = replies_rx.recv() => match r {
+                    Some(reply) => reply,
+                    None => break,
                 },
-                _ = done.cancelled() => {
-                    // Send what the server wrote before it ended, without waiting for more.
-                    while let Some(Ok(n)) = replies_rx.read(&mut buf).now_or_never() {
-                        if n == 0 || write_half.data_bytes(bytes::Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                            break;
-                        }
-                    }
-                    break;
-                }
                 _ = writer_end.cancelled() => break,
             };
             let sent = tokio::select! {
-                r = write_half.data_bytes(bytes::Bytes::copy_from_slice(&buf[..n])) => r,
+                r = write_half.data_bytes(reply) => r,
                 _ = writer_end.cancelled() => break,
             };
             if sent.is_err() {
@@ -102,11 +97,12 @@ pub fn open(channel: russh::Channel<Msg>, session_end: CancellationToken) -> Sft
     });
 
     SftpStream {
-        rx,
-        tx: replies_tx,
+        requests,
+        pending: Bytes::new(),
+        replies: PollSender::new(replies_tx),
+        reply: BytesMut::new(),
         session_end: Box::pin(session_end.cancelled_owned()),
         ended: false,
-        sftp_done,
     }
 }
 
@@ -117,11 +113,32 @@ impl SftpStream {
         }
         self.ended
     }
+
+    /// Queues the reply bytes gathered so far as one buffer.
+    fn poll_queue_reply(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.reply.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        if ready!(self.replies.poll_reserve(cx)).is_err() {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let reply = self.reply.split().freeze();
+        match self.replies.send_item(reply) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(_) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        }
+    }
 }
 
 impl Drop for SftpStream {
     fn drop(&mut self) {
-        self.sftp_done.cancel();
+        // Replies are held back only while a request waits, so this is rare: the server ended
+        // with requests unanswered. What it did answer is still sent if there is room.
+        if !self.reply.is_empty()
+            && let Some(replies) = self.replies.get_ref()
+        {
+            let _ = replies.try_send(self.reply.split().freeze());
+        }
     }
 }
 
@@ -134,7 +151,24 @@ impl AsyncRead for SftpStream {
         if self.check_end(cx) {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.rx).poll_read(cx, buf)
+        while self.pending.is_empty() {
+            match self.requests.poll_recv(cx) {
+                Poll::Ready(Some(data)) => self.pending = data,
+                Poll::Ready(None) => {
+                    ready!(self.poll_queue_reply(cx))?;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending => {
+                    // The server waits for the client now: replies held back go out first.
+                    ready!(self.poll_queue_reply(cx))?;
+                    return Poll::Pending;
+                }
+            }
+        }
+        let n = self.pending.len().min(buf.remaining());
+        buf.put_slice(&self.pending[..n]);
+        self.pending.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -147,17 +181,30 @@ impl AsyncWrite for SftpStream {
         if self.check_end(cx) {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        Pin::new(&mut self.tx).poll_write(cx, data)
+        if self.reply.len() >= REPLY_BATCH {
+            ready!(self.poll_queue_reply(cx))?;
+        }
+        self.reply.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
     }
 
+    /// Holds the reply back while the next request is already waiting and the batch is not
+    /// full: the server answers that at once, and consecutive replies leave as one buffer, which
+    /// the channel cuts into full-size packets instead of a full and a 13-byte one per read.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.check_end(cx) {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        Pin::new(&mut self.tx).poll_flush(cx)
+        let request_waiting = !self.pending.is_empty() || !self.requests.is_empty();
+        if request_waiting && self.reply.len() < REPLY_BATCH {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_queue_reply(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tx).poll_shutdown(cx)
+        ready!(self.as_mut().poll_queue_reply(cx))?;
+        self.replies.close();
+        Poll::Ready(Ok(()))
     }
 }

@@ -1,0 +1,21 @@
+# Shell helpers shared by the bench scripts (sourced, not run).
+
+# CPU clock ticks (user + system, reaped children included) of a process.
+cpu_ticks() { awk '{print $14+$15+$16+$17}' "/proc/$1/stat"; }
+
+# Waits until a server process is idle, so one run's leftover work (handoff takes an upload into
+# the spool and checks it after the client has finished) does not slow the next, then flushes
+# dirty pages so every run starts with the same writeback state.
+settle() {
+  local prev cur
+  prev=$(cpu_ticks "$1")
+  for _ in $(seq 120); do
+    sleep 0.5; cur=$(cpu_ticks "$1")
+    (( cur - prev <= 1 )) && break
+    prev=$cur
+  done
+  sync
+}
+
+# Median of numbers on stdin, one per line.
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
