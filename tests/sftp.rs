@@ -26,6 +26,35 @@ fn random_file(dir: &std::path::Path, name: &str, len: usize) -> std::path::Path
 }
 
 #[test]
+fn openssh_client_uses_the_announced_limits() {
+    let tc = TestConfig::new();
+    let _d = Daemon::start(&tc);
+    let src = random_file(tc.dir.path(), "up.bin", 1 << 20);
+    let batch = tc.dir.path().join("b");
+    fs::write(&batch, format!("put {} /inbox/big.bin\n", src.display())).unwrap();
+    let out = sftp_command(
+        tc.sftp_port,
+        CLINIC,
+        CLINIC,
+        &["-vvv", "-b", &batch.display().to_string()],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains("limits@openssh.com"),
+        "extension not seen by the client: {log}"
+    );
+    // The client's own account of the request sizes it picked from the server's limits.
+    let sizes = log
+        .lines()
+        .find(|l| l.contains("upload/download buffer sizes"))
+        .unwrap_or_else(|| panic!("no buffer size line: {log}"));
+    assert!(sizes.contains("261120"), "{sizes}");
+}
+
+#[test]
 fn key_login_upload_reaches_the_inbox_intact() {
     let tc = TestConfig::new();
     let d = Daemon::start(&tc);
