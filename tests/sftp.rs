@@ -30,16 +30,13 @@ fn openssh_client_uses_the_announced_limits() {
     let tc = TestConfig::new();
     let _d = Daemon::start(&tc);
     let src = random_file(tc.dir.path(), "up.bin", 1 << 20);
-    let batch = tc.dir.path().join("b");
-    fs::write(&batch, format!("put {} /inbox/big.bin\n", src.display())).unwrap();
-    let out = sftp_command(
+    let out = support::sftp_batch_with(
         tc.sftp_port,
         CLINIC,
         CLINIC,
-        &["-vvv", "-b", &batch.display().to_string()],
-    )
-    .output()
-    .unwrap();
+        &format!("put {} /inbox/big.bin\n", src.display()),
+        &["-vvv"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let log = stderr(&out);
     assert!(

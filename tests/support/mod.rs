@@ -217,10 +217,22 @@ pub fn sftp_command(port: u16, account: &str, key: &str, extra: &[&str]) -> Comm
 
 /// Runs an sftp batch (commands prefixed with `-` may fail without ending the batch).
 pub fn sftp_batch(port: u16, account: &str, key: &str, batch: &str) -> std::process::Output {
+    sftp_batch_with(port, account, key, batch, &[])
+}
+
+/// As [`sftp_batch`], with extra client options before the batch.
+pub fn sftp_batch_with(
+    port: u16,
+    account: &str,
+    key: &str,
+    batch: &str,
+    extra: &[&str],
+) -> std::process::Output {
     let file = tempfile::NamedTempFile::new().expect("batch file");
     std::fs::write(file.path(), batch).expect("write batch");
     let batch_path = file.path().display().to_string();
-    let out = sftp_command(port, account, key, &["-b", &batch_path])
+    let args: Vec<&str> = extra.iter().copied().chain(["-b", &batch_path]).collect();
+    let out = sftp_command(port, account, key, &args)
         .output()
         .expect("run sftp");
     drop(file);

@@ -25,8 +25,8 @@ use tokio_util::sync::{CancellationToken, PollSender, WaitForCancellationFutureO
 /// Channel data messages queued for the SFTP server. A client's messages are at most the
 /// advertised maximum packet size (64 KiB), so this holds at most 4 MiB.
 const REQUEST_QUEUE: usize = 64;
-/// Replies queued for the channel. The server flushes once per reply and a reply is at most one
-/// read (256 KiB), so this holds at most 4 MiB.
+/// Reply buffers queued for the channel. A buffer holds under `REPLY_BATCH` plus one reply (at
+/// most one 256 KiB read), so this holds at most 8 MiB.
 const REPLY_QUEUE: usize = 16;
 /// Reply bytes gathered before they are queued even without a flush.
 const REPLY_BATCH: usize = 256 << 10;

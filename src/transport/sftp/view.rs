@@ -739,12 +739,12 @@ impl russh_sftp::server::Handler for SftpView {
         if request == extensions::LIMITS {
             // Four uint64: largest packet, read, write, open handles (OpenSSH's PROTOCOL file).
             let limits = [
-                u64::from(MAX_SFTP_PACKET),
-                u64::from(MAX_READ),
-                u64::from(MAX_READ),
+                MAX_SFTP_PACKET as u64,
+                MAX_READ as u64,
+                MAX_READ as u64,
+                MAX_HANDLES as u64,
             ]
             .into_iter()
-            .chain([MAX_HANDLES as u64])
             .flat_map(u64::to_be_bytes)
             .collect();
             return Ok(Packet::ExtendedReply(ExtendedReply { id, data: limits }));
