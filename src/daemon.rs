@@ -129,9 +129,8 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         ));
     }
 
-    // Install the SIGHUP handler before READY: the reload task registers its own listener when
-    // it first runs, and a SIGHUP before that must not kill the daemon (the default action).
-    let _hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    // `run` listens for SIGHUP and watches the file from this call on, before READY: a SIGHUP
+    // after READY is never lost nor fatal (the default action).
     tokio::spawn(live.clone().run(audit.clone(), shutdown.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     if let Some(interval) = watchdog_interval() {

@@ -133,10 +133,16 @@ impl LiveConfig {
     }
 
     /// Keeps the config current until `shutdown`: reloads when the file changes or on SIGHUP,
-    /// and announces expiries as they happen.
-    pub async fn run(self: Arc<Self>, audit: crate::audit::Audit, shutdown: CancellationToken) {
+    /// and announces expiries as they happen. The file watch and the SIGHUP listener are set up
+    /// when this is called, not when the returned future first runs, so a change or a SIGHUP
+    /// right after the daemon reports ready is not lost.
+    pub fn run(
+        self: Arc<Self>,
+        audit: crate::audit::Audit,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (tx, mut changed) = mpsc::channel::<()>(1);
-        let _watcher = match self.watch_file(tx) {
+        let watcher = match self.watch_file(tx) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::error!(error = %e, file = %self.path.display(), "cannot watch the config file; reload with SIGHUP");
@@ -150,18 +156,22 @@ impl LiveConfig {
                 None
             }
         };
-        let mut tick = tokio::time::interval(EXPIRY_TICK);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => { self.check_expiry(OffsetDateTime::now_utc()); }
-                Some(()) = changed.recv() => {
-                    tokio::time::sleep(WATCH_DEBOUNCE).await;
-                    while changed.try_recv().is_ok() {}
-                    self.reload_logged("file changed", &audit);
-                }
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    self.reload_logged("SIGHUP", &audit);
+        async move {
+            // Moved in: the watch lasts as long as the task.
+            let _watcher = watcher;
+            let mut tick = tokio::time::interval(EXPIRY_TICK);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => { self.check_expiry(OffsetDateTime::now_utc()); }
+                    Some(()) = changed.recv() => {
+                        tokio::time::sleep(WATCH_DEBOUNCE).await;
+                        while changed.try_recv().is_ok() {}
+                        self.reload_logged("file changed", &audit);
+                    }
+                    Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                        self.reload_logged("SIGHUP", &audit);
+                    }
                 }
             }
         }
