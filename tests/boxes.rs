@@ -202,3 +202,77 @@ fn state_directories_are_private() {
         assert_eq!(mode, 0o700, "{}", d.display());
     }
 }
+
+/// Deterministic bytes that differ at every offset, so a misplaced piece changes the file.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect()
+}
+
+fn commit_and_read(f: &Fixture, up: handoff::boxes::Upload, file: &str) -> Vec<u8> {
+    up.commit().unwrap();
+    fs::read(f.layout.inbox(CLINIC).join(file)).unwrap()
+}
+
+#[test]
+fn large_upload_in_odd_pieces_arrives_intact() {
+    // Past 8 MiB an upload's sequential body is written with direct I/O in aligned blocks; the
+    // pieces here never line up with those blocks.
+    let f = fixture(|t| t);
+    let b = f.open(CLINIC, CLINIC).unwrap();
+    let data = pattern((20 << 20) + 777);
+    let mut up = b.begin_upload(name("big.zip")).unwrap();
+    for piece in data.chunks(12_345) {
+        up.append(piece).unwrap();
+    }
+    assert_eq!(up.size(), data.len() as u64);
+    assert!(commit_and_read(&f, up, "big.zip") == data);
+}
+
+#[test]
+fn large_upload_out_of_order_arrives_intact() {
+    let f = fixture(|t| t);
+    let b = f.open(CLINIC, CLINIC).unwrap();
+    let data = pattern(24 << 20);
+    let mib = 1 << 20;
+    let mut up = b.begin_upload(name("big.zip")).unwrap();
+    for piece in data[..12 * mib].chunks(261_120).enumerate() {
+        up.write_at((piece.0 * 261_120) as u64, piece.1).unwrap();
+    }
+    // A gap, the gap filled, an earlier range written again, then the rest in order.
+    up.write_at((16 * mib) as u64, &data[16 * mib..17 * mib])
+        .unwrap();
+    up.write_at((12 * mib) as u64, &data[12 * mib..16 * mib])
+        .unwrap();
+    up.write_at((9 * mib) as u64, &data[9 * mib..10 * mib])
+        .unwrap();
+    for (i, piece) in data[17 * mib..].chunks(100_000).enumerate() {
+        up.write_at((17 * mib + i * 100_000) as u64, piece).unwrap();
+    }
+    assert!(commit_and_read(&f, up, "big.zip") == data);
+}
+
+#[test]
+fn large_upload_bypasses_the_page_cache() {
+    let f = fixture(|t| t);
+    let b = f.open(CLINIC, CLINIC).unwrap();
+    let data = pattern(24 << 20);
+    let mut up = b.begin_upload(name("big.zip")).unwrap();
+    for piece in data.chunks(65_536) {
+        up.append(piece).unwrap();
+    }
+    up.commit().unwrap();
+    let path = f.layout.inbox(CLINIC).join("big.zip");
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(&path)
+        .output()
+        .expect("fincore (util-linux) runs");
+    let resident: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // The first 8 MiB go through the page cache; the 16 MiB after them must not.
+    assert!(
+        resident <= 9 << 20,
+        "{resident} bytes of a 24 MiB upload are in the page cache"
+    );
+}

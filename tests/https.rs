@@ -57,7 +57,9 @@ fn upload_list_download_with_and_without_range_and_delete() {
     let tc = TestConfig::new();
     let d = start(&tc);
     let src = tc.dir.path().join("up.bin");
-    random_file(&src, 2 << 20);
+    // Past 8 MiB and of no aligned length: the part of an upload written with direct I/O and
+    // its unaligned tail are both covered.
+    random_file(&src, (20 << 20) + 12_345);
     let out = curl(
         &tc,
         Some(CLINIC),

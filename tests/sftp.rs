@@ -55,7 +55,9 @@ fn openssh_client_uses_the_announced_limits() {
 fn key_login_upload_reaches_the_inbox_intact() {
     let tc = TestConfig::new();
     let d = Daemon::start(&tc);
-    let src = random_file(tc.dir.path(), "up.bin", 3 << 20);
+    // Past 8 MiB and of no aligned length: the part of an upload written with direct I/O and
+    // its unaligned tail are both covered.
+    let src = random_file(tc.dir.path(), "up.bin", (20 << 20) + 4321);
     let out = sftp_batch(
         tc.sftp_port,
         CLINIC,

@@ -10,6 +10,7 @@
 //! [`Upload::commit`] fsynced and linked into `inbox/` (never over an existing name): the
 //! pipeline sees complete files only, and a dropped upload leaves nothing it would process.
 
+mod direct;
 mod fsops;
 mod path;
 
@@ -24,6 +25,7 @@ pub use path::{FileName, Folder, MAX_NAME_BYTES, VirtualPath};
 
 use crate::config::{Access, live::Snapshot};
 use crate::state::StateLayout;
+use direct::DirectWriter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BoxError {
@@ -234,6 +236,8 @@ impl DropBox {
             size: 0,
             next_space_check: SPACE_CHECK_EVERY,
             written_back: 0,
+            direct: None,
+            buffered_only: false,
             state_root: self.state_root.clone(),
             min_free: self.min_free,
         })
@@ -278,6 +282,11 @@ pub struct Upload {
     next_space_check: u64,
     /// Offset up to which writeback has been started.
     written_back: u64,
+    /// The direct-I/O writer of a large upload's sequential body, once past `DIRECT_FROM`.
+    direct: Option<DirectWriter>,
+    /// Set when the upload left direct I/O (a write out of sequence, or no support): it stays
+    /// buffered from then on.
+    buffered_only: bool,
     state_root: PathBuf,
     min_free: u64,
 }
@@ -310,12 +319,48 @@ impl Upload {
             check_space(&self.state_root, self.min_free)?;
             self.next_space_check = end + SPACE_CHECK_EVERY;
         }
-        self.file.write_all_at(data, offset)?;
-        self.size = self.size.max(end);
+        if let Some(direct) = &mut self.direct {
+            if offset == direct.next_offset() {
+                if !direct.write(&self.file, data)? {
+                    self.leave_direct()?;
+                }
+                self.size = self.size.max(end);
+                return Ok(());
+            }
+            self.leave_direct()?;
+        }
+        // The first aligned offset of this write from which the rest may go direct.
+        let aligned = offset.next_multiple_of(direct::ALIGN);
+        let switch = !self.buffered_only
+            && offset == self.size
+            && end >= direct::DIRECT_FROM
+            && aligned < end;
+        let buffered = if switch {
+            (aligned - offset) as usize
+        } else {
+            data.len()
+        };
+        self.file.write_all_at(&data[..buffered], offset)?;
+        self.size = self.size.max(offset + buffered as u64);
         if self.size - self.written_back >= WRITEBACK_EVERY {
             fsops::start_writeback(&self.file, self.written_back, self.size - self.written_back);
             self.written_back = self.size;
         }
+        if switch {
+            match DirectWriter::begin(&self.file, aligned) {
+                Some(direct) => self.direct = Some(direct),
+                None => self.buffered_only = true,
+            }
+            return self.write_at(aligned, &data[buffered..]);
+        }
+        Ok(())
+    }
+
+    fn leave_direct(&mut self) -> Result<(), BoxError> {
+        if let Some(mut direct) = self.direct.take() {
+            direct.finish(&self.file)?;
+        }
+        self.buffered_only = true;
         Ok(())
     }
 
@@ -331,6 +376,7 @@ impl Upload {
         if self.size == 0 {
             return Err(BoxError::Empty);
         }
+        self.leave_direct()?;
         self.file.sync_all()?;
         let staged = self.staged.as_deref().ok_or(BoxError::NotFound)?;
         match fsops::link_beneath(&self.staging, staged, &self.inbox, self.name.as_str()) {

@@ -60,6 +60,15 @@ impl ApiError {
         }
     }
 
+    /// A failure of the gateway itself; the detail stays in the log, not in the answer.
+    fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+
     fn bad_path(detail: &str) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_path", detail)
     }
@@ -411,13 +420,7 @@ async fn digest(
         }
     })
     .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
-    })?
+    .map_err(|_| ApiError::internal())?
     .map_err(|e| ApiError::from(BoxError::Io(e)))?;
     conn.shared
         .digests
@@ -454,13 +457,11 @@ async fn upload(
         .body_idle_timeout;
     let mut upload = dropbox.begin_upload(name.clone())?;
     let Some(mut body) = body.take() else {
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        ));
+        return Err(ApiError::internal());
     };
-    let mut hasher = Sha256::new();
+    let (hash_tx, hashed) = spawn_hasher();
+    let mut batch = Vec::new();
+    let mut batched = 0;
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => {
@@ -480,21 +481,29 @@ async fn upload(
             }
             Ok(Some(Ok(frame))) => frame,
         };
-        if let Some(data) = frame.data_ref() {
-            upload.append(data)?;
-            hasher.update(data);
+        if let Ok(data) = frame.into_data() {
+            upload.append(&data)?;
+            // The hasher works on its own thread while this one writes; frames go to it in
+            // batches, as HTTP/2 frames are small and a hand-over per frame costs more.
+            batched += data.len();
+            batch.push(data);
+            if batched >= HASH_BATCH && hash_tx.send(std::mem::take(&mut batch)).await.is_err() {
+                return Err(ApiError::internal());
+            }
+            if batch.is_empty() {
+                batched = 0;
+            }
         }
     }
+    if hash_tx.send(batch).await.is_err() {
+        return Err(ApiError::internal());
+    }
+    drop(hash_tx);
+    let sha = hashed.await.map_err(|_| ApiError::internal())?;
     let size = upload.size();
     let event = tokio::task::spawn_blocking(move || upload.commit())
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-        })??;
+        .map_err(|_| ApiError::internal())??;
     let services = &conn.shared.services;
     services.audit.record(
         "box.upload",
@@ -506,7 +515,6 @@ async fn upload(
     if services.box_events.send(event).await.is_err() {
         tracing::warn!("box event queue closed");
     }
-    let sha = hex::encode(hasher.finalize());
     Ok((
         json_response(
             StatusCode::CREATED,
@@ -514,6 +522,30 @@ async fn upload(
         ),
         size,
     ))
+}
+
+/// Bytes of body frames handed to an upload's hasher at once.
+const HASH_BATCH: usize = 256 << 10;
+/// Batches an upload's hasher may fall behind by before the upload waits for it.
+const HASH_QUEUE: usize = 8;
+
+/// A SHA-256 of an upload's body computed on a blocking thread, beside the writing: the hash
+/// alone costs as much CPU as the TLS decryption and the write together.
+fn spawn_hasher() -> (
+    tokio::sync::mpsc::Sender<Vec<Bytes>>,
+    tokio::task::JoinHandle<String>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(HASH_QUEUE);
+    let hashed = tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        while let Some(batch) = rx.blocking_recv() {
+            for data in batch {
+                hasher.update(&data);
+            }
+        }
+        hex::encode(hasher.finalize())
+    });
+    (tx, hashed)
 }
 
 /// A single byte range: `bytes=a-b`, `bytes=a-`, `bytes=-n`. `None` for no or an ignorable header.
@@ -630,13 +662,7 @@ async fn download(
             .header(header::CONTENT_RANGE, format!("bytes {s}-{e}/{size}")),
         None => builder.status(StatusCode::OK),
     };
-    let response = builder.body(body).map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
-    })?;
+    let response = builder.body(body).map_err(|_| ApiError::internal())?;
     Ok((response, len))
 }
 
