@@ -169,12 +169,25 @@ enum ReceiptsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        end_quietly_on_closed_output();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("handoff: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An admin command whose reader goes away (`handoff receipts export … | head`) ends as Unix
+/// tools do, by SIGPIPE, instead of panicking in `println!` (Rust starts with SIGPIPE ignored).
+/// The daemon keeps it ignored: a peer that closes a socket is an error to handle there.
+fn end_quietly_on_closed_output() {
+    // SAFETY: called before any thread is started; restores the default disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

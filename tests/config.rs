@@ -413,6 +413,25 @@ fn keygen_writes_0600_files_and_refuses_to_overwrite() {
 }
 
 #[test]
+fn accounts_to_a_closed_pipe_ends_without_a_panic() {
+    // `handoff accounts | head -0`: the reader is gone before the first line is written.
+    use std::os::unix::process::ExitStatusExt;
+    let tc = TestConfig::new();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(handoff_bin())
+        .args(["accounts", "--config"])
+        .arg(&tc.path)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{err}");
+}
+
+#[test]
 fn accounts_lists_every_account() {
     let tc = TestConfig::new();
     let out = Command::new(handoff_bin())
