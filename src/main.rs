@@ -504,12 +504,13 @@ fn receipts(command: ReceiptsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         ReceiptsCommand::Export { config, since } => {
-            time::OffsetDateTime::parse(&since, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| {
-                    anyhow::anyhow!("--since must be RFC 3339, e.g. 2026-11-25T00:00:00Z")
-                })?;
+            let since =
+                time::OffsetDateTime::parse(&since, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                        anyhow::anyhow!("--since must be RFC 3339, e.g. 2026-11-25T00:00:00Z")
+                    })?;
             let (ledger, _) = ledger_of(&config)?;
-            for r in ledger.since(&since)? {
+            for r in ledger.since(since)? {
                 println!("{}", r.to_canonical_json());
             }
         }

@@ -273,3 +273,50 @@ fn cli_trace_verify_and_export() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("BROKEN"));
 }
+
+#[test]
+fn receipt_times_have_one_form_and_export_since_is_an_instant() {
+    let f = fixture();
+    let log = MemoryLog::new(Vec::new());
+    let at = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let mut early = event("F1", Hop::Accepted);
+    early.at = at("2026-11-25T00:00:00.5Z");
+    let mut late = event("F2", Hop::Accepted);
+    late.at = at("2026-11-25T01:00:00Z");
+    log.push(early);
+    log.push(late);
+    f.issuer().catch_up(&log).unwrap();
+    let export = |since: &str| {
+        let out = Command::new(support::handoff_bin())
+            .args(["receipts", "export", "--since", since, "--config"])
+            .arg(&f.tc.path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Receipt>(l).unwrap())
+            .map(|r| (r.file_id, r.time))
+            .collect::<Vec<_>>()
+    };
+    // UTC, six fractional digits, whatever the instant's own precision.
+    assert_eq!(
+        export("2000-01-01T00:00:00Z"),
+        [
+            ("F1".to_owned(), "2026-11-25T00:00:00.500000Z".to_owned()),
+            ("F2".to_owned(), "2026-11-25T01:00:00.000000Z".to_owned()),
+        ]
+    );
+    // 09:30 in Japan is 00:30 UTC: only F2 is later; 09:00 is 00:00 UTC, before both.
+    let after = export("2026-11-25T09:30:00+09:00");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].0, "F2");
+    assert_eq!(export("2026-11-25T09:00:00+09:00").len(), 2);
+}

@@ -13,6 +13,18 @@ pub struct ClockStatus {
     pub esterror_us: i64,
 }
 
+/// The one way the gateway writes a point in time (audit lines, receipts, listings, alerts):
+/// RFC 3339 in UTC with exactly six fractional digits, so every time string has the same length
+/// and sorts as text in time order.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&format)
+        .unwrap_or_default()
+}
+
 /// Reads the clock status; a failed read counts as unsynchronised.
 pub fn status() -> ClockStatus {
     // SAFETY: `timex` is plain data; modes = 0 asks only to read.

@@ -168,9 +168,7 @@ fn writer(mut file: File, path: PathBuf, mut seq: u64, mut prev: String, rx: mps
             };
             seq += 1;
             let clock = clock::status();
-            let time = time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
+            let time = clock::rfc3339(time::OffsetDateTime::now_utc());
             let mut v = json!({
                 "seq": seq,
                 "time": time,

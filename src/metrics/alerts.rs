@@ -20,10 +20,6 @@ pub struct Overdue {
     pub delivered: Vec<crate::receipts::Receipt>,
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
 
 pub fn overdue(services: &Services) -> Option<Overdue> {
     let path = services.layout.store().join("receipts.db");
@@ -33,9 +29,9 @@ pub fn overdue(services: &Services) -> Option<Overdue> {
     let ledger = Ledger::open_read_only(&path).ok()?;
     let retention = services.live.snapshot().config.gateway.retention.clone();
     let now = time::OffsetDateTime::now_utc();
-    let accept_before = rfc3339(now - retention.accept_overdue);
-    let retrieve_before = rfc3339(now - retention.retrieve_sla);
-    let (accepted, delivered) = ledger.overdue(&accept_before, &retrieve_before).ok()?;
+    let (accepted, delivered) = ledger
+        .overdue(now - retention.accept_overdue, now - retention.retrieve_sla)
+        .ok()?;
     Some(Overdue {
         accepted,
         delivered,

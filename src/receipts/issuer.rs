@@ -79,10 +79,7 @@ impl Issuer {
             seq: head_seq + 1,
             file_id: event.file_id.clone(),
             hop: event.hop,
-            time: event
-                .at
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            time: crate::audit::clock::rfc3339(event.at),
             clock_synchronised: crate::audit::clock::status().synchronised,
             sender: event.sender.clone(),
             recipient: event.recipient.clone(),

@@ -148,10 +148,12 @@ impl Ledger {
         )
     }
 
-    pub fn since(&self, rfc3339: &str) -> Result<Vec<Receipt>, LedgerError> {
+    /// Receipts of hops at or after `t`. Times are compared as the text receipts store, which
+    /// sorts in time order because every receipt time is written by `clock::rfc3339`.
+    pub fn since(&self, t: time::OffsetDateTime) -> Result<Vec<Receipt>, LedgerError> {
         self.collect(
             "SELECT json FROM receipts WHERE time >= ?1 ORDER BY seq",
-            params![rfc3339],
+            params![crate::audit::clock::rfc3339(t)],
         )
     }
 
@@ -166,16 +168,16 @@ impl Ledger {
     /// and delivered before `delivered_before` and not yet retrieved (or purged).
     pub fn overdue(
         &self,
-        accepted_before: &str,
-        delivered_before: &str,
+        accepted_before: time::OffsetDateTime,
+        delivered_before: time::OffsetDateTime,
     ) -> Result<(Vec<Receipt>, Vec<Receipt>), LedgerError> {
-        let stuck = |hop: &str, before: &str, later: &str| {
+        let stuck = |hop: &str, before: time::OffsetDateTime, later: &str| {
             self.collect(
                 &format!(
                     "SELECT r.json FROM receipts r WHERE r.hop = '{hop}' AND r.time < ?1 \
                      AND NOT EXISTS (SELECT 1 FROM receipts l WHERE l.file_id = r.file_id AND l.hop IN ({later})) ORDER BY r.seq"
                 ),
-                params![before],
+                params![crate::audit::clock::rfc3339(before)],
             )
         };
         Ok((

@@ -362,9 +362,7 @@ fn emit(conn: &Connection, ev: BoxEvent) {
 }
 
 fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    crate::audit::clock::rfc3339(time::OffsetDateTime::from(t))
 }
 
 async fn list(conn: &Arc<Connection>, dropbox: &DropBox, folder: Folder) -> Routed {
