@@ -20,7 +20,6 @@ pub struct Overdue {
     pub delivered: Vec<crate::receipts::Receipt>,
 }
 
-
 pub fn overdue(services: &Services) -> Option<Overdue> {
     let path = services.layout.store().join("receipts.db");
     if !path.exists() {

@@ -95,7 +95,9 @@ fn status_page(services: &Services) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\"><title>handoff status</title>\
          <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}.bad{{color:#b00;font-weight:bold}}</style></head><body>\
          <h1>handoff status</h1><p>{} · clock {} (max error {} µs) · live sessions {}</p>",
-        esc(&crate::audit::clock::rfc3339(time::OffsetDateTime::now_utc())),
+        esc(&crate::audit::clock::rfc3339(
+            time::OffsetDateTime::now_utc()
+        )),
         if clock.synchronised {
             "synchronised"
         } else {

@@ -27,6 +27,10 @@ use crate::daemon::Services;
 
 /// Time allowed for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest HTTP/2 frame a client may send. The protocol's default of 16 KiB made curl send an
+/// upload in 16 KiB DATA frames; with this it sends its whole 64 KiB upload buffer per frame, and
+/// an HTTP/2 upload ran ~20 % faster. It also bounds the one frame hyper holds per connection.
+const H2_MAX_FRAME: u32 = 256 << 10;
 
 /// A cached SHA-256 of an outbox file: size and time it was computed for, and the digest.
 type CachedDigest = (u64, std::time::SystemTime, String);
@@ -204,6 +208,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
         .timer(TokioTimer::new())
         .initial_stream_window_size(16 << 20)
         .initial_connection_window_size(32 << 20)
+        .max_frame_size(H2_MAX_FRAME)
         .max_concurrent_streams(limits.max_requests_per_account.max(1))
         .keep_alive_interval(Duration::from_secs(30));
     let service = service_fn(move |req| {
