@@ -457,9 +457,7 @@ async fn upload(
     let Some(mut body) = body.take() else {
         return Err(ApiError::internal());
     };
-    let (hash_tx, hashed) = spawn_hasher();
-    let mut batch = Vec::new();
-    let mut batched = 0;
+    let mut hasher = BodyHasher::default();
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => {
@@ -481,23 +479,10 @@ async fn upload(
         };
         if let Ok(data) = frame.into_data() {
             upload.append(&data)?;
-            // The hasher works on its own thread while this one writes; frames go to it in
-            // batches, as HTTP/2 frames are small and a hand-over per frame costs more.
-            batched += data.len();
-            batch.push(data);
-            if batched >= HASH_BATCH && hash_tx.send(std::mem::take(&mut batch)).await.is_err() {
-                return Err(ApiError::internal());
-            }
-            if batch.is_empty() {
-                batched = 0;
-            }
+            hasher.push(data).await?;
         }
     }
-    if hash_tx.send(batch).await.is_err() {
-        return Err(ApiError::internal());
-    }
-    drop(hash_tx);
-    let sha = hashed.await.map_err(|_| ApiError::internal())?;
+    let sha = hasher.finish().await?;
     let size = upload.size();
     let event = tokio::task::spawn_blocking(move || upload.commit())
         .await
@@ -522,28 +507,59 @@ async fn upload(
     ))
 }
 
-/// Bytes of body frames handed to an upload's hasher at once.
+/// Bytes of body frames hashed as one job.
 const HASH_BATCH: usize = 256 << 10;
-/// Batches an upload's hasher may fall behind by before the upload waits for it.
-const HASH_QUEUE: usize = 8;
 
-/// A SHA-256 of an upload's body computed on a blocking thread, beside the writing: the hash
-/// alone costs as much CPU as the TLS decryption and the write together.
-fn spawn_hasher() -> (
-    tokio::sync::mpsc::Sender<Vec<Bytes>>,
-    tokio::task::JoinHandle<String>,
-) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(HASH_QUEUE);
-    let hashed = tokio::task::spawn_blocking(move || {
-        let mut hasher = Sha256::new();
-        while let Some(batch) = rx.blocking_recv() {
+/// The SHA-256 of an upload's body, computed on the blocking pool beside the writing: the hash
+/// alone costs as much CPU as the TLS decryption and the write together. Frames are gathered
+/// into batches (HTTP/2 frames are small); one batch is hashed while the next is received, and
+/// no thread is held while the upload waits for the network, so slow uploads cannot use up the
+/// blocking pool.
+#[derive(Default)]
+struct BodyHasher {
+    /// The hasher, when no job has it.
+    idle: Option<Sha256>,
+    /// The job hashing the previous batch; it hands the hasher back.
+    busy: Option<tokio::task::JoinHandle<Sha256>>,
+    batch: Vec<Bytes>,
+    batched: usize,
+}
+
+impl BodyHasher {
+    async fn push(&mut self, data: Bytes) -> Result<(), ApiError> {
+        self.batched += data.len();
+        self.batch.push(data);
+        if self.batched >= HASH_BATCH {
+            self.hand_over().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a job on the batch gathered so far, once the previous job is done.
+    async fn hand_over(&mut self) -> Result<(), ApiError> {
+        let mut hasher = match self.busy.take() {
+            Some(job) => job.await.map_err(|_| ApiError::internal())?,
+            None => self.idle.take().unwrap_or_default(),
+        };
+        let batch = std::mem::take(&mut self.batch);
+        self.batched = 0;
+        self.busy = Some(tokio::task::spawn_blocking(move || {
             for data in batch {
                 hasher.update(&data);
             }
-        }
-        hex::encode(hasher.finalize())
-    });
-    (tx, hashed)
+            hasher
+        }));
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<String, ApiError> {
+        self.hand_over().await?;
+        let hasher = match self.busy.take() {
+            Some(job) => job.await.map_err(|_| ApiError::internal())?,
+            None => self.idle.take().unwrap_or_default(),
+        };
+        Ok(hex::encode(hasher.finalize()))
+    }
 }
 
 /// A single byte range: `bytes=a-b`, `bytes=a-`, `bytes=-n`. `None` for no or an ignorable header.
