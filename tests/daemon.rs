@@ -118,15 +118,10 @@ fn serve_notifies_ready_pings_watchdog_reloads_and_stops() {
             "{event} missing:\n{audit}"
         );
     }
-    let out = Command::new(handoff_bin())
-        .args(["audit", "verify", "--file"])
-        .arg(tc.state_dir().join("audit/audit.log"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::output_ok(
+        Command::new(handoff_bin())
+            .args(["audit", "verify", "--file"])
+            .arg(tc.state_dir().join("audit/audit.log")),
     );
 }
 

@@ -11,14 +11,8 @@ use handoff::receipts::Hop;
 use support::{Daemon, TestConfig, sftp_batch};
 
 fn get(port: u16, path: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", &format!("http://127.0.0.1:{port}{path}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = support::output_ok(
+        Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{port}{path}")]),
     );
     String::from_utf8(out.stdout).unwrap()
 }

@@ -182,17 +182,7 @@ fn a_receipt_file_verifies_with_the_documented_python_procedure() {
     } else {
         "python3"
     };
-    let out = Command::new(python)
-        .arg(&script)
-        .arg(&public)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = support::output_ok(Command::new(python).arg(&script).arg(&public).arg(&file));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK: F9.rejected"));
 
     // The same procedure refuses a tampered copy.
@@ -289,15 +279,10 @@ fn receipt_times_have_one_form_and_export_since_is_an_instant() {
     log.push(late);
     f.issuer().catch_up(&log).unwrap();
     let export = |since: &str| {
-        let out = Command::new(support::handoff_bin())
-            .args(["receipts", "export", "--since", since, "--config"])
-            .arg(&f.tc.path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = support::output_ok(
+            Command::new(support::handoff_bin())
+                .args(["receipts", "export", "--since", since, "--config"])
+                .arg(&f.tc.path),
         );
         String::from_utf8(out.stdout)
             .unwrap()

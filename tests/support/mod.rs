@@ -104,6 +104,17 @@ pub fn handoff_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_handoff"))
 }
 
+/// Runs a command to its end and asserts it succeeded, showing its stderr if not.
+pub fn output_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Removes the `[[kind]]` table whose `id = "<id>"` line matches, from the config text.
 pub fn remove_account(text: &str, kind: &str, id: &str) -> String {
     let header = format!("[[{kind}]]");
