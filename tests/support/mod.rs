@@ -23,12 +23,27 @@ pub fn fix_example_key_modes() {
     });
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, handed out once per test process and taken from below the
+/// kernel's ephemeral range: a port from that range (what binding port 0 gives) can be taken by
+/// an outgoing connection of a test running in parallel before the daemon binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_low.saturating_sub(12_000).max(1024);
+    let span = ephemeral_low - low;
+    let first = std::process::id().wrapping_mul(97);
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (low + first.wrapping_add(n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{ephemeral_low}");
 }
 
 /// The example config rewritten for a test: absolute paths into the repository, a state
