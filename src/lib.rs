@@ -9,6 +9,7 @@ pub mod audit;
 pub mod boxes;
 pub mod config;
 pub mod daemon;
+pub mod direct_io;
 pub mod keys;
 pub mod metrics;
 pub mod numbers;

@@ -192,20 +192,6 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) {
     }
 }
 
-/// Turns direct I/O (`O_DIRECT`) on or off for later reads and writes of an open file.
-pub fn set_direct(file: &File, on: bool) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: valid fd; F_GETFL and F_SETFL only read and change its status flags.
-    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
-    let flags = if on {
-        flags | libc::O_DIRECT
-    } else {
-        flags & !libc::O_DIRECT
-    };
-    // SAFETY: as above.
-    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) }).map(drop)
-}
-
 /// Names in a directory, read through its handle.
 pub fn read_dir_names(dir: &OwnedFd) -> io::Result<Vec<String>> {
     let proc_path = format!("/proc/self/fd/{}", dir.as_raw_fd());

@@ -10,7 +10,6 @@
 //! [`Upload::commit`] fsynced and linked into `inbox/` (never over an existing name): the
 //! pipeline sees complete files only, and a dropped upload leaves nothing it would process.
 
-mod direct;
 mod fsops;
 mod path;
 
@@ -24,8 +23,8 @@ use std::time::SystemTime;
 pub use path::{FileName, Folder, MAX_NAME_BYTES, VirtualPath};
 
 use crate::config::{Access, live::Snapshot};
+use crate::direct_io::{self, DirectWriter};
 use crate::state::StateLayout;
-use direct::DirectWriter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BoxError {
@@ -284,8 +283,8 @@ pub struct Upload {
     written_back: u64,
     /// The direct-I/O writer of a large upload's sequential body, once past `DIRECT_FROM`.
     direct: Option<DirectWriter>,
-    /// Set when the upload left direct I/O (a write out of sequence, or no support): it stays
-    /// buffered from then on.
+    /// Set when the upload left direct I/O for a write out of sequence: it stays buffered from
+    /// then on.
     buffered_only: bool,
     state_root: PathBuf,
     min_free: u64,
@@ -321,19 +320,17 @@ impl Upload {
         }
         if let Some(direct) = &mut self.direct {
             if offset == direct.next_offset() {
-                if !direct.write(&self.file, data)? {
-                    self.leave_direct()?;
-                }
+                direct.write(&self.file, data)?;
                 self.size = self.size.max(end);
                 return Ok(());
             }
             self.leave_direct()?;
         }
         // The first aligned offset of this write from which the rest may go direct.
-        let aligned = offset.next_multiple_of(direct::ALIGN);
+        let aligned = offset.next_multiple_of(direct_io::ALIGN);
         let switch = !self.buffered_only
             && offset == self.size
-            && end >= direct::DIRECT_FROM
+            && end >= direct_io::DIRECT_FROM
             && aligned < end;
         let buffered = if switch {
             (aligned - offset) as usize
@@ -347,10 +344,7 @@ impl Upload {
             self.written_back = self.size;
         }
         if switch {
-            match DirectWriter::begin(&self.file, aligned) {
-                Some(direct) => self.direct = Some(direct),
-                None => self.buffered_only = true,
-            }
+            self.direct = Some(DirectWriter::new(aligned, aligned));
             return self.write_at(aligned, &data[buffered..]);
         }
         Ok(())

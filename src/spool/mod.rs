@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::direct_io::SequentialFile;
 use crate::keys::MasterKey;
 use crate::seal::at_rest::{AtRestReader, AtRestWriter};
 use crate::state::StateLayout;
@@ -286,13 +287,12 @@ pub fn write_synced_with(
         .mode(0o600)
         .open(path)?;
     let mut w = HashingWriter {
-        inner: io::BufWriter::with_capacity(64 * 1024, out),
+        inner: SequentialFile::new(out),
         hasher: Sha256::new(),
         size: 0,
     };
     fill(&mut w)?;
-    let out = w.inner.into_inner().map_err(|e| e.into_error())?;
-    out.sync_all()?;
+    w.inner.finish()?.sync_all()?;
     Ok(Written {
         size: w.size,
         sha256: hex::encode(w.hasher.finalize()),
