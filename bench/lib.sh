@@ -3,16 +3,20 @@
 # CPU clock ticks (user + system, reaped children included) of a process.
 cpu_ticks() { awk '{print $14+$15+$16+$17}' "/proc/$1/stat"; }
 
-# Waits until a server process is idle, so one run's leftover work (handoff takes an upload into
-# the spool and checks it after the client has finished) does not slow the next, then flushes
-# dirty pages so every run starts with the same writeback state.
+# Bytes a process has read from and written to storage (direct I/O included).
+io_bytes() { awk '/^(read|write)_bytes/{n+=$2} END{printf "%.0f\n", n}' "/proc/$1/io"; }
+
+# Waits until a server process is idle — neither using CPU nor doing disk I/O (a process waiting
+# on direct I/O uses no CPU) — so one run's leftover work (handoff takes an upload into the
+# spool and checks it after the client has finished) does not slow the next, then flushes dirty
+# pages so every run starts with the same writeback state.
 settle() {
-  local prev cur
-  prev=$(cpu_ticks "$1")
+  local prev cur prev_io cur_io
+  prev=$(cpu_ticks "$1"); prev_io=$(io_bytes "$1")
   for _ in $(seq 120); do
-    sleep 0.5; cur=$(cpu_ticks "$1")
-    (( cur - prev <= 1 )) && break
-    prev=$cur
+    sleep 0.5; cur=$(cpu_ticks "$1"); cur_io=$(io_bytes "$1")
+    (( cur - prev <= 1 && cur_io == prev_io )) && break
+    prev=$cur; prev_io=$cur_io
   done
   sync
 }

@@ -23,7 +23,6 @@ const CHUNK: usize = 1 << 20;
 pub const DIRECT_FROM: u64 = 8 << 20;
 
 /// Sequential bytes on their way to a file, gathered into aligned chunks, and where they belong.
-#[derive(Debug)]
 pub struct DirectWriter {
     /// Allocated once with room for `ALIGN` + `CHUNK` and never grown, so the pending bytes,
     /// from `start`, stay at an aligned address; only the pages used are touched.
@@ -109,6 +108,17 @@ impl DirectWriter {
         self.offset = self.next_offset();
         self.buf.truncate(self.start);
         Ok(())
+    }
+}
+
+/// Offsets only: the pending bytes are upload content.
+impl std::fmt::Debug for DirectWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectWriter")
+            .field("offset", &self.offset)
+            .field("pending", &self.pending())
+            .field("direct", &self.direct)
+            .finish()
     }
 }
 
