@@ -534,7 +534,7 @@ const HASH_QUEUE: usize = 8;
 /// alone costs as much CPU as the TLS decryption and the write together. The thread is not
 /// taken from tokio's blocking pool: it waits on the network as long as the upload does, and
 /// slow uploads must not use up the pool that commits, fsyncs and password checks need.
-/// (Hashing each batch as a job on that pool instead measured 10–20 % slower.)
+/// (Hashing each batch as a job on that pool instead measured slower.)
 fn spawn_hasher() -> std::io::Result<(
     tokio::sync::mpsc::Sender<Vec<Bytes>>,
     tokio::sync::oneshot::Receiver<String>,
