@@ -16,11 +16,11 @@ use std::os::unix::fs::FileExt;
 
 /// Alignment of offsets, lengths and memory that direct I/O requires (a page; also a multiple
 /// of every common logical block size).
-pub const ALIGN: u64 = 4096;
+const ALIGN: u64 = 4096;
 /// Bytes gathered before one write.
 const CHUNK: usize = 1 << 20;
 /// Files are written through the page cache up to this offset, directly after it.
-pub const DIRECT_FROM: u64 = 8 << 20;
+const DIRECT_FROM: u64 = 8 << 20;
 
 /// Sequential bytes on their way to a file, gathered into aligned chunks, and where they belong.
 pub struct DirectWriter {
@@ -36,18 +36,16 @@ pub struct DirectWriter {
 }
 
 impl DirectWriter {
-    /// A writer of bytes from `offset` (a multiple of [`ALIGN`]) that turns to direct I/O for
-    /// chunks from `direct_from` on.
-    pub fn new(offset: u64, direct_from: u64) -> DirectWriter {
-        debug_assert_eq!(offset % ALIGN, 0);
+    /// A writer of a file from its start that turns to direct I/O at [`DIRECT_FROM`].
+    pub fn new() -> DirectWriter {
         let mut buf = Vec::<u8>::with_capacity(CHUNK + ALIGN as usize);
         let start = buf.as_ptr().align_offset(ALIGN as usize);
         buf.resize(start, 0);
         DirectWriter {
             buf,
             start,
-            offset,
-            direct_from,
+            offset: 0,
+            direct_from: DIRECT_FROM,
             direct: false,
         }
     }
@@ -111,6 +109,12 @@ impl DirectWriter {
     }
 }
 
+impl Default for DirectWriter {
+    fn default() -> DirectWriter {
+        DirectWriter::new()
+    }
+}
+
 /// Offsets only: the pending bytes are upload content.
 impl std::fmt::Debug for DirectWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -132,7 +136,7 @@ impl SequentialFile {
     pub fn new(file: File) -> SequentialFile {
         SequentialFile {
             file,
-            writer: DirectWriter::new(0, DIRECT_FROM),
+            writer: DirectWriter::new(),
         }
     }
 

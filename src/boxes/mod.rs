@@ -23,7 +23,7 @@ use std::time::SystemTime;
 pub use path::{FileName, Folder, MAX_NAME_BYTES, VirtualPath};
 
 use crate::config::{Access, live::Snapshot};
-use crate::direct_io::{self, DirectWriter};
+use crate::direct_io::DirectWriter;
 use crate::state::StateLayout;
 
 #[derive(Debug, thiserror::Error)]
@@ -235,8 +235,7 @@ impl DropBox {
             size: 0,
             next_space_check: SPACE_CHECK_EVERY,
             written_back: 0,
-            direct: None,
-            buffered_only: false,
+            direct: Some(DirectWriter::new()),
             state_root: self.state_root.clone(),
             min_free: self.min_free,
         })
@@ -281,11 +280,10 @@ pub struct Upload {
     next_space_check: u64,
     /// Offset up to which writeback has been started.
     written_back: u64,
-    /// The direct-I/O writer of a large upload's sequential body, once past `DIRECT_FROM`.
+    /// The writer of the upload's sequential body: through the page cache for its first 8 MiB,
+    /// with direct I/O after them. `None` once a write out of sequence came: from then on every
+    /// write goes through the page cache.
     direct: Option<DirectWriter>,
-    /// Set when the upload left direct I/O for a write out of sequence: it stays buffered from
-    /// then on.
-    buffered_only: bool,
     state_root: PathBuf,
     min_free: u64,
 }
@@ -324,28 +322,14 @@ impl Upload {
                 self.size = self.size.max(end);
                 return Ok(());
             }
+            // Out of sequence: the upload goes through the page cache from here on.
             self.leave_direct()?;
         }
-        // The first aligned offset of this write from which the rest may go direct.
-        let aligned = offset.next_multiple_of(direct_io::ALIGN);
-        let switch = !self.buffered_only
-            && offset == self.size
-            && end >= direct_io::DIRECT_FROM
-            && aligned < end;
-        let buffered = if switch {
-            (aligned - offset) as usize
-        } else {
-            data.len()
-        };
-        self.file.write_all_at(&data[..buffered], offset)?;
-        self.size = self.size.max(offset + buffered as u64);
+        self.file.write_all_at(data, offset)?;
+        self.size = self.size.max(end);
         if self.size - self.written_back >= WRITEBACK_EVERY {
             fsops::start_writeback(&self.file, self.written_back, self.size - self.written_back);
             self.written_back = self.size;
-        }
-        if switch {
-            self.direct = Some(DirectWriter::new(aligned, aligned));
-            return self.write_at(aligned, &data[buffered..]);
         }
         Ok(())
     }
@@ -354,7 +338,6 @@ impl Upload {
         if let Some(mut direct) = self.direct.take() {
             direct.finish(&self.file)?;
         }
-        self.buffered_only = true;
         Ok(())
     }
 
