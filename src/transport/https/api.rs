@@ -404,22 +404,10 @@ async fn digest(
         return Ok(sha.clone());
     }
     let (file, _) = dropbox.open_read(Folder::Outbox, &e.name)?;
-    let sha = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-        use std::io::Read;
-        let mut file = file;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                return Ok(hex::encode(h.finalize()));
-            }
-            h.update(&buf[..n]);
-        }
-    })
-    .await
-    .map_err(|_| ApiError::internal())?
-    .map_err(|e| ApiError::from(BoxError::Io(e)))?;
+    let sha = tokio::task::spawn_blocking(move || crate::spool::sha256_of(file))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|e| ApiError::from(BoxError::Io(e)))?;
     conn.shared
         .digests
         .lock()
