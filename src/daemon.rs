@@ -32,6 +32,8 @@ pub struct Services {
     pub limiter: Arc<Limiter>,
     /// Whether clamd answers: the NOC status shows it.
     pub scan_health: Arc<crate::scan::ScanHealth>,
+    /// The key of everything encrypted at rest: uploads as they are written, the spool, quarantine.
+    pub master: Arc<crate::keys::MasterKey>,
 }
 
 /// Bound on queued box events: transports wait (back-pressure) rather than queue without end.
@@ -39,7 +41,11 @@ const BOX_EVENT_QUEUE: usize = 1024;
 
 impl Services {
     /// Services for a loaded config, with the receiving end of the box events.
-    pub fn new(live: Arc<LiveConfig>, audit: Audit) -> (Services, mpsc::Receiver<BoxEvent>) {
+    pub fn new(
+        live: Arc<LiveConfig>,
+        audit: Audit,
+        master: Arc<crate::keys::MasterKey>,
+    ) -> (Services, mpsc::Receiver<BoxEvent>) {
         let snapshot = live.snapshot();
         let (tx, rx) = mpsc::channel(BOX_EVENT_QUEUE);
         let services = Services {
@@ -51,6 +57,7 @@ impl Services {
             metrics: Arc::new(Metrics::new()),
             sessions: SessionRegistry::new(),
             scan_health: Arc::default(),
+            master,
         };
         (services, rx)
     }
@@ -66,6 +73,8 @@ pub enum DaemonError {
     Audit(#[from] crate::audit::AuditError),
     #[error("receipt key: {0}")]
     ReceiptKey(#[from] crate::keys::KeyError),
+    #[error("master key: {0}")]
+    MasterKey(crate::keys::KeyError),
     #[error("receipt ledger: {0}")]
     Ledger(#[from] crate::receipts::ledger::LedgerError),
     #[error("starting SFTP: {0}")]
@@ -90,7 +99,9 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         .map_err(DaemonError::State)?;
     let audit = Audit::open(&layout)?;
     audit.record("daemon.start", None, None, serde_json::json!({"config": live.path().display().to_string(), "version": env!("CARGO_PKG_VERSION")}));
-    let (services, box_events) = Services::new(live.clone(), audit.clone());
+    let master =
+        crate::keys::load_master_key(&gateway.master_key).map_err(DaemonError::MasterKey)?;
+    let (services, box_events) = Services::new(live.clone(), audit.clone(), Arc::new(master));
     tokio::spawn(audit_account_events(
         audit.clone(),
         live.subscribe(),

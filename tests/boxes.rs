@@ -1,12 +1,17 @@
-//! The box layer both transports use: uploads are atomic, names cannot escape, symlinks are
-//! never followed, and each folder allows only what DESIGN §2 says.
+//! The box layer both transports use: uploads are atomic and encrypted from their first byte,
+//! names cannot escape, symlinks are never followed, and each folder allows only what DESIGN §2
+//! says.
 
 mod support;
 
 use std::fs;
+use std::io::Read;
+use std::sync::Arc;
 
 use handoff::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder};
 use handoff::config::live::LiveConfig;
+use handoff::keys::MasterKey;
+use handoff::seal::at_rest::{self, AtRestReader};
 use handoff::state::StateLayout;
 use support::TestConfig;
 
@@ -15,7 +20,8 @@ const CLINIC: &str = "clinic-1312345676";
 struct Fixture {
     tc: TestConfig,
     layout: StateLayout,
-    live: std::sync::Arc<LiveConfig>,
+    live: Arc<LiveConfig>,
+    master: Arc<MasterKey>,
 }
 
 fn fixture(edit: impl FnOnce(String) -> String) -> Fixture {
@@ -23,12 +29,46 @@ fn fixture(edit: impl FnOnce(String) -> String) -> Fixture {
     let live = LiveConfig::load(&tc.path).unwrap();
     let layout = StateLayout::new(tc.state_dir());
     layout.create(&live.snapshot().config).unwrap();
-    Fixture { tc, layout, live }
+    let master = handoff::keys::load_master_key(&live.snapshot().config.gateway.master_key)
+        .expect("master key");
+    Fixture {
+        tc,
+        layout,
+        live,
+        master: Arc::new(master),
+    }
 }
 
 impl Fixture {
     fn open(&self, account: &str, owner: &str) -> Result<DropBox, BoxError> {
-        DropBox::open(&self.layout, &self.live.snapshot(), account, owner)
+        DropBox::open(
+            &self.layout,
+            &self.live.snapshot(),
+            &self.master,
+            account,
+            owner,
+        )
+    }
+
+    /// What a file waiting in the inbox holds, opened with the master key; fails the test if
+    /// its bytes on disk are not sealed.
+    fn read_inbox(&self, file: &str) -> Vec<u8> {
+        let path = self.layout.inbox(CLINIC).join(file);
+        let sealed = fs::read(&path).unwrap();
+        assert!(
+            at_rest::is_sealed_with(&self.master, &sealed),
+            "{file} is not sealed on disk"
+        );
+        let mut plain = Vec::new();
+        AtRestReader::new(
+            &self.master,
+            at_rest::UPLOAD_CONTEXT,
+            fs::File::open(&path).unwrap(),
+        )
+        .unwrap()
+        .read_to_end(&mut plain)
+        .unwrap();
+        plain
     }
 }
 
@@ -55,10 +95,7 @@ fn committed_upload_appears_in_inbox_and_staging_is_empty() {
             name: name("a.zip")
         }
     );
-    assert_eq!(
-        fs::read(f.layout.inbox(CLINIC).join("a.zip")).unwrap(),
-        b"helloworld"
-    );
+    assert_eq!(f.read_inbox("a.zip"), b"helloworld");
     assert_eq!(fs::read_dir(f.layout.staging(CLINIC)).unwrap().count(), 0);
     let listed = b.list(Folder::Inbox).unwrap();
     assert_eq!(listed.len(), 1);
@@ -87,10 +124,7 @@ fn upload_never_replaces_a_waiting_file() {
     second.append(b"second").unwrap();
     first.commit().unwrap();
     assert!(matches!(second.commit(), Err(BoxError::NameTaken)));
-    assert_eq!(
-        fs::read(f.layout.inbox(CLINIC).join("a.zip")).unwrap(),
-        b"first"
-    );
+    assert_eq!(f.read_inbox("a.zip"), b"first");
     assert!(matches!(
         b.begin_upload(name("a.zip")),
         Err(BoxError::NameTaken)
@@ -212,7 +246,7 @@ fn pattern(len: usize) -> Vec<u8> {
 
 fn commit_and_read(f: &Fixture, up: handoff::boxes::Upload, file: &str) -> Vec<u8> {
     up.commit().unwrap();
-    fs::read(f.layout.inbox(CLINIC).join(file)).unwrap()
+    f.read_inbox(file)
 }
 
 #[test]
@@ -240,17 +274,81 @@ fn large_upload_out_of_order_arrives_intact() {
     for piece in data[..12 * mib].chunks(261_120).enumerate() {
         up.write_at((piece.0 * 261_120) as u64, piece.1).unwrap();
     }
-    // A gap, the gap filled, an earlier range written again, then the rest in order.
-    up.write_at((16 * mib) as u64, &data[16 * mib..17 * mib])
+    // Pieces ahead of a gap, in reverse order, then the gap filled, then the rest in order.
+    up.write_at((15 * mib) as u64, &data[15 * mib..17 * mib])
         .unwrap();
-    up.write_at((12 * mib) as u64, &data[12 * mib..16 * mib])
+    up.write_at((13 * mib) as u64, &data[13 * mib..15 * mib])
         .unwrap();
-    up.write_at((9 * mib) as u64, &data[9 * mib..10 * mib])
+    assert_eq!(up.size(), (17 * mib) as u64);
+    up.write_at((12 * mib) as u64, &data[12 * mib..13 * mib])
         .unwrap();
     for (i, piece) in data[17 * mib..].chunks(100_000).enumerate() {
         up.write_at((17 * mib + i * 100_000) as u64, piece).unwrap();
     }
     assert!(commit_and_read(&f, up, "big.zip") == data);
+}
+
+#[test]
+fn rewrites_gaps_and_too_much_ahead_are_refused() {
+    let f = fixture(|t| t);
+    let b = f.open(CLINIC, CLINIC).unwrap();
+    let mut up = b.begin_upload(name("a.zip")).unwrap();
+    up.write_at(0, b"0123456789").unwrap();
+    up.write_at(20, b"abcdefghij").unwrap();
+    // Bytes already written, or overlapping a piece waiting ahead of the gap.
+    for (offset, data) in [(5u64, &b"xx"[..]), (25, b"xx"), (18, b"xxxx"), (20, b"y")] {
+        assert!(
+            matches!(up.write_at(offset, data), Err(BoxError::OutOfOrder(_))),
+            "rewrite at {offset} accepted"
+        );
+    }
+    // The gap is still open at commit.
+    assert!(matches!(up.commit(), Err(BoxError::OutOfOrder(_))));
+    assert_eq!(fs::read_dir(f.layout.inbox(CLINIC)).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(f.layout.staging(CLINIC)).unwrap().count(), 0);
+
+    // Held ahead of a gap: at most 16 MiB.
+    let mut up = b.begin_upload(name("b.zip")).unwrap();
+    let piece = vec![7u8; 4 << 20];
+    for i in 0..4u64 {
+        up.write_at(1 + i * (4 << 20), &piece).unwrap();
+    }
+    assert!(matches!(
+        up.write_at(1 + (16 << 20), &piece),
+        Err(BoxError::OutOfOrder(_))
+    ));
+}
+
+#[test]
+fn uploads_never_reach_the_disk_in_plaintext() {
+    let f = fixture(|t| t);
+    let b = f.open(CLINIC, CLINIC).unwrap();
+    // A recognisable text, repeated past the part an upload keeps in memory before writing.
+    let marker = b"<patient>Yamada Taro 1970-01-01</patient>";
+    let data: Vec<u8> = marker.iter().copied().cycle().take(3 << 20).collect();
+    let mut up = b.begin_upload(name("c.zip")).unwrap();
+    for piece in data.chunks(32_768) {
+        up.append(piece).unwrap();
+    }
+    let staged: Vec<_> = fs::read_dir(f.layout.staging(CLINIC))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(staged.len(), 1);
+    let partial = fs::read(&staged[0]).unwrap();
+    assert!(partial.len() >= 2 << 20, "the partial file was written");
+    let contains = |hay: &[u8]| hay.windows(marker.len()).any(|w| w == marker);
+    assert!(!contains(&partial), "plaintext in the partial upload");
+    up.commit().unwrap();
+    let waiting = fs::read(f.layout.inbox(CLINIC).join("c.zip")).unwrap();
+    assert!(!contains(&waiting), "plaintext in the inbox");
+    assert!(f.read_inbox("c.zip") == data);
+    // Listings show the size that was uploaded, not the sealed one.
+    assert_eq!(b.list(Folder::Inbox).unwrap()[0].size, data.len() as u64);
+    assert_eq!(
+        b.stat(Folder::Inbox, &name("c.zip")).unwrap().size,
+        data.len() as u64
+    );
 }
 
 #[test]

@@ -166,3 +166,38 @@ fn routing_never_guesses() {
         "route.unknown-recipient"
     );
 }
+
+#[test]
+fn sealed_uploads_are_opened_at_accept_and_a_damaged_one_stays_in_the_inbox() {
+    use handoff::boxes::{DropBox, FileName};
+    use sha2::{Digest, Sha256};
+
+    let tc = TestConfig::new();
+    let (config, layout, store, spool) = prepared(&tc);
+    let live = handoff::config::live::LiveConfig::load(&tc.path).expect("config");
+    let master = std::sync::Arc::new(
+        handoff::keys::load_master_key(&config.gateway.master_key).expect("master key"),
+    );
+    let dropbox = DropBox::open(&layout, &live.snapshot(), &master, CLINIC, CLINIC).unwrap();
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    for name in ["good.zip", "bad.zip"] {
+        let mut up = dropbox.begin_upload(FileName::new(name).unwrap()).unwrap();
+        up.append(&body).unwrap();
+        up.commit().unwrap();
+    }
+    // One byte of the second file changes while it waits in the inbox.
+    let bad = layout.inbox(CLINIC).join("bad.zip");
+    let mut bytes = std::fs::read(&bad).unwrap();
+    bytes[100_000] ^= 1;
+    std::fs::write(&bad, &bytes).unwrap();
+
+    let job = accept(&store, &spool, &layout, &config, CLINIC, "good.zip")
+        .unwrap()
+        .expect("the sealed upload is accepted");
+    assert_eq!(job.size, body.len() as u64);
+    assert_eq!(job.sha256, hex::encode(Sha256::digest(&body)));
+
+    assert!(accept(&store, &spool, &layout, &config, CLINIC, "bad.zip").is_err());
+    assert!(bad.exists(), "a file whose seal fails is kept in the inbox");
+    assert_eq!(store.open_jobs().unwrap().len(), 1);
+}

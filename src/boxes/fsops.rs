@@ -180,18 +180,6 @@ pub fn sync_dir(dir: &OwnedFd) -> io::Result<()> {
     check(unsafe { libc::fsync(dir.as_raw_fd()) }).map(drop)
 }
 
-/// Asks the kernel to start writing a range of the file to disk without waiting for it. Only a
-/// head start for a later fsync, which alone makes the data durable, so a failure is ignored.
-pub fn start_writeback(file: &File, offset: u64, len: u64) {
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: valid fd; the call only schedules writeback of the file's pages.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
 /// Names in a directory, read through its handle.
 pub fn read_dir_names(dir: &OwnedFd) -> io::Result<Vec<String>> {
     let proc_path = format!("/proc/self/fd/{}", dir.as_raw_fd());

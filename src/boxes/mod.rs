@@ -9,21 +9,26 @@
 //! Uploads are written to an exclusive new file in the account's staging directory and only on
 //! [`Upload::commit`] fsynced and linked into `inbox/` (never over an existing name): the
 //! pipeline sees complete files only, and a dropped upload leaves nothing it would process.
+//! They are encrypted at rest from their first byte (the spool's format, under the master key),
+//! so the plaintext of an upload never reaches the disk, not even before it is accepted.
 
 mod fsops;
 mod path;
 
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use path::{FileName, Folder, MAX_NAME_BYTES, VirtualPath};
 
 use crate::config::{Access, live::Snapshot};
-use crate::direct_io::DirectWriter;
+use crate::direct_io::SequentialFile;
+use crate::keys::MasterKey;
+use crate::seal::at_rest::{self, AtRestWriter};
 use crate::state::StateLayout;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,8 @@ pub enum BoxError {
     Empty,
     #[error("upload exceeds the size limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("uploads are written front to back: {0}")]
+    OutOfOrder(&'static str),
     #[error("the gateway is short of disk space; try again later")]
     InsufficientStorage,
     #[error("no box for account {0}")]
@@ -73,9 +80,10 @@ pub struct Entry {
 
 /// How often, in bytes written, an upload re-checks free space.
 const SPACE_CHECK_EVERY: u64 = 64 << 20;
-/// Bytes of an upload after which the kernel is asked to start writing them to disk, so the
-/// fsync at commit finds little left to write instead of the whole file.
-const WRITEBACK_EVERY: u64 = 8 << 20;
+/// Bytes of an upload that may arrive ahead of a gap (SFTP clients may send writes out of
+/// order) and wait in memory until the gap is filled. OpenSSH's client keeps at most 64 requests
+/// of 255 KiB in flight, just under this.
+const AHEAD_LIMIT: usize = 16 << 20;
 
 /// The box of one counterpart, opened for one account's session.
 #[derive(Debug)]
@@ -87,6 +95,7 @@ pub struct DropBox {
     min_free: u64,
     max_upload: u64,
     writable: bool,
+    master: Arc<MasterKey>,
 }
 
 impl DropBox {
@@ -95,6 +104,7 @@ impl DropBox {
     pub fn open(
         layout: &StateLayout,
         snapshot: &Snapshot,
+        master: &Arc<MasterKey>,
         account: &str,
         owner: &str,
     ) -> Result<DropBox, BoxError> {
@@ -121,6 +131,7 @@ impl DropBox {
             min_free: snapshot.config.gateway.limits.min_free_space.bytes(),
             max_upload: snapshot.config.max_upload_size(owner).bytes(),
             writable: acct.access == Access::ReadWrite,
+            master: master.clone(),
         })
     }
 
@@ -156,8 +167,8 @@ impl DropBox {
             };
             if let Some(meta) = fsops::stat_beneath(dir, name.as_str())? {
                 entries.push(Entry {
+                    size: self.visible_size(folder, &name, meta.size),
                     name,
-                    size: meta.size,
                     modified: meta.modified,
                 });
             }
@@ -171,9 +182,27 @@ impl DropBox {
             fsops::stat_beneath(self.folder(folder), name.as_str())?.ok_or(BoxError::NotFound)?;
         Ok(Entry {
             name: name.clone(),
-            size: meta.size,
+            size: self.visible_size(folder, name, meta.size),
             modified: meta.modified,
         })
+    }
+
+    /// The size a counterpart sees: for a file waiting in the inbox, the length of what was
+    /// uploaded rather than of its sealed form.
+    fn visible_size(&self, folder: Folder, name: &FileName, on_disk: u64) -> u64 {
+        if folder != Folder::Inbox {
+            return on_disk;
+        }
+        let plain = fsops::open_file_beneath(self.folder(folder), name.as_str())
+            .ok()
+            .and_then(|mut file| {
+                let mut prefix = [0u8; at_rest::PREFIX];
+                io::Read::read_exact(&mut file, &mut prefix).ok()?;
+                at_rest::is_sealed_with(&self.master, &prefix)
+                    .then(|| at_rest::plaintext_len(on_disk))
+                    .flatten()
+            });
+        plain.unwrap_or(on_disk)
     }
 
     /// Opens an outbox file or a receipt for reading. Inbox files cannot be read back.
@@ -224,8 +253,17 @@ impl DropBox {
         }
         let staged = format!("{}.part", uuid::Uuid::now_v7());
         let file = fsops::create_exclusive(&self.staging, &staged)?;
+        let sealer = AtRestWriter::new(
+            &self.master,
+            at_rest::UPLOAD_CONTEXT,
+            SequentialFile::new(file),
+        )
+        .map_err(|e| BoxError::Io(io::Error::other(e)))?;
         Ok(Upload {
-            file,
+            sealer: Some(sealer),
+            ahead: BTreeMap::new(),
+            ahead_bytes: 0,
+            sealed: 0,
             staged: Some(staged),
             staging: self.staging.try_clone()?,
             inbox: self.folder(Folder::Inbox).try_clone()?,
@@ -234,8 +272,6 @@ impl DropBox {
             limit: self.max_upload,
             size: 0,
             next_space_check: SPACE_CHECK_EVERY,
-            written_back: 0,
-            direct: Some(DirectWriter::new()),
             state_root: self.state_root.clone(),
             min_free: self.min_free,
         })
@@ -265,9 +301,14 @@ fn check_space(root: &std::path::Path, min_free: u64) -> Result<(), BoxError> {
 }
 
 /// An upload in progress. Dropping it without [`Upload::commit`] discards the partial file.
-#[derive(Debug)]
 pub struct Upload {
-    file: File,
+    /// The staging file, sealed front to back; `None` once committed.
+    sealer: Option<AtRestWriter<SequentialFile>>,
+    /// Pieces that came ahead of a gap, by offset, until the gap is filled.
+    ahead: BTreeMap<u64, Vec<u8>>,
+    ahead_bytes: usize,
+    /// Bytes sealed so far: every byte before this offset has been written once.
+    sealed: u64,
     /// Name in the staging directory; `None` once committed or discarded.
     staged: Option<String>,
     staging: OwnedFd,
@@ -278,14 +319,20 @@ pub struct Upload {
     /// Highest byte offset written so far.
     size: u64,
     next_space_check: u64,
-    /// Offset up to which writeback has been started.
-    written_back: u64,
-    /// The writer of the upload's sequential body: through the page cache for its first 8 MiB,
-    /// with direct I/O after them. `None` once a write out of sequence came: from then on every
-    /// write goes through the page cache.
-    direct: Option<DirectWriter>,
     state_root: PathBuf,
     min_free: u64,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("name", &self.name)
+            .field("owner", &self.owner)
+            .field("size", &self.size)
+            .field("sealed", &self.sealed)
+            .field("ahead_bytes", &self.ahead_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upload {
@@ -304,7 +351,10 @@ impl Upload {
         self.size
     }
 
-    /// Writes at an offset, as SFTP does (requests may arrive out of order).
+    /// Writes at an offset, as SFTP does. Requests may arrive out of order: a piece ahead of a
+    /// gap waits in memory (up to [`AHEAD_LIMIT`]) until the gap is filled. Rewriting bytes
+    /// already written is refused — the sealed file cannot be changed in place, and no
+    /// upload client needs it.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BoxError> {
         let end = offset
             .checked_add(data.len() as u64)
@@ -312,32 +362,52 @@ impl Upload {
         if end > self.limit {
             return Err(BoxError::TooLarge { limit: self.limit });
         }
+        if data.is_empty() {
+            return Ok(());
+        }
         if end >= self.next_space_check {
             check_space(&self.state_root, self.min_free)?;
             self.next_space_check = end + SPACE_CHECK_EVERY;
         }
-        if let Some(direct) = &mut self.direct {
-            if offset == direct.next_offset() {
-                direct.write(&self.file, data)?;
-                self.size = self.size.max(end);
-                return Ok(());
+        if offset < self.sealed || self.overlaps_ahead(offset, end) {
+            return Err(BoxError::OutOfOrder(
+                "bytes already written cannot be written again",
+            ));
+        }
+        if offset > self.sealed {
+            if self.ahead_bytes + data.len() > AHEAD_LIMIT {
+                return Err(BoxError::OutOfOrder(
+                    "too much data written ahead of a gap in the file",
+                ));
             }
-            // Out of sequence: the upload goes through the page cache from here on.
-            self.leave_direct()?;
+            self.ahead_bytes += data.len();
+            self.ahead.insert(offset, data.to_vec());
+        } else {
+            self.seal(data)?;
+            while let Some(piece) = self.ahead.remove(&self.sealed) {
+                self.ahead_bytes -= piece.len();
+                self.seal(&piece)?;
+            }
         }
-        self.file.write_all_at(data, offset)?;
         self.size = self.size.max(end);
-        if self.size - self.written_back >= WRITEBACK_EVERY {
-            fsops::start_writeback(&self.file, self.written_back, self.size - self.written_back);
-            self.written_back = self.size;
-        }
         Ok(())
     }
 
-    fn leave_direct(&mut self) -> Result<(), BoxError> {
-        if let Some(mut direct) = self.direct.take() {
-            direct.finish(&self.file)?;
-        }
+    /// Whether `offset..end` meets a piece waiting ahead of a gap.
+    fn overlaps_ahead(&self, offset: u64, end: u64) -> bool {
+        let before = self
+            .ahead
+            .range(..=offset)
+            .next_back()
+            .is_some_and(|(at, piece)| at + piece.len() as u64 > offset);
+        let after = self.ahead.range(offset..end).next().is_some();
+        before || after
+    }
+
+    fn seal(&mut self, data: &[u8]) -> Result<(), BoxError> {
+        let sealer = self.sealer.as_mut().ok_or(BoxError::NotFound)?;
+        sealer.write_all(data)?;
+        self.sealed += data.len() as u64;
         Ok(())
     }
 
@@ -346,15 +416,24 @@ impl Upload {
         self.write_at(self.size, data)
     }
 
-    /// Makes the upload durable and visible in `inbox/`: fsync, link under its name (never over
-    /// an existing file), drop the staging name, fsync the inbox directory. Blocking: call it
-    /// from a blocking context.
+    /// Makes the upload durable and visible in `inbox/`: seal the last segment, fsync, link
+    /// under its name (never over an existing file), drop the staging name, fsync the inbox
+    /// directory. Blocking: call it from a blocking context.
     pub fn commit(mut self) -> Result<BoxEvent, BoxError> {
         if self.size == 0 {
             return Err(BoxError::Empty);
         }
-        self.leave_direct()?;
-        self.file.sync_all()?;
+        if !self.ahead.is_empty() {
+            return Err(BoxError::OutOfOrder(
+                "the file has a gap: a part before its end was never written",
+            ));
+        }
+        let sealer = self.sealer.take().ok_or(BoxError::NotFound)?;
+        let file = sealer
+            .finish()
+            .map_err(|e| BoxError::Io(io::Error::other(e)))?
+            .finish()?;
+        file.sync_all()?;
         let staged = self.staged.as_deref().ok_or(BoxError::NotFound)?;
         match fsops::link_beneath(&self.staging, staged, &self.inbox, self.name.as_str()) {
             Ok(()) => {}

@@ -95,10 +95,7 @@ impl Pipeline {
         let snapshot = live.snapshot();
         let layout = services.layout.clone();
         let store = Arc::new(SqliteStore::open(&layout.store())?);
-        let master = Arc::new(crate::keys::load_master_key(
-            &snapshot.config.gateway.master_key,
-        )?);
-        let spool = Spool::new(&layout, master);
+        let spool = Spool::new(&layout, services.master.clone());
         let swept = spool.sweep_orphans(
             |id| {
                 store

@@ -35,6 +35,24 @@ pub const SEGMENT: usize = 1 << SEGMENT_LOG2;
 const TAG: usize = 16;
 pub const HEADER: usize = 43;
 
+/// Key-derivation context of an upload sealed as it is written, before it has a file id (its
+/// random salt still makes its key its own).
+pub const UPLOAD_CONTEXT: &str = "upload";
+/// Bytes of a file that [`is_sealed_with`] looks at.
+pub const PREFIX: usize = 20;
+
+/// Whether a file starting with `prefix` was written by [`AtRestWriter`] under `master`: magic,
+/// version, segment size and key id all match. A counterpart cannot make an upload look like
+/// this without the key id, which never leaves the gateway.
+pub fn is_sealed_with(master: &MasterKey, prefix: &[u8]) -> bool {
+    prefix.len() >= PREFIX
+        && &prefix[..8] == MAGIC
+        && prefix[8] == VERSION
+        && prefix[9] == SEGMENT_LOG2
+        && prefix[10..12] == [0, 0]
+        && prefix[12..20] == master.id
+}
+
 /// The file's key. AES-256-GCM comes from the TLS stack's provider (aws-lc), the fastest
 /// implementation at hand; the format is plain GCM, so any implementation opens it.
 fn derive(master: &MasterKey, salt: &[u8], file_id: &str) -> Result<LessSafeKey, SealError> {
@@ -138,6 +156,23 @@ impl<W: Write> Write for AtRestWriter<W> {
     }
 }
 
+/// The number of segments and the plaintext length of a file of `total` bytes in this format;
+/// `None` if no such file has that length.
+fn segments_of(total: u64) -> Option<(u64, u64)> {
+    let body = total.checked_sub(HEADER as u64)?;
+    let seg_ct = (SEGMENT + TAG) as u64;
+    // Every segment but the last is full; the last holds 0..=SEGMENT bytes.
+    let segments = body.div_ceil(seg_ct).max(1);
+    let last_ct = body.checked_sub((segments - 1) * seg_ct)?;
+    let last_plain = last_ct.checked_sub(TAG as u64)?;
+    Some((segments, (segments - 1) * SEGMENT as u64 + last_plain))
+}
+
+/// The plaintext length of a file of `total` bytes in this format.
+pub fn plaintext_len(total: u64) -> Option<u64> {
+    segments_of(total).map(|(_, plain)| plain)
+}
+
 /// Decrypts the at-rest format with random access.
 pub struct AtRestReader<R: Read + Seek> {
     inner: R,
@@ -178,18 +213,7 @@ impl<R: Read + Seek> AtRestReader<R> {
         if header[12..20] != master.id {
             return Err(SealError::WrongKey);
         }
-        let body = total - HEADER as u64;
-        let seg_ct = (SEGMENT + TAG) as u64;
-        if body < TAG as u64 {
-            return Err(SealError::Truncated);
-        }
-        // Every segment but the last is full; the last holds 0..=SEGMENT bytes.
-        let segments = body.div_ceil(seg_ct).max(1);
-        let last_ct = body - (segments - 1) * seg_ct;
-        if last_ct < TAG as u64 {
-            return Err(SealError::Truncated);
-        }
-        let plain_len = (segments - 1) * SEGMENT as u64 + last_ct - TAG as u64;
+        let (segments, plain_len) = segments_of(total).ok_or(SealError::Truncated)?;
         let cipher = derive(master, &header[20..36], file_id)?;
         let mut reader = AtRestReader {
             inner,

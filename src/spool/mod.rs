@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::direct_io::SequentialFile;
 use crate::keys::MasterKey;
-use crate::seal::at_rest::{AtRestReader, AtRestWriter};
+use crate::seal::at_rest::{self, AtRestReader, AtRestWriter};
 use crate::state::StateLayout;
 
 /// Suffix of files being written; never read back, removed at start-up.
@@ -98,6 +98,25 @@ impl Spool {
             size,
             sha256: hex::encode(hash.finalize()),
         })
+    }
+
+    /// Stores an upload taken from an inbox. One the transports sealed as it was written is
+    /// opened as it is read (a changed or cut file fails, and stays in the inbox); any other
+    /// file — one an operator placed in the inbox by hand — is read as it is.
+    pub fn store_upload(&self, file_id: &str, mut file: File) -> io::Result<Written> {
+        let mut prefix = Vec::with_capacity(at_rest::PREFIX);
+        (&mut file)
+            .take(at_rest::PREFIX as u64)
+            .read_to_end(&mut prefix)?;
+        file.rewind()?;
+        let file = io::BufReader::with_capacity(1 << 17, file);
+        if at_rest::is_sealed_with(&self.master, &prefix) {
+            let upload = AtRestReader::new(&self.master, at_rest::UPLOAD_CONTEXT, file)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            self.store(file_id, upload)
+        } else {
+            self.store(file_id, file)
+        }
     }
 
     /// Opens the content of an accepted file, decrypting the at-rest layer as it is read: the

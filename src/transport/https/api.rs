@@ -85,6 +85,7 @@ impl From<BoxError> for ApiError {
             BoxError::NameTaken => (StatusCode::CONFLICT, "name_taken"),
             BoxError::Empty => (StatusCode::BAD_REQUEST, "empty_file"),
             BoxError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            BoxError::OutOfOrder(_) => (StatusCode::BAD_REQUEST, "out_of_order"),
             BoxError::InsufficientStorage => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
@@ -285,7 +286,13 @@ async fn route(conn: &Arc<Connection>, req: Request<()>, body: &mut Option<Incom
             }
         }
     };
-    let dropbox = DropBox::open(&services.layout, &snapshot, &account.id, &owner)?;
+    let dropbox = DropBox::open(
+        &services.layout,
+        &snapshot,
+        &services.master,
+        &account.id,
+        &owner,
+    )?;
     match (req.method().clone(), rest) {
         (Method::GET, []) => Ok((
             json_response(

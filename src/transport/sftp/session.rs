@@ -216,6 +216,7 @@ impl SshSession {
             Ok(BoxView::Own(DropBox::open(
                 layout,
                 &snapshot,
+                &self.services.master,
                 &account.id,
                 &account.id,
             )?))
@@ -224,7 +225,7 @@ impl SshSession {
             for owner in &account.boxes {
                 boxes.insert(
                     owner.clone(),
-                    DropBox::open(layout, &snapshot, &account.id, owner)?,
+                    DropBox::open(layout, &snapshot, &self.services.master, &account.id, owner)?,
                 );
             }
             Ok(BoxView::Scoped(boxes))

@@ -58,7 +58,7 @@ enum OpenHandle {
         covered: u64,
         bytes: u64,
     },
-    Write(Upload),
+    Write(Box<Upload>),
     Dir {
         entries: Vec<File>,
         sent: bool,
@@ -100,6 +100,7 @@ impl From<BoxError> for Refusal {
             BoxError::NameTaken
             | BoxError::Empty
             | BoxError::TooLarge { .. }
+            | BoxError::OutOfOrder(_)
             | BoxError::InsufficientStorage => StatusCode::Failure,
             BoxError::Io(_) => StatusCode::Failure,
         };
@@ -392,7 +393,7 @@ impl russh_sftp::server::Handler for SftpView {
                 "box.open",
                 json!({"box": owner, "folder": "inbox", "name": name.as_str(), "mode": "write"}),
             );
-            OpenHandle::Write(upload)
+            OpenHandle::Write(Box::new(upload))
         } else {
             let (file, entry) = b
                 .open_read(folder, &name)
