@@ -8,11 +8,12 @@ use std::fs;
 use std::io::Read;
 use std::sync::Arc;
 
-use handoff::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder};
+use handoff::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder, committed_sha256};
 use handoff::config::live::LiveConfig;
 use handoff::keys::MasterKey;
 use handoff::seal::at_rest::{self, AtRestReader};
 use handoff::state::StateLayout;
+use sha2::{Digest, Sha256};
 use support::TestConfig;
 
 const CLINIC: &str = "clinic-1312345676";
@@ -56,18 +57,14 @@ impl Fixture {
         let path = self.layout.inbox(CLINIC).join(file);
         let sealed = fs::read(&path).unwrap();
         assert!(
-            at_rest::is_sealed_with(&self.master, &sealed),
+            at_rest::is_sealed_upload(&self.master, &sealed),
             "{file} is not sealed on disk"
         );
         let mut plain = Vec::new();
-        AtRestReader::new(
-            &self.master,
-            at_rest::UPLOAD_CONTEXT,
-            fs::File::open(&path).unwrap(),
-        )
-        .unwrap()
-        .read_to_end(&mut plain)
-        .unwrap();
+        AtRestReader::new(&self.master, "any file id", fs::File::open(&path).unwrap())
+            .unwrap()
+            .read_to_end(&mut plain)
+            .unwrap();
         plain
     }
 }
@@ -87,15 +84,20 @@ fn committed_upload_appears_in_inbox_and_staging_is_empty() {
         b.list(Folder::Inbox).unwrap().is_empty(),
         "not visible before commit"
     );
-    let ev = up.commit().unwrap();
+    let committed = up.commit().unwrap();
     assert_eq!(
-        ev,
+        committed.event,
         BoxEvent::Uploaded {
             account: CLINIC.into(),
             name: name("a.zip")
         }
     );
     assert_eq!(f.read_inbox("a.zip"), b"helloworld");
+    // The upload carries the SHA-256 of what was uploaded, for the accept.
+    let sha = hex::encode(Sha256::digest(b"helloworld"));
+    assert_eq!(committed.sha256, sha);
+    let waiting = fs::File::open(f.layout.inbox(CLINIC).join("a.zip")).unwrap();
+    assert_eq!(committed_sha256(&waiting), Some(sha));
     assert_eq!(fs::read_dir(f.layout.staging(CLINIC)).unwrap().count(), 0);
     let listed = b.list(Folder::Inbox).unwrap();
     assert_eq!(listed.len(), 1);

@@ -76,9 +76,16 @@ fn kill_9_at_random_points_loses_and_doubles_nothing() {
     let tc = TestConfig::new();
     let _clamd = ClamdInstance::start(tc.dir.path());
     let config = handoff::config::load(&tc.path).expect("config").config;
-    handoff::state::StateLayout::new(tc.state_dir())
-        .create(&config)
-        .expect("state dir");
+    let layout = handoff::state::StateLayout::new(tc.state_dir());
+    layout.create(&config).expect("state dir");
+    // Half the files come as a transport commits them (sealed, hashed, moved into the spool
+    // without a copy), half as an operator places them in the inbox by hand.
+    let live = handoff::config::live::LiveConfig::load(&tc.path).expect("config");
+    let master = std::sync::Arc::new(
+        handoff::keys::load_master_key(&config.gateway.master_key).expect("master key"),
+    );
+    let dropbox = handoff::boxes::DropBox::open(&layout, &live.snapshot(), &master, CLINIC, CLINIC)
+        .expect("the clinic's box");
 
     let mut fed: HashMap<String, Vec<u8>> = HashMap::new();
     let mut infected: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -104,7 +111,15 @@ fn kill_9_at_random_points_loses_and_doubles_nothing() {
             };
             let body =
                 support::checkup_archive_with("2717654320", "06130017", persons, rng.next(), extra);
-            hand_off(&tc, CLINIC, &name, &body);
+            if rng.below(2) == 0 {
+                hand_off(&tc, CLINIC, &name, &body);
+            } else {
+                let mut upload = dropbox
+                    .begin_upload(handoff::boxes::FileName::new(&name).unwrap())
+                    .unwrap();
+                upload.append(&body).unwrap();
+                upload.commit().unwrap();
+            }
             fed.insert(name, body);
             std::thread::sleep(std::time::Duration::from_millis(rng.below(15)));
         }

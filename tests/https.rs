@@ -482,25 +482,28 @@ fn oversized_upload_gets_413_and_both_http_versions_work() {
     let _d = start(&tc);
     let src = tc.dir.path().join("big.bin");
     random_file(&src, 5000);
+    // Without a length the limit is found while the body is written: at its end, and mid-body.
+    let streamed = tc.dir.path().join("streamed.bin");
+    random_file(&streamed, 600 << 10);
     for version in ["--http1.1", "--http2"] {
-        let out = curl(
-            &tc,
-            Some(CLINIC_B),
-            &[
-                version,
-                "-T",
-                &src.display().to_string(),
-                "{base}/inbox/big.zip",
-                "-w",
-                "\n%{http_code}",
-            ],
-        );
-        assert_eq!(
-            status_of(&out),
-            413,
-            "{version}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        for (file, chunked) in [(&src, false), (&src, true), (&streamed, true)] {
+            let mut args = vec![version, "-T"];
+            let path = file.display().to_string();
+            args.push(&path);
+            if chunked && version == "--http1.1" {
+                args.extend(["-H", "Transfer-Encoding: chunked"]);
+            } else if chunked {
+                args.extend(["-H", "Content-Length:"]);
+            }
+            args.extend(["{base}/inbox/big.zip", "-w", "\n%{http_code}"]);
+            let out = curl(&tc, Some(CLINIC_B), &args);
+            assert_eq!(
+                status_of(&out),
+                413,
+                "{version} chunked={chunked} {path}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
         let out = curl(
             &tc,
             Some(CLINIC_B),

@@ -168,7 +168,10 @@ fn routing_never_guesses() {
 }
 
 #[test]
-fn sealed_uploads_are_opened_at_accept_and_a_damaged_one_stays_in_the_inbox() {
+fn sealed_uploads_move_into_the_spool_without_a_copy() {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+
     use handoff::boxes::{DropBox, FileName};
     use sha2::{Digest, Sha256};
 
@@ -185,7 +188,69 @@ fn sealed_uploads_are_opened_at_accept_and_a_damaged_one_stays_in_the_inbox() {
         up.append(&body).unwrap();
         up.commit().unwrap();
     }
-    // One byte of the second file changes while it waits in the inbox.
+    let good = layout.inbox(CLINIC).join("good.zip");
+    let inode = std::fs::metadata(&good).unwrap().ino();
+    let job = accept(&store, &spool, &layout, &config, CLINIC, "good.zip")
+        .unwrap()
+        .expect("the sealed upload is accepted");
+    assert_eq!(job.size, body.len() as u64);
+    assert_eq!(job.sha256, hex::encode(Sha256::digest(&body)));
+    assert!(!good.exists());
+    let spooled = layout.spool().join(&job.file_id);
+    assert_eq!(
+        std::fs::metadata(&spooled).unwrap().ino(),
+        inode,
+        "the upload was copied, not moved"
+    );
+    let mut content = Vec::new();
+    spool
+        .open(&job.file_id)
+        .unwrap()
+        .read_to_end(&mut content)
+        .unwrap();
+    assert!(content == body);
+
+    // A byte changed while the file waited: the seal catches it when the file is read.
+    let bad = layout.inbox(CLINIC).join("bad.zip");
+    let mut bytes = std::fs::read(&bad).unwrap();
+    bytes[100_000] ^= 1;
+    std::fs::write(&bad, &bytes).unwrap();
+    let job = accept(&store, &spool, &layout, &config, CLINIC, "bad.zip")
+        .unwrap()
+        .expect("accepted with the hash taken as it arrived");
+    let mut content = Vec::new();
+    let read = spool
+        .open(&job.file_id)
+        .and_then(|mut r| r.read_to_end(&mut content));
+    assert_eq!(
+        read.map_err(|e| e.kind()).unwrap_err(),
+        std::io::ErrorKind::InvalidData
+    );
+}
+
+#[test]
+fn sealed_uploads_without_their_hash_are_opened_and_checked() {
+    use handoff::boxes::{DropBox, FileName};
+    use sha2::{Digest, Sha256};
+
+    let tc = TestConfig::new();
+    let (config, layout, store, spool) = prepared(&tc);
+    let live = handoff::config::live::LiveConfig::load(&tc.path).expect("config");
+    let master = std::sync::Arc::new(
+        handoff::keys::load_master_key(&config.gateway.master_key).expect("master key"),
+    );
+    let dropbox = DropBox::open(&layout, &live.snapshot(), &master, CLINIC, CLINIC).unwrap();
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    for name in ["good.zip", "bad.zip"] {
+        let mut up = dropbox.begin_upload(FileName::new(name).unwrap()).unwrap();
+        up.append(&body).unwrap();
+        up.commit().unwrap();
+        // As on a file system without extended attributes.
+        let path = layout.inbox(CLINIC).join(name);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+    }
     let bad = layout.inbox(CLINIC).join("bad.zip");
     let mut bytes = std::fs::read(&bad).unwrap();
     bytes[100_000] ^= 1;

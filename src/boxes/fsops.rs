@@ -180,6 +180,40 @@ pub fn sync_dir(dir: &OwnedFd) -> io::Result<()> {
     check(unsafe { libc::fsync(dir.as_raw_fd()) }).map(drop)
 }
 
+/// Sets an extended attribute of an open file.
+pub fn set_xattr(file: &File, name: &str, value: &[u8]) -> io::Result<()> {
+    let name = cstr(name)?;
+    // SAFETY: valid fd, NUL-terminated name, `value` readable for its length.
+    check(unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// An extended attribute of an open file, if it is set and at most `max` bytes long.
+pub fn get_xattr(file: &File, name: &str, max: usize) -> Option<Vec<u8>> {
+    let name = cstr(name).ok()?;
+    let mut value = vec![0u8; max];
+    // SAFETY: valid fd, NUL-terminated name, `value` writable for its length.
+    let n = unsafe {
+        libc::fgetxattr(
+            file.as_raw_fd(),
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    value.truncate(n);
+    Some(value)
+}
+
 /// Names in a directory, read through its handle.
 pub fn read_dir_names(dir: &OwnedFd) -> io::Result<Vec<String>> {
     let proc_path = format!("/proc/self/fd/{}", dir.as_raw_fd());

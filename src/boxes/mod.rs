@@ -10,7 +10,9 @@
 //! [`Upload::commit`] fsynced and linked into `inbox/` (never over an existing name): the
 //! pipeline sees complete files only, and a dropped upload leaves nothing it would process.
 //! They are encrypted at rest from their first byte (the spool's format, under the master key),
-//! so the plaintext of an upload never reaches the disk, not even before it is accepted.
+//! so the plaintext of an upload never reaches the disk, not even before it is accepted, and
+//! they are hashed as they are written: a committed upload carries the SHA-256 of its
+//! plaintext, so the pipeline takes it into the spool as it is, without reading it again.
 
 mod fsops;
 mod path;
@@ -28,6 +30,8 @@ pub use path::{FileName, Folder, MAX_NAME_BYTES, VirtualPath};
 use crate::config::{Access, live::Snapshot};
 use crate::direct_io::SequentialFile;
 use crate::keys::MasterKey;
+use sha2::{Digest, Sha256};
+
 use crate::seal::at_rest::{self, AtRestWriter};
 use crate::state::StateLayout;
 
@@ -57,6 +61,24 @@ pub enum BoxError {
     NoBox(String),
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
+}
+
+/// The extended attribute in which a committed upload carries the hex SHA-256 of its plaintext.
+const SHA256_XATTR: &str = "user.handoff.sha256";
+
+/// The SHA-256 a committed upload carries, if the file has one (a file placed in an inbox by
+/// hand, or on a file system without extended attributes, has none).
+pub fn committed_sha256(file: &File) -> Option<String> {
+    let value = fsops::get_xattr(file, SHA256_XATTR, 64)?;
+    let hex = String::from_utf8(value).ok()?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+/// A committed upload: the event for the pipeline and the SHA-256 of what was uploaded.
+#[derive(Debug)]
+pub struct Committed {
+    pub event: BoxEvent,
+    pub sha256: String,
 }
 
 /// What transports tell the pipeline about box files.
@@ -198,7 +220,7 @@ impl DropBox {
             .and_then(|mut file| {
                 let mut prefix = [0u8; at_rest::PREFIX];
                 io::Read::read_exact(&mut file, &mut prefix).ok()?;
-                at_rest::is_sealed_with(&self.master, &prefix)
+                at_rest::is_sealed_upload(&self.master, &prefix)
                     .then(|| at_rest::plaintext_len(on_disk))
                     .flatten()
             });
@@ -253,14 +275,11 @@ impl DropBox {
         }
         let staged = format!("{}.part", uuid::Uuid::now_v7());
         let file = fsops::create_exclusive(&self.staging, &staged)?;
-        let sealer = AtRestWriter::new(
-            &self.master,
-            at_rest::UPLOAD_CONTEXT,
-            SequentialFile::new(file),
-        )
-        .map_err(|e| BoxError::Io(io::Error::other(e)))?;
+        let sealer = AtRestWriter::for_upload(&self.master, SequentialFile::new(file))
+            .map_err(|e| BoxError::Io(io::Error::other(e)))?;
         Ok(Upload {
             sealer: Some(sealer),
+            hash: Sha256::new(),
             ahead: BTreeMap::new(),
             ahead_bytes: 0,
             sealed: 0,
@@ -304,6 +323,8 @@ fn check_space(root: &std::path::Path, min_free: u64) -> Result<(), BoxError> {
 pub struct Upload {
     /// The staging file, sealed front to back; `None` once committed.
     sealer: Option<AtRestWriter<SequentialFile>>,
+    /// Of the bytes sealed so far.
+    hash: Sha256,
     /// Pieces that came ahead of a gap, by offset, until the gap is filled.
     ahead: BTreeMap<u64, Vec<u8>>,
     ahead_bytes: usize,
@@ -407,6 +428,7 @@ impl Upload {
     fn seal(&mut self, data: &[u8]) -> Result<(), BoxError> {
         let sealer = self.sealer.as_mut().ok_or(BoxError::NotFound)?;
         sealer.write_all(data)?;
+        self.hash.update(data);
         self.sealed += data.len() as u64;
         Ok(())
     }
@@ -416,10 +438,10 @@ impl Upload {
         self.write_at(self.size, data)
     }
 
-    /// Makes the upload durable and visible in `inbox/`: seal the last segment, fsync, link
-    /// under its name (never over an existing file), drop the staging name, fsync the inbox
-    /// directory. Blocking: call it from a blocking context.
-    pub fn commit(mut self) -> Result<BoxEvent, BoxError> {
+    /// Makes the upload durable and visible in `inbox/`: seal the last segment, record the
+    /// SHA-256, fsync, link under its name (never over an existing file), drop the staging
+    /// name, fsync the inbox directory. Blocking: call it from a blocking context.
+    pub fn commit(mut self) -> Result<Committed, BoxError> {
         if self.size == 0 {
             return Err(BoxError::Empty);
         }
@@ -433,6 +455,9 @@ impl Upload {
             .finish()
             .map_err(|e| BoxError::Io(io::Error::other(e)))?
             .finish()?;
+        let sha256 = hex::encode(std::mem::take(&mut self.hash).finalize());
+        // Without the attribute (a file system without them) the pipeline hashes the file.
+        let _ = fsops::set_xattr(&file, SHA256_XATTR, sha256.as_bytes());
         file.sync_all()?;
         let staged = self.staged.as_deref().ok_or(BoxError::NotFound)?;
         match fsops::link_beneath(&self.staging, staged, &self.inbox, self.name.as_str()) {
@@ -443,9 +468,12 @@ impl Upload {
         let _ = fsops::unlink_beneath(&self.staging, staged);
         self.staged = None;
         fsops::sync_dir(&self.inbox)?;
-        Ok(BoxEvent::Uploaded {
-            account: self.owner.clone(),
-            name: self.name.clone(),
+        Ok(Committed {
+            event: BoxEvent::Uploaded {
+                account: self.owner.clone(),
+                name: self.name.clone(),
+            },
+            sha256,
         })
     }
 }

@@ -57,7 +57,7 @@ pub fn accept(
         return Ok(None);
     }
     let file_id = uuid::Uuid::now_v7().to_string();
-    let written = spool.store_upload(&file_id, file)?;
+    let written = spool.take_upload(&file_id, &path, file)?;
     let job = Job {
         file_id: file_id.clone(),
         sender: sender.to_owned(),

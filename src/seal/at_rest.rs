@@ -6,12 +6,14 @@
 //!   0  8  magic "handoff\0"
 //!   8  1  version (1)
 //!   9  1  log2 of the segment size (16: 64 KiB)
-//!  10  2  reserved (0)
+//!  10  1  key context: 0 = the file id, 1 = an upload (sealed as it arrived, before it had one)
+//!  11  1  reserved (0)
 //!  12  8  key id (first 8 bytes of SHA-256 of the master key)
 //!  20 16  salt (random)
 //!  36  7  nonce prefix (random)
 //! segments: each 64 KiB of plaintext (the last 0..=64 KiB) + 16-byte GCM tag
-//!   key   = HKDF-SHA-256(master key, salt, "handoff at-rest v1" || file id)
+//!   key   = HKDF-SHA-256(master key, salt, "handoff at-rest v1" || context)
+//!           context = the file id, or "upload" (key context 1)
 //!   nonce = prefix(7) || segment counter (u32, big-endian) || last-segment flag (1 byte)
 //!   AAD   = the header
 //! ```
@@ -36,20 +38,24 @@ const TAG: usize = 16;
 pub const HEADER: usize = 43;
 
 /// Key-derivation context of an upload sealed as it is written, before it has a file id (its
-/// random salt still makes its key its own).
-pub const UPLOAD_CONTEXT: &str = "upload";
-/// Bytes of a file that [`is_sealed_with`] looks at.
+/// random salt still makes its key its own). Header byte 10 says which context a file uses, so
+/// an upload moves into the spool as it is, without being opened and sealed again.
+const UPLOAD_CONTEXT: &str = "upload";
+const CONTEXT_FILE_ID: u8 = 0;
+const CONTEXT_UPLOAD: u8 = 1;
+/// Bytes of a file that [`is_sealed_upload`] looks at.
 pub const PREFIX: usize = 20;
 
-/// Whether a file starting with `prefix` was written by [`AtRestWriter`] under `master`: magic,
-/// version, segment size and key id all match. A counterpart cannot make an upload look like
-/// this without the key id, which never leaves the gateway.
-pub fn is_sealed_with(master: &MasterKey, prefix: &[u8]) -> bool {
+/// Whether a file starting with `prefix` is an upload sealed by [`AtRestWriter::for_upload`]
+/// under `master`: magic, version, segment size, key context and key id all match. A
+/// counterpart cannot make an upload look like this without the key id, which never leaves the
+/// gateway.
+pub fn is_sealed_upload(master: &MasterKey, prefix: &[u8]) -> bool {
     prefix.len() >= PREFIX
         && &prefix[..8] == MAGIC
         && prefix[8] == VERSION
         && prefix[9] == SEGMENT_LOG2
-        && prefix[10..12] == [0, 0]
+        && prefix[10..12] == [CONTEXT_UPLOAD, 0]
         && prefix[12..20] == master.id
 }
 
@@ -86,19 +92,32 @@ pub struct AtRestWriter<W: Write> {
 }
 
 impl<W: Write> AtRestWriter<W> {
-    pub fn new(
+    /// A writer for the file `file_id`.
+    pub fn new(master: &MasterKey, file_id: &str, inner: W) -> Result<AtRestWriter<W>, SealError> {
+        AtRestWriter::with_context(master, CONTEXT_FILE_ID, file_id, inner)
+    }
+
+    /// A writer for an upload as it arrives, before it has a file id; the spool reads it under
+    /// any file id it is given later.
+    pub fn for_upload(master: &MasterKey, inner: W) -> Result<AtRestWriter<W>, SealError> {
+        AtRestWriter::with_context(master, CONTEXT_UPLOAD, UPLOAD_CONTEXT, inner)
+    }
+
+    fn with_context(
         master: &MasterKey,
-        file_id: &str,
+        kind: u8,
+        context: &str,
         mut inner: W,
     ) -> Result<AtRestWriter<W>, SealError> {
         let mut header = [0u8; HEADER];
         header[..8].copy_from_slice(MAGIC);
         header[8] = VERSION;
         header[9] = SEGMENT_LOG2;
+        header[10] = kind;
         header[12..20].copy_from_slice(&master.id);
         getrandom::fill(&mut header[20..HEADER])
             .map_err(|_| SealError::Io(io::Error::other("random source failed")))?;
-        let cipher = derive(master, &header[20..36], file_id)?;
+        let cipher = derive(master, &header[20..36], context)?;
         inner.write_all(&header)?;
         Ok(AtRestWriter {
             inner,
@@ -207,14 +226,19 @@ impl<R: Read + Seek> AtRestReader<R> {
         if &header[..8] != MAGIC {
             return Err(SealError::Malformed("not a handoff at-rest file"));
         }
-        if header[8] != VERSION || header[9] != SEGMENT_LOG2 {
+        if header[8] != VERSION || header[9] != SEGMENT_LOG2 || header[11] != 0 {
             return Err(SealError::Unsupported("at-rest format version"));
         }
+        let context = match header[10] {
+            CONTEXT_FILE_ID => file_id,
+            CONTEXT_UPLOAD => UPLOAD_CONTEXT,
+            _ => return Err(SealError::Unsupported("at-rest key context")),
+        };
         if header[12..20] != master.id {
             return Err(SealError::WrongKey);
         }
         let (segments, plain_len) = segments_of(total).ok_or(SealError::Truncated)?;
-        let cipher = derive(master, &header[20..36], file_id)?;
+        let cipher = derive(master, &header[20..36], context)?;
         let mut reader = AtRestReader {
             inner,
             cipher,

@@ -100,23 +100,34 @@ impl Spool {
         })
     }
 
-    /// Stores an upload taken from an inbox. One the transports sealed as it was written is
-    /// opened as it is read (a changed or cut file fails, and stays in the inbox); any other
-    /// file — one an operator placed in the inbox by hand — is read as it is.
-    pub fn store_upload(&self, file_id: &str, mut file: File) -> io::Result<Written> {
+    /// Takes the upload at `path` (in an inbox, open as `file`) into the spool as `file_id`.
+    /// An upload the transports sealed and hashed as it arrived is linked in as it is: the same
+    /// file, neither read nor copied. One sealed without its hash is opened (a changed or cut
+    /// file fails, and stays in the inbox) and stored again; any other file — one an operator
+    /// placed in an inbox by hand — is read as it is.
+    pub fn take_upload(&self, file_id: &str, path: &Path, mut file: File) -> io::Result<Written> {
         let mut prefix = Vec::with_capacity(at_rest::PREFIX);
         (&mut file)
             .take(at_rest::PREFIX as u64)
             .read_to_end(&mut prefix)?;
         file.rewind()?;
-        let file = io::BufReader::with_capacity(1 << 17, file);
-        if at_rest::is_sealed_with(&self.master, &prefix) {
-            let upload = AtRestReader::new(&self.master, at_rest::UPLOAD_CONTEXT, file)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            self.store(file_id, upload)
-        } else {
-            self.store(file_id, file)
+        if !at_rest::is_sealed_upload(&self.master, &prefix) {
+            return self.store(file_id, io::BufReader::with_capacity(1 << 17, file));
         }
+        if let Some(sha256) = crate::boxes::committed_sha256(&file) {
+            let size = at_rest::plaintext_len(file.metadata()?.len())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "truncated upload"))?;
+            // The inbox and the spool share a file system in the state directory; should they
+            // not, the upload is copied below instead.
+            if fs::hard_link(path, self.plain_path(file_id)).is_ok() {
+                sync_dir(&self.dir)?;
+                return Ok(Written { size, sha256 });
+            }
+        }
+        let file = io::BufReader::with_capacity(1 << 17, file);
+        let upload = AtRestReader::new(&self.master, file_id, file)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        self.store(file_id, upload)
     }
 
     /// Opens the content of an accepted file, decrypting the at-rest layer as it is read: the

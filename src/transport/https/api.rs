@@ -25,12 +25,11 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::Shared;
 use crate::accounts::{Account, Role};
-use crate::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder};
+use crate::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder, Upload};
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -448,14 +447,21 @@ async fn upload(
         .gateway
         .limits
         .body_idle_timeout;
-    let mut upload = dropbox.begin_upload(name.clone())?;
+    let upload = dropbox.begin_upload(name.clone())?;
     let Some(mut body) = body.take() else {
         return Err(ApiError::internal());
     };
-    let (hash_tx, hashed) = spawn_hasher().map_err(|e| {
-        tracing::warn!(error = %e, "no thread for an upload's hash");
+    let (to_writer, written) = spawn_writer(upload).map_err(|e| {
+        tracing::warn!(error = %e, "no thread for an upload");
         ApiError::internal()
     })?;
+    // The writer's verdict once it has stopped taking batches: its own error if it failed.
+    let writer_failed = |written: tokio::sync::oneshot::Receiver<Written>| async move {
+        match written.await {
+            Ok(Err(e)) => ApiError::from(e),
+            _ => ApiError::internal(),
+        }
+    };
     let mut batch = Vec::new();
     let mut batched = 0;
     loop {
@@ -478,26 +484,25 @@ async fn upload(
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
-            upload.append(&data)?;
-            // The hasher works on its own thread while this one writes; frames go to it in
-            // batches, as HTTP/2 frames are small and a hand-over per frame costs more.
+            // Frames go to the writer in batches, as HTTP/2 frames are small and a hand-over
+            // per frame costs more.
             batched += data.len();
             batch.push(data);
-            if batched >= HASH_BATCH && hash_tx.send(std::mem::take(&mut batch)).await.is_err() {
-                return Err(ApiError::internal());
-            }
-            if batch.is_empty() {
+            if batched >= WRITE_BATCH {
+                if to_writer.send(std::mem::take(&mut batch)).await.is_err() {
+                    return Err(writer_failed(written).await);
+                }
                 batched = 0;
             }
         }
     }
-    if hash_tx.send(batch).await.is_err() {
-        return Err(ApiError::internal());
+    if to_writer.send(batch).await.is_err() {
+        return Err(writer_failed(written).await);
     }
-    drop(hash_tx);
-    let sha = hashed.await.map_err(|_| ApiError::internal())?;
+    drop(to_writer);
+    let upload = written.await.map_err(|_| ApiError::internal())??;
     let size = upload.size();
-    let event = tokio::task::spawn_blocking(move || upload.commit())
+    let committed = tokio::task::spawn_blocking(move || upload.commit())
         .await
         .map_err(|_| ApiError::internal())??;
     let services = &conn.shared.services;
@@ -505,49 +510,58 @@ async fn upload(
         "box.upload",
         conn.account.as_ref().map(|a| a.id.as_str()),
         Some(conn.peer),
-        json!({"name": name.as_str(), "bytes": size}),
+        json!({"name": name.as_str(), "bytes": size, "sha256": committed.sha256}),
     );
     services.metrics.transferred("https", "upload").inc_by(size);
-    if services.box_events.send(event).await.is_err() {
+    if services.box_events.send(committed.event).await.is_err() {
         tracing::warn!("box event queue closed");
     }
     Ok((
         json_response(
             StatusCode::CREATED,
-            json!({"name": name.as_str(), "size": size, "sha256": sha}),
+            json!({"name": name.as_str(), "size": size, "sha256": committed.sha256}),
         ),
         size,
     ))
 }
 
-/// Bytes of body frames handed to an upload's hasher at once.
-const HASH_BATCH: usize = 256 << 10;
-/// Batches an upload's hasher may fall behind by before the upload waits for it.
-const HASH_QUEUE: usize = 8;
+/// Bytes of body frames handed to an upload's writer at once.
+const WRITE_BATCH: usize = 256 << 10;
+/// Batches an upload's writer may fall behind by before the connection waits for it.
+const WRITE_QUEUE: usize = 8;
 
-/// The SHA-256 of an upload's body, computed on a thread of its own beside the writing: the hash
-/// alone costs as much CPU as the TLS decryption and the write together. The thread is not
-/// taken from tokio's blocking pool: it waits on the network as long as the upload does, and
-/// slow uploads must not use up the pool that commits, fsyncs and password checks need.
-/// (Hashing each batch as a job on that pool instead measured slower.)
-fn spawn_hasher() -> std::io::Result<(
+/// What an upload's writer gives back: the upload, ready to commit.
+type Written = Result<Upload, BoxError>;
+
+/// Writes an upload's body — hashed and sealed by [`Upload`] — on a thread of its own, while the
+/// connection's task goes on decrypting TLS: the hash alone costs as much CPU as the TLS
+/// decryption, and the file's blocking writes stay off tokio's workers. The thread is not taken
+/// from tokio's blocking pool: it waits on the network as long as the upload does, and slow
+/// uploads must not use up the pool that commits, fsyncs and password checks need. The upload
+/// is committed only by the connection, once the whole body has arrived; if the connection goes
+/// away instead, nobody takes the upload back and it is dropped, which discards it.
+fn spawn_writer(
+    mut upload: Upload,
+) -> std::io::Result<(
     tokio::sync::mpsc::Sender<Vec<Bytes>>,
-    tokio::sync::oneshot::Receiver<String>,
+    tokio::sync::oneshot::Receiver<Written>,
 )> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(HASH_QUEUE);
-    let (done, hashed) = tokio::sync::oneshot::channel();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
+    let (done, written) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
-        .name("upload-hash".into())
+        .name("upload".into())
         .spawn(move || {
-            let mut hasher = Sha256::new();
             while let Some(batch) = rx.blocking_recv() {
                 for data in batch {
-                    hasher.update(&data);
+                    if let Err(e) = upload.append(&data) {
+                        let _ = done.send(Err(e));
+                        return;
+                    }
                 }
             }
-            let _ = done.send(hex::encode(hasher.finalize()));
+            let _ = done.send(Ok(upload));
         })?;
-    Ok((tx, hashed))
+    Ok((tx, written))
 }
 
 /// A single byte range: `bytes=a-b`, `bytes=a-`, `bytes=-n`. `None` for no or an ignorable header.

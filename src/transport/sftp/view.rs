@@ -437,13 +437,22 @@ impl russh_sftp::server::Handler for SftpView {
                     .await
                     .map_err(|_| refuse(StatusCode::Failure, "internal error"))?;
                 match result {
-                    Ok(ev) => {
-                        self.audit("box.upload", json!({"name": name.as_str(), "bytes": size}));
+                    Ok(committed) => {
+                        self.audit(
+                            "box.upload",
+                            json!({"name": name.as_str(), "bytes": size, "sha256": committed.sha256}),
+                        );
                         self.services
                             .metrics
                             .transferred("sftp", "upload")
                             .inc_by(size);
-                        if self.services.box_events.send(ev).await.is_err() {
+                        if self
+                            .services
+                            .box_events
+                            .send(committed.event)
+                            .await
+                            .is_err()
+                        {
                             tracing::warn!("box event queue closed");
                         }
                         Ok(ok(id))
