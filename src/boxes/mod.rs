@@ -16,6 +16,7 @@
 
 mod fsops;
 mod path;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use path::{FileName, Folder, MAX_NAME_BYTES, VirtualPath};
+pub use writer::UploadWriter;
 
 use crate::config::{Access, live::Snapshot};
 use crate::direct_io::SequentialFile;

@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::Shared;
 use crate::accounts::{Account, Role};
-use crate::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder, Upload};
+use crate::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder, UploadWriter};
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -451,17 +451,10 @@ async fn upload(
     let Some(mut body) = body.take() else {
         return Err(ApiError::internal());
     };
-    let (to_writer, written) = spawn_writer(upload).map_err(|e| {
+    let mut writer = UploadWriter::spawn(upload).map_err(|e| {
         tracing::warn!(error = %e, "no thread for an upload");
         ApiError::internal()
     })?;
-    // The writer's verdict once it has stopped taking batches: its own error if it failed.
-    let writer_failed = |written: tokio::sync::oneshot::Receiver<Written>| async move {
-        match written.await {
-            Ok(Err(e)) => ApiError::from(e),
-            _ => ApiError::internal(),
-        }
-    };
     let mut batch = Vec::new();
     let mut batched = 0;
     loop {
@@ -484,23 +477,19 @@ async fn upload(
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
-            // Frames go to the writer in batches, as HTTP/2 frames are small and a hand-over
-            // per frame costs more.
             batched += data.len();
             batch.push(data);
             if batched >= WRITE_BATCH {
-                if to_writer.send(std::mem::take(&mut batch)).await.is_err() {
-                    return Err(writer_failed(written).await);
+                if let Err(e) = writer.append(std::mem::take(&mut batch)).await {
+                    tokio::spawn(drain(body, idle));
+                    return Err(e.into());
                 }
                 batched = 0;
             }
         }
     }
-    if to_writer.send(batch).await.is_err() {
-        return Err(writer_failed(written).await);
-    }
-    drop(to_writer);
-    let upload = written.await.map_err(|_| ApiError::internal())??;
+    writer.append(batch).await?;
+    let upload = writer.finish().await?;
     let size = upload.size();
     let committed = tokio::task::spawn_blocking(move || upload.commit())
         .await
@@ -525,44 +514,24 @@ async fn upload(
     ))
 }
 
-/// Bytes of body frames handed to an upload's writer at once.
-const WRITE_BATCH: usize = 256 << 10;
-/// Batches an upload's writer may fall behind by before the connection waits for it.
-const WRITE_QUEUE: usize = 8;
+/// How long the rest of a refused body is read, at most.
+const DRAIN_FOR: Duration = Duration::from_secs(30);
 
-/// What an upload's writer gives back: the upload, ready to commit.
-type Written = Result<Upload, BoxError>;
-
-/// Writes an upload's body — hashed and sealed by [`Upload`] — on a thread of its own, while the
-/// connection's task goes on decrypting TLS: the hash alone costs as much CPU as the TLS
-/// decryption, and the file's blocking writes stay off tokio's workers. The thread is not taken
-/// from tokio's blocking pool: it waits on the network as long as the upload does, and slow
-/// uploads must not use up the pool that commits, fsyncs and password checks need. The upload
-/// is committed only by the connection, once the whole body has arrived; if the connection goes
-/// away instead, nobody takes the upload back and it is dropped, which discards it.
-fn spawn_writer(
-    mut upload: Upload,
-) -> std::io::Result<(
-    tokio::sync::mpsc::Sender<Vec<Bytes>>,
-    tokio::sync::oneshot::Receiver<Written>,
-)> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
-    let (done, written) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("upload".into())
-        .spawn(move || {
-            while let Some(batch) = rx.blocking_recv() {
-                for data in batch {
-                    if let Err(e) = upload.append(&data) {
-                        let _ = done.send(Err(e));
-                        return;
-                    }
-                }
-            }
-            let _ = done.send(Ok(upload));
-        })?;
-    Ok((tx, written))
+/// Reads and discards the rest of a body refused while it was still arriving (over the size
+/// limit, say). Closing the connection on a client still sending would reset it, and the reset
+/// can destroy the error response before the client reads it; so, like nginx's lingering
+/// close, the body is read for a while — until it ends, stalls for `idle`, or [`DRAIN_FOR`]
+/// has passed — and then dropped.
+async fn drain(mut body: Incoming, idle: Duration) {
+    let _ = tokio::time::timeout(DRAIN_FOR, async {
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(idle, body.frame()).await {}
+    })
+    .await;
 }
+
+/// Bytes of body frames handed to an upload's writer at once: HTTP/2 frames are small, and a
+/// hand-over per frame costs more.
+const WRITE_BATCH: usize = 256 << 10;
 
 /// A single byte range: `bytes=a-b`, `bytes=a-`, `bytes=-n`. `None` for no or an ignorable header.
 fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {

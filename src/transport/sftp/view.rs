@@ -20,7 +20,9 @@ use russh_sftp::protocol::{
 use russh_sftp::server::StatusReply;
 use serde_json::json;
 
-use crate::boxes::{BoxError, BoxEvent, DropBox, Entry, FileName, Folder, Upload, VirtualPath};
+use crate::boxes::{
+    BoxError, BoxEvent, DropBox, Entry, FileName, Folder, UploadWriter, VirtualPath,
+};
 use crate::daemon::Services;
 
 /// Largest SFTP packet accepted from a client, as OpenSSH's server allows.
@@ -58,7 +60,7 @@ enum OpenHandle {
         covered: u64,
         bytes: u64,
     },
-    Write(Box<Upload>),
+    Write(UploadWriter),
     Dir {
         entries: Vec<File>,
         sent: bool,
@@ -393,7 +395,10 @@ impl russh_sftp::server::Handler for SftpView {
                 "box.open",
                 json!({"box": owner, "folder": "inbox", "name": name.as_str(), "mode": "write"}),
             );
-            OpenHandle::Write(Box::new(upload))
+            OpenHandle::Write(UploadWriter::spawn(upload).map_err(|e| {
+                tracing::warn!(error = %e, "no thread for an upload");
+                refuse(StatusCode::Failure, "internal error")
+            })?)
         } else {
             let (file, entry) = b
                 .open_read(folder, &name)
@@ -430,12 +435,15 @@ impl russh_sftp::server::Handler for SftpView {
                 self.finish_read(&owner, folder, &name, size, covered, bytes);
                 Ok(ok(id))
             }
-            Some(OpenHandle::Write(upload)) => {
-                let name = upload.name().clone();
-                let size = upload.size();
-                let result = tokio::task::spawn_blocking(move || upload.commit())
-                    .await
-                    .map_err(|_| refuse(StatusCode::Failure, "internal error"))?;
+            Some(OpenHandle::Write(writer)) => {
+                let name = writer.name().clone();
+                let size = writer.size();
+                let result = match writer.finish().await {
+                    Ok(upload) => tokio::task::spawn_blocking(move || upload.commit())
+                        .await
+                        .map_err(|_| refuse(StatusCode::Failure, "internal error"))?,
+                    Err(e) => Err(e),
+                };
                 match result {
                     Ok(committed) => {
                         self.audit(
@@ -516,7 +524,10 @@ impl russh_sftp::server::Handler for SftpView {
         let Some(OpenHandle::Write(upload)) = self.handles.get_mut(&handle) else {
             return Err(refuse(StatusCode::Failure, "invalid handle"));
         };
-        upload.write_at(offset, &data).map_err(Refusal::from)?;
+        upload
+            .write_at(offset, vec![data.into()])
+            .await
+            .map_err(Refusal::from)?;
         Ok(ok(id))
     }
 
