@@ -167,27 +167,48 @@ fn routing_never_guesses() {
     );
 }
 
-#[test]
-fn sealed_uploads_move_into_the_spool_without_a_copy() {
-    use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
-
+/// `good.zip` and `bad.zip`, the same 200 KB, committed into the clinic's inbox as a transport
+/// commits an upload (sealed, hashed); `bad.zip` then has one byte changed on disk. With
+/// `strip_hash` both are rewritten without their hash attribute, as on a file system without
+/// extended attributes. Returns the uploaded bytes.
+fn sealed_uploads(tc: &TestConfig, layout: &StateLayout, strip_hash: bool) -> Vec<u8> {
     use handoff::boxes::{DropBox, FileName};
-    use sha2::{Digest, Sha256};
 
-    let tc = TestConfig::new();
-    let (config, layout, store, spool) = prepared(&tc);
     let live = handoff::config::live::LiveConfig::load(&tc.path).expect("config");
+    let config = &live.snapshot().config;
     let master = std::sync::Arc::new(
         handoff::keys::load_master_key(&config.gateway.master_key).expect("master key"),
     );
-    let dropbox = DropBox::open(&layout, &live.snapshot(), &master, CLINIC, CLINIC).unwrap();
+    let dropbox = DropBox::open(layout, &live.snapshot(), &master, CLINIC, CLINIC).unwrap();
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     for name in ["good.zip", "bad.zip"] {
         let mut up = dropbox.begin_upload(FileName::new(name).unwrap()).unwrap();
         up.append(&body).unwrap();
         up.commit().unwrap();
+        let path = layout.inbox(CLINIC).join(name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        if name == "bad.zip" {
+            bytes[100_000] ^= 1;
+        }
+        if strip_hash {
+            std::fs::remove_file(&path).unwrap();
+        }
+        // Rewriting in place keeps the inode and its attributes.
+        std::fs::write(&path, bytes).unwrap();
     }
+    body
+}
+
+#[test]
+fn sealed_uploads_move_into_the_spool_without_a_copy() {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+
+    use sha2::{Digest, Sha256};
+
+    let tc = TestConfig::new();
+    let (config, layout, store, spool) = prepared(&tc);
+    let body = sealed_uploads(&tc, &layout, false);
     let good = layout.inbox(CLINIC).join("good.zip");
     let inode = std::fs::metadata(&good).unwrap().ino();
     let job = accept(&store, &spool, &layout, &config, CLINIC, "good.zip")
@@ -211,10 +232,6 @@ fn sealed_uploads_move_into_the_spool_without_a_copy() {
     assert!(content == body);
 
     // A byte changed while the file waited: the seal catches it when the file is read.
-    let bad = layout.inbox(CLINIC).join("bad.zip");
-    let mut bytes = std::fs::read(&bad).unwrap();
-    bytes[100_000] ^= 1;
-    std::fs::write(&bad, &bytes).unwrap();
     let job = accept(&store, &spool, &layout, &config, CLINIC, "bad.zip")
         .unwrap()
         .expect("accepted with the hash taken as it arrived");
@@ -230,38 +247,18 @@ fn sealed_uploads_move_into_the_spool_without_a_copy() {
 
 #[test]
 fn sealed_uploads_without_their_hash_are_opened_and_checked() {
-    use handoff::boxes::{DropBox, FileName};
     use sha2::{Digest, Sha256};
 
     let tc = TestConfig::new();
     let (config, layout, store, spool) = prepared(&tc);
-    let live = handoff::config::live::LiveConfig::load(&tc.path).expect("config");
-    let master = std::sync::Arc::new(
-        handoff::keys::load_master_key(&config.gateway.master_key).expect("master key"),
-    );
-    let dropbox = DropBox::open(&layout, &live.snapshot(), &master, CLINIC, CLINIC).unwrap();
-    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    for name in ["good.zip", "bad.zip"] {
-        let mut up = dropbox.begin_upload(FileName::new(name).unwrap()).unwrap();
-        up.append(&body).unwrap();
-        up.commit().unwrap();
-        // As on a file system without extended attributes.
-        let path = layout.inbox(CLINIC).join(name);
-        let bytes = std::fs::read(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        std::fs::write(&path, bytes).unwrap();
-    }
-    let bad = layout.inbox(CLINIC).join("bad.zip");
-    let mut bytes = std::fs::read(&bad).unwrap();
-    bytes[100_000] ^= 1;
-    std::fs::write(&bad, &bytes).unwrap();
-
+    let body = sealed_uploads(&tc, &layout, true);
     let job = accept(&store, &spool, &layout, &config, CLINIC, "good.zip")
         .unwrap()
         .expect("the sealed upload is accepted");
     assert_eq!(job.size, body.len() as u64);
     assert_eq!(job.sha256, hex::encode(Sha256::digest(&body)));
 
+    let bad = layout.inbox(CLINIC).join("bad.zip");
     assert!(accept(&store, &spool, &layout, &config, CLINIC, "bad.zip").is_err());
     assert!(bad.exists(), "a file whose seal fails is kept in the inbox");
     assert_eq!(store.open_jobs().unwrap().len(), 1);
