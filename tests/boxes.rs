@@ -376,3 +376,60 @@ fn large_upload_bypasses_the_page_cache() {
         "{resident} bytes of a 24 MiB upload are in the page cache"
     );
 }
+
+#[tokio::test]
+async fn the_upload_writer_reports_errors_later_and_discards_when_dropped() {
+    use bytes::Bytes;
+    use handoff::boxes::UploadWriter;
+
+    let f = fixture(|t| t);
+    let b = f.open(CLINIC, CLINIC).unwrap();
+    let data = pattern(3 << 20);
+    let mut w = UploadWriter::spawn(b.begin_upload(name("w.zip")).unwrap()).unwrap();
+    let (head, tail) = data.split_at(1 << 20);
+    w.write_at(1 << 20, vec![Bytes::copy_from_slice(tail)])
+        .await
+        .unwrap();
+    w.write_at(0, vec![Bytes::copy_from_slice(head)])
+        .await
+        .unwrap();
+    assert_eq!(w.size(), data.len() as u64);
+    w.rename(name("renamed.zip"));
+    w.finish().await.unwrap().commit().unwrap();
+    assert!(f.read_inbox("renamed.zip") == data);
+
+    // A rewrite is refused by the writer's thread: the answer comes from a later call.
+    let mut w = UploadWriter::spawn(b.begin_upload(name("x.zip")).unwrap()).unwrap();
+    w.append(vec![Bytes::from_static(b"0123456789")])
+        .await
+        .unwrap();
+    let _ = w.write_at(2, vec![Bytes::from_static(b"xx")]).await;
+    let mut refused = None;
+    for _ in 0..20 {
+        if let Err(e) = w.append(vec![Bytes::from_static(b"more")]).await {
+            refused = Some(e);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        matches!(refused, Some(BoxError::OutOfOrder(_))),
+        "{refused:?}"
+    );
+    drop(w);
+
+    // Dropped before finishing: nothing is left in staging or the inbox.
+    let mut w = UploadWriter::spawn(b.begin_upload(name("y.zip")).unwrap()).unwrap();
+    w.append(vec![Bytes::from_static(b"partial")])
+        .await
+        .unwrap();
+    drop(w);
+    let staging = f.layout.staging(CLINIC);
+    let emptied = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::read_dir(&staging).unwrap().count() == 0
+    });
+    assert!(emptied, "a dropped upload's partial file stayed");
+    assert!(!f.layout.inbox(CLINIC).join("y.zip").exists());
+    assert!(!f.layout.inbox(CLINIC).join("x.zip").exists());
+}

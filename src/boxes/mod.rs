@@ -26,14 +26,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use sha2::{Digest, Sha256};
+
 pub use path::{FileName, Folder, MAX_NAME_BYTES, VirtualPath};
 pub use writer::UploadWriter;
 
 use crate::config::{Access, live::Snapshot};
 use crate::direct_io::SequentialFile;
 use crate::keys::MasterKey;
-use sha2::{Digest, Sha256};
-
 use crate::seal::at_rest::{self, AtRestWriter};
 use crate::state::StateLayout;
 
