@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{BoxError, FileName, Upload};
 
 /// Writes an upload's pieces may queue before the transport waits for the thread.
-const QUEUE: usize = 8;
+const QUEUE: usize = 4;
 
 /// Contiguous pieces of an upload, starting at an offset.
 type Pieces = (u64, Vec<Bytes>);
