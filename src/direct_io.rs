@@ -23,7 +23,7 @@ const CHUNK: usize = 1 << 20;
 const DIRECT_FROM: u64 = 8 << 20;
 
 /// Sequential bytes on their way to a file, gathered into aligned chunks, and where they belong.
-pub struct DirectWriter {
+struct DirectWriter {
     /// Allocated once with room for `ALIGN` + `CHUNK` and never grown, so the pending bytes,
     /// from `start`, stay at an aligned address; only the pages used are touched.
     buf: Vec<u8>,
@@ -37,7 +37,7 @@ pub struct DirectWriter {
 
 impl DirectWriter {
     /// A writer of a file from its start that turns to direct I/O at [`DIRECT_FROM`].
-    pub fn new() -> DirectWriter {
+    fn new() -> DirectWriter {
         let mut buf = Vec::<u8>::with_capacity(CHUNK + ALIGN as usize);
         let start = buf.as_ptr().align_offset(ALIGN as usize);
         buf.resize(start, 0);
@@ -51,7 +51,7 @@ impl DirectWriter {
     }
 
     /// The file offset the next byte belongs at.
-    pub fn next_offset(&self) -> u64 {
+    fn next_offset(&self) -> u64 {
         self.offset + self.pending() as u64
     }
 
@@ -60,7 +60,7 @@ impl DirectWriter {
     }
 
     /// Appends at [`DirectWriter::next_offset`].
-    pub fn write(&mut self, file: &File, mut data: &[u8]) -> io::Result<()> {
+    fn write(&mut self, file: &File, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let n = (CHUNK - self.pending()).min(data.len());
             self.buf.extend_from_slice(&data[..n]);
@@ -97,7 +97,7 @@ impl DirectWriter {
 
     /// Writes the pending bytes (their length need not be aligned) through the page cache and
     /// leaves the file without direct I/O, so its later writes and its fsync are ordinary ones.
-    pub fn finish(&mut self, file: &File) -> io::Result<()> {
+    fn finish(&mut self, file: &File) -> io::Result<()> {
         if self.direct {
             set_direct(file, false)?;
             self.direct = false;
@@ -106,23 +106,6 @@ impl DirectWriter {
         self.offset = self.next_offset();
         self.buf.truncate(self.start);
         Ok(())
-    }
-}
-
-impl Default for DirectWriter {
-    fn default() -> DirectWriter {
-        DirectWriter::new()
-    }
-}
-
-/// Offsets only: the pending bytes are upload content.
-impl std::fmt::Debug for DirectWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DirectWriter")
-            .field("offset", &self.offset)
-            .field("pending", &self.pending())
-            .field("direct", &self.direct)
-            .finish()
     }
 }
 

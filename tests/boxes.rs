@@ -55,9 +55,8 @@ impl Fixture {
     /// its bytes on disk are not sealed.
     fn read_inbox(&self, file: &str) -> Vec<u8> {
         let path = self.layout.inbox(CLINIC).join(file);
-        let sealed = fs::read(&path).unwrap();
         assert!(
-            at_rest::is_sealed_upload(&self.master, &sealed),
+            at_rest::is_sealed_upload(&self.master, &fs::File::open(&path).unwrap()),
             "{file} is not sealed on disk"
         );
         let mut plain = Vec::new();
@@ -395,7 +394,7 @@ async fn the_upload_writer_reports_errors_later_and_discards_when_dropped() {
         .unwrap();
     assert_eq!(w.size(), data.len() as u64);
     w.rename(name("renamed.zip"));
-    w.finish().await.unwrap().commit().unwrap();
+    w.commit().await.unwrap();
     assert!(f.read_inbox("renamed.zip") == data);
 
     // A rewrite is refused by the writer's thread: the answer comes from a later call.

@@ -219,13 +219,8 @@ impl DropBox {
         }
         let plain = fsops::open_file_beneath(self.folder(folder), name.as_str())
             .ok()
-            .and_then(|mut file| {
-                let mut prefix = [0u8; at_rest::PREFIX];
-                io::Read::read_exact(&mut file, &mut prefix).ok()?;
-                at_rest::is_sealed_upload(&self.master, &prefix)
-                    .then(|| at_rest::plaintext_len(on_disk))
-                    .flatten()
-            });
+            .filter(|file| at_rest::is_sealed_upload(&self.master, file))
+            .and_then(|_| at_rest::plaintext_len(on_disk));
         plain.unwrap_or(on_disk)
     }
 

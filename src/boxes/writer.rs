@@ -6,14 +6,14 @@
 //! workers. Its thread is not taken from tokio's blocking pool: it lives as long as the upload
 //! does, and slow uploads must not use up the pool that commits, fsyncs and password checks
 //! need. A write is queued, not done, when [`UploadWriter::write_at`] returns: an error the
-//! thread meets comes back from a later write or from [`UploadWriter::finish`].
+//! thread meets comes back from a later write or from [`UploadWriter::commit`].
 
 use std::io;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BoxError, FileName, Upload};
+use super::{BoxError, Committed, FileName, Upload};
 
 /// Writes an upload's pieces may queue before the transport waits for the thread.
 const QUEUE: usize = 4;
@@ -22,7 +22,7 @@ const QUEUE: usize = 4;
 type Pieces = (u64, Vec<Bytes>);
 
 /// An [`Upload`] whose bytes are hashed, sealed and written by a thread of its own. Dropping it
-/// without [`UploadWriter::finish`] discards the upload, as dropping the upload does.
+/// without [`UploadWriter::commit`] discards the upload, as dropping the upload does.
 #[derive(Debug)]
 pub struct UploadWriter {
     pieces: Option<mpsc::Sender<Pieces>>,
@@ -107,13 +107,16 @@ impl UploadWriter {
         self.write_at(self.size, pieces).await
     }
 
-    /// Waits until everything queued is written; returns the upload, ready to commit.
-    pub async fn finish(mut self) -> Result<Upload, BoxError> {
+    /// Waits until everything queued is written, then commits the upload (see
+    /// [`Upload::commit`]) on tokio's blocking pool.
+    pub async fn commit(mut self) -> Result<Committed, BoxError> {
         self.pieces = None;
         let done = self.done.take().ok_or_else(failed_earlier)?;
         let mut upload = done.await.map_err(|_| failed_earlier())??;
         upload.rename(self.name.clone());
-        Ok(upload)
+        tokio::task::spawn_blocking(move || upload.commit())
+            .await
+            .map_err(|_| failed_earlier())?
     }
 }
 

@@ -21,7 +21,9 @@
 //! (the per-file key) and header changes (the AAD) all fail authentication. Plaintext never
 //! touches disk; the reader decrypts one segment at a time and supports seeking.
 
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use zeroize::Zeroizing;
@@ -44,14 +46,15 @@ const UPLOAD_CONTEXT: &str = "upload";
 const CONTEXT_FILE_ID: u8 = 0;
 const CONTEXT_UPLOAD: u8 = 1;
 /// Bytes of a file that [`is_sealed_upload`] looks at.
-pub const PREFIX: usize = 20;
+const PREFIX: usize = 20;
 
-/// Whether a file starting with `prefix` is an upload sealed by [`AtRestWriter::for_upload`]
-/// under `master`: magic, version, segment size, key context and key id all match. A
-/// counterpart cannot make an upload look like this without the key id, which never leaves the
-/// gateway.
-pub fn is_sealed_upload(master: &MasterKey, prefix: &[u8]) -> bool {
-    prefix.len() >= PREFIX
+/// Whether `file` is an upload sealed by [`AtRestWriter::for_upload`] under `master`: magic,
+/// version, segment size, key context and key id all match. A counterpart cannot make an upload
+/// look like this without the key id, which never leaves the gateway. Reads at offset 0 without
+/// moving the file's position.
+pub fn is_sealed_upload(master: &MasterKey, file: &File) -> bool {
+    let mut prefix = [0u8; PREFIX];
+    file.read_exact_at(&mut prefix, 0).is_ok()
         && &prefix[..8] == MAGIC
         && prefix[8] == VERSION
         && prefix[9] == SEGMENT_LOG2

@@ -105,13 +105,8 @@ impl Spool {
     /// file, neither read nor copied. One sealed without its hash is opened (a changed or cut
     /// file fails, and stays in the inbox) and stored again; any other file — one an operator
     /// placed in an inbox by hand — is read as it is.
-    pub fn take_upload(&self, file_id: &str, path: &Path, mut file: File) -> io::Result<Written> {
-        let mut prefix = Vec::with_capacity(at_rest::PREFIX);
-        (&mut file)
-            .take(at_rest::PREFIX as u64)
-            .read_to_end(&mut prefix)?;
-        file.rewind()?;
-        if !at_rest::is_sealed_upload(&self.master, &prefix) {
+    pub fn take_upload(&self, file_id: &str, path: &Path, file: File) -> io::Result<Written> {
+        if !at_rest::is_sealed_upload(&self.master, &file) {
             return self.store(file_id, io::BufReader::with_capacity(1 << 17, file));
         }
         if let Some(sha256) = crate::boxes::committed_sha256(&file) {

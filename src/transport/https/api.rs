@@ -489,11 +489,8 @@ async fn upload(
         }
     }
     writer.append(batch).await?;
-    let upload = writer.finish().await?;
-    let size = upload.size();
-    let committed = tokio::task::spawn_blocking(move || upload.commit())
-        .await
-        .map_err(|_| ApiError::internal())??;
+    let size = writer.size();
+    let committed = writer.commit().await?;
     let services = &conn.shared.services;
     services.audit.record(
         "box.upload",

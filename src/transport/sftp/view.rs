@@ -438,13 +438,7 @@ impl russh_sftp::server::Handler for SftpView {
             Some(OpenHandle::Write(writer)) => {
                 let name = writer.name().clone();
                 let size = writer.size();
-                let result = match writer.finish().await {
-                    Ok(upload) => tokio::task::spawn_blocking(move || upload.commit())
-                        .await
-                        .map_err(|_| refuse(StatusCode::Failure, "internal error"))?,
-                    Err(e) => Err(e),
-                };
-                match result {
+                match writer.commit().await {
                     Ok(committed) => {
                         self.audit(
                             "box.upload",
@@ -521,10 +515,10 @@ impl russh_sftp::server::Handler for SftpView {
         offset: u64,
         data: Vec<u8>,
     ) -> Result<Status, Self::Error> {
-        let Some(OpenHandle::Write(upload)) = self.handles.get_mut(&handle) else {
+        let Some(OpenHandle::Write(writer)) = self.handles.get_mut(&handle) else {
             return Err(refuse(StatusCode::Failure, "invalid handle"));
         };
-        upload
+        writer
             .write_at(offset, vec![data.into()])
             .await
             .map_err(Refusal::from)?;
