@@ -27,7 +27,7 @@ fn main() {
         .expect("config")
         .config;
     let sender = config
-        .counterpart("clinic-1312345676")
+        .counterpart("clinic-1312345679")
         .expect("example clinic");
     let today = validate::today(config.gateway.utc_offset());
     let archives: Vec<Vec<u8>> = (0..count)

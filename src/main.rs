@@ -99,7 +99,7 @@ enum Command {
         /// The config file.
         #[arg(long)]
         config: PathBuf,
-        /// The uploading counterpart's id, e.g. clinic-1312345676.
+        /// The uploading counterpart's id, e.g. clinic-1312345679.
         #[arg(long = "as")]
         account: String,
         /// The archive (zip) to check.
@@ -599,7 +599,7 @@ struct TestdataArgs {
     #[arg(long, default_value_t = 10)]
     persons: usize,
     /// The sender's number: a 10-digit institution number (clinic) or 8-digit insurer number.
-    #[arg(long, default_value = "1312345676")]
+    #[arg(long, default_value = "1312345679")]
     sender: String,
     /// The receiver's number.
     #[arg(long, default_value = "06130017")]

@@ -21,13 +21,11 @@ impl NumberKind {
         }
     }
 
-    /// The digits the check digit is computed over (everything before the last digit for
-    /// insurers; the first six digits of the 7-digit code for institutions).
+    /// The digits the check digit is computed over: every digit before it, for both kinds
+    /// (MHLW 保険者番号設定要領 for insurers; the 医療機関コード rule for institutions, which
+    /// covers the prefecture and category digits too).
     fn checked_range(self) -> std::ops::Range<usize> {
-        match self {
-            NumberKind::Institution => 3..9,
-            NumberKind::Insurer => 0..7,
-        }
+        0..self.digits() - 1
     }
 }
 
@@ -129,13 +127,25 @@ mod tests {
     }
 
     #[test]
-    fn institution_check_digit_covers_the_code_only() {
-        // Prefecture 13, category 1, code 123456 + check digit.
-        let n = format!("131123456{}", check_digit(b"123456"));
-        assert_eq!(check(NumberKind::Institution, &n), Ok(()));
-        // Changing the prefecture does not change the check digit.
-        let m = format!("271123456{}", check_digit(b"123456"));
-        assert_eq!(check(NumberKind::Institution, &m), Ok(()));
+    fn institution_check_digit_covers_all_ten_digits() {
+        // Published institution numbers whose last digit is the Luhn digit over the other nine.
+        for n in ["0110113719", "5521111111", "6631111116", "1312345679"] {
+            assert_eq!(check(NumberKind::Institution, n), Ok(()), "{n}");
+        }
+        // Computed over the 7-digit code only, 1312345676 looked right; over all ten it is not.
+        assert!(matches!(
+            check(NumberKind::Institution, "1312345676"),
+            Err(NumberError::CheckDigit { expected: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn insurer_numbers_of_the_published_examples_pass() {
+        for n in [
+            "33120015", "00280081", "06139463", "01130012", "06132013", "92899020", "00263129",
+        ] {
+            assert_eq!(check(NumberKind::Insurer, n), Ok(()), "{n}");
+        }
     }
 
     #[test]

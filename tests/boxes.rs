@@ -16,7 +16,7 @@ use handoff::state::StateLayout;
 use sha2::{Digest, Sha256};
 use support::TestConfig;
 
-const CLINIC: &str = "clinic-1312345676";
+const CLINIC: &str = "clinic-1312345679";
 
 struct Fixture {
     tc: TestConfig,
@@ -140,7 +140,7 @@ fn empty_and_oversized_uploads_are_refused() {
         b.begin_upload(name("e.zip")).unwrap().commit(),
         Err(BoxError::Empty)
     ));
-    let small = f.open("clinic-2717654320", "clinic-2717654320").unwrap();
+    let small = f.open("clinic-2717654327", "clinic-2717654327").unwrap();
     let mut up = small.begin_upload(name("big.zip")).unwrap();
     up.append(b"0123456789").unwrap();
     assert!(matches!(

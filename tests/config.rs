@@ -32,12 +32,12 @@ fn example_config_parses() {
     assert!(
         loaded
             .config
-            .route_allowed("clinic-1312345676", "insurer-06130017")
+            .route_allowed("clinic-1312345679", "insurer-06130017")
     );
     assert!(
         !loaded
             .config
-            .route_allowed("clinic-2717654320", "insurer-06270029")
+            .route_allowed("clinic-2717654327", "insurer-06270029")
     );
     // Break-glass is disabled, every number carries a right check digit, and both the RSA and
     // the EC P-256 encryption certificates can be sealed to: no warning at all.
@@ -87,9 +87,16 @@ fn each_validation_error_names_its_line() {
             "exactly 8 ASCII digits",
         ),
         (
-            "number = \"2717654320\"",
+            "number = \"1312345679\"",
             "number = \"1312345676\"",
             "number = \"1312345676\"",
+            0,
+            "has check digit 6, expected 9",
+        ),
+        (
+            "number = \"2717654327\"",
+            "number = \"1312345679\"",
+            "number = \"1312345679\"",
             1,
             "duplicate number",
         ),
@@ -129,8 +136,8 @@ fn each_validation_error_names_its_line() {
             "argon2id",
         ),
         (
-            "cert_fingerprint = \"11e8",
-            "cert_fingerprint = \"zz11e8",
+            "cert_fingerprint = \"e6f2",
+            "cert_fingerprint = \"zze6f2",
             "cert_fingerprint = \"zz",
             0,
             "SHA-256 fingerprint",
@@ -349,7 +356,7 @@ fn check_config_exit_codes_and_output() {
     let out = String::from_utf8_lossy(&ok.stdout);
     assert!(
         out.contains("2 clinics, 2 insurers")
-            && out.contains("clinic-1312345676 -> insurer-06130017"),
+            && out.contains("clinic-1312345679 -> insurer-06130017"),
         "{out}"
     );
 
@@ -442,7 +449,7 @@ fn accounts_lists_every_account() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for id in [
-        "clinic-1312345676",
+        "clinic-1312345679",
         "insurer-06270029",
         "m.sato",
         "emergency",
@@ -456,7 +463,7 @@ fn accounts_lists_every_account() {
     );
     assert!(
         text.lines()
-            .any(|l| l.starts_with("clinic-2717654320") && l.contains("password"))
+            .any(|l| l.starts_with("clinic-2717654327") && l.contains("password"))
     );
 }
 
@@ -469,8 +476,8 @@ fn encrypted_uploads_need_the_gateways_inbound_key() {
             .map(|l| format!("{l}\n"))
             .collect();
         without_key.replacen(
-            "id = \"clinic-2717654320\"",
-            "id = \"clinic-2717654320\"\ninbound = \"cms\"",
+            "id = \"clinic-2717654327\"",
+            "id = \"clinic-2717654327\"\ninbound = \"cms\"",
             1,
         )
     });

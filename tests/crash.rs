@@ -14,7 +14,7 @@ use handoff::receipts::Hop;
 use handoff::spool::store::{JobStore, SqliteStore};
 use support::{ClamdInstance, Daemon, TestConfig, hand_off, wait_for};
 
-const CLINIC: &str = "clinic-2717654320";
+const CLINIC: &str = "clinic-2717654327";
 const INSURER: &str = "insurer-06130017";
 const ROUNDS: usize = 24;
 const FILES_PER_ROUND: usize = 8;
@@ -110,7 +110,7 @@ fn kill_9_at_random_points_loses_and_doubles_nothing() {
                 Vec::new()
             };
             let body =
-                support::checkup_archive_with("2717654320", "06130017", persons, rng.next(), extra);
+                support::checkup_archive_with("2717654327", "06130017", persons, rng.next(), extra);
             if rng.below(2) == 0 {
                 hand_off(&tc, CLINIC, &name, &body);
             } else {

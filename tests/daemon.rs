@@ -69,7 +69,7 @@ fn serve_notifies_ready_pings_watchdog_reloads_and_stops() {
     // The state layout exists.
     assert!(
         tc.state_dir()
-            .join("boxes/clinic-1312345676/inbox")
+            .join("boxes/clinic-1312345679/inbox")
             .is_dir()
     );
 

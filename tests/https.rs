@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use support::{Daemon, TestConfig, random_file, sha256_file};
 
-const CLINIC: &str = "clinic-1312345676";
-const CLINIC_B: &str = "clinic-2717654320";
+const CLINIC: &str = "clinic-1312345679";
+const CLINIC_B: &str = "clinic-2717654327";
 const INSURER: &str = "insurer-06130017";
 
 fn certs() -> std::path::PathBuf {
@@ -366,7 +366,7 @@ fn changing_an_account_closes_its_keep_alive_connection_within_a_second() {
     );
 
     tc.rewrite(&tc.text().replace(
-        "cert_subject = \"CN=clinic-2717654320,O=handoff EXAMPLE,C=JP\"\n",
+        "cert_subject = \"CN=clinic-2717654327,O=handoff EXAMPLE,C=JP\"\n",
         "",
     ));
     assert!(
@@ -433,7 +433,7 @@ fn a_revoked_account_loses_a_download_in_progress() {
         "download still running"
     );
     tc.rewrite(&tc.text().replace(
-        "cert_subject = \"CN=clinic-2717654320,O=handoff EXAMPLE,C=JP\"\n",
+        "cert_subject = \"CN=clinic-2717654327,O=handoff EXAMPLE,C=JP\"\n",
         "",
     ));
     assert!(

@@ -34,7 +34,7 @@ fn metrics_parse_with_promtool_and_counters_move() {
     // A failed login moves the auth failure counter.
     let out = sftp_batch(
         tc.sftp_port,
-        "clinic-1312345676",
+        "clinic-1312345679",
         "insurer-06130017",
         "ls\n",
     );
@@ -78,7 +78,7 @@ fn metrics_parse_with_promtool_and_counters_move() {
     let page = get(tc.metrics_port, "/status");
     assert!(
         page.contains("<h1>handoff status</h1>")
-            && page.contains("clinic-1312345676")
+            && page.contains("clinic-1312345679")
             && !page.contains("<script")
     );
 }
@@ -93,7 +93,7 @@ fn overdue_files_raise_alerts_and_show_on_the_status_page() {
         file_id: file.into(),
         hop,
         at: time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago),
-        sender: "clinic-1312345676".into(),
+        sender: "clinic-1312345679".into(),
         recipient: Some("insurer-06130017".into()),
         original_name: "a.zip".into(),
         size: 1,
@@ -153,7 +153,7 @@ fn a_modified_receipt_in_the_ledger_raises_the_chain_alert() {
         file_id: file.into(),
         hop,
         at: time::OffsetDateTime::now_utc(),
-        sender: "clinic-1312345676".into(),
+        sender: "clinic-1312345679".into(),
         recipient: Some("insurer-06130017".into()),
         original_name: "a.zip".into(),
         size: 1,
@@ -211,8 +211,8 @@ fn a_modified_receipt_in_the_ledger_raises_the_chain_alert() {
 fn a_break_glass_login_raises_an_alert_and_counts() {
     let tc = TestConfig::with(|t| {
         let edited = t.replace(
-            "enabled = false\nscope = [\"clinic-1312345676\"",
-            "enabled = true\nscope = [\"clinic-1312345676\"",
+            "enabled = false\nscope = [\"clinic-1312345679\"",
+            "enabled = true\nscope = [\"clinic-1312345679\"",
         );
         assert_ne!(
             edited, t,

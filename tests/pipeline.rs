@@ -13,10 +13,10 @@ use support::{
     ClamdInstance, Daemon, TestConfig, checkup_archive, checkup_archive_with, hand_off, wait_for,
 };
 
-const CLINIC: &str = "clinic-2717654320";
+const CLINIC: &str = "clinic-2717654327";
 const INSURER: &str = "insurer-06130017";
 /// The numbers of CLINIC and INSURER, as archives carry them.
-const CLINIC_NO: &str = "2717654320";
+const CLINIC_NO: &str = "2717654327";
 const INSURER_NO: &str = "06130017";
 
 fn eicar() -> Vec<u8> {
@@ -228,17 +228,17 @@ fn files_without_an_allowed_route_are_rejected() {
     let tc = TestConfig::new();
     let _clamd = ClamdInstance::start(tc.dir.path());
     let _daemon = Daemon::start(&tc);
-    // insurer-06270029 has no routes at all; clinic-2717654320 may send to insurer-06130017
+    // insurer-06270029 has no routes at all; clinic-2717654327 may send to insurer-06130017
     // only, not to insurer-06270029 which its archive names.
     hand_off(
         &tc,
         "insurer-06270029",
         "no-route.zip",
-        &checkup_archive("06270029", "1312345676", 1, 4),
+        &checkup_archive("06270029", "1312345679", 1, 4),
     );
     hand_off(
         &tc,
-        "clinic-2717654320",
+        "clinic-2717654327",
         "not-allowed.zip",
         &checkup_archive(CLINIC_NO, "06270029", 1, 5),
     );
@@ -251,7 +251,7 @@ fn files_without_an_allowed_route_are_rejected() {
         assert_eq!(r.reasons[0].rule, "route.not-allowed", "{:?}", r.reasons);
         assert!(event_of(&tc, name, Hop::Delivered).is_none());
     }
-    for c in ["insurer-06130017", "clinic-1312345676", "clinic-2717654320"] {
+    for c in ["insurer-06130017", "clinic-1312345679", "clinic-2717654327"] {
         assert!(names(&folder(&tc, c, "outbox")).is_empty());
     }
 }
@@ -459,7 +459,7 @@ fn pipeline_metrics_are_exported() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let want = [
-        "handoff_pipeline_files_total{hop=\"accepted\",counterpart=\"clinic-2717654320\"} 1",
+        "handoff_pipeline_files_total{hop=\"accepted\",counterpart=\"clinic-2717654327\"} 1",
         "handoff_pipeline_files_total{hop=\"delivered\",counterpart=\"insurer-06130017\"} 1",
         "handoff_scanner_up 1",
         "handoff_pipeline_stage_seconds_count{stage=\"scan\"} 1",
@@ -479,7 +479,7 @@ fn an_archive_refused_over_sftp_gets_a_receipt_naming_rule_file_and_line() {
     let tc = TestConfig::new();
     let _clamd = ClamdInstance::start(tc.dir.path());
     let daemon = Daemon::start(&tc);
-    let clinic = "clinic-1312345676";
+    let clinic = "clinic-1312345679";
     let spec = Spec::example(
         5,
         handoff::validate::today(time::UtcOffset::UTC)
@@ -561,8 +561,8 @@ fn openssl_encrypt(tc: &TestConfig, plain: &[u8], cert: &str) -> Vec<u8> {
 fn uploads_encrypted_for_the_gateway_are_opened_before_the_check() {
     let tc = TestConfig::with(|t| {
         t.replacen(
-            "id = \"clinic-2717654320\"",
-            "id = \"clinic-2717654320\"\ninbound = \"cms\"",
+            "id = \"clinic-2717654327\"",
+            "id = \"clinic-2717654327\"\ninbound = \"cms\"",
             1,
         )
     });

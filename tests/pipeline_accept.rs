@@ -11,7 +11,7 @@ use handoff::spool::store::{JobState, JobStore, SqliteStore};
 use handoff::state::StateLayout;
 use support::{TestConfig, hand_off};
 
-const CLINIC: &str = "clinic-2717654320";
+const CLINIC: &str = "clinic-2717654327";
 
 fn prepared(tc: &TestConfig) -> (handoff::config::Config, StateLayout, SqliteStore, Spool) {
     let config = handoff::config::load(&tc.path).expect("config").config;
@@ -160,7 +160,7 @@ fn routing_never_guesses() {
         "insurer-06130017"
     );
     assert_eq!(
-        route(&config, "clinic-1312345676", &Routing::default())
+        route(&config, "clinic-1312345679", &Routing::default())
             .unwrap_err()
             .rule,
         "route.unknown-recipient"

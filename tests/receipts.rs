@@ -13,7 +13,7 @@ use handoff::receipts::{Hop, Reason, Receipt, ReceiptError, verify_chain};
 use handoff::state::StateLayout;
 use support::{MemoryLog, TestConfig};
 
-const CLINIC: &str = "clinic-1312345676";
+const CLINIC: &str = "clinic-1312345679";
 const INSURER: &str = "insurer-06130017";
 
 fn event(file: &str, hop: Hop) -> FileEvent {

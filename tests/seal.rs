@@ -216,7 +216,7 @@ fn openssl_opens_what_handoff_seals_for_one_and_for_two_recipients() {
     for len in [0usize, 1, 15, 16, 17, 1 << 20] {
         let data = pattern(len);
         let rsa = Recipient::from_file(&certs().join("insurer-06130017-enc.pem")).unwrap();
-        let clinic = Recipient::from_file(&certs().join("clinic-1312345676-enc.pem")).unwrap();
+        let clinic = Recipient::from_file(&certs().join("clinic-1312345679-enc.pem")).unwrap();
         let path = dir.path().join(format!("f{len}.p7m"));
         let file = std::fs::File::create(&path).unwrap();
         let info = seal_for(&[rsa, clinic], len as u64, &data[..], file).unwrap();
@@ -228,7 +228,7 @@ fn openssl_opens_what_handoff_seals_for_one_and_for_two_recipients() {
             "len {len}"
         );
         assert_eq!(
-            support::openssl_decrypt(&path, "clinic-1312345676"),
+            support::openssl_decrypt(&path, "clinic-1312345679"),
             data,
             "len {len}, second recipient"
         );
@@ -514,7 +514,7 @@ fn tampering_truncation_and_wrong_keys_are_typed_errors() {
     for key in [
         opening_key("gateway-enc", true),
         opening_key("gateway-enc", false),
-        opening_key("clinic-1312345676-enc", false),
+        opening_key("clinic-1312345679-enc", false),
     ] {
         assert!(matches!(
             open_both(&key, AUTH, &good),

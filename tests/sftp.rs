@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use support::{Daemon, TestConfig, remove_account, sftp_batch, sftp_command, sha256_file};
 
-const CLINIC: &str = "clinic-1312345676";
+const CLINIC: &str = "clinic-1312345679";
 const INSURER: &str = "insurer-06130017";
 
 fn stderr(out: &std::process::Output) -> String {
@@ -109,12 +109,12 @@ fn expired_maintainer_is_refused_and_valid_one_sees_scoped_boxes() {
         tc.sftp_port,
         "m.sato",
         "m.sato",
-        "ls /\nls /clinic-1312345676\n-put /etc/hostname /clinic-1312345676/inbox/x\n",
+        "ls /\nls /clinic-1312345679\n-put /etc/hostname /clinic-1312345679/inbox/x\n",
     );
     let text = stderr(&out);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("clinic-1312345676") && text.contains("outbox"),
+        text.contains("clinic-1312345679") && text.contains("outbox"),
         "{text}"
     );
     assert!(
@@ -161,7 +161,7 @@ fn password_login_works_only_with_the_right_password() {
                 "-o",
                 "NumberOfPasswordPrompts=1",
             ])
-            .arg("clinic-2717654320@127.0.0.1")
+            .arg("clinic-2717654327@127.0.0.1")
             .env("SSH_ASKPASS", &askpass)
             .env("SSH_ASKPASS_REQUIRE", "force")
             .env("DISPLAY", ":0")
@@ -370,7 +370,7 @@ fn removing_an_account_cuts_its_live_session_within_a_second() {
     fs::write(
         &batch,
         format!(
-            "get /clinic-1312345676/outbox/slow.p7m {}\n",
+            "get /clinic-1312345679/outbox/slow.p7m {}\n",
             tc.dir.path().join("o").display()
         ),
     )

@@ -15,7 +15,7 @@ use handoff::validate::{self, Checked, Expect};
 use proptest::prelude::*;
 use support::{TestConfig, handoff_bin, repo_root};
 
-const CLINIC: &str = "clinic-1312345676";
+const CLINIC: &str = "clinic-1312345679";
 
 fn config() -> (TestConfig, Config) {
     let tc = TestConfig::new();
@@ -89,7 +89,7 @@ fn a_valid_archive_of_1000_persons_passes_and_yields_its_route() {
     let started = std::time::Instant::now();
     match check(&config, bytes, Limits::from(&ArchiveLimits::default())) {
         Checked::Valid(h) => {
-            assert_eq!(h.sender_number.as_deref(), Some("1312345676"));
+            assert_eq!(h.sender_number.as_deref(), Some("1312345679"));
             assert_eq!(h.receiver_number.as_deref(), Some("06130017"));
             assert_eq!(h.record_count, Some(1000));
             assert_eq!(h.service_event.as_deref(), Some("1"));
@@ -213,7 +213,7 @@ fn the_cli_generates_and_checks_archives() {
     let out = Command::new(handoff_bin())
         .args(["validate", "--config"])
         .arg(&tc.path)
-        .args(["--as", "clinic-2717654320"])
+        .args(["--as", "clinic-2717654327"])
         .arg(&path)
         .output()
         .expect("run validate");

@@ -12,7 +12,7 @@ use super::ClamdAddress;
 use super::diagnostic::{KeyPath, Severity};
 use super::model::*;
 use crate::key_path;
-use crate::numbers::{self, NumberError};
+use crate::numbers;
 
 pub struct Finding {
     pub path: KeyPath,
@@ -349,8 +349,7 @@ fn accounts(config: &Config, zone: UtcOffset, now: OffsetDateTime, f: &mut Findi
         seen.id(&c.id, at.join("id"), f);
         match numbers::check(c.kind.number_kind(), &c.number) {
             Ok(()) => {}
-            Err(e @ NumberError::Shape { .. }) => f.error(at.join("number"), e.to_string()),
-            Err(e @ NumberError::CheckDigit { .. }) => f.warn(at.join("number"), e.to_string()),
+            Err(e) => f.error(at.join("number"), e.to_string()),
         }
         if let Some(first) = numbers.insert((c.kind, c.number.as_str()), i) {
             f.error(

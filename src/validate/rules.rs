@@ -428,17 +428,17 @@ mod tests {
 
     #[test]
     fn record_names_split_into_parts() {
-        let n = parse_record_name("h1312345676202611200000001.xml").unwrap();
+        let n = parse_record_name("h1312345679202611200000001.xml").unwrap();
         assert_eq!(n.kind, RecordKind::Checkup);
-        assert_eq!(n.number, "1312345676");
+        assert_eq!(n.number, "1312345679");
         assert_eq!(n.date, "20261120");
         assert_eq!(n.serial, "0000001");
         assert!(parse_record_name("g06130017202611200000001.xml").is_some());
         for bad in [
-            "x1312345676202611200000001.xml",
-            "h131234567620261120000001.xml",
-            "h1312345676202611200000001.XML",
-            "h13123456762026112000000a1.xml",
+            "x1312345679202611200000001.xml",
+            "h131234567920261120000001.xml",
+            "h1312345679202611200000001.XML",
+            "h13123456792026112000000a1.xml",
             "h.xml",
         ] {
             assert_eq!(parse_record_name(bad), None, "{bad}");

@@ -36,10 +36,10 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// A checkup archive from clinic 1312345676 to insurer 06130017 (the example config).
+    /// A checkup archive from clinic 1312345679 to insurer 06130017 (the example config).
     pub fn example(persons: usize, created: Date) -> Spec {
         Spec {
-            sender: "1312345676".into(),
+            sender: "1312345679".into(),
             sender_kind: CounterpartKind::Clinic,
             receiver: "06130017".into(),
             persons,
@@ -512,7 +512,7 @@ fn claims_xml(spec: &Spec, serial: usize, rng: &mut Rng) -> String {
 }
 
 /// The valid number of another institution and an unconfigured insurer, for violations.
-const OTHER_INSTITUTION: &str = "2717654320";
+const OTHER_INSTITUTION: &str = "2717654327";
 const UNKNOWN_INSURER: &str = "39999990";
 
 fn build(spec: &Spec, violation: Option<Violation>, limits: &Limits) -> (Plan, Option<Expected>) {

@@ -73,12 +73,12 @@ mod tests {
     fn subject_matches_openssl_rfc2253_output() {
         let pem = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/certs-example/clinic-1312345676.pem"
+            "/certs-example/clinic-1312345679.pem"
         ))
         .unwrap();
         let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
         let id = CertIdentity::from_der(&pem.contents).unwrap();
-        assert_eq!(id.subject, "CN=clinic-1312345676,O=handoff EXAMPLE,C=JP");
+        assert_eq!(id.subject, "CN=clinic-1312345679,O=handoff EXAMPLE,C=JP");
         assert_eq!(id.fingerprint.len(), 64);
     }
 
