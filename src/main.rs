@@ -630,7 +630,7 @@ fn testdata(a: TestdataArgs) -> anyhow::Result<ExitCode> {
     }
     let out_path = a.out.context("--out is required")?;
     use handoff::config::CounterpartKind;
-    use handoff::validate::format::RecordKind;
+    use handoff::validate::format_legacy::RecordKind;
     use handoff::validate::testdata::{self, Spec, Violation};
     let created = match &a.date {
         Some(d) => time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]"))

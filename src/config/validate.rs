@@ -145,7 +145,7 @@ fn gateway(g: &Gateway, f: &mut Findings) {
             format!("{} is not a directory", g.schema_dir.display()),
         );
     } else {
-        for role in crate::validate::format::Role::ALL {
+        for role in crate::validate::format_legacy::Role::ALL {
             let file = g.schema_dir.join(role.schema_file());
             if !file.is_file() {
                 f.error(

@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod format;
+pub mod format_legacy;
 pub mod rules;
 pub mod testdata;
 pub mod xml;
@@ -20,7 +21,7 @@ use time::Date;
 use crate::config::{Config, Counterpart};
 use crate::receipts::Reason;
 use archive::{Archive, Entry, Limits};
-use format::RecordKind;
+use format_legacy::RecordKind;
 pub use rules::{Expect, Header};
 pub use xml::SchemaError;
 
@@ -116,17 +117,21 @@ impl Layout {
                     .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
             };
             match name {
-                format::INDEX => index = Some(e.clone()),
-                format::SUMMARY => summary = Some(e.clone()),
-                format::DATA_DIR | format::CLAIMS_DIR | format::XSD_DIR if e.is_dir => {}
+                format_legacy::INDEX => index = Some(e.clone()),
+                format_legacy::SUMMARY => summary = Some(e.clone()),
+                format_legacy::DATA_DIR | format_legacy::CLAIMS_DIR | format_legacy::XSD_DIR
+                    if e.is_dir => {}
                 _ if e.is_dir => findings.push(unexpected(name)),
-                _ if in_dir(format::DATA_DIR) => records.push(e.clone()),
-                _ if in_dir(format::CLAIMS_DIR) => claims.push(e.clone()),
-                _ if name.starts_with(format::XSD_DIR) => {}
+                _ if in_dir(format_legacy::DATA_DIR) => records.push(e.clone()),
+                _ if in_dir(format_legacy::CLAIMS_DIR) => claims.push(e.clone()),
+                _ if name.starts_with(format_legacy::XSD_DIR) => {}
                 _ => findings.push(unexpected(name)),
             }
         }
-        for (found, name) in [(&index, format::INDEX), (&summary, format::SUMMARY)] {
+        for (found, name) in [
+            (&index, format_legacy::INDEX),
+            (&summary, format_legacy::SUMMARY),
+        ] {
             if found.is_none() {
                 findings.push(
                     Reason::new(
@@ -142,7 +147,7 @@ impl Layout {
                 "layout.empty",
                 format!(
                     "the archive holds no record files under {}",
-                    format::DATA_DIR
+                    format_legacy::DATA_DIR
                 ),
             ));
         }
@@ -163,11 +168,11 @@ fn unexpected(name: &str) -> Reason {
         "layout.unexpected",
         format!(
             "only {}, {}, and files directly under {}, {} or {} belong in the archive",
-            format::INDEX,
-            format::SUMMARY,
-            format::DATA_DIR,
-            format::CLAIMS_DIR,
-            format::XSD_DIR
+            format_legacy::INDEX,
+            format_legacy::SUMMARY,
+            format_legacy::DATA_DIR,
+            format_legacy::CLAIMS_DIR,
+            format_legacy::XSD_DIR
         ),
     )
     .in_file(name)
@@ -184,11 +189,11 @@ impl<R: Read + Seek> Run<'_, R> {
     fn check(&mut self, layout: &Layout, expect: &Expect<'_>) -> Header {
         let today = expect.today;
         let mut header = Header::default();
-        let index = self.document(&layout.index, format::Role::Index);
+        let index = self.document(&layout.index, format_legacy::Role::Index);
         if let Some(doc) = &index {
             header = rules::check_index(doc, expect, &mut self.findings);
         }
-        let summary = self.document(&layout.summary, format::Role::Summary);
+        let summary = self.document(&layout.summary, format_legacy::Role::Summary);
         let records = layout.records.len() as u64;
         if let Some(doc) = &index {
             rules::check_index_count(doc, &header, records, &mut self.findings);
@@ -226,7 +231,11 @@ impl<R: Read + Seek> Run<'_, R> {
     }
 
     /// Reads, parses and schema-checks one entry; `None` (with findings) when it fails.
-    fn document(&mut self, entry: &Entry, role: format::Role) -> Option<libxml::tree::Document> {
+    fn document(
+        &mut self,
+        entry: &Entry,
+        role: format_legacy::Role,
+    ) -> Option<libxml::tree::Document> {
         let bytes = match self.archive.read(entry) {
             Ok(b) => b,
             Err(r) => {

@@ -5,7 +5,7 @@
 use libxml::tree::{Document, Node};
 use time::Date;
 
-use super::format::{self, RecordKind};
+use super::format_legacy::{self as format, RecordKind};
 use super::xml::line;
 use crate::config::{Config, Counterpart, CounterpartKind};
 use crate::numbers::{self, NumberError, NumberKind};

@@ -13,7 +13,7 @@ use flate2::{Compress, Compression, FlushCompress};
 use time::Date;
 
 use super::archive::{Limits, RATIO_FLOOR};
-use super::format::{self, RecordKind};
+use super::format_legacy::{self as format, RecordKind};
 use crate::config::CounterpartKind;
 
 /// What a generated archive holds.

@@ -15,7 +15,7 @@ use libxml::error::StructuredError;
 use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
 use libxml::tree::{Document, Node};
 
-use super::format::Role;
+use super::format_legacy::Role;
 use crate::receipts::Reason;
 
 /// At most this many schema findings are reported per file; the first ones are what a sender
