@@ -102,8 +102,11 @@ enum Command {
         /// The uploading counterpart's id, e.g. clinic-1312345679.
         #[arg(long = "as")]
         account: String,
-        /// The archive (zip) to check.
+        /// The archive (zip) to check; its file name is checked as the upload's name.
         archive: PathBuf,
+        /// Language of the findings: ja or en (default: the account's `language`).
+        #[arg(long)]
+        lang: Option<handoff::config::Lang>,
     },
     /// Write a synthetic checkup archive (invented content, no personal data): a valid one, or
     /// with --violate one that breaks exactly one rule of the schema check.
@@ -209,7 +212,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             account,
             archive,
-        } => validate(&config, &account, &archive),
+            lang,
+        } => validate(&config, &account, &archive, lang),
         Command::Testdata(args) => testdata(args),
         Command::Audit {
             command: AuditCommand::Verify { config, file },
@@ -547,8 +551,13 @@ fn seal(to: &[PathBuf]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn validate(config_path: &Path, account: &str, archive: &Path) -> anyhow::Result<ExitCode> {
-    use handoff::validate::{self, Checked};
+fn validate(
+    config_path: &Path,
+    account: &str,
+    archive: &Path,
+    lang: Option<handoff::config::Lang>,
+) -> anyhow::Result<ExitCode> {
+    use handoff::validate::{self, Checked, Expect, archive::Limits};
     let loaded = config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = &loaded.config;
     let sender = config.counterpart(account).with_context(|| {
@@ -558,31 +567,52 @@ fn validate(config_path: &Path, account: &str, archive: &Path) -> anyhow::Result
         )
     })?;
     let file = std::fs::File::open(archive).with_context(|| archive.display().to_string())?;
-    let checked = validate::check_upload(std::io::BufReader::new(file), sender, config)?;
+    let file_name = archive
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let expect = Expect {
+        sender,
+        config,
+        today: validate::today(config.gateway.utc_offset()),
+        file_name,
+    };
+    let checked = validate::check_archive(
+        std::io::BufReader::new(file),
+        Limits::from(&config.gateway.archive),
+        &config.gateway.schema_dir,
+        &expect,
+        lang.unwrap_or(sender.language),
+    )?;
+    let print = |findings: &[handoff::receipts::Reason]| {
+        for f in findings {
+            let mut place = f.file.clone().unwrap_or_else(|| "-".into());
+            if let Some(line) = f.line {
+                place.push_str(&format!(":{line}"));
+                if let Some(col) = f.column {
+                    place.push_str(&format!(":{col}"));
+                }
+            }
+            let severity = if f.warning { "warn" } else { "reject" };
+            println!("{severity} {} {place}: {}", f.rule, f.message);
+        }
+    };
     match checked {
-        Checked::Valid(h) => {
+        Checked::Valid { header, warnings } => {
             let show = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            print(&warnings);
             println!(
-                "valid: interaction type {}, sender {}, receiver {}, service event {}, {} records",
-                show(h.interaction_type),
-                show(h.sender_number),
-                show(h.receiver_number),
-                show(h.service_event),
-                h.record_count.unwrap_or(0)
+                "valid: interaction type {}, sender {}, receiver {}, service event {}, {} files",
+                show(header.interaction_type.map(|c| c.to_string())),
+                show(header.sender.clone()),
+                show(header.receiver.as_ref().map(|(_, n)| n.clone())),
+                show(header.service_event.map(|c| c.to_string())),
+                header.record_count.unwrap_or(0)
             );
             Ok(ExitCode::SUCCESS)
         }
         Checked::Invalid(findings) => {
-            for f in &findings {
-                let mut place = f.file.clone().unwrap_or_else(|| "-".into());
-                if let Some(line) = f.line {
-                    place.push_str(&format!(":{line}"));
-                    if let Some(col) = f.column {
-                        place.push_str(&format!(":{col}"));
-                    }
-                }
-                println!("{} {place}: {}", f.rule, f.message);
-            }
+            print(&findings);
             eprintln!("{} finding(s)", findings.len());
             Ok(ExitCode::FAILURE)
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::size::ByteSize;
+pub use crate::validate::finding::{Lang, RuleSettings, Severity as RuleSeverity};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -58,6 +59,27 @@ pub struct Gateway {
     pub limits: Limits,
     #[serde(default)]
     pub archive: ArchiveLimits,
+    #[serde(default)]
+    pub validation: Validation,
+}
+
+/// What the schema check accepts: the editions of the official format, and the severity of
+/// each rule where it differs from its default (docs/validation.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Validation {
+    /// Edition ids: "current", "intermediate", "2007".
+    pub editions: Vec<String>,
+    pub rules: RuleSettings,
+}
+
+impl Default for Validation {
+    fn default() -> Self {
+        Validation {
+            editions: ["current", "intermediate", "2007"].map(String::from).to_vec(),
+            rules: RuleSettings::new(),
+        }
+    }
 }
 
 /// Bounds on what an uploaded archive may hold, checked before anything is decompressed.
@@ -209,6 +231,13 @@ pub struct Counterpart {
     /// What this counterpart's uploads are: as they are, or CMS encrypted for the gateway.
     #[serde(default)]
     pub inbound: Inbound,
+    /// The language of the findings in the receipts of its files.
+    #[serde(default)]
+    pub language: Lang,
+    /// Severities of the schema check's rules for this counterpart's uploads, over the
+    /// gateway's `[gateway.validation.rules]`.
+    #[serde(default)]
+    pub rules: RuleSettings,
 }
 
 /// The form a counterpart's uploads arrive in.

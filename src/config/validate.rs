@@ -145,16 +145,34 @@ fn gateway(g: &Gateway, f: &mut Findings) {
             format!("{} is not a directory", g.schema_dir.display()),
         );
     } else {
-        for role in crate::validate::format_legacy::Role::ALL {
-            let file = g.schema_dir.join(role.schema_file());
-            if !file.is_file() {
-                f.error(
-                    at("schema_dir"),
-                    format!("the schema set has no {}", file.display()),
-                );
-            }
+        let current = crate::validate::schemas::Edition::Current.folder();
+        if !g.schema_dir.join(current).is_dir() {
+            f.error(
+                at("schema_dir"),
+                format!(
+                    "{} holds no {current}/ folder: install the official schema set with \
+                     `handoff schemas install` (docs/schemas.md)",
+                    g.schema_dir.display()
+                ),
+            );
         }
     }
+    let validation = key_path!["gateway", "validation"];
+    for (i, edition) in g.validation.editions.iter().enumerate() {
+        if !EDITIONS.contains(&edition.as_str()) {
+            f.error(
+                validation.join("editions").join(i),
+                format!("unknown edition {edition:?}: one of {EDITIONS:?}"),
+            );
+        }
+    }
+    if !g.validation.editions.iter().any(|e| e == "current") {
+        f.warn(
+            validation.join("editions"),
+            "the current edition is not accepted: every up-to-date archive will be refused",
+        );
+    }
+    rule_settings(&g.validation.rules, &validation.join("rules"), f);
     let archive = &g.archive;
     for (key, zero) in [
         ("max_entries", archive.max_entries == 0),
@@ -351,6 +369,7 @@ fn accounts(config: &Config, zone: UtcOffset, now: OffsetDateTime, f: &mut Findi
             Ok(()) => {}
             Err(e) => f.error(at.join("number"), e.to_string()),
         }
+        rule_settings(&c.rules, &at.join("rules"), f);
         if let Some(first) = numbers.insert((c.kind, c.number.as_str()), i) {
             f.error(
                 at.join("number"),
@@ -528,6 +547,22 @@ fn encryption_cert(p: &Path, path: KeyPath, now: OffsetDateTime, f: &mut Finding
                     path,
                     format!("{} expired at {}", p.display(), cert.validity().not_after),
                 );
+            }
+        }
+    }
+}
+
+/// The editions of the official format the check knows (docs/validation.md).
+const EDITIONS: [&str; 3] = ["current", "intermediate", "2007"];
+
+/// Rule severities name known rules, and never lower one that always rejects.
+fn rule_settings(rules: &crate::config::RuleSettings, at: &KeyPath, f: &mut Findings) {
+    for (id, severity) in rules {
+        if let Err(e) = crate::validate::finding::check_setting(id, *severity) {
+            // A known rule is pointed at by its key; an unknown one by its table.
+            match crate::validate::finding::Rule::from_id(id) {
+                Some(rule) => f.error(at.join(rule.id()), e),
+                None => f.error(at.clone(), e),
             }
         }
     }

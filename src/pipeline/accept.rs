@@ -72,6 +72,7 @@ pub fn accept(
         delivered_at: None,
         retrieved: false,
         quarantined: false,
+        warnings: Vec::new(),
     };
     if !store.insert_accepted(&job)? {
         // Another accept of the same file won the race.

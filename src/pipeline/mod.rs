@@ -472,7 +472,8 @@ impl Inner {
                     to,
                     recipient,
                     sealed_sha256,
-                } => self.advance(job, to, recipient, sealed_sha256),
+                    warnings,
+                } => self.advance(job, to, recipient, sealed_sha256, warnings),
                 Outcome::Reject {
                     reasons,
                     quarantine,
@@ -496,21 +497,27 @@ impl Inner {
         to: JobState,
         recipient: Option<String>,
         sealed_sha256: Option<String>,
+        warnings: Vec<crate::receipts::Reason>,
     ) -> Result<(), PipelineError> {
         job.state = to;
+        if !warnings.is_empty() {
+            job.warnings = warnings.clone();
+        }
         if recipient.is_some() {
             job.recipient = recipient.clone();
         }
         if sealed_sha256.is_some() {
             job.sealed_sha256 = sealed_sha256.clone();
         }
-        let event = (to == JobState::Delivered).then(|| job.event(Hop::Delivered, Vec::new()));
+        let event =
+            (to == JobState::Delivered).then(|| job.event(Hop::Delivered, job.warnings.clone()));
         self.store.transition(&Transition {
             file_id: job.file_id.clone(),
             to,
             recipient,
             sealed_sha256,
             quarantined: false,
+            warnings,
             event,
         })?;
         if to == JobState::Delivered {
@@ -539,6 +546,7 @@ impl Inner {
             recipient: None,
             sealed_sha256: None,
             quarantined: quarantine,
+            warnings: Vec::new(),
             event: Some(event),
         })?;
         self.spool.remove(&job.file_id)?;
@@ -636,6 +644,7 @@ impl Inner {
             recipient: None,
             sealed_sha256: None,
             quarantined: false,
+            warnings: Vec::new(),
             event: Some(event),
         })?;
         self.count(Hop::Purged, counterpart, &job.file_id);

@@ -5,7 +5,7 @@
 use std::io::{self, Read, Seek, Write};
 use std::sync::Arc;
 
-use crate::config::{Config, Counterpart, Inbound};
+use crate::config::{Config, Counterpart, CounterpartKind, Inbound};
 use crate::receipts::Reason;
 use crate::scan::{Clamd, ScanHealth, Verdict};
 use crate::seal::{OpenOptions, OpeningKey, SealError};
@@ -30,6 +30,8 @@ pub enum Outcome {
         to: JobState,
         recipient: Option<String>,
         sealed_sha256: Option<String>,
+        /// Findings the file goes on with, for the `delivered` receipt.
+        warnings: Vec<Reason>,
     },
     /// Refuse the file; `quarantine` when clamd found something.
     Reject {
@@ -38,6 +40,18 @@ pub enum Outcome {
     },
     /// Not now (scanner unreachable, disk error): the job stays where it is and is retried.
     Retry(String),
+}
+
+impl Outcome {
+    /// On to `to`, nothing learnt.
+    pub fn advance(to: JobState) -> Outcome {
+        Outcome::Advance {
+            to,
+            recipient: None,
+            sealed_sha256: None,
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// One step of the pipeline.
@@ -51,30 +65,33 @@ pub trait Stage: Send + Sync {
 /// Facts the validator read from the archive that routing needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routing {
-    /// The receiver number in the archive's index, if the validator read one.
-    pub receiver_number: Option<String>,
+    /// The receiver in the archive's index (its kind and number), if the validator read one.
+    pub receiver: Option<(CounterpartKind, String)>,
 }
 
 /// What the validator concluded about a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Validated {
-    Routed(Routing),
+    /// Routed by the archive's facts, with the findings it goes on with.
+    Routed(Routing, Vec<Reason>),
     Rejected(Vec<Reason>),
 }
 
-/// Checks a file from `sender` under the configuration in force. `Err` when the check
-/// cannot run now (its schema set is unusable): the job waits, nothing is guessed.
+/// Checks a file that `sender` uploaded as `name` under the configuration in force. `Err`
+/// when the check cannot run now (its schema set is unusable): the job waits, nothing is
+/// guessed.
 pub trait Validator: Send + Sync {
     fn validate(
         &self,
         src: &mut dyn ReadSeek,
+        name: &str,
         sender: &Counterpart,
         config: &Config,
     ) -> Result<Validated, String>;
 }
 
-/// The checkup archive check of [`crate::validate`], with the schema set and archive limits
-/// of the configuration in force.
+/// The checkup archive check of [`crate::validate`], with the schema set, archive limits and
+/// rule settings of the configuration in force.
 #[derive(Debug, Default)]
 pub struct ArchiveValidator;
 
@@ -82,13 +99,17 @@ impl Validator for ArchiveValidator {
     fn validate(
         &self,
         src: &mut dyn ReadSeek,
+        name: &str,
         sender: &Counterpart,
         config: &Config,
     ) -> Result<Validated, String> {
-        match validate::check_upload(src, sender, config) {
-            Ok(validate::Checked::Valid(header)) => Ok(Validated::Routed(Routing {
-                receiver_number: header.receiver_number,
-            })),
+        match validate::check_upload(src, name, sender, config) {
+            Ok(validate::Checked::Valid { header, warnings }) => {
+                let receiver = header.receiver.and_then(|(party, number)| {
+                    validate::rules::kind_of(party).map(|kind| (kind, number))
+                });
+                Ok(Validated::Routed(Routing { receiver }, warnings))
+            }
             Ok(validate::Checked::Invalid(findings)) => Ok(Validated::Rejected(findings)),
             Err(e) => Err(e.to_string()),
         }
@@ -140,10 +161,9 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
             format!("{sender} is not a configured counterpart"),
         ));
     };
-    let to = match &routing.receiver_number {
-        Some(number) => {
-            let kind = from.kind.peer();
-            match config.counterpart_by_number(kind, number) {
+    let to = match &routing.receiver {
+        Some((kind, number)) => {
+            match config.counterpart_by_number(*kind, number) {
                 Some(c) => c.id.clone(),
                 None => {
                     return Err(Reason::new(
@@ -204,8 +224,13 @@ impl Stage for ValidateStage {
             Ok(f) => f,
             Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
         };
-        let routing = match self.validator.validate(&mut file, sender, ctx.config) {
-            Ok(Validated::Routed(r)) => r,
+        let (routing, warnings) = match self.validator.validate(
+            &mut file,
+            &job.original_name,
+            sender,
+            ctx.config,
+        ) {
+            Ok(Validated::Routed(r, warnings)) => (r, warnings),
             Ok(Validated::Rejected(reasons)) => {
                 return Outcome::Reject {
                     reasons,
@@ -219,6 +244,7 @@ impl Stage for ValidateStage {
                 to: JobState::Validated,
                 recipient: Some(to),
                 sealed_sha256: None,
+                warnings,
             },
             Err(reason) => Outcome::Reject {
                 reasons: vec![reason],
@@ -291,11 +317,7 @@ impl Stage for ScanStage {
             Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
         };
         match self.clamd.scan(file) {
-            Ok(Verdict::Clean) => Outcome::Advance {
-                to: JobState::Scanned,
-                recipient: None,
-                sealed_sha256: None,
-            },
+            Ok(Verdict::Clean) => Outcome::advance(JobState::Scanned),
             Ok(Verdict::Found(name)) if name.starts_with("Heuristics.Limits.Exceeded") => {
                 Outcome::Reject {
                     reasons: vec![Reason::new(
@@ -383,6 +405,7 @@ impl Stage for SealStage {
                 to: JobState::Sealed,
                 recipient: None,
                 sealed_sha256: Some(w.sha256),
+                warnings: Vec::new(),
             },
             Err(e) => Outcome::Retry(format!("sealing: {e}")),
         }
@@ -438,6 +461,7 @@ impl Stage for DeliverStage {
                 to: JobState::Delivered,
                 recipient: None,
                 sealed_sha256: Some(sha),
+                warnings: Vec::new(),
             },
             Err(e) => Outcome::Retry(format!("delivering to {}: {e}", outbox.display())),
         }

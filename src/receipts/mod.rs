@@ -64,6 +64,10 @@ pub struct Reason {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<u32>,
     pub message: String,
+    /// A finding the file was delivered with (its rule set to warn), rather than one it was
+    /// refused for. Absent (false) in the JSON of rejections, so older receipts read the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
 }
 
 impl Reason {
@@ -74,7 +78,13 @@ impl Reason {
             line: None,
             column: None,
             message: message.into(),
+            warning: false,
         }
+    }
+
+    pub fn warning(mut self) -> Reason {
+        self.warning = true;
+        self
     }
 
     pub fn in_file(mut self, file: impl Into<String>) -> Reason {
@@ -92,6 +102,9 @@ impl Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{}]", self.rule)?;
+        if self.warning {
+            f.write_str(" warning")?;
+        }
         if let Some(file) = &self.file {
             write!(f, " {file}")?;
             if let Some(line) = self.line {

@@ -97,6 +97,9 @@ pub struct Job {
     pub retrieved: bool,
     /// Set when the job was rejected because clamd found something.
     pub quarantined: bool,
+    /// Findings the file was let through with (rules set to warn): they go into the
+    /// `delivered` receipt, which both parties receive.
+    pub warnings: Vec<Reason>,
 }
 
 impl Job {
@@ -125,6 +128,8 @@ pub struct Transition {
     pub recipient: Option<String>,
     pub sealed_sha256: Option<String>,
     pub quarantined: bool,
+    /// Findings to keep for the `delivered` receipt (empty: keep what is recorded).
+    pub warnings: Vec<Reason>,
     pub event: Option<FileEvent>,
 }
 
@@ -169,7 +174,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     accepted_at   INTEGER NOT NULL,
     delivered_at  INTEGER,
     retrieved     INTEGER NOT NULL DEFAULT 0,
-    quarantined   INTEGER NOT NULL DEFAULT 0
+    quarantined   INTEGER NOT NULL DEFAULT 0,
+    warnings      TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE TABLE IF NOT EXISTS events (
@@ -182,7 +188,15 @@ CREATE TABLE IF NOT EXISTS events (
 ";
 
 const JOB_COLUMNS: &str = "file_id, sender, original_name, size, sha256, inbox_key, state, \
-    recipient, sealed_sha256, accepted_at, delivered_at, retrieved, quarantined";
+    recipient, sealed_sha256, accepted_at, delivered_at, retrieved, quarantined, warnings";
+
+/// Brings a job store written by an earlier version up to [`SCHEMA`].
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    if conn.prepare("SELECT warnings FROM jobs LIMIT 0").is_err() {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN warnings TEXT")?;
+    }
+    Ok(())
+}
 
 fn nanos(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
@@ -211,6 +225,13 @@ fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, StoreErro
         delivered_at: row.get::<_, Option<i64>>(10)?.map(from_nanos),
         retrieved: row.get::<_, i64>(11)? != 0,
         quarantined: row.get::<_, i64>(12)? != 0,
+        warnings: match row.get::<_, Option<String>>(13)? {
+            Some(json) => match serde_json::from_str(&json) {
+                Ok(w) => w,
+                Err(e) => return Ok(Err(StoreError::Corrupt(format!("warnings: {e}")))),
+            },
+            None => Vec::new(),
+        },
     }))
 }
 
@@ -231,6 +252,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let seq: i64 =
             conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
         let (latest, _) = watch::channel(seq.max(0) as u64);
@@ -313,18 +335,28 @@ impl JobStore for SqliteStore {
             let tx = conn.transaction()?;
             let delivered_at =
                 (t.to == JobState::Delivered).then(|| nanos(OffsetDateTime::now_utc()));
+            let warnings = if t.warnings.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::to_string(&t.warnings)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                )
+            };
             let n = tx.execute(
                 "UPDATE jobs SET state = ?2, recipient = COALESCE(?3, recipient), \
                  sealed_sha256 = COALESCE(?4, sealed_sha256), \
                  delivered_at = COALESCE(?5, delivered_at), \
-                 quarantined = MAX(quarantined, ?6) WHERE file_id = ?1",
+                 quarantined = MAX(quarantined, ?6), \
+                 warnings = COALESCE(?7, warnings) WHERE file_id = ?1",
                 params![
                     t.file_id,
                     t.to.as_str(),
                     t.recipient,
                     t.sealed_sha256,
                     delivered_at,
-                    i64::from(t.quarantined)
+                    i64::from(t.quarantined),
+                    warnings
                 ],
             )?;
             if n == 0 {

@@ -1,18 +1,23 @@
-//! The schema check of specific-health-checkup exchange archives (DESIGN §5).
+//! The check of specific-health-checkup exchange archives in the official MHLW V08 format
+//! (DESIGN §5).
 //!
 //! An archive is checked in layers, each refusing before the next costs anything: the zip
-//! directory ([`archive`]), the layout, then each XML file's encoding, well-formedness and
-//! schema ([`xml`]), then the rules across files ([`rules`]). Every finding names its rule,
-//! the file inside the archive and, where there is one, the line. The facts of the format
-//! that are assumptions live in one table, [`format`].
+//! directory ([`archive`]), the layout and names, then each XML file's encoding,
+//! well-formedness and schema for its edition ([`xml`], [`schemas`]), then the rules across
+//! files ([`rules`]). Every finding names its rule, the file inside the archive and, where
+//! there is one, the line, in Japanese and English ([`finding`]); the configuration decides
+//! which findings reject the file and which travel with it as warnings.
 
 pub mod archive;
+pub mod finding;
 pub mod format;
-pub mod format_legacy;
 pub mod rules;
+pub mod schemas;
+#[cfg(any())]
 pub mod testdata;
 pub mod xml;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 use std::path::Path;
 
@@ -21,8 +26,10 @@ use time::Date;
 use crate::config::{Config, Counterpart};
 use crate::receipts::Reason;
 use archive::{Archive, Entry, Limits};
-use format_legacy::RecordKind;
+use finding::{Finding, Lang, Policy, Rule, Severity, Text};
+use format::{ArchiveName, DocKind, Folder};
 pub use rules::{Expect, Header};
+use schemas::{Catalog, Edition, Role};
 pub use xml::SchemaError;
 
 /// More findings than this are cut short: a sender fixes the first ones and sends again.
@@ -31,56 +38,95 @@ pub const MAX_FINDINGS: usize = 200;
 /// The result of checking an archive that could be checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Checked {
-    /// Every rule holds; the header's facts route the file.
-    Valid(Header),
-    /// The findings, in archive order.
+    /// No finding rejects the file; the header's facts route it, and the warnings travel with
+    /// it into both parties' receipts.
+    Valid {
+        header: Header,
+        warnings: Vec<Reason>,
+    },
+    /// The findings that reject it, and the warnings, in archive order.
     Invalid(Vec<Reason>),
 }
 
-/// Checks the archive read from `src` for the uploader and configuration in `expect`, with
-/// the schemas in `schema_dir`. `Err` only when the schema set itself cannot be used.
+/// Checks the archive read from `src` for the uploader, file name and configuration in
+/// `expect`, with findings in `lang`. `Err` only when the schema set itself cannot be used.
 pub fn check_archive<R: Read + Seek>(
     src: R,
     limits: Limits,
     schema_dir: &Path,
     expect: &Expect<'_>,
+    lang: Lang,
 ) -> Result<Checked, SchemaError> {
-    let mut archive = match Archive::open(src, limits) {
-        Ok(a) => a,
-        Err(findings) => return Ok(Checked::Invalid(findings)),
+    let policy = Policy {
+        gateway: &expect.config.gateway.validation.rules,
+        counterpart: &expect.sender.rules,
     };
-    let layout = match Layout::of(archive.entries()) {
-        Ok(l) => l,
-        Err(findings) => return Ok(Checked::Invalid(findings)),
+    let mut findings = Vec::new();
+    let header = match Archive::open(src, limits) {
+        Err(zip) => {
+            findings.extend(zip.into_iter().map(Finding::from_reason));
+            None
+        }
+        Ok(mut archive) => match Layout::of(archive.entries(), &mut findings) {
+            None => None,
+            Some(layout) => schemas::with_catalog(schema_dir, |catalog| {
+                let mut run = Run {
+                    archive: &mut archive,
+                    catalog,
+                    expect,
+                    policy,
+                    findings: &mut findings,
+                    editions: BTreeMap::new(),
+                };
+                run.check(&layout)
+            })
+            .map(Some)?,
+        },
     };
-    xml::with_schemas(schema_dir, |schemas| {
-        let mut run = Run {
-            archive: &mut archive,
-            schemas,
-            findings: Vec::new(),
-        };
-        let header = run.check(&layout, expect);
-        let mut findings = run.findings;
-        if findings.len() > MAX_FINDINGS {
-            let more = findings.len() - MAX_FINDINGS;
-            findings.truncate(MAX_FINDINGS);
-            findings.push(Reason::new(
-                "findings.truncated",
-                format!("{more} more findings were not listed; correct these and send again"),
-            ));
-        }
-        if findings.is_empty() {
-            Checked::Valid(header)
-        } else {
-            Checked::Invalid(findings)
-        }
-    })
+    Ok(judge(header, findings, policy, lang))
 }
 
-/// Checks a file that `sender` uploaded, with the schema set, archive limits and time zone of
-/// `config`: the check the pipeline runs.
+/// Applies the severities: off findings go, and the file is valid unless one rejects.
+fn judge(header: Option<Header>, findings: Vec<Finding>, policy: Policy<'_>, lang: Lang) -> Checked {
+    let mut reasons = Vec::new();
+    let mut rejected = header.is_none();
+    for f in &findings {
+        let severity = policy.severity(f.rule);
+        if severity == Severity::Off {
+            continue;
+        }
+        rejected |= severity == Severity::Reject;
+        reasons.push(f.reason(lang, severity));
+    }
+    if reasons.len() > MAX_FINDINGS {
+        let more = reasons.len() - MAX_FINDINGS;
+        reasons.truncate(MAX_FINDINGS);
+        reasons.push(
+            Finding::new(
+                Rule::FindingsTruncated,
+                Text::new(
+                    format!("ほかに {more} 件の指摘があります。これらを修正して再送してください"),
+                    format!("{more} more findings were not listed; correct these and send again"),
+                ),
+            )
+            .reason(lang, Severity::Reject),
+        );
+    }
+    match header {
+        Some(header) if !rejected => Checked::Valid {
+            header,
+            warnings: reasons,
+        },
+        _ => Checked::Invalid(reasons),
+    }
+}
+
+/// Checks a file that `sender` uploaded as `file_name`, with the schema set, archive limits,
+/// time zone and rule settings of `config`, findings in the sender's language: the check the
+/// pipeline runs.
 pub fn check_upload<R: Read + Seek>(
     src: R,
+    file_name: &str,
     sender: &Counterpart,
     config: &Config,
 ) -> Result<Checked, SchemaError> {
@@ -88,175 +134,314 @@ pub fn check_upload<R: Read + Seek>(
         sender,
         config,
         today: today(config.gateway.utc_offset()),
+        file_name,
     };
     check_archive(
         src,
         Limits::from(&config.gateway.archive),
         &config.gateway.schema_dir,
         &expect,
+        sender.language,
     )
 }
 
-/// The entries of an archive by role.
+/// The entries of an archive by role, with names relative to its top folder.
 struct Layout {
+    top: String,
     index: Entry,
-    summary: Entry,
-    records: Vec<Entry>,
+    summary: Option<Entry>,
+    data: Vec<Entry>,
     claims: Vec<Entry>,
 }
 
 impl Layout {
-    fn of(entries: &[Entry]) -> Result<Layout, Vec<Reason>> {
-        let mut findings = Vec::new();
+    /// Sorts the entries; `None` when the archive cannot be read as the format at all.
+    fn of(entries: &[Entry], findings: &mut Vec<Finding>) -> Option<Layout> {
+        let tops: std::collections::BTreeSet<&str> = entries
+            .iter()
+            .map(|e| e.name.split_once('/').map_or("", |(top, _)| top))
+            .collect();
+        let top = match tops.into_iter().collect::<Vec<_>>().as_slice() {
+            [top] if !top.is_empty() => (*top).to_owned(),
+            _ => {
+                findings.push(Finding::new(
+                    Rule::LayoutTopFolder,
+                    Text::new(
+                        "アーカイブの中身はすべて、zipファイルと同じ名前のフォルダ1つに入れてください",
+                        "everything in the archive must be inside one top folder named like the zip file",
+                    ),
+                ));
+                return None;
+            }
+        };
         let (mut index, mut summary) = (None, None);
-        let (mut records, mut claims) = (Vec::new(), Vec::new());
+        let (mut data, mut claims) = (Vec::new(), Vec::new());
+        let before = findings.len();
         for e in entries {
-            let name = e.name.as_str();
+            let name = e.name[top.len()..].trim_start_matches('/');
             let in_dir = |dir: &str| {
                 name.strip_prefix(dir)
                     .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
             };
+            let mut relative = e.clone();
+            relative.name = name.to_owned();
             match name {
-                format_legacy::INDEX => index = Some(e.clone()),
-                format_legacy::SUMMARY => summary = Some(e.clone()),
-                format_legacy::DATA_DIR | format_legacy::CLAIMS_DIR | format_legacy::XSD_DIR
-                    if e.is_dir => {}
-                _ if e.is_dir => findings.push(unexpected(name)),
-                _ if in_dir(format_legacy::DATA_DIR) => records.push(e.clone()),
-                _ if in_dir(format_legacy::CLAIMS_DIR) => claims.push(e.clone()),
-                _ if name.starts_with(format_legacy::XSD_DIR) => {}
-                _ => findings.push(unexpected(name)),
-            }
-        }
-        for (found, name) in [
-            (&index, format_legacy::INDEX),
-            (&summary, format_legacy::SUMMARY),
-        ] {
-            if found.is_none() {
-                findings.push(
-                    Reason::new(
-                        "layout.missing",
-                        format!("the archive has no {name} at its root"),
+                "" => {}
+                format::INDEX => index = Some(relative),
+                format::SUMMARY => summary = Some(relative),
+                format::DATA_DIR | format::CLAIMS_DIR if e.is_dir => {}
+                _ if name.starts_with(format::XSD_DIR) => {}
+                _ if in_dir(format::DATA_DIR) && !e.is_dir => data.push(relative),
+                _ if in_dir(format::CLAIMS_DIR) && !e.is_dir => claims.push(relative),
+                _ => findings.push(
+                    Finding::new(
+                        Rule::LayoutUnexpected,
+                        Text::new(
+                            format!(
+                                "様式にないファイル・フォルダです（{}、{}、{}、{}、{} のみ）",
+                                format::INDEX,
+                                format::SUMMARY,
+                                format::DATA_DIR,
+                                format::CLAIMS_DIR,
+                                format::XSD_DIR
+                            ),
+                            format!(
+                                "only {}, {} and files directly under {}, {} or under {} belong in the top folder",
+                                format::INDEX,
+                                format::SUMMARY,
+                                format::DATA_DIR,
+                                format::CLAIMS_DIR,
+                                format::XSD_DIR
+                            ),
+                        ),
                     )
                     .in_file(name),
-                );
+                ),
             }
         }
-        if records.is_empty() {
-            findings.push(Reason::new(
-                "layout.empty",
-                format!(
-                    "the archive holds no record files under {}",
-                    format_legacy::DATA_DIR
+        let _ = before;
+        if index.is_none() {
+            findings.push(
+                Finding::new(
+                    Rule::LayoutMissing,
+                    Text::new(
+                        format!("{} がありません", format::INDEX),
+                        format!("the archive has no {} in its top folder", format::INDEX),
+                    ),
+                )
+                .in_file(format::INDEX),
+            );
+        }
+        if data.is_empty() {
+            findings.push(Finding::new(
+                Rule::LayoutEmpty,
+                Text::new(
+                    format!("{} にファイルがありません", format::DATA_DIR),
+                    format!("the archive holds no files under {}", format::DATA_DIR),
                 ),
             ));
         }
-        match (index, summary) {
-            (Some(index), Some(summary)) if findings.is_empty() => Ok(Layout {
-                index,
-                summary,
-                records,
-                claims,
-            }),
-            _ => Err(findings),
+        if summary.is_some() != !claims.is_empty() {
+            let (ja, en) = if summary.is_some() {
+                (
+                    format!("{} がありますが {} にファイルがありません", format::SUMMARY, format::CLAIMS_DIR),
+                    format!("{} is present but {} holds no files", format::SUMMARY, format::CLAIMS_DIR),
+                )
+            } else {
+                (
+                    format!("{} にファイルがありますが {} がありません", format::CLAIMS_DIR, format::SUMMARY),
+                    format!("{} holds files but {} is missing", format::CLAIMS_DIR, format::SUMMARY),
+                )
+            };
+            findings.push(Finding::new(Rule::LayoutClaimsSummary, Text::new(ja, en)));
         }
+        let index = index?;
+        if data.is_empty() {
+            return None;
+        }
+        Some(Layout {
+            top,
+            index,
+            summary,
+            data,
+            claims,
+        })
     }
-}
-
-fn unexpected(name: &str) -> Reason {
-    Reason::new(
-        "layout.unexpected",
-        format!(
-            "only {}, {}, and files directly under {}, {} or {} belong in the archive",
-            format_legacy::INDEX,
-            format_legacy::SUMMARY,
-            format_legacy::DATA_DIR,
-            format_legacy::CLAIMS_DIR,
-            format_legacy::XSD_DIR
-        ),
-    )
-    .in_file(name)
 }
 
 /// One archive being checked.
 struct Run<'a, R: Read + Seek> {
     archive: &'a mut Archive<R>,
-    schemas: &'a mut xml::SchemaSet,
-    findings: Vec<Reason>,
+    catalog: &'a mut Catalog,
+    expect: &'a Expect<'a>,
+    policy: Policy<'a>,
+    findings: &'a mut Vec<Finding>,
+    /// Files of each edition other than the current one: the first, and how many.
+    editions: BTreeMap<Edition, (String, usize)>,
 }
 
 impl<R: Read + Seek> Run<'_, R> {
-    fn check(&mut self, layout: &Layout, expect: &Expect<'_>) -> Header {
+    /// Whether a finding so far rejects the file.
+    fn rejects(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|f| self.policy.severity(f.rule) == Severity::Reject)
+    }
+
+    fn too_many(&self) -> bool {
+        self.findings.len() > MAX_FINDINGS
+    }
+
+    fn check(&mut self, layout: &Layout) -> Header {
+        let expect = self.expect;
         let today = expect.today;
+        let stem = expect.file_name.strip_suffix(".p7m").unwrap_or(expect.file_name);
+        let name = ArchiveName::parse(stem).filter(|_| stem.ends_with(".zip"));
+
         let mut header = Header::default();
-        let index = self.document(&layout.index, format_legacy::Role::Index);
-        if let Some(doc) = &index {
-            header = rules::check_index(doc, expect, &mut self.findings);
+        let Some(index) = self.document(&layout.index, Role::Index) else {
+            return header;
+        };
+        header = rules::index(&index, expect, self.findings);
+        rules::record_count(
+            &index,
+            &header,
+            (layout.data.len() + layout.claims.len()) as u64,
+            self.findings,
+        );
+        drop(index);
+        rules::archive_name(name.as_ref(), &layout.top, &header, expect, self.findings);
+
+        let base = |e: &Entry| e.name.rsplit('/').next().unwrap_or_default().to_owned();
+        let data_bases: Vec<String> = layout.data.iter().map(base).collect();
+        let claim_bases: Vec<String> = layout.claims.iter().map(base).collect();
+        let data_refs: Vec<&str> = data_bases.iter().map(String::as_str).collect();
+        let claim_refs: Vec<&str> = claim_bases.iter().map(String::as_str).collect();
+        let data_names = rules::record_names(Folder::Data, &data_refs, &header, name.as_ref(), self.findings);
+        let claim_names =
+            rules::record_names(Folder::Claims, &claim_refs, &header, name.as_ref(), self.findings);
+        if !layout.claims.is_empty() {
+            rules::pairing(&data_refs, &claim_refs, self.findings);
         }
-        let summary = self.document(&layout.summary, format_legacy::Role::Summary);
-        let records = layout.records.len() as u64;
-        if let Some(doc) = &index {
-            rules::check_index_count(doc, &header, records, &mut self.findings);
+        if self.rejects() {
+            // The routing facts or the layout are wrong: reading every record would only
+            // bury the finding that matters.
+            return header;
         }
-        if let Some(doc) = &summary {
-            rules::check_summary(doc, &header, records, &mut self.findings);
-        }
-        drop((index, summary));
-        let record_kinds = [RecordKind::Checkup, RecordKind::Guidance];
-        for (entries, kinds) in [
-            (&layout.records, &record_kinds[..]),
-            (&layout.claims, &[RecordKind::Claims][..]),
-        ] {
-            for entry in entries {
-                if self.findings.len() > MAX_FINDINGS {
-                    return header;
-                }
-                let Some(kind) = rules::check_record_name(
-                    &entry.name,
-                    kinds,
-                    &header,
-                    today,
-                    &mut self.findings,
-                ) else {
-                    continue;
-                };
-                if let Some(doc) = self.document(entry, kind.role())
-                    && kind != RecordKind::Claims
-                {
-                    rules::check_record(&entry.name, &doc, &header, today, &mut self.findings);
-                }
+
+        let kind = header.kind();
+        for (entry, name) in layout.data.iter().zip(&data_names) {
+            if self.too_many() {
+                return header;
+            }
+            let role = match name.as_ref().map_or(kind, |n| n.kind) {
+                DocKind::Checkup => Role::CheckupCda,
+                DocKind::Guidance => Role::GuidanceCda,
+            };
+            if let Some(doc) = self.document(entry, role) {
+                rules::cda(&entry.name, &doc, &header, today, self.findings);
             }
         }
+        let mut totals = rules::Totals::default();
+        for (entry, name) in layout.claims.iter().zip(&claim_names) {
+            if self.too_many() {
+                return header;
+            }
+            let role = match name.as_ref().map_or(kind, |n| n.kind) {
+                DocKind::Checkup => Role::CheckupClaim,
+                DocKind::Guidance => Role::GuidanceClaim,
+            };
+            if let Some(doc) = self.document(entry, role) {
+                rules::claim(&entry.name, &doc, &header, today, &mut totals, self.findings);
+            }
+        }
+        if let Some(summary) = &layout.summary
+            && let Some(doc) = self.document(summary, Role::Summary)
+        {
+            rules::summary(&doc, &header, &totals, self.findings);
+        }
+        self.report_editions();
         header
     }
 
     /// Reads, parses and schema-checks one entry; `None` (with findings) when it fails.
-    fn document(
-        &mut self,
-        entry: &Entry,
-        role: format_legacy::Role,
-    ) -> Option<libxml::tree::Document> {
+    fn document(&mut self, entry: &Entry, role: Role) -> Option<libxml::tree::Document> {
+        let fail = |findings: &mut Vec<Finding>, r: Reason| {
+            findings.push(Finding::from_reason(r));
+            None
+        };
         let bytes = match self.archive.read(entry) {
             Ok(b) => b,
-            Err(r) => {
-                self.findings.push(r);
-                return None;
-            }
+            Err(r) => return fail(self.findings, r.in_file(&entry.name)),
         };
-        let parsed = xml::check_text(&entry.name, &bytes).and_then(|t| xml::parse(&entry.name, t));
-        let doc = match parsed {
+        let doc = match xml::check_text(&entry.name, &bytes).and_then(|t| xml::parse(&entry.name, t)) {
             Ok(d) => d,
-            Err(r) => {
-                self.findings.push(r);
-                return None;
-            }
+            Err(r) => return fail(self.findings, r),
         };
-        let invalid = self.schemas.validate(role, &entry.name, &doc);
-        if invalid.is_empty() {
+        let checked = self.catalog.validate(role, &entry.name, &doc);
+        if let Some(edition) = checked.edition
+            && edition != Edition::Current
+        {
+            let seen = self
+                .editions
+                .entry(edition)
+                .or_insert_with(|| (entry.name.clone(), 0));
+            seen.1 += 1;
+        }
+        if checked.findings.is_empty() {
             Some(doc)
         } else {
-            self.findings.extend(invalid);
+            self.findings
+                .extend(checked.findings.into_iter().map(Finding::from_reason));
             None
+        }
+    }
+
+    /// One finding per edition other than the current one: refused unless the configuration
+    /// accepts it, a warning otherwise.
+    fn report_editions(&mut self) {
+        let accepted = &self.expect.config.gateway.validation.editions;
+        for (edition, (first, count)) in std::mem::take(&mut self.editions) {
+            let others = count - 1;
+            let (more_ja, more_en) = if others > 0 {
+                (format!("ほか {others} ファイル"), format!(" and {others} more files"))
+            } else {
+                (String::new(), String::new())
+            };
+            let finding = if accepted.iter().any(|e| e == edition.id()) {
+                Finding::new(
+                    Rule::EditionNonCurrent,
+                    Text::new(
+                        format!(
+                            "{first}{more_ja}は現行版ではなく{}（{}）の様式です。受け付けましたが、現行版での作成をお願いします",
+                            edition.name_ja(),
+                            edition.id()
+                        ),
+                        format!(
+                            "{first}{more_en} follow the {} edition ({}), not the current one: accepted, but please send the current edition",
+                            edition.name_en(),
+                            edition.id()
+                        ),
+                    ),
+                )
+            } else {
+                Finding::new(
+                    Rule::EditionNotAccepted,
+                    Text::new(
+                        format!(
+                            "{first}{more_ja}は{}（{}）の様式で、このゲートウェイでは受け付けていません。現行版で作成してください",
+                            edition.name_ja(),
+                            edition.id()
+                        ),
+                        format!(
+                            "{first}{more_en} follow the {} edition ({}), which this gateway does not accept: send the current edition",
+                            edition.name_en(),
+                            edition.id()
+                        ),
+                    ),
+                )
+            };
+            self.findings.push(finding.in_file(first));
         }
     }
 }

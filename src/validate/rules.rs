@@ -1,456 +1,693 @@
-//! The rules that need the content of a file, or of several: the facts of `index.xml`, the
-//! counts of `summary.xml`, the names and dates of the records, read from documents that
-//! already passed their schema.
+//! The rules the schemas cannot express, read from documents that already passed their schema:
+//! who sends to whom (the index against the uploader and the configuration), the archive's and
+//! the records' names against the index, the check digits, the dates, each person's insurer
+//! against the receiver, and the summary's counts and totals against the claims.
+
+use std::collections::BTreeMap;
 
 use libxml::tree::{Document, Node};
 use time::Date;
 
-use super::format_legacy::{self as format, RecordKind};
+use super::finding::{Finding, Rule, Text};
+use super::format::{self, ArchiveName, DocKind, Party, RecordName};
 use super::xml::line;
 use crate::config::{Config, Counterpart, CounterpartKind};
 use crate::numbers::{self, NumberError, NumberKind};
-use crate::receipts::Reason;
 
-/// What the exchange header says.
+/// What the index says, as far as it could be read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Header {
-    pub interaction_type: Option<String>,
-    pub sender_number: Option<String>,
-    pub receiver_number: Option<String>,
-    pub service_event: Option<String>,
+    pub interaction_type: Option<u8>,
+    pub created: Option<String>,
+    pub sender: Option<String>,
+    /// The receiver's party (by its id root) and number.
+    pub receiver: Option<(Party, String)>,
+    pub service_event: Option<u8>,
     pub record_count: Option<u64>,
 }
 
-/// Who uploaded the archive and what the gateway knows, against which the header is read.
+impl Header {
+    /// What the archive carries, by its service event type (checkup unless it says guidance).
+    pub fn kind(&self) -> DocKind {
+        self.service_event
+            .and_then(DocKind::from_service_event)
+            .unwrap_or(DocKind::Checkup)
+    }
+
+    /// The receiver's number when the receiver is an insurer: every person must be its.
+    fn insurer(&self) -> Option<&str> {
+        match &self.receiver {
+            Some((Party::Insurer, n)) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// Who uploaded the archive, under what name, and what the gateway knows.
 pub struct Expect<'a> {
     pub sender: &'a Counterpart,
     pub config: &'a Config,
     pub today: Date,
+    /// The name the file was uploaded under.
+    pub file_name: &'a str,
 }
 
-/// A finding at `node` of `file`.
-fn at(rule: &str, file: &str, node: Option<&Node>, message: String) -> Reason {
-    let mut r = Reason::new(rule, message).in_file(file);
-    r.line = node.and_then(line);
-    r
+/// The party a counterpart of `kind` is in the exchange.
+pub fn party_of(kind: CounterpartKind) -> Party {
+    match kind {
+        CounterpartKind::Clinic => Party::Institution,
+        CounterpartKind::Insurer => Party::Insurer,
+    }
+}
+
+/// The counterpart kind a party is served as, if the gateway serves it.
+pub fn kind_of(party: Party) -> Option<CounterpartKind> {
+    match party {
+        Party::Institution => Some(CounterpartKind::Clinic),
+        Party::Insurer => Some(CounterpartKind::Insurer),
+        Party::Agency | Party::LocalGovernment => None,
+    }
+}
+
+fn at(rule: Rule, file: &str, node: Option<&Node>, ja: String, en: String) -> Finding {
+    Finding::new(rule, Text::new(ja, en))
+        .in_file(file)
+        .at_line(node.and_then(line))
+}
+
+/// The first child element of `node` named `name`.
+fn child(node: &Node, name: &str) -> Option<Node> {
+    node.get_child_elements()
+        .into_iter()
+        .find(|c| c.get_name() == name)
 }
 
 /// The element reached from `node` through child elements named `path`.
-fn descend(node: &Node, path: &[&str]) -> Option<Node> {
+pub fn descend(node: &Node, path: &[&str]) -> Option<Node> {
     let mut here = node.clone();
     for name in path {
-        here = here
-            .get_child_elements()
-            .into_iter()
-            .find(|c| c.get_name() == *name)?;
+        here = child(&here, name)?;
     }
     Some(here)
 }
 
-/// Reads the header of `index.xml` and checks it against the uploader and the configuration.
-pub fn check_index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Reason>) -> Header {
+/// The `id` children of `node` with `root`, by their `extension`.
+fn id_with_root(node: &Node, root: &str) -> Option<(Node, String)> {
+    node.get_child_elements()
+        .into_iter()
+        .filter(|c| c.get_name() == "id")
+        .find(|c| c.get_attribute("root").as_deref() == Some(root))
+        .and_then(|c| c.get_attribute("extension").map(|e| (c, e)))
+}
+
+/// Reads the index and checks it against the uploader and the configuration.
+pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -> Header {
     use format::index as el;
     let file = format::INDEX;
     let mut header = Header::default();
     let Some(root) = doc.get_root_element() else {
         return header;
     };
-    let attr = |path: &[&str], name: &str| {
-        descend(&root, path).and_then(|n| n.get_attribute(name).map(|v| (n, v)))
-    };
+    let attr = |name: &str, attr: &str| child(&root, name).and_then(|n| n.get_attribute(attr).map(|v| (n, v)));
 
-    let sender_kind = expect.sender.kind;
-    let mut receiver_kind = sender_kind.peer();
-    if let Some((node, code)) = attr(&[el::INTERACTION_TYPE], "code") {
-        match format::interaction_route(&code) {
-            None => findings.push(at(
-                "index.interaction-type",
+    header.interaction_type = attr(el::INTERACTION_TYPE, "code").and_then(|(_, v)| v.parse().ok());
+    if let Some((node, value)) = attr(el::CREATION_TIME, "value") {
+        date(file, Some(&node), "作成日", "the creation date", &value, expect.today, findings);
+        header.created = Some(value);
+    }
+    header.service_event = attr(el::SERVICE_EVENT_TYPE, "code").and_then(|(_, v)| v.parse().ok());
+    header.record_count = attr(el::TOTAL_RECORD_COUNT, "value").and_then(|(_, v)| v.parse().ok());
+
+    // The sender: the uploading counterpart, under its party's root.
+    let uploader = expect.sender;
+    let sender_party = party_of(uploader.kind);
+    if let Some(node) = descend(&root, &[el::SENDER, "id"]) {
+        let root_oid = node.get_attribute("root").unwrap_or_default();
+        let number = node.get_attribute("extension").unwrap_or_default();
+        if root_oid != sender_party.oid() {
+            let (ja, en) = sender_party.names();
+            findings.push(at(
+                Rule::IndexSenderNumber,
                 file,
                 Some(&node),
-                format!("interaction type {code} is not one the gateway knows"),
-            )),
-            Some((from, _)) if from != sender_kind => findings.push(at(
-                "index.interaction-type",
+                format!("送信者の識別子は{ja}のOID {} でなければなりません（{root_oid}）", sender_party.oid()),
+                format!("the sender must be {en} identified under root {} (found {root_oid})", sender_party.oid()),
+            ));
+        } else if number != uploader.number {
+            findings.push(at(
+                Rule::IndexSenderMismatch,
                 file,
                 Some(&node),
                 format!(
-                    "interaction type {code} is sent by {}, but the uploader is {}",
-                    kind_name(from),
-                    kind_name(sender_kind)
+                    "送信者番号 {number} が、送信したアカウント {}（{}）の番号と一致しません",
+                    uploader.id, uploader.number
                 ),
-            )),
-            Some((_, to)) => receiver_kind = to,
-        }
-        header.interaction_type = Some(code);
-    }
-    if let Some((node, value)) = attr(&[el::CREATION_TIME], "value") {
-        check_date(file, Some(&node), &value, expect.today, findings);
-    }
-    if let Some(number) = check_party(&root, el::SENDER, sender_kind, findings, |number, node| {
-        (number != expect.sender.number).then(|| {
-            at(
-                "index.sender-mismatch",
-                file,
-                Some(node),
                 format!(
                     "the sender is {number}, but the archive was uploaded by {} ({})",
-                    expect.sender.id, expect.sender.number
+                    uploader.id, uploader.number
                 ),
-            )
-        })
-    }) {
-        header.sender_number = Some(number);
+            ));
+        } else {
+            header.sender = Some(number);
+        }
     }
-    if let Some(number) = check_party(
-        &root,
-        el::RECEIVER,
-        receiver_kind,
-        findings,
-        |number, node| {
-            expect
-                .config
-                .counterpart_by_number(receiver_kind, number)
-                .is_none()
-                .then(|| {
-                    at(
-                        "index.receiver-unknown",
-                        file,
-                        Some(node),
-                        format!(
-                            "the receiver {number} is not {} this gateway delivers to",
-                            kind_name(receiver_kind)
-                        ),
-                    )
-                })
-        },
-    ) {
-        header.receiver_number = Some(number);
+
+    // The receiver: a counterpart of the gateway, under a root it serves.
+    match descend(&root, &[el::RECEIVER, "id"]) {
+        None => findings.push(at(
+            Rule::IndexReceiverNumber,
+            file,
+            Some(&root),
+            "受信者（receiver）の記載がありません。送付先を判断できません".into(),
+            "the index names no receiver: the gateway cannot tell where the archive goes".into(),
+        )),
+        Some(node) => {
+            let root_oid = node.get_attribute("root").unwrap_or_default();
+            let number = node.get_attribute("extension").unwrap_or_default();
+            match Party::from_oid(&root_oid).and_then(|p| kind_of(p).map(|k| (p, k))) {
+                None => findings.push(at(
+                    Rule::IndexReceiverNumber,
+                    file,
+                    Some(&node),
+                    format!("受信者のOID {root_oid} は、このゲートウェイが送付できる保険者・健診機関のものではありません"),
+                    format!("the receiver root {root_oid} is not an insurer or institution this gateway delivers to"),
+                )),
+                Some((party, kind)) => {
+                    if number_ok(file, Some(&node), "受信者", "the receiver", kind.number_kind(), &number, findings)
+                    {
+                        match expect.config.counterpart_by_number(kind, &number) {
+                            Some(_) => header.receiver = Some((party, number)),
+                            None => {
+                                let (ja, en) = party.names();
+                                findings.push(at(
+                                    Rule::IndexReceiverUnknown,
+                                    file,
+                                    Some(&node),
+                                    format!("受信者 {number} は、このゲートウェイが送付する{ja}として登録されていません"),
+                                    format!("the receiver {number} is not {en} this gateway delivers to"),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
-    header.service_event = attr(&[el::SERVICE_EVENT_TYPE], "code").map(|(_, v)| v);
-    header.record_count =
-        attr(&[el::TOTAL_RECORD_COUNT], "value").and_then(|(_, v)| v.parse().ok());
+
+    // The interaction type against the roots of both parties (ORCA's pairing).
+    if let (Some(code), Some(node)) = (header.interaction_type, child(&root, el::INTERACTION_TYPE)) {
+        let receiver_party = descend(&root, &[el::RECEIVER, "id"])
+            .and_then(|n| n.get_attribute("root"))
+            .and_then(|r| Party::from_oid(&r));
+        if let Some((from, to)) = format::interaction_parties(code)
+            && (from != sender_party || receiver_party.is_some_and(|p| p != to))
+        {
+            let (from_ja, from_en) = from.names();
+            let (to_ja, to_en) = to.names();
+            findings.push(at(
+                Rule::IndexInteractionType,
+                file,
+                Some(&node),
+                format!("種別 {code} は{from_ja}から{to_ja}への送付ですが、送信者・受信者の識別子と合いません"),
+                format!("interaction type {code} is sent by {from_en} to {to_en}, which the sender and receiver ids do not match"),
+            ));
+        }
+    }
     header
 }
 
-/// Checks the identifier under `<{element}><id root extension/>`; returns the number when it
-/// is well formed and passes `extra`.
-fn check_party(
-    root: &Node,
-    element: &str,
-    kind: CounterpartKind,
-    findings: &mut Vec<Reason>,
-    extra: impl FnOnce(&str, &Node) -> Option<Reason>,
-) -> Option<String> {
-    let file = format::INDEX;
-    let node = descend(root, &[element, "id"])?;
-    let rule = format!("index.{element}-number");
-    let oid = format::party_oid(kind);
-    if node.get_attribute("root").as_deref() != Some(oid) {
-        findings.push(at(
-            &rule,
-            file,
-            Some(&node),
-            format!(
-                "the {element} must be {} identified under root {oid}",
-                match kind {
-                    CounterpartKind::Clinic => "an institution",
-                    CounterpartKind::Insurer => "an insurer",
-                }
-            ),
-        ));
-        return None;
-    }
-    let number = node.get_attribute("extension")?;
-    if let Err(e) = numbers::check(kind.number_kind(), &number) {
-        let rule = match e {
-            NumberError::CheckDigit { .. } => "number.check-digit",
-            NumberError::Shape { .. } => "number.malformed",
-        };
-        findings.push(at(rule, file, Some(&node), format!("the {element}: {e}")));
-        return None;
-    }
-    if let Some(r) = extra(&number, &node) {
-        findings.push(r);
-        return None;
-    }
-    Some(number)
-}
-
-/// Checks `summary.xml` against the header and the records present.
-pub fn check_summary(doc: &Document, header: &Header, records: u64, findings: &mut Vec<Reason>) {
-    use format::summary as el;
-    let file = format::SUMMARY;
-    let Some(root) = doc.get_root_element() else {
-        return;
-    };
-    if let Some(node) = descend(&root, &[el::SERVICE_EVENT_TYPE]) {
-        let code = node.get_attribute("code");
-        if header.service_event.is_some() && code != header.service_event {
-            findings.push(at(
-                "summary.mismatch",
-                file,
-                Some(&node),
-                format!(
-                    "the service event type {} differs from {} in index.xml",
-                    code.unwrap_or_default(),
-                    header.service_event.clone().unwrap_or_default()
-                ),
-            ));
-        }
-    }
-    if let Some(node) = descend(&root, &[el::TOTAL_RECORD_COUNT]) {
-        let count = node
-            .get_attribute("value")
-            .and_then(|v| v.parse::<u64>().ok());
-        if count != Some(records) {
-            findings.push(at(
-                "summary.count-mismatch",
-                file,
-                Some(&node),
-                format!(
-                    "the total record count is {}, but the archive holds {records} record files",
-                    count.map_or("unreadable".into(), |c| c.to_string())
-                ),
-            ));
-        }
-    }
-}
-
-/// Checks the count of `index.xml` against the records present.
-pub fn check_index_count(
-    doc: &Document,
-    header: &Header,
-    records: u64,
-    findings: &mut Vec<Reason>,
-) {
-    if header.record_count == Some(records) {
-        return;
-    }
-    let node = doc
-        .get_root_element()
-        .and_then(|r| descend(&r, &[format::index::TOTAL_RECORD_COUNT]));
-    findings.push(at(
-        "index.count-mismatch",
-        format::INDEX,
-        node.as_ref(),
-        format!(
-            "the total record count is {}, but the archive holds {records} record files under {}",
-            header
-                .record_count
-                .map_or("unreadable".into(), |c| c.to_string()),
-            format::DATA_DIR
-        ),
-    ));
-}
-
-/// A record file name, split into its parts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordName {
-    pub kind: RecordKind,
-    pub number: String,
-    pub date: String,
-    pub serial: String,
-}
-
-/// Reads a record file name: kind letter, sender number (10 or 8 digits), YYYYMMDD, serial,
-/// `.xml`.
-pub fn parse_record_name(base: &str) -> Option<RecordName> {
-    let stem = base.strip_suffix(".xml")?;
-    let mut chars = stem.chars();
-    let kind = RecordKind::from_prefix(chars.next()?)?;
-    let digits = chars.as_str();
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let tail = format::NAME_DATE_DIGITS + format::NAME_SERIAL_DIGITS;
-    let number_len = digits.len().checked_sub(tail)?;
-    if number_len != NumberKind::Institution.digits() && number_len != NumberKind::Insurer.digits()
-    {
-        return None;
-    }
-    let (number, rest) = digits.split_at(number_len);
-    let (date, serial) = rest.split_at(format::NAME_DATE_DIGITS);
-    Some(RecordName {
-        kind,
-        number: number.into(),
-        date: date.into(),
-        serial: serial.into(),
-    })
-}
-
-/// Checks a record's file name against the header; returns its kind when the name is valid.
-pub fn check_record_name(
-    path: &str,
-    expected: &[RecordKind],
-    header: &Header,
-    today: Date,
-    findings: &mut Vec<Reason>,
-) -> Option<RecordKind> {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let prefixes: String = expected.iter().map(|k| k.prefix()).collect();
-    let Some(name) = parse_record_name(base).filter(|n| expected.contains(&n.kind)) else {
-        findings.push(
-            Reason::new(
-                "name.pattern",
-                format!(
-                    "the name must be one of the letters [{prefixes}], the sender number, the \
-                 creation date YYYYMMDD and a {}-digit serial, ending in .xml",
-                    format::NAME_SERIAL_DIGITS
-                ),
-            )
-            .in_file(path),
-        );
-        return None;
-    };
-    if let Some(sender) = &header.sender_number
-        && name.number != *sender
-    {
-        findings.push(
-            Reason::new(
-                "name.sender",
-                format!(
-                    "the name carries number {}, but the sender in index.xml is {sender}",
-                    name.number
-                ),
-            )
-            .in_file(path),
-        );
-    }
-    check_date(path, None, &name.date, today, findings);
-    if let (Some(code), Some(event)) = (name.kind.service_event_code(), &header.service_event)
-        && code != event
-    {
-        findings.push(
-            Reason::new(
-                "data.kind",
-                format!(
-                    "a {} record in an archive whose service event type is {event}",
-                    record_kind_name(name.kind)
-                ),
-            )
-            .in_file(path),
-        );
-    }
-    Some(name.kind)
-}
-
-/// Checks the dates and the author of one CDA record.
-pub fn check_record(
-    path: &str,
-    doc: &Document,
-    header: &Header,
-    today: Date,
-    findings: &mut Vec<Reason>,
-) {
-    let Some(root) = doc.get_root_element() else {
-        return;
-    };
-    for date_path in format::CDA_DATES {
-        let (attr, elements) = date_path.split_last().expect("paths are not empty");
-        let attr = attr.trim_start_matches('@');
-        if let Some(node) = descend(&root, elements)
-            && let Some(value) = node.get_attribute(attr)
-        {
-            check_date(path, Some(&node), &value, today, findings);
-        }
-    }
-    if let (Some(sender), Some(node)) =
-        (&header.sender_number, descend(&root, format::CDA_AUTHOR_ID))
-        && let Some(ext) = node.get_attribute("extension")
-        && ext != *sender
-    {
-        findings.push(at(
-            "data.sender-mismatch",
-            path,
-            Some(&node),
-            format!("the author is {ext}, but the sender in index.xml is {sender}"),
-        ));
-    }
-}
-
-/// A date value (YYYYMMDD, optionally followed by a time) must be a real date, not in the
-/// future.
-fn check_date(
+/// Checks a number's shape and check digit; `true` when it is well formed.
+fn number_ok(
     file: &str,
     node: Option<&Node>,
+    what_ja: &str,
+    what_en: &str,
+    kind: NumberKind,
+    number: &str,
+    findings: &mut Vec<Finding>,
+) -> bool {
+    let (kind_ja, _) = match kind {
+        NumberKind::Institution => Party::Institution.names(),
+        NumberKind::Insurer => Party::Insurer.names(),
+    };
+    match numbers::check(kind, number) {
+        Ok(()) => true,
+        Err(e @ NumberError::Shape { .. }) => {
+            findings.push(at(
+                Rule::NumberMalformed,
+                file,
+                node,
+                format!("{what_ja}の{kind_ja}番号 \"{number}\" は {} 桁の数字でなければなりません", kind.digits()),
+                format!("{what_en}: {e}"),
+            ));
+            false
+        }
+        Err(e @ NumberError::CheckDigit { found, expected, .. }) => {
+            findings.push(at(
+                Rule::NumberCheckDigit,
+                file,
+                node,
+                format!("{what_ja}の{kind_ja}番号 {number} の検証番号が誤っています（{found}、正しくは {expected}）"),
+                format!("{what_en}: {e}"),
+            ));
+            false
+        }
+    }
+}
+
+/// A date value (`YYYYMMDD…`) must be a real date, not in the future.
+pub fn date(
+    file: &str,
+    node: Option<&Node>,
+    what_ja: &str,
+    what_en: &str,
     value: &str,
     today: Date,
-    findings: &mut Vec<Reason>,
+    findings: &mut Vec<Finding>,
 ) {
-    match parse_date(value) {
+    match format::parse_date(value) {
         None => findings.push(at(
-            "date.invalid",
+            Rule::DateInvalid,
             file,
             node,
-            format!("{value:?} is not a real date (YYYYMMDD)"),
+            format!("{what_ja} \"{value}\" は存在しない日付です"),
+            format!("{what_en} {value:?} is not a real date (YYYYMMDD)"),
         )),
         Some(d) if d > today => findings.push(at(
-            "date.future",
+            Rule::DateFuture,
             file,
             node,
-            format!("the date {value} is in the future"),
+            format!("{what_ja} {value} は未来の日付です"),
+            format!("{what_en} {value} is in the future"),
         )),
         Some(_) => {}
     }
 }
 
-/// The calendar date at the start of an HL7 TS value.
-pub fn parse_date(value: &str) -> Option<Date> {
-    let digits = value.get(..8)?;
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// The archive's own name and its top folder against the uploader and the index.
+pub fn archive_name(
+    name: Option<&ArchiveName>,
+    top: &str,
+    header: &Header,
+    expect: &Expect<'_>,
+    findings: &mut Vec<Finding>,
+) {
+    let file_name = expect.file_name;
+    let Some(name) = name else {
+        findings.push(Finding::new(
+            Rule::ArchiveName,
+            Text::new(
+                format!("ファイル名 {file_name} が「送信者番号_受信者番号_作成日送付回数_実施区分.zip」の形式ではありません"),
+                format!("the file name {file_name} is not <sender>_<receiver>_<YYYYMMDD><N>_<X>.zip"),
+            ),
+        ));
+        return;
+    };
+    if name.sender != expect.sender.number {
+        findings.push(Finding::new(
+            Rule::ArchiveSender,
+            Text::new(
+                format!(
+                    "ファイル名の送信者番号 {} が、送信したアカウント {}（{}）の番号と一致しません",
+                    name.sender, expect.sender.id, expect.sender.number
+                ),
+                format!(
+                    "the file name's sender {} is not the uploading account {} ({})",
+                    name.sender, expect.sender.id, expect.sender.number
+                ),
+            ),
+        ));
     }
-    let year: i32 = digits[..4].parse().ok()?;
-    let month: u8 = digits[4..6].parse().ok()?;
-    let day: u8 = digits[6..8].parse().ok()?;
-    Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()
+    let mut differ = Vec::new();
+    if let Some((_, receiver)) = &header.receiver
+        && *receiver != name.receiver
+    {
+        differ.push(("受信者番号", "receiver", name.receiver.clone(), receiver.clone()));
+    }
+    if let Some(created) = &header.created
+        && !created.starts_with(&name.date)
+    {
+        differ.push(("作成日", "creation date", name.date.clone(), created.clone()));
+    }
+    if let Some(event) = header.service_event
+        && event != name.service_event
+    {
+        differ.push(("実施区分", "service event type", name.service_event.to_string(), event.to_string()));
+    }
+    for (ja, en, in_name, in_index) in differ {
+        findings.push(Finding::new(
+            Rule::ArchiveNameMismatch,
+            Text::new(
+                format!("ファイル名の{ja} {in_name} が {} の {in_index} と異なります", format::INDEX),
+                format!("the file name's {en} {in_name} differs from {in_index} in {}", format::INDEX),
+            ),
+        ));
+    }
+    let stem = name.to_string();
+    if top != stem {
+        findings.push(Finding::new(
+            Rule::LayoutFolderName,
+            Text::new(
+                format!("最上位フォルダ名 {top} がファイル名 {stem} と一致しません"),
+                format!("the top folder {top} is not named like the file ({stem})"),
+            ),
+        ));
+    }
 }
 
-/// The kind with its article, for messages.
-fn kind_name(kind: CounterpartKind) -> &'static str {
-    match kind {
-        CounterpartKind::Clinic => "a clinic",
-        CounterpartKind::Insurer => "an insurer",
+/// Checks the names of the per-person files of one folder (base names, in archive order)
+/// against the index; returns each file's kind where its name tells it.
+pub fn record_names(
+    folder: format::Folder,
+    bases: &[&str],
+    header: &Header,
+    archive: Option<&ArchiveName>,
+    findings: &mut Vec<Finding>,
+) -> Vec<Option<RecordName>> {
+    let dir = folder.dir();
+    let kind = header.kind();
+    let prefix = match folder {
+        format::Folder::Data => kind.data_prefix(),
+        format::Folder::Claims => kind.claims_prefix(),
+    };
+    let mut names = Vec::with_capacity(bases.len());
+    for base in bases {
+        let path = format!("{dir}{base}");
+        let name = RecordName::parse(base).filter(|n| n.folder == folder);
+        let Some(name) = name else {
+            findings.push(Finding::new(
+                Rule::NamePattern,
+                Text::new(
+                    format!("ファイル名が「{prefix}＋送信者番号10桁＋作成日8桁＋送付回数＋実施区分＋連番6桁.xml」の形式ではありません"),
+                    format!("the name is not {prefix}<sender 10 digits><YYYYMMDD><N><X><serial 6 digits>.xml"),
+                ),
+            ).in_file(&path));
+            names.push(None);
+            continue;
+        };
+        if let Some(sender) = &header.sender
+            && name.sender != *sender
+        {
+            findings.push(Finding::new(
+                Rule::NameSender,
+                Text::new(
+                    format!("ファイル名の送信者番号 {} が {} の送信者 {sender} と異なります", name.sender, format::INDEX),
+                    format!("the name carries sender {}, but the sender in {} is {sender}", name.sender, format::INDEX),
+                ),
+            ).in_file(&path));
+        }
+        let mut differ = Vec::new();
+        if let Some(created) = &header.created
+            && !created.starts_with(&name.date)
+        {
+            differ.push(("作成日", "creation date", name.date.clone(), created.clone()));
+        }
+        if let Some(event) = header.service_event
+            && event != name.service_event
+        {
+            differ.push(("実施区分", "service event type", name.service_event.to_string(), event.to_string()));
+        }
+        if let Some(archive) = archive
+            && archive.send_count != name.send_count
+        {
+            differ.push(("送付回数", "send count", name.send_count.to_string(), archive.send_count.to_string()));
+        }
+        for (ja, en, in_name, expected) in differ {
+            findings.push(Finding::new(
+                Rule::NameMismatch,
+                Text::new(
+                    format!("ファイル名の{ja} {in_name} がアーカイブの {expected} と異なります"),
+                    format!("the name's {en} {in_name} differs from the archive's {expected}"),
+                ),
+            ).in_file(&path));
+        }
+        if name.kind != kind {
+            let (ja, en) = kind_names(name.kind);
+            findings.push(Finding::new(
+                Rule::ServiceEventMismatch,
+                Text::new(
+                    format!("実施区分 {} のアーカイブに{ja}のファイルがあります", kind.service_event()),
+                    format!("a {en} file in an archive whose service event type is {}", kind.service_event()),
+                ),
+            ).in_file(&path));
+        }
+        names.push(Some(name));
     }
-}
-
-fn record_kind_name(kind: RecordKind) -> &'static str {
-    match kind {
-        RecordKind::Checkup => "checkup",
-        RecordKind::Guidance => "guidance",
-        RecordKind::Claims => "claims",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn record_names_split_into_parts() {
-        let n = parse_record_name("h1312345679202611200000001.xml").unwrap();
-        assert_eq!(n.kind, RecordKind::Checkup);
-        assert_eq!(n.number, "1312345679");
-        assert_eq!(n.date, "20261120");
-        assert_eq!(n.serial, "0000001");
-        assert!(parse_record_name("g06130017202611200000001.xml").is_some());
-        for bad in [
-            "x1312345679202611200000001.xml",
-            "h131234567920261120000001.xml",
-            "h1312345679202611200000001.XML",
-            "h13123456792026112000000a1.xml",
-            "h.xml",
-        ] {
-            assert_eq!(parse_record_name(bad), None, "{bad}");
+    let mut serials: Vec<u32> = names.iter().flatten().map(|n| n.serial).collect();
+    serials.sort_unstable();
+    if let Some(&first) = serials.first() {
+        let consecutive = serials.windows(2).all(|w| w[1] == w[0] + 1);
+        if first > 1 || !consecutive {
+            findings.push(Finding::new(
+                Rule::NameSerial,
+                Text::new(
+                    format!("{dir} の連番が 000000 または 000001 から連続していません（{first:06} から）"),
+                    format!("the serials under {dir} do not run on from 000000 or 000001 (they start at {first:06})"),
+                ),
+            ));
         }
     }
+    names
+}
 
-    #[test]
-    fn dates_must_exist() {
-        assert!(parse_date("20240229").is_some());
-        assert!(parse_date("20230229").is_none());
-        assert!(parse_date("20261301").is_none());
-        assert!(parse_date("2026").is_none());
-        assert!(parse_date("20261120093000").is_some());
+/// With claims, every DATA file has its CLAIMS partner (the same name but for the first
+/// letter) and the reverse.
+pub fn pairing(data: &[&str], claims: &[&str], findings: &mut Vec<Finding>) {
+    let key = |base: &str| base.get(1..).unwrap_or_default().to_owned();
+    let data_keys: BTreeMap<String, &str> = data.iter().map(|b| (key(b), *b)).collect();
+    let claim_keys: BTreeMap<String, &str> = claims.iter().map(|b| (key(b), *b)).collect();
+    for (mine, others, dir, other_dir) in [
+        (&data_keys, &claim_keys, format::DATA_DIR, format::CLAIMS_DIR),
+        (&claim_keys, &data_keys, format::CLAIMS_DIR, format::DATA_DIR),
+    ] {
+        for (k, base) in mine {
+            if !others.contains_key(k) {
+                findings.push(Finding::new(
+                    Rule::NameUnpaired,
+                    Text::new(
+                        format!("対応する {other_dir} のファイル（先頭の1文字だけが異なる名前）がありません"),
+                        format!("there is no partner file under {other_dir} (the same name but for its first letter)"),
+                    ),
+                ).in_file(format!("{dir}{base}")));
+            }
+        }
     }
+}
+
+fn kind_names(kind: DocKind) -> (&'static str, &'static str) {
+    match kind {
+        DocKind::Checkup => ("特定健診", "checkup"),
+        DocKind::Guidance => ("特定保健指導", "guidance"),
+    }
+}
+
+/// A person's insurer (in a CDA or a claim) against the receiver, and its check digit.
+fn person_insurer(path: &str, node: &Node, number: &str, header: &Header, findings: &mut Vec<Finding>) {
+    if !number_ok(path, Some(node), "受診者の保険者", "the person's insurer", NumberKind::Insurer, number, findings) {
+        return;
+    }
+    if let Some(receiver) = header.insurer()
+        && number != receiver
+    {
+        findings.push(at(
+            Rule::DataInsurer,
+            path,
+            Some(node),
+            format!("受診者の保険者番号 {number} が、送付先の保険者 {receiver} と異なります。他の保険者の受診者は送付できません"),
+            format!("the person's insurer {number} is not the receiver {receiver}: persons of another insurer cannot be sent to it"),
+        ));
+    }
+}
+
+/// The rules of one CDA document (DATA/h… or DATA/g…).
+pub fn cda(path: &str, doc: &Document, header: &Header, today: Date, findings: &mut Vec<Finding>) {
+    let Some(root) = doc.get_root_element() else {
+        return;
+    };
+    for (date_path, (ja, en)) in format::CDA_DATES.iter().zip(CDA_DATE_NAMES) {
+        if let Some(node) = descend(&root, date_path)
+            && let Some(value) = node.get_attribute("value")
+        {
+            date(path, Some(&node), ja, en, &value, today, findings);
+        }
+    }
+    if let Some(patient) = descend(&root, format::CDA_PATIENT_IDS)
+        && let Some((node, insurer)) = id_with_root(&patient, format::oid::INSURER)
+    {
+        person_insurer(path, &node, &insurer, header, findings);
+    }
+    if let Some(org) = descend(&root, format::CDA_AUTHOR_ORG)
+        && let Some((node, institution)) = id_with_root(&org, format::oid::INSTITUTION)
+        && let Some(sender) = &header.sender
+        && sender.len() == NumberKind::Institution.digits()
+        && institution != *sender
+    {
+        findings.push(at(
+            Rule::DataSenderMismatch,
+            path,
+            Some(&node),
+            format!("作成機関 {institution} が {} の送信者 {sender} と異なります", format::INDEX),
+            format!("the authoring institution is {institution}, but the sender in {} is {sender}", format::INDEX),
+        ));
+    }
+}
+
+/// Names of [`format::CDA_DATES`], in order.
+const CDA_DATE_NAMES: [(&str, &str); 5] = [
+    ("文書作成日", "the document date"),
+    ("生年月日", "the birth date"),
+    ("作成日時", "the authoring time"),
+    ("実施日（開始）", "the service start date"),
+    ("実施日（終了）", "the service end date"),
+];
+
+/// Sums of the claims' amounts, by summary element.
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub claims: u64,
+    pub sums: BTreeMap<&'static str, (u64, bool)>,
+}
+
+/// The rules of one claim (CLAIMS/c… or CLAIMS/p…), adding its amounts to `totals`.
+pub fn claim(
+    path: &str,
+    doc: &Document,
+    header: &Header,
+    today: Date,
+    totals: &mut Totals,
+    findings: &mut Vec<Finding>,
+) {
+    let Some(root) = doc.get_root_element() else {
+        return;
+    };
+    totals.claims += 1;
+    let kind = if root.get_name() == DocKind::Guidance.claims_root() {
+        DocKind::Guidance
+    } else {
+        DocKind::Checkup
+    };
+    if let Some(node) = descend(&root, &["encounter", "serviceEventType"])
+        && let Some(code) = node.get_attribute("code")
+        && let Some(event) = header.service_event
+        && code != event.to_string()
+    {
+        findings.push(at(
+            Rule::ServiceEventMismatch,
+            path,
+            Some(&node),
+            format!("実施区分 {code} が {} の {event} と異なります", format::INDEX),
+            format!("the service event type {code} differs from {event} in {}", format::INDEX),
+        ));
+    }
+    if let Some(node) = descend(&root, &["subjectPerson", "insuranceCard", "insurerNumber"])
+        && let Some(insurer) = node.get_attribute("extension")
+    {
+        person_insurer(path, &node, &insurer, header, findings);
+    }
+    if let Some(node) = descend(&root, &["subjectPerson", "birthTime"])
+        && let Some(value) = node.get_attribute("value")
+    {
+        date(path, Some(&node), "生年月日", "the birth date", &value, today, findings);
+    }
+    let settlement = child(&root, "settlement");
+    for (element, checkup, guidance) in format::SUMMARY_TOTALS {
+        let at_path = match kind {
+            DocKind::Checkup => *checkup,
+            DocKind::Guidance => *guidance,
+        };
+        let amount = settlement
+            .as_ref()
+            .filter(|_| !at_path.is_empty())
+            .and_then(|s| descend(s, at_path))
+            .and_then(|n| n.get_attribute("value"))
+            .and_then(|v| v.parse::<u64>().ok());
+        let entry = totals.sums.entry(element).or_default();
+        if let Some(a) = amount {
+            entry.0 = entry.0.saturating_add(a);
+            entry.1 = true;
+        }
+    }
+}
+
+/// The summary against the index and the claims.
+pub fn summary(doc: &Document, header: &Header, totals: &Totals, findings: &mut Vec<Finding>) {
+    use format::summary as el;
+    let file = format::SUMMARY;
+    let Some(root) = doc.get_root_element() else {
+        return;
+    };
+    if let Some(node) = child(&root, el::SERVICE_EVENT_TYPE)
+        && let Some(code) = node.get_attribute("code")
+        && let Some(event) = header.service_event
+        && code != event.to_string()
+    {
+        findings.push(at(
+            Rule::ServiceEventMismatch,
+            file,
+            Some(&node),
+            format!("実施区分 {code} が {} の {event} と異なります", format::INDEX),
+            format!("the service event type {code} differs from {event} in {}", format::INDEX),
+        ));
+    }
+    if let Some(node) = child(&root, el::TOTAL_SUBJECT_COUNT) {
+        let count = node.get_attribute("value").and_then(|v| v.parse::<u64>().ok());
+        if count != Some(totals.claims) {
+            let shown = count.map_or("?".into(), |c| c.to_string());
+            findings.push(at(
+                Rule::SummarySubjectCount,
+                file,
+                Some(&node),
+                format!("対象者数 {shown} が {} のファイル数 {} と異なります", format::CLAIMS_DIR, totals.claims),
+                format!("the subject count is {shown}, but {} holds {} files", format::CLAIMS_DIR, totals.claims),
+            ));
+        }
+    }
+    for (element, (sum, present)) in &totals.sums {
+        let node = child(&root, element);
+        let stated = node
+            .as_ref()
+            .and_then(|n| n.get_attribute("value"))
+            .and_then(|v| v.parse::<u64>().ok());
+        let agrees = match stated {
+            Some(v) => v == *sum,
+            None => !*present || *sum == 0,
+        };
+        if !agrees {
+            let shown = stated.map_or("（記載なし）".into(), |v| v.to_string());
+            let shown_en = stated.map_or("absent".into(), |v| v.to_string());
+            findings.push(at(
+                Rule::SummaryTotals,
+                file,
+                node.as_ref().or(Some(&root)),
+                format!("{element} {shown} が {} の合計 {sum} と異なります", format::CLAIMS_DIR),
+                format!("{element} is {shown_en}, but the claims under {} add up to {sum}", format::CLAIMS_DIR),
+            ));
+        }
+    }
+}
+
+/// The index's record count against the files present.
+pub fn record_count(doc: &Document, header: &Header, files: u64, findings: &mut Vec<Finding>) {
+    if header.record_count == Some(files) {
+        return;
+    }
+    let node = doc
+        .get_root_element()
+        .and_then(|r| child(&r, format::index::TOTAL_RECORD_COUNT));
+    let shown = header.record_count.map_or("?".into(), |c| c.to_string());
+    findings.push(at(
+        Rule::IndexCountMismatch,
+        format::INDEX,
+        node.as_ref(),
+        format!(
+            "総ファイル数 {shown} が {} と {} のファイル数の合計 {files} と異なります",
+            format::DATA_DIR,
+            format::CLAIMS_DIR
+        ),
+        format!(
+            "the total record count is {shown}, but {} and {} hold {files} files",
+            format::DATA_DIR,
+            format::CLAIMS_DIR
+        ),
+    ));
 }

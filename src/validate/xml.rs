@@ -5,22 +5,18 @@
 //! libxml2's schema contexts are not `Send`: each thread keeps its own [`SchemaSet`], parsed
 //! once and kept for as long as the schema directory stays the same.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use libxml::bindings;
 use libxml::error::StructuredError;
-use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
 use libxml::tree::{Document, Node};
 
-use super::format_legacy::Role;
 use crate::receipts::Reason;
 
 /// At most this many schema findings are reported per file; the first ones are what a sender
 /// needs to correct.
-const MAX_FINDINGS_PER_FILE: usize = 20;
+pub(crate) const MAX_FINDINGS_PER_FILE: usize = 20;
 
 /// Why the schema set could not be used: a gateway fault, not the sender's.
 #[derive(Debug, thiserror::Error)]
@@ -28,76 +24,6 @@ const MAX_FINDINGS_PER_FILE: usize = 20;
 pub struct SchemaError {
     pub file: PathBuf,
     pub detail: String,
-}
-
-/// The compiled schemas of one schema directory, one per [`Role`].
-pub struct SchemaSet {
-    contexts: HashMap<Role, SchemaValidationContext>,
-}
-
-impl SchemaSet {
-    pub fn load(dir: &Path) -> Result<SchemaSet, SchemaError> {
-        let mut contexts = HashMap::new();
-        for role in Role::ALL {
-            let file = dir.join(role.schema_file());
-            if !file.is_file() {
-                return Err(SchemaError {
-                    file,
-                    detail: "no such file".into(),
-                });
-            }
-            let Some(path) = file.to_str() else {
-                return Err(SchemaError {
-                    file,
-                    detail: "the path is not UTF-8".into(),
-                });
-            };
-            let mut parser = SchemaParserContext::from_file(path);
-            let context = SchemaValidationContext::from_parser(&mut parser).map_err(|errors| {
-                SchemaError {
-                    detail: errors
-                        .first()
-                        .and_then(|e| e.message.as_deref())
-                        .map(|m| m.trim().to_owned())
-                        .unwrap_or_else(|| "the schema does not compile".into()),
-                    file: file.clone(),
-                }
-            })?;
-            contexts.insert(role, context);
-        }
-        Ok(SchemaSet { contexts })
-    }
-
-    /// Validates `doc` (the file `name`) against the schema of `role`.
-    pub fn validate(&mut self, role: Role, name: &str, doc: &Document) -> Vec<Reason> {
-        let Some(context) = self.contexts.get_mut(&role) else {
-            return Vec::new();
-        };
-        match context.validate_document(doc) {
-            Ok(()) => Vec::new(),
-            Err(errors) => errors
-                .iter()
-                .take(MAX_FINDINGS_PER_FILE)
-                .map(|e| finding("xsd.invalid", name, e))
-                .collect(),
-        }
-    }
-}
-
-thread_local! {
-    static SCHEMAS: RefCell<Option<(PathBuf, SchemaSet)>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with this thread's schema set for `dir`, compiling it on first use.
-pub fn with_schemas<T>(dir: &Path, f: impl FnOnce(&mut SchemaSet) -> T) -> Result<T, SchemaError> {
-    SCHEMAS.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(d, _)| d != dir) {
-            *slot = Some((dir.to_path_buf(), SchemaSet::load(dir)?));
-        }
-        let (_, set) = slot.as_mut().expect("filled above");
-        Ok(f(set))
-    })
 }
 
 /// Checks the encoding of `bytes` (UTF-8, BOM tolerated) and that no DTD is present. Returns
@@ -222,7 +148,7 @@ pub fn line(node: &Node) -> Option<u32> {
     u32::try_from(line).ok().filter(|&l| l > 0)
 }
 
-fn finding(rule: &str, name: &str, e: &StructuredError) -> Reason {
+pub(crate) fn finding(rule: &str, name: &str, e: &StructuredError) -> Reason {
     let message = e.message.as_deref().unwrap_or("invalid").trim().to_owned();
     let mut r = Reason::new(rule, message).in_file(name);
     r.line = e

@@ -74,7 +74,7 @@ impl TestConfig {
                 "\"../certs-example/",
                 &format!("\"{}/certs-example/", root.display()),
             )
-            .replace("\"../schemas\"", &format!("\"{}/schemas\"", root.display()))
+            .replace("\"../var/schemas\"", &format!("\"{}/../shared/formats\"", root.display()))
             .replace(
                 "state_dir = \"../var/example-state\"",
                 &format!("state_dir = \"{}/state\"", dir.path().display()),
