@@ -10,6 +10,7 @@ pub mod archive;
 pub mod format;
 pub mod format_legacy;
 pub mod rules;
+pub mod schemas;
 pub mod testdata;
 pub mod xml;
 

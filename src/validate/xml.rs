@@ -20,7 +20,7 @@ use crate::receipts::Reason;
 
 /// At most this many schema findings are reported per file; the first ones are what a sender
 /// needs to correct.
-const MAX_FINDINGS_PER_FILE: usize = 20;
+pub(crate) const MAX_FINDINGS_PER_FILE: usize = 20;
 
 /// Why the schema set could not be used: a gateway fault, not the sender's.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +82,14 @@ impl SchemaSet {
                 .collect(),
         }
     }
+}
+
+/// `dir` holds the project's own schema set (every [`Role`]'s file), which the check uses until
+/// it moves to the official sets of [`super::schemas`].
+pub fn is_own_schema_dir(dir: &Path) -> bool {
+    Role::ALL
+        .iter()
+        .all(|role| dir.join(role.schema_file()).is_file())
 }
 
 thread_local! {
@@ -222,7 +230,7 @@ pub fn line(node: &Node) -> Option<u32> {
     u32::try_from(line).ok().filter(|&l| l > 0)
 }
 
-fn finding(rule: &str, name: &str, e: &StructuredError) -> Reason {
+pub(crate) fn finding(rule: &str, name: &str, e: &StructuredError) -> Reason {
     let message = e.message.as_deref().unwrap_or("invalid").trim().to_owned();
     let mut r = Reason::new(rule, message).in_file(name);
     r.line = e
