@@ -111,6 +111,38 @@ enum Command {
     /// Write a synthetic checkup archive (invented content, no personal data): a valid one, or
     /// with --violate one that breaks exactly one rule of the schema check.
     Testdata(TestdataArgs),
+    /// The official MHLW schema sets: install one into a schema directory, verify a directory
+    /// against the pinned hashes, or list the pins.
+    Schemas {
+        #[command(subcommand)]
+        command: SchemasCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Install the official sets found in MHLW's download or an archive (a folder or a zip; the
+    /// set may be nested, e.g. in an archive's XSD/ folder) into DIR/<set folder>/. Every pinned
+    /// file must be there with its pinned sha256 (CRLF line ends are converted); otherwise
+    /// nothing is installed.
+    Install {
+        /// The folder or zip holding the set.
+        #[arg(long)]
+        from: PathBuf,
+        /// The schema directory (`schema_dir` of the config).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Hash and compile the sets of a schema directory; prints what check-config prints and
+    /// exits 1 when the current set is missing or does not compile, or a file differs from its
+    /// pin.
+    Verify {
+        /// The schema directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Print the pinned sets: edition, namespace and `sha256  folder/file` of every file.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -215,6 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             lang,
         } => validate(&config, &account, &archive, lang),
         Command::Testdata(args) => testdata(args),
+        Command::Schemas { command } => schemas(command),
         Command::Audit {
             command: AuditCommand::Verify { config, file },
         } => {
@@ -308,7 +341,103 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             println!("  {} -> {}", cp.id, r);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    let dir = &c.gateway.schema_dir;
+    if handoff::validate::xml::is_own_schema_dir(dir)
+        && !dir
+            .join(handoff::validate::schemas::SET_CURRENT.folder)
+            .exists()
+    {
+        println!(
+            "schema set: {} is the project's own set, not the official MHLW sets (see docs/schemas.md)",
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match handoff::validate::schemas::Catalog::load(dir) {
+        Ok(catalog) => {
+            print!("{}", catalog.report());
+            for w in catalog.report().warnings() {
+                eprintln!("{}: warning: schema_dir: {w}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!(
+                "{}: schema_dir: the official schemas cannot be used: {e}",
+                path.display()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn schemas(command: SchemasCommand) -> anyhow::Result<ExitCode> {
+    use handoff::validate::schemas::{self, Catalog, SETS};
+    match command {
+        SchemasCommand::Install { from, to } => match schemas::install(&from, &to) {
+            Ok(installed) => {
+                for i in installed {
+                    let mut line = format!(
+                        "installed {} ({} edition, {} files, all as pinned) from {}",
+                        i.set.folder,
+                        i.set.edition.name_en(),
+                        i.files,
+                        from.display()
+                    );
+                    if !i.source.is_empty() {
+                        line.push_str(&format!(":{}", i.source));
+                    }
+                    line.push_str(&format!(" into {}", i.dir.display()));
+                    if i.replaced {
+                        line.push_str(", replaced the previous installation");
+                    }
+                    if !i.converted.is_empty() {
+                        line.push_str(&format!(
+                            "; CRLF line ends converted in {}",
+                            i.converted.join(", ")
+                        ));
+                    }
+                    println!("{line}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("handoff: schemas install: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        SchemasCommand::Verify { dir } => match Catalog::load(&dir) {
+            Ok(catalog) => {
+                print!("{}", catalog.report());
+                if catalog.report().warnings().is_empty() {
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+            Err(e) => {
+                print!("{}", schemas::Report::of(&dir));
+                eprintln!("handoff: schemas verify: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        SchemasCommand::List => {
+            for set in SETS {
+                println!(
+                    "# {}: {} edition ({}), namespace {}{}",
+                    set.folder,
+                    set.edition.name_en(),
+                    set.edition.name_ja(),
+                    set.namespace,
+                    if set.required { ", required" } else { "" }
+                );
+                for pin in set.files {
+                    println!("{}  {}/{}", pin.sha256, set.folder, pin.path);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn keygen(dir: &Path) -> anyhow::Result<ExitCode> {

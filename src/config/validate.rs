@@ -145,24 +145,16 @@ fn gateway(g: &Gateway, f: &mut Findings) {
             format!("{} is not a directory", g.schema_dir.display()),
         );
     } else {
-        let current = crate::validate::schemas::Edition::Current.folder();
-        if !g.schema_dir.join(current).is_dir() {
-            f.error(
-                at("schema_dir"),
-                format!(
-                    "{} holds no {current}/ folder: install the official schema set with \
-                     `handoff schemas install` (docs/schemas.md)",
-                    g.schema_dir.display()
-                ),
-            );
-        }
+        schema_dir(&g.schema_dir, at("schema_dir"), f);
     }
+    use crate::validate::schemas::Edition;
     let validation = key_path!["gateway", "validation"];
     for (i, edition) in g.validation.editions.iter().enumerate() {
-        if !EDITIONS.contains(&edition.as_str()) {
+        if Edition::from_id(edition).is_none() {
+            let known: Vec<&str> = Edition::ALL.iter().map(|e| e.id()).collect();
             f.error(
                 validation.join("editions").join(i),
-                format!("unknown edition {edition:?}: one of {EDITIONS:?}"),
+                format!("unknown edition {edition:?}: one of {known:?}"),
             );
         }
     }
@@ -191,6 +183,35 @@ fn gateway(g: &Gateway, f: &mut Findings) {
         f.error(
             key_path!["gateway", "limits", "max_upload_size"],
             "must be more than 0",
+        );
+    }
+}
+
+/// `schema_dir` holds one folder per official set; the current one is required and complete
+/// (its hashes and compilation are `check-config`'s, which loads it).
+fn schema_dir(dir: &Path, path: KeyPath, f: &mut Findings) {
+    use crate::validate::schemas::SET_CURRENT;
+    let current = dir.join(SET_CURRENT.folder);
+    if current.is_dir() {
+        for pin in SET_CURRENT.files {
+            let file = current.join(pin.path);
+            if !file.is_file() {
+                f.error(
+                    path.clone(),
+                    format!("the current schema set has no {}", file.display()),
+                );
+            }
+        }
+    } else {
+        f.error(
+            path,
+            format!(
+                "{} has no {}/: install MHLW's current schema set with \
+                 `handoff schemas install --from DOWNLOAD --to {}`",
+                dir.display(),
+                SET_CURRENT.folder,
+                dir.display()
+            ),
         );
     }
 }
@@ -551,9 +572,6 @@ fn encryption_cert(p: &Path, path: KeyPath, now: OffsetDateTime, f: &mut Finding
         }
     }
 }
-
-/// The editions of the official format the check knows (docs/validation.md).
-const EDITIONS: [&str; 3] = ["current", "intermediate", "2007"];
 
 /// Rule severities name known rules, and never lower one that always rejects.
 fn rule_settings(rules: &crate::config::RuleSettings, at: &KeyPath, f: &mut Findings) {

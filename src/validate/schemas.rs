@@ -381,9 +381,10 @@ impl SetReport {
     /// The folder exists and every pinned file is there and readable (pinned or differing).
     pub fn complete(&self) -> bool {
         self.present
-            && self.files.iter().all(|f| {
-                !matches!(f.status, FileStatus::Missing | FileStatus::Unreadable(_))
-            })
+            && self
+                .files
+                .iter()
+                .all(|f| !matches!(f.status, FileStatus::Missing | FileStatus::Unreadable(_)))
     }
 
     pub fn all_pinned(&self) -> bool {
@@ -571,11 +572,7 @@ impl fmt::Display for Report {
             show(Edition::V2007),
             show(Edition::Intermediate)
         )?;
-        writeln!(
-            f,
-            "  {NS_CDA} (CDA) -> hc08/hg08 of {}",
-            SET_CURRENT.folder
-        )?;
+        writeln!(f, "  {NS_CDA} (CDA) -> hc08/hg08 of {}", SET_CURRENT.folder)?;
         writeln!(f, "  any other namespace -> edition.unknown")?;
         for w in self.warnings() {
             writeln!(f, "WARNING: {w}")?;
@@ -676,8 +673,8 @@ impl Verified {
                     file: file.clone(),
                     detail: e.to_string(),
                 })?;
-                let derived =
-                    derive_intermediate(name, &text).map_err(|detail| SchemaError { file, detail })?;
+                let derived = derive_intermediate(name, &text)
+                    .map_err(|detail| SchemaError { file, detail })?;
                 Ok((name, derived))
             })
             .collect();
@@ -746,9 +743,11 @@ impl Catalog {
                 }
                 continue;
             }
-            if let Some(f) = s.files.iter().find(|f| {
-                matches!(f.status, FileStatus::Missing | FileStatus::Unreadable(_))
-            }) {
+            if let Some(f) = s
+                .files
+                .iter()
+                .find(|f| matches!(f.status, FileStatus::Missing | FileStatus::Unreadable(_)))
+            {
                 return Err(SchemaError {
                     file: folder.join(&f.path),
                     detail: match &f.status {
@@ -848,7 +847,13 @@ impl Catalog {
     }
 
     /// The number of schema errors and the first ones as findings.
-    fn run(&mut self, edition: Edition, role: Role, name: &str, doc: &Document) -> (usize, Vec<Reason>) {
+    fn run(
+        &mut self,
+        edition: Edition,
+        role: Role,
+        name: &str,
+        doc: &Document,
+    ) -> (usize, Vec<Reason>) {
         let Some(context) = self.schemas.get_mut(&(edition, role)) else {
             return (0, Vec::new());
         };
@@ -1017,8 +1022,7 @@ pub fn install(from: &Path, to: &Path) -> Result<Vec<Installed>, InstallError> {
         )));
     }
     let mut problems = Vec::new();
-    let mut found: Vec<(&'static OfficialSet, String, Vec<(&'static str, Vec<u8>)>, Vec<String>)> =
-        Vec::new();
+    let mut found: Vec<Found> = Vec::new();
     for root in roots {
         let prefix = if root.is_empty() {
             String::new()
@@ -1039,14 +1043,18 @@ pub fn install(from: &Path, to: &Path) -> Result<Vec<Installed>, InstallError> {
             ));
             continue;
         };
-        if found.iter().any(|(s, ..)| std::ptr::eq(*s, set)) {
+        if found.iter().any(|f| std::ptr::eq(f.set, set)) {
             continue;
         }
         let mut out = Vec::new();
         let mut converted = Vec::new();
         for pin in set.files {
             let Some(bytes) = files.get(&format!("{prefix}{}", pin.path)) else {
-                problems.push(format!("{}: missing from the {} set", shown(pin.path), set.folder));
+                problems.push(format!(
+                    "{}: missing from the {} set",
+                    shown(pin.path),
+                    set.folder
+                ));
                 continue;
             };
             match check_bytes(pin, bytes) {
@@ -1068,16 +1076,28 @@ pub fn install(from: &Path, to: &Path) -> Result<Vec<Installed>, InstallError> {
                 _ => unreachable!("check_bytes reports Pinned or Differs"),
             }
         }
-        found.push((set, root, out, converted));
+        found.push(Found {
+            set,
+            source: root,
+            files: out,
+            converted,
+        });
     }
     if !problems.is_empty() {
         problems.push("nothing was installed".into());
         return Err(InstallError(problems));
     }
     let mut installed = Vec::new();
-    for (set, source, files, converted) in found {
-        let (dir, replaced) = write_set(to, set, &files)
-            .map_err(|e| InstallError::one(format!("writing {}: {e}", to.join(set.folder).display())))?;
+    for Found {
+        set,
+        source,
+        files,
+        converted,
+    } in found
+    {
+        let (dir, replaced) = write_set(to, set, &files).map_err(|e| {
+            InstallError::one(format!("writing {}: {e}", to.join(set.folder).display()))
+        })?;
         installed.push(Installed {
             set,
             dir,
@@ -1088,6 +1108,14 @@ pub fn install(from: &Path, to: &Path) -> Result<Vec<Installed>, InstallError> {
         });
     }
     Ok(installed)
+}
+
+/// A set found in the source, every pinned file checked.
+struct Found {
+    set: &'static OfficialSet,
+    source: String,
+    files: Vec<(&'static str, Vec<u8>)>,
+    converted: Vec<String>,
 }
 
 fn line_ends(pin: &Pin, bytes: &[u8]) -> bool {
@@ -1102,36 +1130,40 @@ fn line_ends(pin: &Pin, bytes: &[u8]) -> bool {
 
 /// The `.xsd` files of a folder or zip by `/`-separated relative path.
 fn read_source(from: &Path) -> Result<BTreeMap<String, Vec<u8>>, InstallError> {
-    let meta = fs::metadata(from)
-        .map_err(|e| InstallError::one(format!("{}: {e}", from.display())))?;
+    let meta =
+        fs::metadata(from).map_err(|e| InstallError::one(format!("{}: {e}", from.display())))?;
     let mut out = BTreeMap::new();
     let mut total = 0u64;
-    let mut take = |path: String, size: u64, out: &mut BTreeMap<String, Vec<u8>>, read: &mut dyn Read| {
-        if size > MAX_SOURCE_FILE {
-            return Err(InstallError::one(format!(
-                "{}:{path}: {size} bytes is too large for a schema file",
-                from.display()
-            )));
-        }
-        total += size;
-        if total > MAX_SOURCE_TOTAL {
-            return Err(InstallError::one(format!(
-                "{}: more than {MAX_SOURCE_TOTAL} bytes of schema files",
-                from.display()
-            )));
-        }
-        let mut bytes = Vec::new();
-        read.take(MAX_SOURCE_FILE + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| InstallError::one(format!("{}:{path}: {e}", from.display())))?;
-        out.insert(path, bytes);
-        Ok(())
-    };
+    let mut take =
+        |path: String, size: u64, out: &mut BTreeMap<String, Vec<u8>>, read: &mut dyn Read| {
+            if size > MAX_SOURCE_FILE {
+                return Err(InstallError::one(format!(
+                    "{}:{path}: {size} bytes is too large for a schema file",
+                    from.display()
+                )));
+            }
+            total += size;
+            if total > MAX_SOURCE_TOTAL {
+                return Err(InstallError::one(format!(
+                    "{}: more than {MAX_SOURCE_TOTAL} bytes of schema files",
+                    from.display()
+                )));
+            }
+            let mut bytes = Vec::new();
+            read.take(MAX_SOURCE_FILE + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| InstallError::one(format!("{}:{path}: {e}", from.display())))?;
+            out.insert(path, bytes);
+            Ok(())
+        };
     if meta.is_dir() {
         let mut paths = Vec::new();
         schema_files_under(from, "", &mut paths);
         if paths.len() > MAX_SOURCE_ENTRIES {
-            return Err(InstallError::one(format!("{}: too many files", from.display())));
+            return Err(InstallError::one(format!(
+                "{}: too many files",
+                from.display()
+            )));
         }
         for path in paths {
             let file = from.join(&path);
@@ -1142,17 +1174,29 @@ fn read_source(from: &Path) -> Result<BTreeMap<String, Vec<u8>>, InstallError> {
         }
         return Ok(out);
     }
-    let file = fs::File::open(from).map_err(|e| InstallError::one(format!("{}: {e}", from.display())))?;
+    let file =
+        fs::File::open(from).map_err(|e| InstallError::one(format!("{}: {e}", from.display())))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| InstallError::one(format!("{}: not a readable zip: {e}", from.display())))?;
     if zip.len() > MAX_SOURCE_ENTRIES {
-        return Err(InstallError::one(format!("{}: too many entries", from.display())));
+        return Err(InstallError::one(format!(
+            "{}: too many entries",
+            from.display()
+        )));
     }
     let unsafe_names: Vec<String> = zip
         .file_names()
-        .map(|n| n.map(|n| n.to_string()).unwrap_or_default())
-        .filter(|n| !safe_entry_name(n))
-        .map(|n| format!("{}: entry {n:?} has an unsafe path", from.display()))
+        .filter_map(|n| match n {
+            Ok(n) if safe_entry_name(&n) => None,
+            Ok(n) => Some(format!(
+                "{}: entry {n:?} has an unsafe path",
+                from.display()
+            )),
+            Err(e) => Some(format!(
+                "{}: an entry's name is unreadable: {e}",
+                from.display()
+            )),
+        })
         .collect();
     if !unsafe_names.is_empty() {
         let mut problems = unsafe_names;
@@ -1163,7 +1207,10 @@ fn read_source(from: &Path) -> Result<BTreeMap<String, Vec<u8>>, InstallError> {
         let mut entry = zip
             .by_index(i)
             .map_err(|e| InstallError::one(format!("{}: entry {i}: {e}", from.display())))?;
-        let name = entry.name().map(|n| n.to_string()).unwrap_or_default();
+        let name = entry
+            .name()
+            .map_err(|e| InstallError::one(format!("{}: entry {i}: {e}", from.display())))?
+            .into_owned();
         if entry.is_dir() || !name.to_ascii_lowercase().ends_with(".xsd") {
             continue;
         }
@@ -1208,7 +1255,10 @@ fn write_set(
             if let Some(parent) = file.parent()
                 && !parent.is_dir()
             {
-                fs::DirBuilder::new().mode(0o755).recursive(true).create(parent)?;
+                fs::DirBuilder::new()
+                    .mode(0o755)
+                    .recursive(true)
+                    .create(parent)?;
                 fs::set_permissions(parent, fs::Permissions::from_mode(0o755))?;
             }
             let mut f = fs::OpenOptions::new()
@@ -1288,10 +1338,23 @@ mod tests {
             assert_eq!(OfficialSet::by_folder(set.folder), Some(set));
             for pin in set.files {
                 assert_eq!(pin.sha256.len(), 64, "{}", pin.path);
-                assert!(pin.sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+                assert!(
+                    pin.sha256
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                );
             }
-            for role in [Role::Index, Role::Summary, Role::CheckupClaim, Role::CheckupCda] {
-                assert!(set.pin(role.schema_file()).is_some(), "{} {role:?}", set.folder);
+            for role in [
+                Role::Index,
+                Role::Summary,
+                Role::CheckupClaim,
+                Role::CheckupCda,
+            ] {
+                assert!(
+                    set.pin(role.schema_file()).is_some(),
+                    "{} {role:?}",
+                    set.folder
+                );
             }
         }
         // The CDA schema is the same file in both sets.
