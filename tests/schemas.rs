@@ -585,3 +585,50 @@ fn check_config_warns_of_a_changed_file() {
         "{err}"
     );
 }
+
+#[test]
+fn each_thread_compiles_its_own_catalogue() {
+    let dir = formats();
+    let threads: Vec<_> = (0..2)
+        .map(|i| {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let ns = if i == 0 { NS_CURRENT } else { NS_2007 };
+                let text = INDEX.replace("NS", ns);
+                let doc = xml::parse("ix08_V08.xml", text.as_bytes()).unwrap();
+                (0..3)
+                    .map(|_| {
+                        handoff::validate::schemas::with_catalog(&dir, |c| {
+                            c.validate(Role::Index, "ix08_V08.xml", &doc).edition
+                        })
+                        .unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let got: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(got[0], [Some(Edition::Current); 3]);
+    assert_eq!(got[1], [Some(Edition::V2007); 3]);
+}
+
+#[test]
+fn a_cda_is_validated_with_the_current_hc08() {
+    let mut catalog = Catalog::load(&formats()).unwrap();
+    // Not a CDA document: the current hc08 says so, with no edition.
+    let got = check(
+        &mut catalog,
+        Role::CheckupCda,
+        &INDEX.replace("NS", NS_CURRENT),
+    );
+    assert_eq!(got.edition, None);
+    assert!(!got.findings.is_empty());
+    assert!(got.findings.iter().all(|f| f.rule == "xsd.invalid"));
+    let got = check(
+        &mut catalog,
+        Role::GuidanceCda,
+        "<ClinicalDocument xmlns=\"urn:hl7-org:v3\"/>",
+    );
+    assert_eq!(got.edition, None);
+    assert_eq!(got.findings[0].rule, "xsd.invalid", "{got:?}");
+}

@@ -1136,23 +1136,30 @@ fn read_source(from: &Path) -> Result<BTreeMap<String, Vec<u8>>, InstallError> {
     let mut total = 0u64;
     let mut take =
         |path: String, size: u64, out: &mut BTreeMap<String, Vec<u8>>, read: &mut dyn Read| {
-            if size > MAX_SOURCE_FILE {
-                return Err(InstallError::one(format!(
-                    "{}:{path}: {size} bytes is too large for a schema file",
+            let too_large = || {
+                InstallError::one(format!(
+                    "{}:{path}: too large for a schema file",
                     from.display()
-                )));
+                ))
+            };
+            if size > MAX_SOURCE_FILE {
+                return Err(too_large());
             }
-            total += size;
+            // The size a zip declares may lie: what is read counts.
+            let mut bytes = Vec::new();
+            read.take(MAX_SOURCE_FILE + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| InstallError::one(format!("{}:{path}: {e}", from.display())))?;
+            if bytes.len() as u64 > MAX_SOURCE_FILE {
+                return Err(too_large());
+            }
+            total += bytes.len() as u64;
             if total > MAX_SOURCE_TOTAL {
                 return Err(InstallError::one(format!(
                     "{}: more than {MAX_SOURCE_TOTAL} bytes of schema files",
                     from.display()
                 )));
             }
-            let mut bytes = Vec::new();
-            read.take(MAX_SOURCE_FILE + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| InstallError::one(format!("{}:{path}: {e}", from.display())))?;
             out.insert(path, bytes);
             Ok(())
         };
