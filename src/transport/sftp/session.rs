@@ -88,12 +88,22 @@ impl SshSession {
     }
 
     fn fail(&self, user: &str, class: FailClass) -> Auth {
-        let bans = if matches!(class, FailClass::Banned) {
-            Vec::new()
-        } else {
-            self.services
+        use crate::transport::limits::Failure;
+        // Refusals after a correct credential (too many sessions, no box) are not guesses, and
+        // attempts refused by a ban were counted when the ban was imposed.
+        let failure = match class {
+            FailClass::Banned | FailClass::TooManySessions | FailClass::NoBox => None,
+            _ if self.services.live.snapshot().accounts.get(user).is_none() => {
+                Some(Failure::UnknownAccount)
+            }
+            _ => Some(Failure::WrongCredential),
+        };
+        let bans = match failure {
+            Some(f) => self
+                .services
                 .limiter
-                .record_failure(self.peer.ip(), Some(user))
+                .record_failure(self.peer.ip(), Some(user), f),
+            None => Vec::new(),
         };
         let labels = vec![
             ("transport", "sftp".to_owned()),
@@ -105,10 +115,7 @@ impl SshSession {
             .get_or_create(&labels)
             .inc();
         for b in &bans {
-            let kind = match b {
-                crate::transport::limits::BanKey::Ip(_) => "ip",
-                crate::transport::limits::BanKey::Account(_) => "account",
-            };
+            let kind = b.kind();
             self.services
                 .metrics
                 .bans
