@@ -283,6 +283,15 @@ fn serve(path: &Path, log_format: Option<&str>) -> anyhow::Result<ExitCode> {
         None => live.snapshot().config.gateway.log_format,
     };
     init_logging(format);
+    // A panic's message may quote the file being processed (personal data): the log gets only
+    // where it happened; the file itself is kept in quarantine for investigation.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(at, "panic (its message is not logged: it may quote a file)");
+    }));
     for w in &live.snapshot().warnings {
         tracing::warn!("{w}");
     }

@@ -163,3 +163,96 @@ fn bans_survive_a_restart() {
             .success()
     );
 }
+
+fn events(tc: &TestConfig) -> Vec<handoff::pipeline::events::FileEvent> {
+    use handoff::pipeline::events::EventLog;
+    let Ok(store) = handoff::spool::store::SqliteStore::open(&tc.state_dir().join("store")) else {
+        return Vec::new();
+    };
+    store
+        .events_after(0, 100_000)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect()
+}
+
+/// A stage that panics on a file (failure injected beside the real stage) is retried a bounded
+/// number of times; then the file is rejected with `internal.error`, kept in quarantine, and
+/// the NOC alerted — and the pipeline goes on with other files.
+#[test]
+fn a_job_whose_stage_panics_is_rejected_after_bounded_attempts() {
+    use handoff::receipts::Hop;
+    let tc = TestConfig::new();
+    let d = Daemon::start_with_env(
+        &tc,
+        &[(handoff::pipeline::fault::PANIC_ENV, "validate:boom")],
+    );
+    support::hand_off(&tc, CLINIC, "boom.zip", b"PK not really an archive");
+    support::hand_off(&tc, CLINIC, "plain.zip", b"PK not really an archive");
+    assert!(
+        support::wait_for(60, || events(&tc)
+            .iter()
+            .any(|e| e.original_name == "boom.zip" && e.hop == Hop::Rejected)),
+        "no rejection: {}",
+        d.log_text()
+    );
+    let all = events(&tc);
+    let rejected = all
+        .iter()
+        .find(|e| e.original_name == "boom.zip" && e.hop == Hop::Rejected)
+        .unwrap();
+    assert_eq!(rejected.reasons.len(), 1);
+    assert_eq!(rejected.reasons[0].rule, "internal.error");
+    assert!(
+        rejected.reasons[0].message.contains("再送してください")
+            && rejected.reasons[0].message.contains("please send it again"),
+        "{}",
+        rejected.reasons[0].message
+    );
+    // The other file took the real path: refused by the schema check, not by the injection.
+    assert!(support::wait_for(20, || events(&tc).iter().any(|e| e
+        .original_name
+        == "plain.zip"
+        && e.hop == Hop::Rejected
+        && e.reasons.iter().all(|r| r.rule != "internal.error"))));
+
+    let panics = d
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("panic (its message is not logged"))
+        .count();
+    assert_eq!(
+        panics,
+        handoff::pipeline::MAX_INTERNAL_FAILURES as usize,
+        "bounded attempts: {}",
+        d.log_text()
+    );
+    assert!(
+        !d.log_text().contains("injected panic"),
+        "panic messages stay out of the log"
+    );
+    let alerts = d.audit_lines("alert.internal_error");
+    assert_eq!(alerts.len(), 1, "{}", d.log_text());
+    assert!(alerts[0].contains(&rejected.file_id));
+    let quarantined = tc.state_dir().join("quarantine").join(&rejected.file_id);
+    assert!(quarantined.exists(), "the file stays in quarantine");
+    let receipt = tc
+        .state_dir()
+        .join("boxes")
+        .join(CLINIC)
+        .join("receipts")
+        .join(format!("{}.rejected.json", rejected.file_id));
+    assert!(
+        support::wait_for(20, || receipt.exists()),
+        "the sender gets a receipt"
+    );
+    // No further attempts once rejected.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let later = d
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("panic (its message is not logged"))
+        .count();
+    assert_eq!(later, panics);
+}
