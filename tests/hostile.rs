@@ -232,6 +232,10 @@ fn a_job_whose_stage_panics_is_rejected_after_bounded_attempts() {
         !d.log_text().contains("injected panic"),
         "panic messages stay out of the log"
     );
+    // The alert follows the committed rejection.
+    assert!(support::wait_for(10, || !d
+        .audit_lines("alert.internal_error")
+        .is_empty()));
     let alerts = d.audit_lines("alert.internal_error");
     assert_eq!(alerts.len(), 1, "{}", d.log_text());
     assert!(alerts[0].contains(&rejected.file_id));
@@ -255,4 +259,128 @@ fn a_job_whose_stage_panics_is_rejected_after_bounded_attempts() {
         .filter(|l| l.contains("panic (its message is not logged"))
         .count();
     assert_eq!(later, panics);
+}
+
+/// The `Authentications that can continue` lists an OpenSSH client is given for `account`.
+fn offered_methods(tc: &TestConfig, account: &str) -> Vec<String> {
+    let key = support::repo_root().join("certs-example/ssh").join(INSURER);
+    let out = Command::new("sftp")
+        .args(["-v", "-P", &tc.sftp_port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+        .args(["-o", "PreferredAuthentications=publickey,password"])
+        .arg("-i")
+        .arg(key)
+        .args(["-b", "/dev/null"])
+        .arg(format!("{account}@127.0.0.1"))
+        .output()
+        .expect("run sftp");
+    text(&out)
+        .lines()
+        .filter_map(|l| l.split("Authentications that can continue: ").nth(1))
+        .map(|m| m.trim().to_owned())
+        .collect()
+}
+
+/// Runs `sftp` as `account` with one password (from an askpass program), public keys off.
+fn password_login(
+    tc: &TestConfig,
+    account: &str,
+    password: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let askpass = tc
+        .dir
+        .path()
+        .join(format!("askpass-{}", support::free_port()));
+    std::fs::write(&askpass, format!("#!/bin/sh\necho '{password}'\n")).unwrap();
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut child = Command::new("sftp")
+        .args(["-P", &tc.sftp_port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password",
+        ])
+        .args(["-o", "NumberOfPasswordPrompts=1"])
+        .args(extra)
+        .arg(format!("{account}@127.0.0.1"))
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sftp");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ls /\nbye\n")
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const PASSWORD_CLINIC: &str = "clinic-2717654327";
+const PASSWORD: &str = "example-password-clinic-b";
+
+/// `password` is offered only to accounts that have one; password attempts beyond the per-source
+/// rate are refused before any hashing, and do not lock the account from elsewhere.
+#[test]
+fn passwords_are_offered_only_where_they_exist_and_rate_limited_before_hashing() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "password_attempts_per_minute = 10",
+            "password_attempts_per_minute = 2",
+        )
+    });
+    let d = Daemon::start(&tc);
+    let key_only = offered_methods(&tc, CLINIC);
+    assert!(!key_only.is_empty());
+    assert!(key_only.iter().all(|m| m == "publickey"), "{key_only:?}");
+    let unknown = offered_methods(&tc, "nobody");
+    assert!(unknown.iter().all(|m| m == "publickey"), "{unknown:?}");
+    let with_password = offered_methods(&tc, PASSWORD_CLINIC);
+    assert!(
+        with_password.iter().any(|m| m == "publickey,password"),
+        "{with_password:?}"
+    );
+
+    // A password sent anyway to a key-only account is refused without a check.
+    assert!(!password_login(&tc, CLINIC, "guess", &[]).status.success());
+    // Two wrong passwords use up 127.0.0.1's budget; the third attempt, even the right
+    // password, is refused before hashing.
+    for _ in 0..2 {
+        assert!(
+            !password_login(&tc, PASSWORD_CLINIC, "guess", &[])
+                .status
+                .success()
+        );
+    }
+    let throttled = password_login(&tc, PASSWORD_CLINIC, PASSWORD, &[]);
+    assert!(!throttled.status.success());
+    let reasons: Vec<String> = d.audit_lines("sftp.auth_failure");
+    assert!(
+        reasons.iter().any(|l| l.contains("password-rate-limited")),
+        "{reasons:?}"
+    );
+    // The clinic, from elsewhere, logs in with its password.
+    let ok = password_login(&tc, PASSWORD_CLINIC, PASSWORD, ELSEWHERE);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("outbox"));
 }

@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -174,8 +174,17 @@ struct Ban {
     score: u32,
 }
 
+/// argon2 verifications running at once: each takes a core and 19 MiB for a while, so a flood
+/// of password attempts must queue for these rather than take the machine.
+fn hashing_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 pub struct Limiter {
     connections: DefaultKeyedRateLimiter<IpAddr>,
+    /// Password attempts per source, checked before any hashing.
+    passwords: DefaultKeyedRateLimiter<Source>,
+    hashing: Arc<tokio::sync::Semaphore>,
     requests_by_ip: DefaultKeyedRateLimiter<IpAddr>,
     requests_by_account: DefaultKeyedRateLimiter<String>,
     /// Scored failures within the last `ban_time`, per source and per (account, source).
@@ -197,6 +206,11 @@ impl Limiter {
                 c.connections_per_ip_per_minute,
                 Duration::from_secs(60),
             )),
+            passwords: RateLimiter::keyed(quota(
+                c.password_attempts_per_minute,
+                Duration::from_secs(60),
+            )),
+            hashing: Arc::new(tokio::sync::Semaphore::new(hashing_slots())),
             requests_by_ip: RateLimiter::keyed(Quota::per_second(nz(
                 c.requests_per_second_per_account
             ))),
@@ -316,6 +330,27 @@ impl Limiter {
         })
     }
 
+    /// A password attempt from `ip`: refused, before any hashing, while its source is over
+    /// `password_attempts_per_minute`.
+    pub fn check_password_rate(&self, ip: IpAddr) -> Result<(), Refused> {
+        self.passwords
+            .check_key(&Source::of(ip))
+            .map_err(|n| Refused::RateLimited {
+                retry_after: n.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                )),
+            })
+    }
+
+    /// One of the few slots for an argon2 verification, or `None` if none came free within
+    /// `wait`; hold it while hashing.
+    pub async fn hashing_slot(&self, wait: Duration) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout(wait, self.hashing.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// One request of an authenticated account (HTTPS): limited per account and per IP.
     pub fn check_request(&self, ip: IpAddr, account: &str) -> Result<(), Refused> {
         let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
@@ -422,6 +457,7 @@ impl Limiter {
     /// and then.
     pub fn housekeeping(&self) {
         self.connections.retain_recent();
+        self.passwords.retain_recent();
         self.requests_by_ip.retain_recent();
         self.requests_by_account.retain_recent();
         let now = Instant::now();
@@ -590,6 +626,37 @@ mod tests {
                 .record_failure(a, None, Failure::WrongCredential)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn password_attempts_are_limited_per_source_and_hashing_slots_are_bounded() {
+        let c = LimitsConfig {
+            password_attempts_per_minute: 2,
+            ..LimitsConfig::default()
+        };
+        let l = Limiter::new(&c);
+        let a = ip("2001:db8::1");
+        assert!(l.check_password_rate(a).is_ok());
+        assert!(l.check_password_rate(ip("2001:db8::2")).is_ok());
+        assert!(
+            l.check_password_rate(ip("2001:db8::3")).is_err(),
+            "one /64, one budget"
+        );
+        assert!(l.check_password_rate(ip("192.0.2.1")).is_ok());
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut held = Vec::new();
+            for _ in 0..hashing_slots() {
+                held.push(l.hashing_slot(Duration::from_millis(10)).await.unwrap());
+            }
+            assert!(l.hashing_slot(Duration::from_millis(50)).await.is_none());
+            held.pop();
+            assert!(l.hashing_slot(Duration::from_millis(10)).await.is_some());
+        });
     }
 
     #[test]
