@@ -114,6 +114,17 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
             .enforce(live.subscribe(), shutdown.clone()),
     );
     tokio::spawn(housekeeping(services.clone(), shutdown.clone()));
+    // Bans survive a restart; a ban list that cannot be read is replaced, not a reason to stay down.
+    match services.limiter.persist_to(layout.ban_list()) {
+        Ok(n) if n > 0 => tracing::info!(bans = n, "bans still in force taken over"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "ban list unreadable; starting without it"),
+    }
+    crate::transport::bans::apply_requests(&services, &layout.unban_requests());
+    tokio::spawn(crate::transport::bans::serve_requests(
+        services.clone(),
+        shutdown.clone(),
+    ));
     let pipeline = crate::pipeline::Pipeline::start(&services, box_events, shutdown.clone())?;
     let receipt_key = crate::keys::load_receipt_key(&gateway.receipt_key)?;
     let ledger = crate::receipts::ledger::Ledger::open(&layout.store().join("receipts.db"))?;

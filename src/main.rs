@@ -53,6 +53,19 @@ enum Command {
     },
     /// Read a password on standard input and print its argon2id hash for `password_hash`.
     HashPassword,
+    /// List the bans in force (sources, and accounts banned from one source) as the running
+    /// daemon last wrote them to the state directory; `unban` lifts one on the running daemon.
+    Bans {
+        #[arg(
+            long,
+            short,
+            global = true,
+            default_value = "/etc/handoff/handoff.toml"
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: Option<BansCommand>,
+    },
     /// Read the signed receipts the gateway issued (from the receipt ledger in the state
     /// directory), follow a file through its hops, and verify signatures and the chain.
     Receipts {
@@ -146,6 +159,21 @@ enum SchemasCommand {
 }
 
 #[derive(Subcommand)]
+enum BansCommand {
+    /// Lift the bans of a source: an IPv4 address, or an IPv6 address or /64 prefix (every ban
+    /// of that source, or with --account only that account's). Waits for the daemon to apply it;
+    /// exits 1 if no such ban is listed or the daemon has not applied it within 5 seconds (the
+    /// request then stays queued and is applied when the daemon runs).
+    Unban {
+        /// The source, e.g. 192.0.2.7 or 2001:db8:1:2::/64.
+        source: String,
+        /// Lift only the ban of this account from the source.
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Verify the audit log's hash chain.
     Verify {
@@ -233,6 +261,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen { dir } => keygen(&dir),
         Command::Accounts { config } => accounts(&config),
         Command::HashPassword => hash_password(),
+        Command::Bans { config, command } => bans(&config, command),
         Command::Receipts { command } => receipts(command),
         Command::Seal { to } => seal(&to),
         Command::Open {
@@ -291,6 +320,15 @@ fn serve(path: &Path, log_format: Option<&str>) -> anyhow::Result<ExitCode> {
         None => live.snapshot().config.gateway.log_format,
     };
     init_logging(format);
+    // A panic's message may quote the file being processed (personal data): the log gets only
+    // where it happened; the file itself is kept in quarantine for investigation.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(at, "panic (its message is not logged: it may quote a file)");
+    }));
     for w in &live.snapshot().warnings {
         tracing::warn!("{w}");
     }
@@ -488,6 +526,96 @@ fn accounts(path: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Unix seconds as RFC 3339 UTC, for the ban list.
+fn unix_time(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}
+
+fn bans(path: &Path, command: Option<BansCommand>) -> anyhow::Result<ExitCode> {
+    use handoff::transport::bans::{self, BanEntry, UnbanRequest};
+    use handoff::transport::limits::Source;
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => return Ok(config_failure(e)),
+    };
+    let layout = handoff::state::StateLayout::new(&loaded.config.gateway.state_dir);
+    let list = || -> anyhow::Result<Vec<BanEntry>> {
+        let now = std::time::SystemTime::now();
+        match bans::read_list(&layout.ban_list()) {
+            Ok(l) => Ok(l.into_iter().filter(|b| b.until() > now).collect()),
+            Err(bans::BanFileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e.into()),
+        }
+    };
+    match command {
+        None => {
+            let list = list()?;
+            if list.is_empty() {
+                println!("no bans in force");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<28} {:<28} {:<21} {:<21} SCORE",
+                "SOURCE", "ACCOUNT", "SINCE", "UNTIL"
+            );
+            for b in list {
+                println!(
+                    "{:<28} {:<28} {:<21} {:<21} {}",
+                    b.source,
+                    b.account.as_deref().unwrap_or("-"),
+                    unix_time(b.since),
+                    unix_time(b.until),
+                    b.score
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(BansCommand::Unban { source, account }) => {
+            let source: Source = source.parse()?;
+            let hit = |b: &BanEntry| {
+                b.key().source() == source
+                    && account
+                        .as_ref()
+                        .is_none_or(|a| b.account.as_ref() == Some(a))
+            };
+            if !list()?.iter().any(hit) {
+                eprintln!("no ban of {source} is in force");
+                return Ok(ExitCode::FAILURE);
+            }
+            let request = UnbanRequest {
+                source: source.to_string(),
+                account: account.clone(),
+            };
+            let pending = bans::request_unban(&layout.unban_requests(), &request)?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while pending.exists() {
+                if std::time::Instant::now() >= deadline {
+                    eprintln!(
+                        "the daemon has not applied the request (is it running?); it stays queued in {} and is applied when the daemon runs",
+                        layout.unban_requests().display()
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            if list()?.iter().any(hit) {
+                eprintln!("the daemon applied the request, but a ban of {source} is still listed");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("lifted the bans of {source}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn hash_password() -> anyhow::Result<ExitCode> {

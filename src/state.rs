@@ -11,6 +11,7 @@
 //!   quarantine/                    infected files, encrypted at rest
 //!   store/                         the durable job store
 //!   audit/                         the hash-chained audit log
+//!   bans/                          the ban list (bans.json) and unban requests (unban/)
 //! ```
 
 use std::fs;
@@ -79,6 +80,16 @@ impl StateLayout {
         self.root.join("audit")
     }
 
+    /// The ban list the daemon mirrors its bans to, for `handoff bans`.
+    pub fn ban_list(&self) -> PathBuf {
+        self.root.join("bans").join("bans.json")
+    }
+
+    /// Where `handoff bans unban` leaves requests for the running daemon.
+    pub fn unban_requests(&self) -> PathBuf {
+        self.root.join("bans").join("unban")
+    }
+
     /// Creates every directory the config needs, mode 0700, and tightens existing ones.
     /// Boxes of removed counterparts are left in place: their files are records.
     pub fn create(&self, config: &Config) -> io::Result<()> {
@@ -90,6 +101,8 @@ impl StateLayout {
             self.quarantine(),
             self.store(),
             self.audit(),
+            self.root.join("bans"),
+            self.unban_requests(),
         ];
         for c in &config.counterparts {
             dirs.push(self.box_dir(&c.id));

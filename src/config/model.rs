@@ -154,6 +154,8 @@ pub struct Limits {
     pub connections_per_ip_per_minute: u32,
     pub auth_failures_per_ip: u32,
     pub auth_failures_per_account: u32,
+    /// SSH password attempts per source and minute; more are refused before any hashing.
+    pub password_attempts_per_minute: u32,
     #[serde(with = "humantime_serde")]
     pub ban_time: Duration,
     pub max_sessions_per_account: u32,
@@ -175,6 +177,7 @@ impl Default for Limits {
             connections_per_ip_per_minute: 60,
             auth_failures_per_ip: 10,
             auth_failures_per_account: 5,
+            password_attempts_per_minute: 10,
             ban_time: Duration::from_secs(15 * 60),
             max_sessions_per_account: 8,
             max_requests_per_account: 16,

@@ -112,6 +112,23 @@ fn status_page(services: &Services) -> String {
         count(layout.spool()),
         count(layout.quarantine())
     );
+    let bans = services.limiter.bans();
+    if bans.is_empty() {
+        h.push_str("<h2>Bans</h2><p>no bans in force</p>");
+    } else {
+        h.push_str("<h2>Bans</h2><table><tr><th>source</th><th>account</th><th>until</th><th>score</th></tr>");
+        for b in &bans {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&b.source),
+                esc(b.account.as_deref().unwrap_or("-")),
+                esc(&crate::audit::clock::rfc3339(b.until().into())),
+                b.score
+            );
+        }
+        h.push_str("</table>");
+    }
     h.push_str("<h2>Boxes</h2><table><tr><th>counterpart</th><th>inbox (waiting)</th><th>outbox (not collected)</th><th>receipts</th></tr>");
     for c in &snapshot.config.counterparts {
         let _ = write!(

@@ -8,6 +8,7 @@
 
 pub mod accept;
 pub mod events;
+pub mod fault;
 pub mod stages;
 
 use std::collections::{HashMap, HashSet};
@@ -48,6 +49,14 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
 const DELIVERY_COMMIT_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait before retrying a job whose stage could not run.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Attempts a job gets at a stage that panics or fails internally before the file is rejected
+/// with `internal.error`: a bug must not hold a file forever, and the sender must learn that
+/// the file was not processed.
+pub const MAX_INTERNAL_FAILURES: u32 = 3;
+/// The rule and message of the receipt of a file the gateway could not process.
+const INTERNAL_ERROR_RULE: &str = "internal.error";
+const INTERNAL_ERROR_MESSAGE: &str = "ゲートウェイ内部で処理できませんでした。再送してください / \
+     The gateway could not process this file; please send it again";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -74,6 +83,15 @@ struct Inner {
     /// Jobs queued, running or waiting to retry: each is in the queue at most once.
     in_flight: Mutex<HashSet<String>>,
     attempts: Mutex<HashMap<String, u32>>,
+    /// Panics and internal errors per job since start, against [`MAX_INTERNAL_FAILURES`].
+    internal_failures: Mutex<HashMap<String, u32>>,
+    /// `handoff_alerts_total`, for the `internal_error` alert.
+    alerts: prometheus_client::metrics::family::Family<
+        crate::metrics::Labels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    /// Test-only failure injection ([`fault`]); `None` in production.
+    fault: Option<fault::Injection>,
 }
 
 /// A running pipeline.
@@ -137,6 +155,9 @@ impl Pipeline {
             work: work_tx,
             in_flight: Mutex::new(HashSet::new()),
             attempts: Mutex::new(HashMap::new()),
+            internal_failures: Mutex::new(HashMap::new()),
+            alerts: services.metrics.alerts.clone(),
+            fault: fault::Injection::from_env(),
         });
         let pipeline = Pipeline {
             inner: inner.clone(),
@@ -302,9 +323,13 @@ async fn worker(
         let job = id.clone();
         let retry = match tokio::task::spawn_blocking(move || i.process(&job)).await {
             Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "pipeline worker failed");
-                Some(MAX_BACKOFF)
+            Err(_) => {
+                // A panic outside a stage (stages' own are caught in `process`).
+                let i = inner.clone();
+                let job = id.clone();
+                tokio::task::spawn_blocking(move || i.internal_failure(&job, "runner"))
+                    .await
+                    .unwrap_or(Some(MAX_BACKOFF))
             }
         };
         match retry {
@@ -394,6 +419,59 @@ impl Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(file_id);
+        self.internal_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(file_id);
+    }
+
+    /// A stage panicked or failed internally on a job: the wait before it is tried again or,
+    /// past [`MAX_INTERNAL_FAILURES`], `None` once the file is rejected with `internal.error`,
+    /// kept in quarantine for investigation, and the NOC alerted. The cause is not recorded
+    /// here: a panic's message may quote the file.
+    fn internal_failure(&self, file_id: &str, stage: &str) -> Option<Duration> {
+        let n = {
+            let mut failures = self
+                .internal_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let n = failures.entry(file_id.to_owned()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        if n < MAX_INTERNAL_FAILURES {
+            let wait = self.backoff(file_id);
+            tracing::error!(
+                file_id,
+                stage,
+                attempt = n,
+                ?wait,
+                "internal error; the job is tried again"
+            );
+            return Some(wait);
+        }
+        let job = match self.store.get(file_id) {
+            Ok(Some(job)) if job.state.is_open() => job,
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::error!(file_id, error = %e, "reading job");
+                return Some(self.backoff(file_id));
+            }
+        };
+        let sender = job.sender.clone();
+        let reason = crate::receipts::Reason::new(INTERNAL_ERROR_RULE, INTERNAL_ERROR_MESSAGE);
+        if let Err(e) = self.reject(job, vec![reason], true) {
+            tracing::error!(file_id, error = %e, "recording the rejection of a file that keeps failing");
+            return Some(self.backoff(file_id));
+        }
+        let detail = serde_json::json!({"file_id": file_id, "stage": stage, "attempts": n});
+        tracing::warn!(alert = "internal_error", %detail, "ALERT: a file failed inside the gateway; rejected and kept in quarantine");
+        self.audit
+            .record("alert.internal_error", Some(&sender), None, detail);
+        self.alerts
+            .get_or_create(&vec![("kind", "internal_error".to_owned())])
+            .inc();
+        None
     }
 
     fn backoff(&self, file_id: &str) -> Duration {
@@ -462,7 +540,13 @@ impl Inner {
                 layout: &self.layout,
             };
             let started = Instant::now();
-            let outcome = stage.run(&job, &ctx);
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if let Some(fault) = &self.fault {
+                    fault.apply(stage.name(), &job.original_name);
+                }
+                stage.run(&job, &ctx)
+            }))
+            .unwrap_or_else(|_| Outcome::Failed("panicked".to_owned()));
             self.metrics
                 .stage_seconds
                 .get_or_create(&vec![("stage", stage.name().to_owned())])
@@ -482,6 +566,10 @@ impl Inner {
                     let wait = self.backoff(file_id);
                     tracing::warn!(file_id, stage = stage.name(), why, ?wait, "job waits");
                     return Some(wait);
+                }
+                Outcome::Failed(why) => {
+                    tracing::error!(file_id, stage = stage.name(), why, "stage failed");
+                    return self.internal_failure(file_id, stage.name());
                 }
             };
             if let Err(e) = result {

@@ -40,6 +40,9 @@ pub enum Outcome {
     },
     /// Not now (scanner unreachable, disk error): the job stays where it is and is retried.
     Retry(String),
+    /// An internal error: this file cannot pass this stage, and waiting will not help (a bug, an
+    /// inconsistent job). Retried a few times, then the file is rejected with `internal.error`.
+    Failed(String),
 }
 
 impl Outcome {
@@ -444,7 +447,7 @@ impl Stage for DeliverStage {
     }
     fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome {
         let Some(recipient) = job.recipient.as_deref() else {
-            return Outcome::Retry("sealed job without recipient".into());
+            return Outcome::Failed("sealed job without recipient".into());
         };
         let outbox = ctx.layout.outbox(recipient);
         let name = outbox_name(&job.file_id, &job.original_name);

@@ -2,6 +2,7 @@
 //! ([`crate::boxes`]). What they share beyond the boxes lives here: rate limits and bans, and
 //! the registry of live sessions that revocation acts on.
 
+pub mod bans;
 pub mod https;
 pub mod limits;
 pub mod sessions;

@@ -172,15 +172,18 @@ fn line_of(text: &[u8], pos: usize) -> u32 {
     u32::try_from(newlines + 1).unwrap_or(u32::MAX)
 }
 
-/// The `encoding` pseudo-attribute of the XML declaration, if there is one.
+/// The `encoding` pseudo-attribute of the XML declaration, if there is one. Only `"` and `'`
+/// quote a value; anything else is no declared encoding here, and the parser refuses the
+/// malformed declaration. Reads by characters, never by byte index: the text is the sender's.
 fn declared_encoding(text: &[u8]) -> Option<String> {
     let decl = text.strip_prefix(b"<?xml")?;
     let end = find(decl, b"?>")?;
     let decl = std::str::from_utf8(&decl[..end]).ok()?;
-    let rest = &decl[decl.find("encoding")? + "encoding".len()..];
+    let (_, rest) = decl.split_once("encoding")?;
     let rest = rest.trim_start().strip_prefix('=')?.trim_start();
-    let quote = rest.chars().next()?;
-    let value = rest[1..].split(quote).next()?;
+    let mut chars = rest.chars();
+    let quote = chars.next().filter(|q| matches!(q, '"' | '\''))?;
+    let value = chars.as_str().split(quote).next()?;
     Some(value.to_owned())
 }
 
@@ -196,6 +199,28 @@ mod tests {
         );
         assert_eq!(declared_encoding(b"<?xml version=\"1.0\"?><a/>"), None);
         assert_eq!(declared_encoding(b"<a/>"), None);
+    }
+
+    #[test]
+    fn a_declaration_quoted_with_other_characters_has_no_encoding_and_does_not_panic() {
+        for decl in [
+            "<?xml version=\"1.0\" encoding=éUTF-8é?><a/>",
+            "<?xml version=\"1.0\" encoding=「UTF-8」?><a/>",
+            "<?xml version=\"1.0\" encoding=UTF-8?><a/>",
+            "<?xml version=\"1.0\" encoding=?><a/>",
+            "<?xml version=\"1.0\" encoding= \u{3000}'x'?><a/>",
+            "<?xml encoding=\"é?><a/>",
+        ] {
+            let _ = declared_encoding(decl.as_bytes());
+        }
+        assert_eq!(
+            declared_encoding("<?xml version=\"1.0\" encoding=éUTF-8é?><a/>".as_bytes()),
+            None
+        );
+        assert_eq!(
+            declared_encoding("<?xml encoding=\"é\"?><a/>".as_bytes()).as_deref(),
+            Some("é")
+        );
     }
 
     #[test]

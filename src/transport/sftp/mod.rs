@@ -85,9 +85,9 @@ fn server_config(services: &Services) -> Result<russh::server::Config, SftpError
     if host_keys.is_empty() {
         return Err(SftpError::NoHostKey);
     }
+    // Password is offered per account, in each refusal (session.rs, `methods_for`).
     let mut methods = russh::MethodSet::empty();
     methods.push(russh::MethodKind::PublicKey);
-    methods.push(russh::MethodKind::Password);
     Ok(russh::server::Config {
         server_id: russh::SshId::Standard(Cow::Borrowed("SSH-2.0-handoff")),
         methods,

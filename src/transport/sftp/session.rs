@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
@@ -25,6 +24,8 @@ pub struct SshSession {
     account: Option<String>,
     guard: Option<SessionGuard>,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// A wrong password was given: no more password attempts on this connection.
+    password_failed: bool,
 }
 
 /// Why an authentication attempt failed, as recorded (never the secret itself).
@@ -37,6 +38,10 @@ enum FailClass {
     WeakAlgorithm,
     TooManySessions,
     NoBox,
+    /// Over `password_attempts_per_minute`: refused before hashing.
+    PasswordRate,
+    /// Every argon2 slot stayed busy.
+    HashingBusy,
 }
 
 impl FailClass {
@@ -49,24 +54,14 @@ impl FailClass {
             FailClass::WeakAlgorithm => "weak-algorithm",
             FailClass::TooManySessions => "too-many-sessions",
             FailClass::NoBox => "no-box",
+            FailClass::PasswordRate => "password-rate-limited",
+            FailClass::HashingBusy => "password-checks-busy",
         }
     }
 }
 
-/// An argon2id hash of a random password, checked for unknown accounts and accounts without a
-/// password, so that those take the same time as a wrong password.
-fn dummy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        use argon2::PasswordHasher;
-        let mut pw = [0u8; 16];
-        let _ = getrandom::fill(&mut pw);
-        argon2::Argon2::default()
-            .hash_password(&pw)
-            .map(|h| h.to_string())
-            .unwrap_or_default()
-    })
-}
+/// How long a password attempt waits for an argon2 slot before it is refused.
+const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl SshSession {
     pub fn new(
@@ -84,16 +79,53 @@ impl SshSession {
             account: None,
             guard: None,
             channels: HashMap::new(),
+            password_failed: false,
         }
     }
 
-    fn fail(&self, user: &str, class: FailClass) -> Auth {
-        let bans = if matches!(class, FailClass::Banned) {
-            Vec::new()
-        } else {
-            self.services
+    /// The methods a client may go on with as `user`: `password` only for an account that has a
+    /// password (and not after a wrong one on this connection), so that password guessing at
+    /// key-only accounts costs nothing but a refusal.
+    fn methods_for(&self, user: &str) -> russh::MethodSet {
+        let mut methods = russh::MethodSet::empty();
+        methods.push(russh::MethodKind::PublicKey);
+        let has_password = self
+            .services
+            .live
+            .snapshot()
+            .accounts
+            .get(user)
+            .is_some_and(|a| a.password_hash.is_some());
+        if has_password && !self.password_failed {
+            methods.push(russh::MethodKind::Password);
+        }
+        methods
+    }
+
+    fn fail(&mut self, user: &str, class: FailClass) -> Auth {
+        if matches!(class, FailClass::WrongPassword) {
+            self.password_failed = true;
+        }
+        use crate::transport::limits::Failure;
+        // Refusals after a correct credential (too many sessions, no box) are not guesses;
+        // attempts refused by a ban or a rate before any check tested nothing.
+        let failure = match class {
+            FailClass::Banned
+            | FailClass::TooManySessions
+            | FailClass::NoBox
+            | FailClass::PasswordRate
+            | FailClass::HashingBusy => None,
+            _ if self.services.live.snapshot().accounts.get(user).is_none() => {
+                Some(Failure::UnknownAccount)
+            }
+            _ => Some(Failure::WrongCredential),
+        };
+        let bans = match failure {
+            Some(f) => self
+                .services
                 .limiter
-                .record_failure(self.peer.ip(), Some(user))
+                .record_failure(self.peer.ip(), Some(user), f),
+            None => Vec::new(),
         };
         let labels = vec![
             ("transport", "sftp".to_owned()),
@@ -105,10 +137,7 @@ impl SshSession {
             .get_or_create(&labels)
             .inc();
         for b in &bans {
-            let kind = match b {
-                crate::transport::limits::BanKey::Ip(_) => "ip",
-                crate::transport::limits::BanKey::Account(_) => "account",
-            };
+            let kind = b.kind();
             self.services
                 .metrics
                 .bans
@@ -130,7 +159,10 @@ impl SshSession {
             Some(self.peer),
             json!({"reason": class.as_str()}),
         );
-        Auth::reject()
+        Auth::Reject {
+            proceed_with_methods: Some(self.methods_for(user)),
+            partial_success: false,
+        }
     }
 
     /// The account if it may log in now, or why not.
@@ -261,8 +293,11 @@ impl Drop for SshSession {
 impl russh::server::Handler for SshSession {
     type Error = russh::Error;
 
-    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
-        Ok(Auth::reject())
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(self.methods_for(user)),
+            partial_success: false,
+        })
     }
 
     async fn auth_publickey_offered(
@@ -304,15 +339,41 @@ impl russh::server::Handler for SshSession {
         }
     }
 
+    /// Cheap refusals first (ban, no password, rate), then argon2 in one of a few slots.
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        let account = self.active_account(user);
-        let hash = account
-            .as_ref()
-            .ok()
-            .and_then(|a| a.password_hash.clone())
-            .unwrap_or_else(|| dummy_hash().to_owned());
+        if self
+            .services
+            .limiter
+            .check_auth(self.peer.ip(), user)
+            .is_err()
+        {
+            return Ok(self.fail(user, FailClass::Banned));
+        }
+        let hash = self
+            .services
+            .live
+            .snapshot()
+            .accounts
+            .get(user)
+            .and_then(|a| a.password_hash.clone());
+        // Not offered to this account (or after a wrong password): nothing to hash.
+        let Some(hash) = hash.filter(|_| !self.password_failed) else {
+            return Ok(self.fail(user, FailClass::WrongPassword));
+        };
+        if self
+            .services
+            .limiter
+            .check_password_rate(self.peer.ip())
+            .is_err()
+        {
+            return Ok(self.fail(user, FailClass::PasswordRate));
+        }
+        let Some(slot) = self.services.limiter.hashing_slot(HASHING_WAIT).await else {
+            return Ok(self.fail(user, FailClass::HashingBusy));
+        };
         let password = zeroize::Zeroizing::new(password.as_bytes().to_vec());
         let verified = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             use argon2::PasswordVerifier;
             argon2::PasswordHash::new(&hash)
                 .map(|h| {
@@ -324,9 +385,11 @@ impl russh::server::Handler for SshSession {
         })
         .await
         .unwrap_or(false);
-        let account = match account {
-            Ok(a) if verified && a.password_hash.is_some() => a,
-            Ok(_) => return Ok(self.fail(user, FailClass::WrongPassword)),
+        if !verified {
+            return Ok(self.fail(user, FailClass::WrongPassword));
+        }
+        let account = match self.active_account(user) {
+            Ok(a) => a,
             Err(class) => return Ok(self.fail(user, class)),
         };
         match self.admit(&account, "password") {

@@ -1,0 +1,386 @@
+//! Hostile clients and hostile files against a running `handoff serve`, with real peers
+//! (OpenSSH) on loopback. Every loop is bounded in count and time.
+
+mod support;
+
+use std::process::Command;
+
+use support::{Daemon, TestConfig, handoff_bin, sftp_batch, sftp_batch_with};
+
+const CLINIC: &str = "clinic-1312345679";
+const INSURER: &str = "insurer-06130017";
+
+/// The client binds this source address: all of 127.0.0.0/8 is local.
+const ELSEWHERE: &[&str] = &["-o", "BindAddress=127.0.0.2"];
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn bans(tc: &TestConfig, args: &[&str]) -> std::process::Output {
+    Command::new(handoff_bin())
+        .arg("bans")
+        .args(args)
+        .arg("--config")
+        .arg(&tc.path)
+        .output()
+        .expect("run handoff bans")
+}
+
+/// An attacker at 127.0.0.1 offers a wrong key as the clinic until 127.0.0.1 is banned; the
+/// clinic itself, from 127.0.0.2, still logs in. The NOC sees the ban and lifts it.
+#[test]
+fn a_banned_attacker_does_not_lock_out_the_victim() {
+    let tc = TestConfig::with(|t| {
+        t.replace("auth_failures_per_ip = 10", "auth_failures_per_ip = 3")
+            .replace(
+                "auth_failures_per_account = 5",
+                "auth_failures_per_account = 100",
+            )
+    });
+    let d = Daemon::start(&tc);
+    for _ in 0..4 {
+        let out = sftp_batch(tc.sftp_port, CLINIC, INSURER, "ls\n");
+        assert!(!out.status.success(), "a wrong key is refused");
+    }
+    let from_attacker = sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls\n");
+    assert!(
+        !from_attacker.status.success(),
+        "the attacker's address is banned, even with the right key"
+    );
+    let victim = sftp_batch_with(tc.sftp_port, CLINIC, CLINIC, "ls /inbox\n", ELSEWHERE);
+    assert!(
+        victim.status.success(),
+        "the clinic logs in from elsewhere: {}",
+        text(&victim)
+    );
+    let login = d
+        .audit_lines("sftp.login")
+        .into_iter()
+        .find(|l| l.contains("127.0.0.2"));
+    assert!(login.is_some(), "the victim's login came from 127.0.0.2");
+
+    let listed = bans(&tc, &[]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let rows: Vec<&str> = listed.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "one ban, of the attacker: {listed}");
+    assert!(rows[0].starts_with("127.0.0.1 "), "{listed}");
+    assert!(!listed.contains("127.0.0.2"), "{listed}");
+
+    let unban = bans(&tc, &["unban", "127.0.0.1"]);
+    assert!(unban.status.success(), "{}", text(&unban));
+    let listed = bans(&tc, &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        "no bans in force"
+    );
+    let after = sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls /inbox\n");
+    assert!(after.status.success(), "unbanned: {}", text(&after));
+    assert!(!d.audit_lines("auth.unban").is_empty());
+    // Nothing left to lift.
+    assert!(!bans(&tc, &["unban", "127.0.0.1"]).status.success());
+}
+
+/// Failures against one account from one address ban only that pair: the same address still
+/// reaches other accounts, and the account is still reachable from elsewhere.
+#[test]
+fn account_failures_ban_only_the_account_from_that_address() {
+    let tc = TestConfig::with(|t| {
+        t.replace("auth_failures_per_ip = 10", "auth_failures_per_ip = 100")
+            .replace(
+                "auth_failures_per_account = 5",
+                "auth_failures_per_account = 2",
+            )
+    });
+    let d = Daemon::start(&tc);
+    for _ in 0..3 {
+        assert!(
+            !sftp_batch(tc.sftp_port, CLINIC, INSURER, "ls\n")
+                .status
+                .success()
+        );
+    }
+    assert!(
+        !sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls\n")
+            .status
+            .success(),
+        "the clinic's account is banned from 127.0.0.1"
+    );
+    let other = sftp_batch(tc.sftp_port, INSURER, INSURER, "ls /outbox\n");
+    assert!(
+        other.status.success(),
+        "another account from 127.0.0.1: {}",
+        text(&other)
+    );
+    let victim = sftp_batch_with(tc.sftp_port, CLINIC, CLINIC, "ls /inbox\n", ELSEWHERE);
+    assert!(
+        victim.status.success(),
+        "the clinic from 127.0.0.2: {}",
+        text(&victim)
+    );
+    let bans_logged = d.audit_lines("auth.ban");
+    assert_eq!(bans_logged.len(), 1, "{bans_logged:?}");
+    assert!(bans_logged[0].contains("account clinic-1312345679 from 127.0.0.1"));
+
+    let listed = bans(&tc, &[]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains(CLINIC), "{listed}");
+    let unban = bans(&tc, &["unban", "127.0.0.1", "--account", CLINIC]);
+    assert!(unban.status.success(), "{}", text(&unban));
+    let after = sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls /inbox\n");
+    assert!(after.status.success(), "unbanned: {}", text(&after));
+}
+
+/// A ban outlives a restart of the daemon.
+#[test]
+fn bans_survive_a_restart() {
+    let tc =
+        TestConfig::with(|t| t.replace("auth_failures_per_ip = 10", "auth_failures_per_ip = 1"));
+    let d = Daemon::start(&tc);
+    for _ in 0..2 {
+        assert!(
+            !sftp_batch(tc.sftp_port, CLINIC, INSURER, "ls\n")
+                .status
+                .success()
+        );
+    }
+    drop(d);
+    let _d = Daemon::start(&tc);
+    assert!(
+        !sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls\n")
+            .status
+            .success(),
+        "still banned after the restart"
+    );
+    assert!(
+        sftp_batch_with(tc.sftp_port, CLINIC, CLINIC, "ls\n", ELSEWHERE)
+            .status
+            .success()
+    );
+}
+
+fn events(tc: &TestConfig) -> Vec<handoff::pipeline::events::FileEvent> {
+    use handoff::pipeline::events::EventLog;
+    let Ok(store) = handoff::spool::store::SqliteStore::open(&tc.state_dir().join("store")) else {
+        return Vec::new();
+    };
+    store
+        .events_after(0, 100_000)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect()
+}
+
+/// A stage that panics on a file (failure injected beside the real stage) is retried a bounded
+/// number of times; then the file is rejected with `internal.error`, kept in quarantine, and
+/// the NOC alerted — and the pipeline goes on with other files.
+#[test]
+fn a_job_whose_stage_panics_is_rejected_after_bounded_attempts() {
+    use handoff::receipts::Hop;
+    let tc = TestConfig::new();
+    let d = Daemon::start_with_env(
+        &tc,
+        &[(handoff::pipeline::fault::PANIC_ENV, "validate:boom")],
+    );
+    support::hand_off(&tc, CLINIC, "boom.zip", b"PK not really an archive");
+    support::hand_off(&tc, CLINIC, "plain.zip", b"PK not really an archive");
+    assert!(
+        support::wait_for(60, || events(&tc)
+            .iter()
+            .any(|e| e.original_name == "boom.zip" && e.hop == Hop::Rejected)),
+        "no rejection: {}",
+        d.log_text()
+    );
+    let all = events(&tc);
+    let rejected = all
+        .iter()
+        .find(|e| e.original_name == "boom.zip" && e.hop == Hop::Rejected)
+        .unwrap();
+    assert_eq!(rejected.reasons.len(), 1);
+    assert_eq!(rejected.reasons[0].rule, "internal.error");
+    assert!(
+        rejected.reasons[0].message.contains("再送してください")
+            && rejected.reasons[0].message.contains("please send it again"),
+        "{}",
+        rejected.reasons[0].message
+    );
+    // The other file took the real path: refused by the schema check, not by the injection.
+    assert!(support::wait_for(20, || events(&tc).iter().any(|e| e
+        .original_name
+        == "plain.zip"
+        && e.hop == Hop::Rejected
+        && e.reasons.iter().all(|r| r.rule != "internal.error"))));
+
+    let panics = d
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("panic (its message is not logged"))
+        .count();
+    assert_eq!(
+        panics,
+        handoff::pipeline::MAX_INTERNAL_FAILURES as usize,
+        "bounded attempts: {}",
+        d.log_text()
+    );
+    assert!(
+        !d.log_text().contains("injected panic"),
+        "panic messages stay out of the log"
+    );
+    // The alert follows the committed rejection.
+    assert!(support::wait_for(10, || !d
+        .audit_lines("alert.internal_error")
+        .is_empty()));
+    let alerts = d.audit_lines("alert.internal_error");
+    assert_eq!(alerts.len(), 1, "{}", d.log_text());
+    assert!(alerts[0].contains(&rejected.file_id));
+    let quarantined = tc.state_dir().join("quarantine").join(&rejected.file_id);
+    assert!(quarantined.exists(), "the file stays in quarantine");
+    let receipt = tc
+        .state_dir()
+        .join("boxes")
+        .join(CLINIC)
+        .join("receipts")
+        .join(format!("{}.rejected.json", rejected.file_id));
+    assert!(
+        support::wait_for(20, || receipt.exists()),
+        "the sender gets a receipt"
+    );
+    // No further attempts once rejected.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let later = d
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("panic (its message is not logged"))
+        .count();
+    assert_eq!(later, panics);
+}
+
+/// The `Authentications that can continue` lists an OpenSSH client is given for `account`.
+fn offered_methods(tc: &TestConfig, account: &str) -> Vec<String> {
+    let key = support::repo_root().join("certs-example/ssh").join(INSURER);
+    let out = Command::new("sftp")
+        .args(["-v", "-P", &tc.sftp_port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+        .args(["-o", "PreferredAuthentications=publickey,password"])
+        .arg("-i")
+        .arg(key)
+        .args(["-b", "/dev/null"])
+        .arg(format!("{account}@127.0.0.1"))
+        .output()
+        .expect("run sftp");
+    text(&out)
+        .lines()
+        .filter_map(|l| l.split("Authentications that can continue: ").nth(1))
+        .map(|m| m.trim().to_owned())
+        .collect()
+}
+
+/// Runs `sftp` as `account` with one password (from an askpass program), public keys off.
+fn password_login(
+    tc: &TestConfig,
+    account: &str,
+    password: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let askpass = tc
+        .dir
+        .path()
+        .join(format!("askpass-{}", support::free_port()));
+    std::fs::write(&askpass, format!("#!/bin/sh\necho '{password}'\n")).unwrap();
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut child = Command::new("sftp")
+        .args(["-P", &tc.sftp_port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password",
+        ])
+        .args(["-o", "NumberOfPasswordPrompts=1"])
+        .args(extra)
+        .arg(format!("{account}@127.0.0.1"))
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sftp");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ls /\nbye\n")
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const PASSWORD_CLINIC: &str = "clinic-2717654327";
+const PASSWORD: &str = "example-password-clinic-b";
+
+/// `password` is offered only to accounts that have one; password attempts beyond the per-source
+/// rate are refused before any hashing, and do not lock the account from elsewhere.
+#[test]
+fn passwords_are_offered_only_where_they_exist_and_rate_limited_before_hashing() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "password_attempts_per_minute = 10",
+            "password_attempts_per_minute = 2",
+        )
+    });
+    let d = Daemon::start(&tc);
+    let key_only = offered_methods(&tc, CLINIC);
+    assert!(!key_only.is_empty());
+    assert!(key_only.iter().all(|m| m == "publickey"), "{key_only:?}");
+    let unknown = offered_methods(&tc, "nobody");
+    assert!(unknown.iter().all(|m| m == "publickey"), "{unknown:?}");
+    let with_password = offered_methods(&tc, PASSWORD_CLINIC);
+    assert!(
+        with_password.iter().any(|m| m == "publickey,password"),
+        "{with_password:?}"
+    );
+
+    // A password sent anyway to a key-only account is refused without a check.
+    assert!(!password_login(&tc, CLINIC, "guess", &[]).status.success());
+    // Two wrong passwords use up 127.0.0.1's budget; the third attempt, even the right
+    // password, is refused before hashing.
+    for _ in 0..2 {
+        assert!(
+            !password_login(&tc, PASSWORD_CLINIC, "guess", &[])
+                .status
+                .success()
+        );
+    }
+    let throttled = password_login(&tc, PASSWORD_CLINIC, PASSWORD, &[]);
+    assert!(!throttled.status.success());
+    let reasons: Vec<String> = d.audit_lines("sftp.auth_failure");
+    assert!(
+        reasons.iter().any(|l| l.contains("password-rate-limited")),
+        "{reasons:?}"
+    );
+    // The clinic, from elsewhere, logs in with its password.
+    let ok = password_login(&tc, PASSWORD_CLINIC, PASSWORD, ELSEWHERE);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("outbox"));
+}
