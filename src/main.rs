@@ -380,17 +380,6 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     let dir = &c.gateway.schema_dir;
-    if handoff::validate::xml::is_own_schema_dir(dir)
-        && !dir
-            .join(handoff::validate::schemas::SET_CURRENT.folder)
-            .exists()
-    {
-        println!(
-            "schema set: {} is the project's own set, not the official MHLW sets (see docs/schemas.md)",
-            dir.display()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
     match handoff::validate::schemas::Catalog::load(dir) {
         Ok(catalog) => {
             print!("{}", catalog.report());

@@ -13,7 +13,6 @@ pub mod finding;
 pub mod format;
 pub mod rules;
 pub mod schemas;
-#[cfg(any())]
 pub mod testdata;
 pub mod xml;
 
