@@ -106,7 +106,7 @@ fn a_valid_archive_of_1000_persons_passes_and_yields_its_route() {
 fn guidance_archives_and_settlement_files_pass() {
     let (_tc, config) = config();
     let mut spec = Spec::example(3, yesterday(&config));
-    spec.kind = handoff::validate::format_legacy::RecordKind::Guidance;
+    spec.kind = handoff::validate::format::DocKind::Guidance;
     spec.claims = true;
     let bytes = testdata::write_valid(&spec, Vec::new()).expect("generate");
     let got = check(&config, bytes, Limits::from(&ArchiveLimits::default()));
