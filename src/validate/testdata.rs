@@ -693,9 +693,9 @@ fn institution_name(number: &str) -> &'static str {
 type Item = (&'static str, &'static str, &'static str, u64, u64, usize);
 
 const CHECKUP_ITEMS: &[Item] = &[
-    ("9N001000000000001", "身長", "cm", 1450, 1900, 1),
-    ("9N006000000000001", "体重", "kg", 400, 1000, 1),
-    ("9N011000000000001", "BMI", "kg/m2", 170, 320, 1),
+    (HEIGHT, "身長", "cm", 1450, 1900, 1),
+    (WEIGHT, "体重", "kg", 400, 1000, 1),
+    (BMI, "BMI", "kg/m2", 170, 320, 1),
     ("9N016160100000001", "腹囲(実測)", "cm", 600, 1100, 1),
     (
         "9A751000000000001",
@@ -736,6 +736,16 @@ const CHECKUP_ITEMS: &[Item] = &[
     ("3B045000002327201", "ALT(GPT)", "U/L", 50, 500, 0),
     ("3B090000002327101", "γ-GT(γ-GTP)", "U/L", 100, 800, 0),
 ];
+
+const HEIGHT: &str = "9N001000000000001";
+const WEIGHT: &str = "9N006000000000001";
+const BMI: &str = "9N011000000000001";
+
+/// BMI in tenths from height (cm) and weight (kg) in tenths, rounded.
+fn bmi_tenths(height: u64, weight: u64) -> u64 {
+    // weight/10 / (height/1000)^2 * 10 = weight * 1e6 / height^2
+    (weight * 1_000_000 + height * height / 2) / (height * height)
+}
 
 /// Guidance items (.1006). The codes are of an invented shape: the published code list was
 /// not at hand (UNCONFIRMED); the schema checks no more than that a code is there.
@@ -922,25 +932,40 @@ fn cda_xml(spec: &Spec, kind: DocKind, p: &Person, rng: &mut Rng, t: &CdaTweak) 
         ),
         format!("          <title>{section_title}</title>"),
     ]);
-    let observation = |rng: &mut Rng, &(code, name, unit, lo, hi, decimals): &Item| {
-        let tenths = lo + rng.below(hi - lo);
+    // `fixed`: the value in tenths, when it follows from others (BMI from height and weight).
+    let observation = |rng: &mut Rng,
+                       &(code, name, unit, lo, hi, decimals): &Item,
+                       fixed: Option<u64>| {
+        let tenths = fixed.unwrap_or_else(|| lo + rng.below(hi - lo));
         let value = if decimals == 0 {
             format!("{}", tenths / 10)
         } else {
             format!("{}.{}", tenths / 10, tenths % 10)
         };
-        format!(
+        let line = format!(
             r#"          <entry><observation classCode="OBS" moodCode="EVN"><code code="{code}" codeSystem="{item_oid}" displayName="{name}"/><value xsi:type="PQ" value="{value}" unit="{unit}"/></observation></entry>"#
-        )
+        );
+        (line, tenths)
     };
     for i in 0..t.padding_lines {
-        lines.push(observation(rng, &items[i % items.len()]));
+        lines.push(observation(rng, &items[i % items.len()], None).0);
     }
     if t.unknown_element {
         lines.push("          <remark>not part of the schema</remark>".into());
     }
+    let (mut height, mut weight) = (None, None);
     for item in items {
-        lines.push(observation(rng, item));
+        let fixed = match (item.0, height, weight) {
+            (BMI, Some(h), Some(w)) => Some(bmi_tenths(h, w)),
+            _ => None,
+        };
+        let (line, tenths) = observation(rng, item, fixed);
+        match item.0 {
+            HEIGHT => height = Some(tenths),
+            WEIGHT => weight = Some(tenths),
+            _ => {}
+        }
+        lines.push(line);
     }
     lines.extend([
         "        </section>".into(),
@@ -2100,6 +2125,13 @@ mod tests {
         assert_eq!((s.interaction_type, s.receiver_party), (1, Party::Agency));
         let insurers: Vec<&str> = (0..4).map(|i| s.insurer_of(i)).collect();
         assert_eq!(insurers, ["06130017", "06130025", "06130017", "06130025"]);
+    }
+
+    #[test]
+    fn bmi_follows_height_and_weight() {
+        // 170.0 cm, 65.0 kg: 22.49 → 22.5; 155.2 cm, 48.3 kg: 20.05 → 20.1 (rounded half up)
+        assert_eq!(bmi_tenths(1700, 650), 225);
+        assert_eq!(bmi_tenths(1552, 483), 201);
     }
 
     #[test]
