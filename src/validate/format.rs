@@ -414,6 +414,13 @@ pub const CDA_PATIENT_IDS: &[&str] = &["recordTarget", "patientRole"];
 /// The authoring institution: `author/assignedAuthor/representedOrganization/id`.
 pub const CDA_AUTHOR_ORG: &[&str] = &["author", "assignedAuthor", "representedOrganization"];
 
+/// Namespace of the index, summary and claims (ix08, su08, cc08, gc08, co08) in the current
+/// edition (schema set `mhlw-v08`).
+pub const NS_CURRENT: &str = "https://www.mhlw.go.jp/stf/seisakunitsuite/bunya/0000161103.html";
+/// Their namespace in the older edition (schema set `mhlw-v08-2007ns`) and in the intermediate
+/// one (the current content under the old namespace).
+pub const NS_2007: &str = "http://tokuteikenshin.jp/checkup/2007";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -506,6 +506,15 @@ pub fn checkup_archive_with(
         CounterpartKind::Insurer
     };
     spec.receiver = receiver.to_owned();
+    if receiver.len() == 10 {
+        spec.receiver_party = handoff::validate::format::Party::Institution;
+    } else {
+        spec.insurers = vec![receiver.to_owned()];
+    }
+    spec.interaction_type = handoff::validate::testdata::default_interaction_type(
+        spec.sender_party(),
+        spec.receiver_party,
+    );
     spec.seed = seed;
     spec.extra_files = extra;
     write_valid(&spec, Vec::new()).expect("generate an archive")
