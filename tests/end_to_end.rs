@@ -62,7 +62,8 @@ fn an_official_archive_goes_from_sftp_to_curl_and_opens_with_openssl() {
     let mut warned_spec = spec.clone();
     warned_spec.send_count = 1;
     let warned = upload_dir.join(Violation::NameSerial.file_name(&warned_spec));
-    let limits = handoff::validate::archive::Limits::from(&handoff::config::ArchiveLimits::default());
+    let limits =
+        handoff::validate::archive::Limits::from(&handoff::config::ArchiveLimits::default());
     let (warned_bytes, _) =
         testdata::write_violation(&warned_spec, Violation::NameSerial, &limits, Vec::new())
             .expect("generate");
@@ -118,7 +119,9 @@ fn an_official_archive_goes_from_sftp_to_curl_and_opens_with_openssl() {
             receipts(&tc, CLINIC)
                 .iter()
                 .any(|r| r.contains("\"name.serial\"") && r.contains("\"warning\":true"))
-                && receipts(&tc, INSURER).iter().any(|r| r.contains("\"name.serial\""))
+                && receipts(&tc, INSURER)
+                    .iter()
+                    .any(|r| r.contains("\"name.serial\""))
         }),
         "no warning in the delivered receipts"
     );

@@ -82,6 +82,13 @@ fn clean_file_goes_to_the_recipients_outbox() {
     assert_eq!(accepted.sha256, sha256_hex(&body));
     assert_eq!(accepted.sender, CLINIC);
     assert_eq!(delivered.recipient.as_deref(), Some(INSURER));
+    // Uploaded under a name of its own, not the official one: delivered, with that warning.
+    let warned: Vec<(&str, bool)> = delivered
+        .reasons
+        .iter()
+        .map(|r| (r.rule.as_str(), r.warning))
+        .collect();
+    assert_eq!(warned, vec![("archive.name", true)]);
     let expected_name = format!("{}_h0123456789_2024.zip.p7m", delivered.file_id);
     assert_eq!(names(&outbox), vec![expected_name.clone()]);
     // The outbox holds CMS sealed for the insurer: openssl opens it to the uploaded bytes.

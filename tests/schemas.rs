@@ -514,7 +514,7 @@ fn schemas_list_prints_the_pins() {
 
 /// The example config with `schema_dir` set to `dir`.
 fn config_with_schema_dir(dir: &Path) -> support::TestConfig {
-    let own = format!("\"{}/schemas\"", support::repo_root().display());
+    let own = format!("\"{}/../shared/formats\"", support::repo_root().display());
     let dir = format!("\"{}\"", dir.display());
     support::TestConfig::with(|text| {
         assert!(text.contains(&own), "the example config's schema_dir moved");

@@ -36,7 +36,14 @@ fn yesterday(config: &Config) -> time::Date {
 
 /// Checks `bytes` uploaded by the example clinic as `name`.
 fn check(config: &Config, name: &str, bytes: Vec<u8>, limits: Limits, lang: Lang) -> Checked {
-    check_in(config, name, bytes, limits, lang, &config.gateway.schema_dir)
+    check_in(
+        config,
+        name,
+        bytes,
+        limits,
+        lang,
+        &config.gateway.schema_dir,
+    )
 }
 
 fn check_in(
@@ -85,7 +92,7 @@ fn each_rule_is_broken_alone_and_named_with_file_and_line_in_both_languages() {
     let (_tc, mut config) = config();
     let spec = valid_spec(&config, 4);
     let mut seen = std::collections::BTreeSet::new();
-    for &v in Violation::ALL {
+    for v in Violation::ALL {
         let (bytes, expected) =
             testdata::write_violation(&spec, v, &small_limits(), Vec::new()).expect("generate");
         let name = v.file_name(&spec);
@@ -104,18 +111,18 @@ fn each_rule_is_broken_alone_and_named_with_file_and_line_in_both_languages() {
                 v.rule()
             );
             let warns = rule.default_severity() == handoff::validate::finding::Severity::Warn;
-            assert_eq!(refused, !warns, "{v:?}: refused {refused}, findings {got:#?}");
+            assert_eq!(
+                refused, !warns,
+                "{v:?}: refused {refused}, findings {got:#?}"
+            );
             assert!(got.iter().all(|f| f.warning == warns), "{v:?}: {got:#?}");
             let first = &got[0];
             assert_eq!(first.file, expected.file, "{v:?}: file of {first:?}");
             assert_eq!(first.line, expected.line, "{v:?}: line of {first:?}");
             texts.push(first.message.clone());
         }
-        config.gateway.validation.editions = vec![
-            "current".into(),
-            "intermediate".into(),
-            "2007".into(),
-        ];
+        config.gateway.validation.editions =
+            vec!["current".into(), "intermediate".into(), "2007".into()];
         let (ja, en) = (&texts[0], &texts[1]);
         assert_ne!(ja, en, "{v:?}: one text for both languages");
         assert!(
@@ -136,7 +143,13 @@ fn a_valid_archive_of_1000_persons_passes_and_yields_its_route() {
     let name = spec.archive_name().file_name();
     let size = bytes.len();
     let started = std::time::Instant::now();
-    match check(&config, &name, bytes, Limits::from(&ArchiveLimits::default()), Lang::Ja) {
+    match check(
+        &config,
+        &name,
+        bytes,
+        Limits::from(&ArchiveLimits::default()),
+        Lang::Ja,
+    ) {
         Checked::Valid { header, warnings } => {
             assert!(warnings.is_empty(), "{warnings:#?}");
             assert_eq!(header.sender.as_deref(), Some("1312345679"));
@@ -186,7 +199,10 @@ fn guidance_archives_and_archives_without_claims_pass() {
 #[test]
 fn older_editions_are_warned_about_or_refused_as_configured() {
     let (_tc, mut config) = config();
-    for (edition, id) in [(Edition::Old2007, "2007"), (Edition::Intermediate, "intermediate")] {
+    for (edition, id) in [
+        (Edition::Old2007, "2007"),
+        (Edition::Intermediate, "intermediate"),
+    ] {
         let mut spec = valid_spec(&config, 3);
         spec.editions = Editions {
             claims: edition,
@@ -214,7 +230,11 @@ fn older_editions_are_warned_about_or_refused_as_configured() {
         assert!(refused, "{id}: accepted");
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(got[0].rule, "edition.not-accepted");
-        assert!(got[0].message.contains(&format!("（{id}）")), "{}", got[0].message);
+        assert!(
+            got[0].message.contains(&format!("（{id}）")),
+            "{}",
+            got[0].message
+        );
     }
 }
 
@@ -223,9 +243,8 @@ fn severities_are_set_per_gateway_and_per_counterpart() {
     let (_tc, mut config) = config();
     let spec = valid_spec(&config, 3);
     let limits = small_limits();
-    let (bytes, _) =
-        testdata::write_violation(&spec, Violation::NameSerial, &limits, Vec::new())
-            .expect("generate");
+    let (bytes, _) = testdata::write_violation(&spec, Violation::NameSerial, &limits, Vec::new())
+        .expect("generate");
     let name = Violation::NameSerial.file_name(&spec);
     let run = |config: &Config| findings(check(config, &name, bytes.clone(), limits, Lang::En));
 
@@ -335,7 +354,10 @@ fn bombs_and_hostile_xml_are_refused_in_bounded_memory() {
             started.elapsed(),
             stdout.lines().next().unwrap_or("")
         );
-        assert!(stdout.starts_with(&format!("reject {rule} ")), "{v:?}: {stdout}");
+        assert!(
+            stdout.starts_with(&format!("reject {rule} ")),
+            "{v:?}: {stdout}"
+        );
         // Unpacked, the bombs are 10 GiB; refusing them must not come near that.
         assert!(peak_kib < 256 * 1024, "{v:?}: peak RSS {peak_kib} KiB");
     }
@@ -360,7 +382,10 @@ fn the_cli_generates_official_archives_and_checks_them_in_either_language() {
     let [path] = written.as_slice() else {
         panic!("expected one archive, got {written:?}");
     };
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     assert!(
         handoff::validate::format::ArchiveName::parse(file_name)
             .is_some_and(|n| n.sender == "1312345679" && n.receiver == "06130017"),

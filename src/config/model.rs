@@ -76,7 +76,9 @@ pub struct Validation {
 impl Default for Validation {
     fn default() -> Self {
         Validation {
-            editions: ["current", "intermediate", "2007"].map(String::from).to_vec(),
+            editions: ["current", "intermediate", "2007"]
+                .map(String::from)
+                .to_vec(),
             rules: RuleSettings::new(),
         }
     }

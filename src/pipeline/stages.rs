@@ -165,17 +165,15 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
         ));
     };
     let to = match &routing.receiver {
-        Some((kind, number)) => {
-            match config.counterpart_by_number(*kind, number) {
-                Some(c) => c.id.clone(),
-                None => {
-                    return Err(Reason::new(
-                        "route.unknown-recipient",
-                        format!("receiver number {number} is not a known counterpart"),
-                    ));
-                }
+        Some((kind, number)) => match config.counterpart_by_number(*kind, number) {
+            Some(c) => c.id.clone(),
+            None => {
+                return Err(Reason::new(
+                    "route.unknown-recipient",
+                    format!("receiver number {number} is not a known counterpart"),
+                ));
             }
-        }
+        },
         None => match from.routes.as_slice() {
             [only] => only.clone(),
             _ => {
@@ -227,21 +225,20 @@ impl Stage for ValidateStage {
             Ok(f) => f,
             Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
         };
-        let (routing, warnings) = match self.validator.validate(
-            &mut file,
-            &job.original_name,
-            sender,
-            ctx.config,
-        ) {
-            Ok(Validated::Routed(r, warnings)) => (r, warnings),
-            Ok(Validated::Rejected(reasons)) => {
-                return Outcome::Reject {
-                    reasons,
-                    quarantine: false,
-                };
-            }
-            Err(e) => return Outcome::Retry(format!("the schema check cannot run: {e}")),
-        };
+        let (routing, warnings) =
+            match self
+                .validator
+                .validate(&mut file, &job.original_name, sender, ctx.config)
+            {
+                Ok(Validated::Routed(r, warnings)) => (r, warnings),
+                Ok(Validated::Rejected(reasons)) => {
+                    return Outcome::Reject {
+                        reasons,
+                        quarantine: false,
+                    };
+                }
+                Err(e) => return Outcome::Retry(format!("the schema check cannot run: {e}")),
+            };
         match route(ctx.config, &job.sender, &routing) {
             Ok(to) => Outcome::Advance {
                 to: JobState::Validated,

@@ -63,7 +63,15 @@ pub fn check_archive<R: Read + Seek>(
     let mut findings = Vec::new();
     let header = match Archive::open(src, limits) {
         Err(zip) => {
-            findings.extend(zip.into_iter().map(Finding::from_reason));
+            // Entries are named inside the top folder, as every other finding names them.
+            let stem = expect.file_name.trim_end_matches(".p7m");
+            let top = format!("{}/", stem.strip_suffix(".zip").unwrap_or(stem));
+            findings.extend(zip.into_iter().map(|mut r| {
+                if let Some(inside) = r.file.as_deref().and_then(|f| f.strip_prefix(&top)) {
+                    r.file = Some(inside.to_owned());
+                }
+                Finding::from_reason(r)
+            }));
             None
         }
         Ok(mut archive) => match Layout::of(archive.entries(), &mut findings) {
@@ -86,7 +94,12 @@ pub fn check_archive<R: Read + Seek>(
 }
 
 /// Applies the severities: off findings go, and the file is valid unless one rejects.
-fn judge(header: Option<Header>, findings: Vec<Finding>, policy: Policy<'_>, lang: Lang) -> Checked {
+fn judge(
+    header: Option<Header>,
+    findings: Vec<Finding>,
+    policy: Policy<'_>,
+    lang: Lang,
+) -> Checked {
     let mut reasons = Vec::new();
     let mut rejected = header.is_none();
     for f in &findings {
@@ -111,6 +124,8 @@ fn judge(header: Option<Header>, findings: Vec<Finding>, policy: Policy<'_>, lan
             .reason(lang, Severity::Reject),
         );
     }
+    // What must be corrected comes first; the warnings after it, each group in archive order.
+    reasons.sort_by_key(|r| r.warning);
     match header {
         Some(header) if !rejected => Checked::Valid {
             header,
@@ -240,19 +255,39 @@ impl Layout {
                 ),
             ));
         }
-        if summary.is_some() != !claims.is_empty() {
+        if summary.is_some() == claims.is_empty() {
             let (ja, en) = if summary.is_some() {
                 (
-                    format!("{} がありますが {} にファイルがありません", format::SUMMARY, format::CLAIMS_DIR),
-                    format!("{} is present but {} holds no files", format::SUMMARY, format::CLAIMS_DIR),
+                    format!(
+                        "{} がありますが {} にファイルがありません",
+                        format::SUMMARY,
+                        format::CLAIMS_DIR
+                    ),
+                    format!(
+                        "{} is present but {} holds no files",
+                        format::SUMMARY,
+                        format::CLAIMS_DIR
+                    ),
                 )
             } else {
                 (
-                    format!("{} にファイルがありますが {} がありません", format::CLAIMS_DIR, format::SUMMARY),
-                    format!("{} holds files but {} is missing", format::CLAIMS_DIR, format::SUMMARY),
+                    format!(
+                        "{} にファイルがありますが {} がありません",
+                        format::CLAIMS_DIR,
+                        format::SUMMARY
+                    ),
+                    format!(
+                        "{} holds files but {} is missing",
+                        format::CLAIMS_DIR,
+                        format::SUMMARY
+                    ),
                 )
             };
-            findings.push(Finding::new(Rule::LayoutClaimsSummary, Text::new(ja, en)));
+            let mut finding = Finding::new(Rule::LayoutClaimsSummary, Text::new(ja, en));
+            if summary.is_some() {
+                finding = finding.in_file(format::SUMMARY);
+            }
+            findings.push(finding);
         }
         let index = index?;
         if data.is_empty() {
@@ -275,8 +310,9 @@ struct Run<'a, R: Read + Seek> {
     expect: &'a Expect<'a>,
     policy: Policy<'a>,
     findings: &'a mut Vec<Finding>,
-    /// Files of each edition other than the current one: the first, and how many.
-    editions: BTreeMap<Edition, (String, usize)>,
+    /// Files of each edition other than the current one: the first (and its root element's
+    /// line), and how many.
+    editions: BTreeMap<Edition, (String, Option<u32>, usize)>,
 }
 
 impl<R: Read + Seek> Run<'_, R> {
@@ -294,7 +330,10 @@ impl<R: Read + Seek> Run<'_, R> {
     fn check(&mut self, layout: &Layout) -> Header {
         let expect = self.expect;
         let today = expect.today;
-        let stem = expect.file_name.strip_suffix(".p7m").unwrap_or(expect.file_name);
+        let stem = expect
+            .file_name
+            .strip_suffix(".p7m")
+            .unwrap_or(expect.file_name);
         let name = ArchiveName::parse(stem).filter(|_| stem.ends_with(".zip"));
 
         let mut header = Header::default();
@@ -316,9 +355,20 @@ impl<R: Read + Seek> Run<'_, R> {
         let claim_bases: Vec<String> = layout.claims.iter().map(base).collect();
         let data_refs: Vec<&str> = data_bases.iter().map(String::as_str).collect();
         let claim_refs: Vec<&str> = claim_bases.iter().map(String::as_str).collect();
-        let data_names = rules::record_names(Folder::Data, &data_refs, &header, name.as_ref(), self.findings);
-        let claim_names =
-            rules::record_names(Folder::Claims, &claim_refs, &header, name.as_ref(), self.findings);
+        let data_names = rules::record_names(
+            Folder::Data,
+            &data_refs,
+            &header,
+            name.as_ref(),
+            self.findings,
+        );
+        let claim_names = rules::record_names(
+            Folder::Claims,
+            &claim_refs,
+            &header,
+            name.as_ref(),
+            self.findings,
+        );
         if !layout.claims.is_empty() {
             rules::pairing(&data_refs, &claim_refs, self.findings);
         }
@@ -341,7 +391,7 @@ impl<R: Read + Seek> Run<'_, R> {
                 rules::cda(&entry.name, &doc, &header, today, self.findings);
             }
         }
-        let mut totals = rules::Totals::default();
+        let mut totals = rules::Totals::new();
         for (entry, name) in layout.claims.iter().zip(&claim_names) {
             if self.too_many() {
                 return header;
@@ -350,8 +400,17 @@ impl<R: Read + Seek> Run<'_, R> {
                 DocKind::Checkup => Role::CheckupClaim,
                 DocKind::Guidance => Role::GuidanceClaim,
             };
-            if let Some(doc) = self.document(entry, role) {
-                rules::claim(&entry.name, &doc, &header, today, &mut totals, self.findings);
+            match self.document(entry, role) {
+                Some(doc) => rules::claim(
+                    &entry.name,
+                    &doc,
+                    &header,
+                    today,
+                    &mut totals,
+                    self.findings,
+                ),
+                // A claim that could not be read cannot be added up.
+                None => totals.complete = false,
             }
         }
         if let Some(summary) = &layout.summary
@@ -373,19 +432,21 @@ impl<R: Read + Seek> Run<'_, R> {
             Ok(b) => b,
             Err(r) => return fail(self.findings, r.in_file(&entry.name)),
         };
-        let doc = match xml::check_text(&entry.name, &bytes).and_then(|t| xml::parse(&entry.name, t)) {
-            Ok(d) => d,
-            Err(r) => return fail(self.findings, r),
-        };
+        let doc =
+            match xml::check_text(&entry.name, &bytes).and_then(|t| xml::parse(&entry.name, t)) {
+                Ok(d) => d,
+                Err(r) => return fail(self.findings, r),
+            };
         let checked = self.catalog.validate(role, &entry.name, &doc);
         if let Some(edition) = checked.edition
             && edition != Edition::Current
         {
+            let line = doc.get_root_element().as_ref().and_then(xml::line);
             let seen = self
                 .editions
                 .entry(edition)
-                .or_insert_with(|| (entry.name.clone(), 0));
-            seen.1 += 1;
+                .or_insert_with(|| (entry.name.clone(), line, 0));
+            seen.2 += 1;
         }
         if checked.findings.is_empty() {
             Some(doc)
@@ -400,10 +461,13 @@ impl<R: Read + Seek> Run<'_, R> {
     /// accepts it, a warning otherwise.
     fn report_editions(&mut self) {
         let accepted = &self.expect.config.gateway.validation.editions;
-        for (edition, (first, count)) in std::mem::take(&mut self.editions) {
+        for (edition, (first, line, count)) in std::mem::take(&mut self.editions) {
             let others = count - 1;
             let (more_ja, more_en) = if others > 0 {
-                (format!("ほか {others} ファイル"), format!(" and {others} more files"))
+                (
+                    format!("ほか {others} ファイル"),
+                    format!(" and {others} more files"),
+                )
             } else {
                 (String::new(), String::new())
             };
@@ -440,7 +504,7 @@ impl<R: Read + Seek> Run<'_, R> {
                     ),
                 )
             };
-            self.findings.push(finding.in_file(first));
+            self.findings.push(finding.in_file(first).at_line(line));
         }
     }
 }

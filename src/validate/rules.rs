@@ -108,11 +108,21 @@ pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -
     let Some(root) = doc.get_root_element() else {
         return header;
     };
-    let attr = |name: &str, attr: &str| child(&root, name).and_then(|n| n.get_attribute(attr).map(|v| (n, v)));
+    let attr = |name: &str, attr: &str| {
+        child(&root, name).and_then(|n| n.get_attribute(attr).map(|v| (n, v)))
+    };
 
     header.interaction_type = attr(el::INTERACTION_TYPE, "code").and_then(|(_, v)| v.parse().ok());
     if let Some((node, value)) = attr(el::CREATION_TIME, "value") {
-        date(file, Some(&node), "作成日", "the creation date", &value, expect.today, findings);
+        date(
+            file,
+            Some(&node),
+            "作成日",
+            "the creation date",
+            &value,
+            expect.today,
+            findings,
+        );
         header.created = Some(value);
     }
     header.service_event = attr(el::SERVICE_EVENT_TYPE, "code").and_then(|(_, v)| v.parse().ok());
@@ -130,8 +140,14 @@ pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -
                 Rule::IndexSenderNumber,
                 file,
                 Some(&node),
-                format!("送信者の識別子は{ja}のOID {} でなければなりません（{root_oid}）", sender_party.oid()),
-                format!("the sender must be {en} identified under root {} (found {root_oid})", sender_party.oid()),
+                format!(
+                    "送信者の識別子は{ja}のOID {} でなければなりません（{root_oid}）",
+                    sender_party.oid()
+                ),
+                format!(
+                    "the sender must be {en} identified under root {} (found {root_oid})",
+                    sender_party.oid()
+                ),
             ));
         } else if number != uploader.number {
             findings.push(at(
@@ -195,12 +211,16 @@ pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -
     }
 
     // The interaction type against the roots of both parties (ORCA's pairing).
-    if let (Some(code), Some(node)) = (header.interaction_type, child(&root, el::INTERACTION_TYPE)) {
-        let receiver_party = descend(&root, &[el::RECEIVER, "id"])
-            .and_then(|n| n.get_attribute("root"))
-            .and_then(|r| Party::from_oid(&r));
+    if let (Some(code), Some(node)) = (header.interaction_type, child(&root, el::INTERACTION_TYPE))
+    {
+        let party_of = |element: &str| {
+            descend(&root, &[element, "id"])
+                .and_then(|n| n.get_attribute("root"))
+                .and_then(|r| Party::from_oid(&r))
+        };
+        let (sender_root, receiver_root) = (party_of(el::SENDER), party_of(el::RECEIVER));
         if let Some((from, to)) = format::interaction_parties(code)
-            && (from != sender_party || receiver_party.is_some_and(|p| p != to))
+            && (sender_root.is_some_and(|p| p != from) || receiver_root.is_some_and(|p| p != to))
         {
             let (from_ja, from_en) = from.names();
             let (to_ja, to_en) = to.names();
@@ -237,12 +257,19 @@ fn number_ok(
                 Rule::NumberMalformed,
                 file,
                 node,
-                format!("{what_ja}の{kind_ja}番号 \"{number}\" は {} 桁の数字でなければなりません", kind.digits()),
+                format!(
+                    "{what_ja}の{kind_ja}番号 \"{number}\" は {} 桁の数字でなければなりません",
+                    kind.digits()
+                ),
                 format!("{what_en}: {e}"),
             ));
             false
         }
-        Err(e @ NumberError::CheckDigit { found, expected, .. }) => {
+        Err(
+            e @ NumberError::CheckDigit {
+                found, expected, ..
+            },
+        ) => {
             findings.push(at(
                 Rule::NumberCheckDigit,
                 file,
@@ -322,24 +349,45 @@ pub fn archive_name(
     if let Some((_, receiver)) = &header.receiver
         && *receiver != name.receiver
     {
-        differ.push(("受信者番号", "receiver", name.receiver.clone(), receiver.clone()));
+        differ.push((
+            "受信者番号",
+            "receiver",
+            name.receiver.clone(),
+            receiver.clone(),
+        ));
     }
     if let Some(created) = &header.created
         && !created.starts_with(&name.date)
     {
-        differ.push(("作成日", "creation date", name.date.clone(), created.clone()));
+        differ.push((
+            "作成日",
+            "creation date",
+            name.date.clone(),
+            created.clone(),
+        ));
     }
     if let Some(event) = header.service_event
         && event != name.service_event
     {
-        differ.push(("実施区分", "service event type", name.service_event.to_string(), event.to_string()));
+        differ.push((
+            "実施区分",
+            "service event type",
+            name.service_event.to_string(),
+            event.to_string(),
+        ));
     }
     for (ja, en, in_name, in_index) in differ {
         findings.push(Finding::new(
             Rule::ArchiveNameMismatch,
             Text::new(
-                format!("ファイル名の{ja} {in_name} が {} の {in_index} と異なります", format::INDEX),
-                format!("the file name's {en} {in_name} differs from {in_index} in {}", format::INDEX),
+                format!(
+                    "ファイル名の{ja} {in_name} が {} の {in_index} と異なります",
+                    format::INDEX
+                ),
+                format!(
+                    "the file name's {en} {in_name} differs from {in_index} in {}",
+                    format::INDEX
+                ),
             ),
         ));
     }
@@ -385,67 +433,113 @@ pub fn record_names(
             names.push(None);
             continue;
         };
+        // An 8-digit sender (insurer, agency) fills the 10 digits with leading zeros.
         if let Some(sender) = &header.sender
-            && name.sender != *sender
+            && name.sender != format!("{sender:0>width$}", width = format::RECORD_SENDER_DIGITS)
         {
-            findings.push(Finding::new(
-                Rule::NameSender,
-                Text::new(
-                    format!("ファイル名の送信者番号 {} が {} の送信者 {sender} と異なります", name.sender, format::INDEX),
-                    format!("the name carries sender {}, but the sender in {} is {sender}", name.sender, format::INDEX),
-                ),
-            ).in_file(&path));
+            findings.push(
+                Finding::new(
+                    Rule::NameSender,
+                    Text::new(
+                        format!(
+                            "ファイル名の送信者番号 {} が {} の送信者 {sender} と異なります",
+                            name.sender,
+                            format::INDEX
+                        ),
+                        format!(
+                            "the name carries sender {}, but the sender in {} is {sender}",
+                            name.sender,
+                            format::INDEX
+                        ),
+                    ),
+                )
+                .in_file(&path),
+            );
         }
         let mut differ = Vec::new();
         if let Some(created) = &header.created
             && !created.starts_with(&name.date)
         {
-            differ.push(("作成日", "creation date", name.date.clone(), created.clone()));
+            differ.push((
+                "作成日",
+                "creation date",
+                name.date.clone(),
+                created.clone(),
+            ));
         }
         if let Some(event) = header.service_event
             && event != name.service_event
         {
-            differ.push(("実施区分", "service event type", name.service_event.to_string(), event.to_string()));
+            differ.push((
+                "実施区分",
+                "service event type",
+                name.service_event.to_string(),
+                event.to_string(),
+            ));
         }
         if let Some(archive) = archive
             && archive.send_count != name.send_count
         {
-            differ.push(("送付回数", "send count", name.send_count.to_string(), archive.send_count.to_string()));
+            differ.push((
+                "送付回数",
+                "send count",
+                name.send_count.to_string(),
+                archive.send_count.to_string(),
+            ));
         }
         for (ja, en, in_name, expected) in differ {
-            findings.push(Finding::new(
-                Rule::NameMismatch,
-                Text::new(
-                    format!("ファイル名の{ja} {in_name} がアーカイブの {expected} と異なります"),
-                    format!("the name's {en} {in_name} differs from the archive's {expected}"),
-                ),
-            ).in_file(&path));
+            findings.push(
+                Finding::new(
+                    Rule::NameMismatch,
+                    Text::new(
+                        format!(
+                            "ファイル名の{ja} {in_name} がアーカイブの {expected} と異なります"
+                        ),
+                        format!("the name's {en} {in_name} differs from the archive's {expected}"),
+                    ),
+                )
+                .in_file(&path),
+            );
         }
         if name.kind != kind {
             let (ja, en) = kind_names(name.kind);
-            findings.push(Finding::new(
-                Rule::ServiceEventMismatch,
-                Text::new(
-                    format!("実施区分 {} のアーカイブに{ja}のファイルがあります", kind.service_event()),
-                    format!("a {en} file in an archive whose service event type is {}", kind.service_event()),
-                ),
-            ).in_file(&path));
+            findings.push(
+                Finding::new(
+                    Rule::ServiceEventMismatch,
+                    Text::new(
+                        format!(
+                            "実施区分 {} のアーカイブに{ja}のファイルがあります",
+                            kind.service_event()
+                        ),
+                        format!(
+                            "a {en} file in an archive whose service event type is {}",
+                            kind.service_event()
+                        ),
+                    ),
+                )
+                .in_file(&path),
+            );
         }
         names.push(Some(name));
     }
-    let mut serials: Vec<u32> = names.iter().flatten().map(|n| n.serial).collect();
-    serials.sort_unstable();
-    if let Some(&first) = serials.first() {
-        let consecutive = serials.windows(2).all(|w| w[1] == w[0] + 1);
-        if first > 1 || !consecutive {
-            findings.push(Finding::new(
+    let mut sorted: Vec<&RecordName> = names.iter().flatten().collect();
+    sorted.sort_unstable_by_key(|n| n.serial);
+    let out_of_step = sorted.iter().enumerate().find(|(i, n)| match i {
+        0 => n.serial > 1,
+        _ => n.serial != sorted[i - 1].serial + 1,
+    });
+    if let Some((_, n)) = out_of_step {
+        let first = sorted[0].serial;
+        findings.push(
+            Finding::new(
                 Rule::NameSerial,
                 Text::new(
-                    format!("{dir} の連番が 000000 または 000001 から連続していません（{first:06} から）"),
-                    format!("the serials under {dir} do not run on from 000000 or 000001 (they start at {first:06})"),
+                    format!("{dir} の連番が 000000 または 000001 から連続していません（{first:06} から始まり、{:06} で途切れています）", n.serial),
+                    format!("the serials under {dir} do not run on from 000000 or 000001 (they start at {first:06}; {:06} is out of step)", n.serial),
                 ),
-            ));
-        }
+            )
+            .in_file(n.path()),
+        );
     }
     names
 }
@@ -457,8 +551,18 @@ pub fn pairing(data: &[&str], claims: &[&str], findings: &mut Vec<Finding>) {
     let data_keys: BTreeMap<String, &str> = data.iter().map(|b| (key(b), *b)).collect();
     let claim_keys: BTreeMap<String, &str> = claims.iter().map(|b| (key(b), *b)).collect();
     for (mine, others, dir, other_dir) in [
-        (&data_keys, &claim_keys, format::DATA_DIR, format::CLAIMS_DIR),
-        (&claim_keys, &data_keys, format::CLAIMS_DIR, format::DATA_DIR),
+        (
+            &data_keys,
+            &claim_keys,
+            format::DATA_DIR,
+            format::CLAIMS_DIR,
+        ),
+        (
+            &claim_keys,
+            &data_keys,
+            format::CLAIMS_DIR,
+            format::DATA_DIR,
+        ),
     ] {
         for (k, base) in mine {
             if !others.contains_key(k) {
@@ -482,8 +586,22 @@ fn kind_names(kind: DocKind) -> (&'static str, &'static str) {
 }
 
 /// A person's insurer (in a CDA or a claim) against the receiver, and its check digit.
-fn person_insurer(path: &str, node: &Node, number: &str, header: &Header, findings: &mut Vec<Finding>) {
-    if !number_ok(path, Some(node), "受診者の保険者", "the person's insurer", NumberKind::Insurer, number, findings) {
+fn person_insurer(
+    path: &str,
+    node: &Node,
+    number: &str,
+    header: &Header,
+    findings: &mut Vec<Finding>,
+) {
+    if !number_ok(
+        path,
+        Some(node),
+        "受診者の保険者",
+        "the person's insurer",
+        NumberKind::Insurer,
+        number,
+        findings,
+    ) {
         return;
     }
     if let Some(receiver) = header.insurer()
@@ -526,8 +644,14 @@ pub fn cda(path: &str, doc: &Document, header: &Header, today: Date, findings: &
             Rule::DataSenderMismatch,
             path,
             Some(&node),
-            format!("作成機関 {institution} が {} の送信者 {sender} と異なります", format::INDEX),
-            format!("the authoring institution is {institution}, but the sender in {} is {sender}", format::INDEX),
+            format!(
+                "作成機関 {institution} が {} の送信者 {sender} と異なります",
+                format::INDEX
+            ),
+            format!(
+                "the authoring institution is {institution}, but the sender in {} is {sender}",
+                format::INDEX
+            ),
         ));
     }
 }
@@ -542,10 +666,28 @@ const CDA_DATE_NAMES: [(&str, &str); 5] = [
 ];
 
 /// Sums of the claims' amounts, by summary element.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Totals {
     pub claims: u64,
     pub sums: BTreeMap<&'static str, (u64, bool)>,
+    /// Every claim was read: only then do the counts and sums say anything.
+    pub complete: bool,
+}
+
+impl Totals {
+    pub fn new() -> Totals {
+        Totals {
+            claims: 0,
+            sums: BTreeMap::new(),
+            complete: true,
+        }
+    }
+}
+
+impl Default for Totals {
+    fn default() -> Totals {
+        Totals::new()
+    }
 }
 
 /// The rules of one claim (CLAIMS/c… or CLAIMS/p…), adding its amounts to `totals`.
@@ -575,8 +717,14 @@ pub fn claim(
             Rule::ServiceEventMismatch,
             path,
             Some(&node),
-            format!("実施区分 {code} が {} の {event} と異なります", format::INDEX),
-            format!("the service event type {code} differs from {event} in {}", format::INDEX),
+            format!(
+                "実施区分 {code} が {} の {event} と異なります",
+                format::INDEX
+            ),
+            format!(
+                "the service event type {code} differs from {event} in {}",
+                format::INDEX
+            ),
         ));
     }
     if let Some(node) = descend(&root, &["subjectPerson", "insuranceCard", "insurerNumber"])
@@ -587,7 +735,15 @@ pub fn claim(
     if let Some(node) = descend(&root, &["subjectPerson", "birthTime"])
         && let Some(value) = node.get_attribute("value")
     {
-        date(path, Some(&node), "生年月日", "the birth date", &value, today, findings);
+        date(
+            path,
+            Some(&node),
+            "生年月日",
+            "the birth date",
+            &value,
+            today,
+            findings,
+        );
     }
     let settlement = child(&root, "settlement");
     for (element, checkup, guidance) in format::SUMMARY_TOTALS {
@@ -625,20 +781,39 @@ pub fn summary(doc: &Document, header: &Header, totals: &Totals, findings: &mut 
             Rule::ServiceEventMismatch,
             file,
             Some(&node),
-            format!("実施区分 {code} が {} の {event} と異なります", format::INDEX),
-            format!("the service event type {code} differs from {event} in {}", format::INDEX),
+            format!(
+                "実施区分 {code} が {} の {event} と異なります",
+                format::INDEX
+            ),
+            format!(
+                "the service event type {code} differs from {event} in {}",
+                format::INDEX
+            ),
         ));
     }
+    if !totals.complete {
+        return;
+    }
     if let Some(node) = child(&root, el::TOTAL_SUBJECT_COUNT) {
-        let count = node.get_attribute("value").and_then(|v| v.parse::<u64>().ok());
+        let count = node
+            .get_attribute("value")
+            .and_then(|v| v.parse::<u64>().ok());
         if count != Some(totals.claims) {
             let shown = count.map_or("?".into(), |c| c.to_string());
             findings.push(at(
                 Rule::SummarySubjectCount,
                 file,
                 Some(&node),
-                format!("対象者数 {shown} が {} のファイル数 {} と異なります", format::CLAIMS_DIR, totals.claims),
-                format!("the subject count is {shown}, but {} holds {} files", format::CLAIMS_DIR, totals.claims),
+                format!(
+                    "対象者数 {shown} が {} のファイル数 {} と異なります",
+                    format::CLAIMS_DIR,
+                    totals.claims
+                ),
+                format!(
+                    "the subject count is {shown}, but {} holds {} files",
+                    format::CLAIMS_DIR,
+                    totals.claims
+                ),
             ));
         }
     }
@@ -659,8 +834,14 @@ pub fn summary(doc: &Document, header: &Header, totals: &Totals, findings: &mut 
                 Rule::SummaryTotals,
                 file,
                 node.as_ref().or(Some(&root)),
-                format!("{element} {shown} が {} の合計 {sum} と異なります", format::CLAIMS_DIR),
-                format!("{element} is {shown_en}, but the claims under {} add up to {sum}", format::CLAIMS_DIR),
+                format!(
+                    "{element} {shown} が {} の合計 {sum} と異なります",
+                    format::CLAIMS_DIR
+                ),
+                format!(
+                    "{element} is {shown_en}, but the claims under {} add up to {sum}",
+                    format::CLAIMS_DIR
+                ),
             ));
         }
     }

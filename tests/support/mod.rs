@@ -74,7 +74,10 @@ impl TestConfig {
                 "\"../certs-example/",
                 &format!("\"{}/certs-example/", root.display()),
             )
-            .replace("\"../var/schemas\"", &format!("\"{}/../shared/formats\"", root.display()))
+            .replace(
+                "\"../var/schemas\"",
+                &format!("\"{}/../shared/formats\"", root.display()),
+            )
             .replace(
                 "state_dir = \"../var/example-state\"",
                 &format!("state_dir = \"{}/state\"", dir.path().display()),
@@ -507,7 +510,11 @@ pub fn checkup_archive_with(
     };
     spec.receiver = receiver.to_owned();
     if receiver.len() == 10 {
+        // An insurer's archive back to an institution: its own insured persons, no claims
+        // (a claim names the institution that performed the checkup).
         spec.receiver_party = handoff::validate::format::Party::Institution;
+        spec.insurers = vec![sender.to_owned()];
+        spec.claims = false;
     } else {
         spec.insurers = vec![receiver.to_owned()];
     }
