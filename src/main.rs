@@ -970,7 +970,7 @@ fn testdata(a: TestdataArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.send_count <= 9, "--send-count must be 0–9");
     spec.send_count = a.send_count;
     spec.claims = !a.no_claims;
-    let edition = Edition::parse(&a.edition).with_context(|| {
+    let edition = Edition::from_id(&a.edition).with_context(|| {
         format!(
             "--edition {}: expected current, intermediate or 2007",
             a.edition

@@ -513,7 +513,7 @@ fn each_edition_validates_as_itself() {
     let s = Schemas::new();
     // The two fixtures: a current index and summary with claims of the older editions.
     for (claims, want) in [
-        (Edition::Old2007, "2007"),
+        (Edition::V2007, "2007"),
         (Edition::Intermediate, "intermediate"),
     ] {
         let spec = Spec::mixed_editions(4, day(), claims);
@@ -526,7 +526,7 @@ fn each_edition_validates_as_itself() {
     }
     // An archive wholly of the 2007 edition.
     let mut spec = Spec::example(3, day());
-    spec.editions = Editions::all(Edition::Old2007);
+    spec.editions = Editions::all(Edition::V2007);
     let (_, editions) = valid(&s, &spec);
     assert_eq!(editions_of(&editions, ""), ["2007"]);
     // The 2007 edition has no guidance claims.

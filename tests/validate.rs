@@ -200,7 +200,7 @@ fn guidance_archives_and_archives_without_claims_pass() {
 fn older_editions_are_warned_about_or_refused_as_configured() {
     let (_tc, mut config) = config();
     for (edition, id) in [
-        (Edition::Old2007, "2007"),
+        (Edition::V2007, "2007"),
         (Edition::Intermediate, "intermediate"),
     ] {
         let mut spec = valid_spec(&config, 3);

@@ -27,12 +27,7 @@ use sha2::{Digest, Sha256};
 use super::xml::{self, MAX_FINDINGS_PER_FILE, SchemaError};
 use crate::receipts::Reason;
 
-/// Namespace of ix08/su08/cc08/gc08/co08 in the current edition.
-pub const NS_CURRENT: &str = "https://www.mhlw.go.jp/stf/seisakunitsuite/bunya/0000161103.html";
-/// Namespace of ix08/su08/cc08/gc08/co08 in the 2007 and the intermediate edition.
-pub const NS_2007: &str = "http://tokuteikenshin.jp/checkup/2007";
-/// Namespace of the CDA documents (hc08 checkup, hg08 guidance) in every edition.
-pub const NS_CDA: &str = "urn:hl7-org:v3";
+pub use super::format::{CDA_NS as NS_CDA, NS_2007, NS_CURRENT};
 
 /// One file of an official set and its sha256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

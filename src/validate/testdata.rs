@@ -21,50 +21,12 @@ use time::{Date, Duration};
 
 use super::archive::{Limits, RATIO_FLOOR};
 use super::format::{self, ArchiveName, DocKind, Folder, Party, RecordName, date_digits, oid};
+pub use super::schemas::Edition;
 use crate::config::CounterpartKind;
 
-/// The edition a file of the index, the summary or the claims is written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Edition {
-    /// The current schema set (`mhlw-v08`) and its namespace.
-    Current,
-    /// The current content under the 2007 namespace (the 2017 code lists; seen in real 2024
-    /// archives): valid against the current set with its namespace replaced, not against
-    /// `mhlw-v08-2007ns` (the claims carry `branchCode`).
-    Intermediate,
-    /// Valid against `mhlw-v08-2007ns`: the 2007 namespace, no `branchCode`, the older code
-    /// lists. Checkup only (that set has no guidance schemas).
-    Old2007,
-}
-
-impl Edition {
-    pub const ALL: [Edition; 3] = [Edition::Current, Edition::Intermediate, Edition::Old2007];
-
-    /// The namespace of its index, summary and claims.
-    pub fn namespace(self) -> &'static str {
-        match self {
-            Edition::Current => format::NS_CURRENT,
-            Edition::Intermediate | Edition::Old2007 => format::NS_2007,
-        }
-    }
-
-    /// The name used on the command line and in the configuration: current, intermediate, 2007.
-    pub fn name(self) -> &'static str {
-        match self {
-            Edition::Current => "current",
-            Edition::Intermediate => "intermediate",
-            Edition::Old2007 => "2007",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Edition> {
-        Edition::ALL.into_iter().find(|e| e.name() == s)
-    }
-
-    /// The insurance card's 枝番 exists in the claims of this edition.
-    fn has_branch_code(self) -> bool {
-        self != Edition::Old2007
-    }
+/// Whether the insurance card's 枝番 exists in the claims of `edition` (not in the 2007 set).
+fn has_branch_code(edition: Edition) -> bool {
+    edition != Edition::V2007
 }
 
 /// The edition of each kind of non-CDA file (the CDA has one namespace in every edition).
@@ -178,7 +140,7 @@ impl Spec {
     }
 
     /// The example archive with a current-edition index and summary and claims of `claims`'
-    /// edition: `Old2007` (2007-namespace claims, as the older software writes) or
+    /// edition: `V2007` (2007-namespace claims, as the older software writes) or
     /// `Intermediate` (as seen in a real 2024 archive).
     pub fn mixed_editions(persons: usize, created: Date, claims: Edition) -> Spec {
         let mut spec = Spec::example(persons, created);
@@ -1008,7 +970,7 @@ fn insurance_card(p: &Person, edition: Edition) -> Vec<String> {
             p.number
         ),
     ];
-    if edition.has_branch_code() {
+    if has_branch_code(edition) {
         lines.push(format!(
             r#"      <branchCode root="{}" extension="{}"/>"#,
             oid::CARD_BRANCH,
@@ -1255,7 +1217,7 @@ fn build(
 ) -> io::Result<(Plan, Option<Expected>)> {
     use Violation::*;
     let s = violation.map_or_else(|| spec.clone(), |v| v.adjust(spec));
-    if s.kind == DocKind::Guidance && s.claims && s.editions.claims == Edition::Old2007 {
+    if s.kind == DocKind::Guidance && s.claims && s.editions.claims == Edition::V2007 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "the 2007 edition has no guidance claims",
@@ -1398,7 +1360,7 @@ fn build(
                     Some(EditionUnknown) => {
                         tweak.namespace = Some("http://tokuteikenshin.jp/checkup/2013")
                     }
-                    Some(EditionNonCurrent | EditionNotAccepted) => edition = Edition::Old2007,
+                    Some(EditionNonCurrent | EditionNotAccepted) => edition = Edition::V2007,
                     Some(NameUnpaired) => continue,
                     _ => {}
                 }
