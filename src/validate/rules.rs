@@ -356,26 +356,11 @@ pub fn archive_name(
             receiver.clone(),
         ));
     }
-    if let Some(created) = &header.created
-        && !created.starts_with(&name.date)
-    {
-        differ.push((
-            "作成日",
-            "creation date",
-            name.date.clone(),
-            created.clone(),
-        ));
-    }
-    if let Some(event) = header.service_event
-        && event != name.service_event
-    {
-        differ.push((
-            "実施区分",
-            "service event type",
-            name.service_event.to_string(),
-            event.to_string(),
-        ));
-    }
+    differ.extend(date_and_event_differ(
+        header,
+        &name.date,
+        name.service_event,
+    ));
     for (ja, en, in_name, in_index) in differ {
         findings.push(Finding::new(
             Rule::ArchiveNameMismatch,
@@ -401,6 +386,30 @@ pub fn archive_name(
             ),
         ));
     }
+}
+
+/// A name field that differs from the index: (Japanese, English, in the name, in the index).
+type Differs = (&'static str, &'static str, String, String);
+
+/// The creation date and 実施区分 a name carries, against the index.
+fn date_and_event_differ(header: &Header, date: &str, event: u8) -> Vec<Differs> {
+    let mut differ = Vec::new();
+    if let Some(created) = &header.created
+        && !created.starts_with(date)
+    {
+        differ.push(("作成日", "creation date", date.to_owned(), created.clone()));
+    }
+    if let Some(expected) = header.service_event
+        && expected != event
+    {
+        differ.push((
+            "実施区分",
+            "service event type",
+            event.to_string(),
+            expected.to_string(),
+        ));
+    }
+    differ
 }
 
 /// Checks the names of the per-person files of one folder (base names, in archive order)
@@ -456,27 +465,7 @@ pub fn record_names(
                 .in_file(&path),
             );
         }
-        let mut differ = Vec::new();
-        if let Some(created) = &header.created
-            && !created.starts_with(&name.date)
-        {
-            differ.push((
-                "作成日",
-                "creation date",
-                name.date.clone(),
-                created.clone(),
-            ));
-        }
-        if let Some(event) = header.service_event
-            && event != name.service_event
-        {
-            differ.push((
-                "実施区分",
-                "service event type",
-                name.service_event.to_string(),
-                event.to_string(),
-            ));
-        }
+        let mut differ = date_and_event_differ(header, &name.date, name.service_event);
         if let Some(archive) = archive
             && archive.send_count != name.send_count
         {
