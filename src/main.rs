@@ -991,8 +991,12 @@ fn testdata(a: TestdataArgs) -> anyhow::Result<ExitCode> {
         Some(v) => v.file_name(&spec),
         None => spec.archive_name().file_name(),
     };
+    // A folder (existing, or named with a trailing slash) gets the archive under its official name.
     let out_path = match a.out {
-        Some(p) if p.is_dir() => p.join(&name),
+        Some(p) if p.is_dir() || p.as_os_str().to_string_lossy().ends_with('/') => {
+            std::fs::create_dir_all(&p).with_context(|| p.display().to_string())?;
+            p.join(&name)
+        }
         Some(p) => p,
         None => PathBuf::from(&name),
     };
