@@ -384,3 +384,54 @@ fn passwords_are_offered_only_where_they_exist_and_rate_limited_before_hashing()
     assert!(ok.status.success(), "{}", text(&ok));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("outbox"));
 }
+
+fn curl_https(tc: &TestConfig, cert: &str, url_path: &str) -> std::process::Output {
+    let certs = support::repo_root().join("certs-example");
+    Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join(format!("{cert}.pem")))
+        .arg("--key")
+        .arg(certs.join(format!("{cert}.key")))
+        .arg(format!("https://localhost:{}{url_path}", tc.https_port))
+        .output()
+        .expect("run curl")
+}
+
+/// A box with 5,000 receipts lists completely: SFTP answers `readdir` in pages (OpenSSH's
+/// client gives up on a reply over 256 KiB, which one answer of all 5,000 would be), and HTTPS
+/// lists them all in one JSON answer.
+#[test]
+fn a_box_with_5000_receipts_lists_completely() {
+    const RECEIPTS: usize = 5_000;
+    let tc = TestConfig::new();
+    let d = Daemon::start(&tc);
+    let dir = tc.state_dir().join("boxes").join(CLINIC).join("receipts");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..RECEIPTS {
+        let name = format!("f{i:05}-0123456789abcdef0123456789abcdef.accepted.json");
+        std::fs::write(dir.join(name), b"{}").unwrap();
+    }
+    let out = sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls -1 /receipts\n");
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.ends_with(".accepted.json"))
+        .collect();
+    assert_eq!(listed.len(), RECEIPTS, "{}", text(&out));
+    assert!(listed.iter().any(|l| l.contains("f04999-")));
+    let lists = d.audit_lines("box.list");
+    assert!(lists.iter().any(|l| l.contains("5000")), "{lists:?}");
+
+    let out = curl_https(&tc, CLINIC, "/receipts/");
+    assert!(out.status.success(), "{}", text(&out));
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON listing");
+    let files = body["files"].as_array().expect("files");
+    assert_eq!(files.len(), RECEIPTS);
+    assert_eq!(
+        files[RECEIPTS - 1]["name"],
+        "f04999-0123456789abcdef0123456789abcdef.accepted.json"
+    );
+}

@@ -5,7 +5,7 @@
 //! Everything outside that tree — `..`, links, directories, attribute changes, extensions other
 //! than `limits@openssh.com` — is refused with `SSH_FX_PERMISSION_DENIED` and audited.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File as StdFile;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
@@ -32,6 +32,11 @@ pub const MAX_SFTP_PACKET: u32 = 256 * 1024;
 const MAX_READ: u32 = 256 * 1024 - 1024;
 /// Files and directories one session may hold open at once.
 const MAX_HANDLES: usize = 64;
+/// Most entries in one `readdir` answer, as OpenSSH's server sends.
+const READDIR_ENTRIES: usize = 100;
+/// Most bytes of names and attributes in one `readdir` answer: OpenSSH's client refuses a reply
+/// over 256 KiB, so a large folder is listed in pages well under that.
+const READDIR_BYTES: usize = 64 * 1024;
 
 /// Which boxes a session sees, and how they are named.
 pub enum BoxView {
@@ -61,9 +66,9 @@ enum OpenHandle {
         bytes: u64,
     },
     Write(UploadWriter),
+    /// A listing taken at `opendir`, handed out a page at a time ([`page`]).
     Dir {
-        entries: Vec<File>,
-        sent: bool,
+        entries: VecDeque<File>,
     },
 }
 
@@ -153,6 +158,27 @@ fn file_attrs(entry: &Entry, folder: Folder) -> FileAttributes {
         atime: Some(t),
         ..FileAttributes::default()
     }
+}
+
+/// Bytes an entry takes in a `SSH_FXP_NAME` answer, attributes counted at their largest.
+fn encoded_len(f: &File) -> usize {
+    8 + f.filename.len() + f.longname.len() + 64
+}
+
+/// The next page of a listing: at most [`READDIR_ENTRIES`] entries and [`READDIR_BYTES`]
+/// bytes, and always at least one entry, so that every call makes progress.
+fn page(entries: &mut VecDeque<File>) -> Vec<File> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    while let Some(next) = entries.front() {
+        let len = encoded_len(next);
+        if !out.is_empty() && (out.len() >= READDIR_ENTRIES || bytes + len > READDIR_BYTES) {
+            break;
+        }
+        bytes += len;
+        out.extend(entries.pop_front());
+    }
+    out
 }
 
 impl SftpView {
@@ -605,22 +631,20 @@ impl russh_sftp::server::Handler for SftpView {
             json!({"path": self.display(&loc), "entries": entries.len()}),
         );
         let handle = self.new_handle(OpenHandle::Dir {
-            entries,
-            sent: false,
+            entries: entries.into(),
         });
         Ok(Handle { id, handle })
     }
 
     async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
         match self.handles.get_mut(&handle) {
-            Some(OpenHandle::Dir { entries, sent }) if !*sent => {
-                *sent = true;
-                Ok(Name {
-                    id,
-                    files: std::mem::take(entries),
-                })
+            Some(OpenHandle::Dir { entries }) if entries.is_empty() => {
+                Err(refuse(StatusCode::Eof, "end of directory"))
             }
-            Some(OpenHandle::Dir { .. }) => Err(refuse(StatusCode::Eof, "end of directory")),
+            Some(OpenHandle::Dir { entries }) => Ok(Name {
+                id,
+                files: page(entries),
+            }),
             _ => Err(refuse(StatusCode::Failure, "invalid handle")),
         }
     }
@@ -788,6 +812,40 @@ impl Drop for SftpView {
                 "box.upload_discarded",
                 json!({"name": name.as_str(), "bytes": bytes}),
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(n: usize, name_len: usize) -> VecDeque<File> {
+        (0..n)
+            .map(|i| {
+                let name = format!("{i:05}{}", "x".repeat(name_len));
+                File::new(name, FileAttributes::default())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pages_are_bounded_in_entries_and_bytes_and_lose_nothing() {
+        for (n, name_len) in [(0, 1), (1, 250), (5_000, 40), (2_000, 250)] {
+            let mut all = entries(n, name_len);
+            let mut seen = 0;
+            for _ in 0..=n {
+                let page = page(&mut all);
+                if page.is_empty() {
+                    break;
+                }
+                assert!(page.len() <= READDIR_ENTRIES);
+                let bytes: usize = page.iter().map(encoded_len).sum();
+                assert!(bytes <= READDIR_BYTES, "{bytes}");
+                seen += page.len();
+            }
+            assert_eq!(seen, n);
+            assert!(all.is_empty());
         }
     }
 }
