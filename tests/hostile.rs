@@ -3,7 +3,10 @@
 
 mod support;
 
-use std::process::Command;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use support::{Daemon, TestConfig, handoff_bin, sftp_batch, sftp_batch_with};
 
@@ -434,4 +437,374 @@ fn a_box_with_5000_receipts_lists_completely() {
         files[RECEIPTS - 1]["name"],
         "f04999-0123456789abcdef0123456789abcdef.accepted.json"
     );
+}
+
+/// Reads from `s` until the peer closes the connection or `limit` passes: what was read, and
+/// whether it was closed.
+fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (got, false);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (got, false);
+            }
+            Err(_) => return (got, true),
+        }
+    }
+}
+
+/// A raw TCP connection to the SSH port that has read the server's version line.
+fn ssh_banner(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\n") && line.len() < 256 {
+        match s.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            other => panic!("no version line: {other:?} after {line:?}"),
+        }
+    }
+    assert!(line.starts_with(b"SSH-2.0-handoff"), "{line:?}");
+    s
+}
+
+/// Waits (bounded) for `child` to exit; kills it if it does not.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// An OpenSSH `sftp` in batch mode reading its commands from a pipe the test holds.
+fn sftp_held(tc: &TestConfig, extra: &[&str]) -> Child {
+    let args: Vec<&str> = extra.iter().copied().chain(["-b", "-"]).collect();
+    support::sftp_command(tc.sftp_port, CLINIC, CLINIC, &args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sftp")
+}
+
+/// A client that connects and says nothing is closed after `ssh_version_timeout`; one that
+/// says its version but does not authenticate, after `login_grace_time`.
+#[test]
+fn ssh_clients_must_say_their_version_and_log_in_in_time() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "ssh_version_timeout = \"10s\"",
+            "ssh_version_timeout = \"1s\"",
+        )
+        .replace("login_grace_time = \"30s\"", "login_grace_time = \"2s\"")
+    });
+    let d = Daemon::start(&tc);
+    let mut silent = ssh_banner(tc.sftp_port);
+    let (_, closed) = read_until_closed(&mut silent, Duration::from_secs(20));
+    assert!(closed, "a client that sends no version is closed");
+    assert!(support::wait_for(5, || d
+        .audit_lines("sftp.timeout")
+        .iter()
+        .any(|l| l.contains("version"))));
+
+    let mut stalled = ssh_banner(tc.sftp_port);
+    stalled.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+    let (got, closed) = read_until_closed(&mut stalled, Duration::from_secs(20));
+    assert!(closed, "a client that does not authenticate is closed");
+    assert!(!got.is_empty(), "the key exchange had begun");
+    assert!(support::wait_for(5, || d
+        .audit_lines("sftp.timeout")
+        .iter()
+        .any(|l| l.contains("authentication"))));
+    // A client that logs in is not cut by the grace time.
+    let out = sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls /\n");
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Connections that have not authenticated are capped (OpenSSH's MaxStartups), and so are all
+/// connections: past either cap a connection is closed on arrival, before the version line.
+#[test]
+fn unauthenticated_and_total_ssh_connections_are_capped() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "max_unauthenticated_connections = 64",
+            "max_unauthenticated_connections = 2",
+        )
+        .replace("max_connections = 1024", "max_connections = 3")
+    });
+    let d = Daemon::start(&tc);
+    let idle: Vec<TcpStream> = (0..2).map(|_| ssh_banner(tc.sftp_port)).collect();
+    let mut third = TcpStream::connect(("127.0.0.1", tc.sftp_port)).unwrap();
+    let (got, closed) = read_until_closed(&mut third, Duration::from_secs(10));
+    assert!(closed && got.is_empty(), "closed on arrival: {got:?}");
+    assert!(support::wait_for(5, || d
+        .audit_lines("sftp.connection_refused")
+        .iter()
+        .any(|l| l.contains("not yet authenticated"))));
+    drop(idle);
+    // The slots come free when those connections end.
+    assert!(
+        support::wait_for(10, || sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls /\n")
+            .status
+            .success()),
+        "{}",
+        d.log_text()
+    );
+
+    // Two logged-in sessions and one unauthenticated connection fill max_connections = 3.
+    let logins = d.audit_lines("sftp.login").len();
+    let mut held: Vec<Child> = (0..2).map(|_| sftp_held(&tc, &[])).collect();
+    assert!(support::wait_for(20, || d.audit_lines("sftp.login").len() == logins + 2));
+    let _third = ssh_banner(tc.sftp_port);
+    let mut fourth = TcpStream::connect(("127.0.0.1", tc.sftp_port)).unwrap();
+    let (got, closed) = read_until_closed(&mut fourth, Duration::from_secs(10));
+    assert!(closed && got.is_empty(), "closed on arrival: {got:?}");
+    assert!(support::wait_for(5, || d
+        .audit_lines("sftp.connection_refused")
+        .iter()
+        .any(|l| l.contains("too many connections (at most 3)"))));
+    for child in &mut held {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"pwd\nbye\n")
+            .unwrap();
+        let status = wait_exit(child, Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "held sessions still work"
+        );
+    }
+}
+
+/// An authenticated session whose channels do not move for `idle_timeout` is closed; one that
+/// keeps asking is not.
+#[test]
+fn idle_ssh_sessions_are_closed_and_busy_ones_are_not() {
+    let tc = TestConfig::with(|t| t.replace("idle_timeout = \"15m\"", "idle_timeout = \"3s\""));
+    let d = Daemon::start(&tc);
+    let mut idle = sftp_held(&tc, &[]);
+    assert!(
+        support::wait_for(30, || !d.audit_lines("sftp.logout").is_empty()),
+        "the idle session is closed: {}",
+        d.log_text()
+    );
+    let closed = d.audit_lines("sftp.idle_timeout");
+    assert_eq!(closed.len(), 1, "{}", d.log_text());
+    assert!(closed[0].contains(CLINIC));
+    // The client learns it at its next command.
+    idle.stdin.take().unwrap().write_all(b"ls /\n").unwrap();
+    let status = wait_exit(&mut idle, Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the client was cut off"
+    );
+    assert!(d.audit_lines("box.list").is_empty());
+
+    let mut busy = sftp_held(&tc, &[]);
+    let mut stdin = busy.stdin.take().unwrap();
+    // Twice the idle timeout in all, never more than a sixth of it between two requests.
+    for _ in 0..12 {
+        stdin.write_all(b"ls /\n").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stdin.write_all(b"bye\n").unwrap();
+    drop(stdin);
+    let status = wait_exit(&mut busy, Duration::from_secs(20));
+    let mut out = String::new();
+    busy.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{out}");
+    assert_eq!(out.matches("receipts").count(), 12, "{out}");
+    assert_eq!(d.audit_lines("box.list").len(), 12);
+    assert_eq!(d.audit_lines("sftp.idle_timeout").len(), 1);
+}
+
+/// One connection may hold at most `max_channels_per_connection` channels: OpenSSH's
+/// connection sharing opens one channel per `sftp` on a single connection; the third is
+/// refused, and a closed channel makes room again.
+#[test]
+fn channels_per_ssh_connection_are_capped() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "max_channels_per_connection = 10",
+            "max_channels_per_connection = 2",
+        )
+    });
+    let d = Daemon::start(&tc);
+    let control = tc.dir.path().join("mux");
+    let control_opt = format!("ControlPath={}", control.display());
+    let key = support::repo_root().join("certs-example/ssh").join(CLINIC);
+    let mut master = Command::new("ssh")
+        .args(["-p", &tc.sftp_port.to_string(), "-N", "-M"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            &control_opt,
+        ])
+        .arg("-i")
+        .arg(&key)
+        .arg(format!("{CLINIC}@127.0.0.1"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run ssh");
+    assert!(support::wait_for(20, || control.exists()), "no master");
+    let shared = ["-o", &control_opt, "-o", "ControlMaster=no"];
+    let mut held: Vec<Child> = (0..2).map(|_| sftp_held(&tc, &shared)).collect();
+    // Both hold their channel once they have listed something.
+    for child in &mut held {
+        child.stdin.as_mut().unwrap().write_all(b"ls /\n").unwrap();
+    }
+    assert!(
+        support::wait_for(20, || d.audit_lines("box.list").len() == 2),
+        "{}",
+        d.log_text()
+    );
+    // Port 1 has no listener: the client cannot fall back to a connection of its own.
+    let third = support::sftp_command(1, CLINIC, CLINIC, &[&shared[..], &["-b", "-"]].concat())
+        .stdin(Stdio::piped())
+        .output()
+        .expect("run sftp");
+    assert!(
+        !third.status.success() && text(&third).contains("refused by peer"),
+        "a third channel is refused: {}",
+        text(&third)
+    );
+    assert!(support::wait_for(5, || d
+        .audit_lines("sftp.refused")
+        .iter()
+        .any(|l| l.contains("max_channels_per_connection"))));
+    assert_eq!(
+        d.audit_lines("sftp.login").len(),
+        1,
+        "one connection carried them all"
+    );
+    for child in &mut held {
+        child.stdin.take().unwrap().write_all(b"bye\n").unwrap();
+        let status = wait_exit(child, Duration::from_secs(20));
+        assert!(status.is_some_and(|s| s.success()));
+    }
+    // Closed channels make room again.
+    let batch = tc.dir.path().join("ls-batch");
+    std::fs::write(&batch, "ls /\n").unwrap();
+    let batch = batch.display().to_string();
+    let again = support::sftp_command(1, CLINIC, CLINIC, &[&shared[..], &["-b", &batch]].concat())
+        .output()
+        .expect("run sftp");
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(d.audit_lines("box.list").len(), 3);
+    let _ = master.kill();
+    let _ = master.wait();
+}
+
+/// curl, verbose, with an example certificate; `args` after the options.
+fn curl_verbose(tc: &TestConfig, cert: &str, args: &[&str]) -> std::process::Output {
+    let certs = support::repo_root().join("certs-example");
+    let base = format!("https://localhost:{}", tc.https_port);
+    Command::new("curl")
+        .args(["-sS", "-v", "--max-time", "20", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join(format!("{cert}.pem")))
+        .arg("--key")
+        .arg(certs.join(format!("{cert}.key")))
+        .args(args.iter().map(|a| a.replace("{base}", &base)))
+        .output()
+        .expect("run curl")
+}
+
+/// A valid certificate that maps to no account gets its 403 and loses the connection (HTTP/1.1
+/// and HTTP/2 alike: the second request needs a new one); each such connection scores for its
+/// source, which is banned past `auth_failures_per_ip` while others keep working.
+#[test]
+fn https_unmapped_certificates_are_closed_after_their_403_and_banned() {
+    let tc =
+        TestConfig::with(|t| t.replace("auth_failures_per_ip = 10", "auth_failures_per_ip = 3"));
+    let d = Daemon::start(&tc);
+    assert!(support::wait_for(20, || TcpStream::connect((
+        "127.0.0.1",
+        tc.https_port
+    ))
+    .is_ok()));
+    for version in ["--http1.1", "--http2"] {
+        let out = curl_verbose(
+            &tc,
+            "unmapped-client",
+            &[
+                version,
+                "-w",
+                "%{http_code}\n",
+                "{base}/inbox/",
+                "{base}/outbox/",
+            ],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.matches("403").count(), 2, "{}", text(&out));
+        assert!(stdout.contains("\"forbidden\""), "{stdout}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.matches("* Connected to").count(),
+            2,
+            "one connection per request: {stderr}"
+        );
+        assert!(!stderr.contains("Re-using existing connection"), "{stderr}");
+    }
+    assert_eq!(d.audit_lines("https.unmapped_certificate").len(), 4);
+    let bans = d.audit_lines("auth.ban");
+    assert_eq!(bans.len(), 1, "{}", d.log_text());
+    assert!(bans[0].contains("source 127.0.0.1"), "{}", bans[0]);
+    // Banned: even the clinic's own certificate is turned away from 127.0.0.1 ...
+    let out = curl_verbose(&tc, CLINIC, &["-w", "%{http_code}", "{base}/inbox/"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!d.audit_lines("https.connection_refused").is_empty());
+    // ... and works from elsewhere.
+    let out = curl_verbose(
+        &tc,
+        CLINIC,
+        &[
+            "--interface",
+            "127.0.0.2",
+            "-w",
+            "%{http_code}",
+            "{base}/inbox/",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("200"));
 }

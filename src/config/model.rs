@@ -145,6 +145,24 @@ pub struct Limits {
     /// Longest pause allowed between two pieces of a request body.
     #[serde(with = "humantime_serde")]
     pub body_idle_timeout: Duration,
+    /// Time an SSH client has to send its version string after connecting.
+    #[serde(with = "humantime_serde")]
+    pub ssh_version_timeout: Duration,
+    /// Time an SSH client has to authenticate after connecting (OpenSSH's `LoginGraceTime`).
+    #[serde(with = "humantime_serde")]
+    pub login_grace_time: Duration,
+    /// SSH connections not yet authenticated at once (OpenSSH's `MaxStartups`): a flood of
+    /// handshakes cannot take every slot from clients that log in.
+    pub max_unauthenticated_connections: u32,
+    /// Connections open at once, per transport.
+    pub max_connections: u32,
+    /// An authenticated SSH session with no channel activity for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Channels open at once on one SSH connection (OpenSSH's `MaxSessions`).
+    pub max_channels_per_connection: u32,
+    /// Files and directories one SFTP session may hold open at once.
+    pub max_handles_per_session: u32,
 }
 
 impl Default for Limits {
@@ -162,6 +180,13 @@ impl Default for Limits {
             requests_per_second_per_account: 50,
             header_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(30),
+            ssh_version_timeout: Duration::from_secs(10),
+            login_grace_time: Duration::from_secs(30),
+            max_unauthenticated_connections: 64,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(15 * 60),
+            max_channels_per_connection: 10,
+            max_handles_per_session: 64,
         }
     }
 }

@@ -169,11 +169,29 @@ fn gateway(g: &Gateway, f: &mut Findings) {
     if let Err(e) = parse_offset(&g.time_zone) {
         f.error(at("time_zone"), e);
     }
-    if g.limits.max_upload_size.bytes() == 0 {
-        f.error(
-            key_path!["gateway", "limits", "max_upload_size"],
-            "must be more than 0",
-        );
+    let limits = &g.limits;
+    for (key, zero) in [
+        ("max_upload_size", limits.max_upload_size.bytes() == 0),
+        ("ssh_version_timeout", limits.ssh_version_timeout.is_zero()),
+        ("login_grace_time", limits.login_grace_time.is_zero()),
+        (
+            "max_unauthenticated_connections",
+            limits.max_unauthenticated_connections == 0,
+        ),
+        ("max_connections", limits.max_connections == 0),
+        ("idle_timeout", limits.idle_timeout.is_zero()),
+        (
+            "max_channels_per_connection",
+            limits.max_channels_per_connection == 0,
+        ),
+        (
+            "max_handles_per_session",
+            limits.max_handles_per_session == 0,
+        ),
+    ] {
+        if zero {
+            f.error(key_path!["gateway", "limits", key], "must be more than 0");
+        }
     }
 }
 

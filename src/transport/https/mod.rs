@@ -32,6 +32,35 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// an HTTP/2 upload ran ~20 % faster. It also bounds the one frame hyper holds per connection.
 const H2_MAX_FRAME: u32 = 256 << 10;
 
+/// Time a connection without an account has to take its 403 before it is dropped.
+const UNMAPPED_LINGER: Duration = Duration::from_secs(5);
+
+/// A valid certificate that maps to no account counts as a failed login of its source, as a
+/// wrong SSH key does: a client that keeps trying is banned (docs/https.md).
+fn score_unmapped(services: &Services, peer: SocketAddr) {
+    let bans = services.limiter.record_failure(
+        peer.ip(),
+        None,
+        crate::transport::limits::Failure::WrongCredential,
+    );
+    for b in &bans {
+        services
+            .metrics
+            .bans
+            .get_or_create(&vec![
+                ("transport", "https".to_owned()),
+                ("kind", b.kind().to_owned()),
+            ])
+            .inc();
+        services.audit.record(
+            "auth.ban",
+            None,
+            Some(peer),
+            serde_json::json!({"ban": b.to_string()}),
+        );
+    }
+}
+
 /// A cached SHA-256 of an outbox file: size and time it was computed for, and the digest.
 type CachedDigest = (u64, std::time::SystemTime, String);
 
@@ -86,13 +115,28 @@ impl HttpsServer {
                 );
                 continue;
             }
+            let slot = match services
+                .limiter
+                .connection_slot(crate::transport::limits::Transport::Https)
+            {
+                Ok(s) => s,
+                Err(full) => {
+                    services.audit.record(
+                        "https.connection_refused",
+                        None,
+                        Some(peer),
+                        serde_json::json!({"reason": full.to_string()}),
+                    );
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
-            tokio::spawn(connection(
-                self.shared.clone(),
-                tcp,
-                peer,
-                shutdown.child_token(),
-            ));
+            let shared = self.shared.clone();
+            let end = shutdown.child_token();
+            tokio::spawn(async move {
+                let _slot = slot;
+                connection(shared, tcp, peer, end).await
+            });
         }
     }
 }
@@ -172,6 +216,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
                     ("reason", "unmapped".to_owned()),
                 ])
                 .inc();
+            score_unmapped(services, peer);
             None
         }
     };
@@ -192,6 +237,9 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
             .inc();
     }
 
+    // A connection without an account gets its 403 and is closed: it may not go on asking.
+    let answered = CancellationToken::new();
+    let close_after_answer = account.is_none();
     let ctx = Arc::new(api::Connection {
         shared: shared.clone(),
         account,
@@ -211,23 +259,49 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
         .max_frame_size(H2_MAX_FRAME)
         .max_concurrent_streams(limits.max_requests_per_account.max(1))
         .keep_alive_interval(Duration::from_secs(30));
-    let service = service_fn(move |req| {
+    let answered_by_service = answered.clone();
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let ctx = ctx.clone();
-        async move { Ok::<_, std::convert::Infallible>(api::handle(ctx, req).await) }
+        let answered = answered_by_service.clone();
+        async move {
+            let http1 = req.version() < hyper::Version::HTTP_2;
+            let mut response = api::handle(ctx, req).await;
+            if close_after_answer {
+                if http1 {
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
+                answered.cancel();
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "https connection ended with an error");
-            }
-        }
+    let finished = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = answered.cancelled() => None,
         _ = end.cancelled() => {
             // Revoked or shutting down: reset the connection now, mid-request included. The
             // socket is still owned by `conn`, dropped just below.
             crate::transport::abort_on_close(fd);
+            Some(Ok(()))
         }
+    };
+    let finished = match finished {
+        Some(r) => Some(r),
+        None => {
+            // HTTP/1.1 closes after the `Connection: close` answer; HTTP/2 sends GOAWAY.
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(UNMAPPED_LINGER, conn.as_mut())
+                .await
+                .ok()
+        }
+    };
+    if let Some(Err(e)) = finished {
+        tracing::debug!(%peer, error = %e, "https connection ended with an error");
     }
     if guard.is_some() {
         services

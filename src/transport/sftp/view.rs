@@ -30,8 +30,6 @@ pub const MAX_SFTP_PACKET: u32 = 256 * 1024;
 /// Largest read answered at once, and largest write asked of clients, as OpenSSH's server caps
 /// them: room for the header within the 256 KiB frame.
 const MAX_READ: u32 = 256 * 1024 - 1024;
-/// Files and directories one session may hold open at once.
-const MAX_HANDLES: usize = 64;
 /// Most entries in one `readdir` answer, as OpenSSH's server sends.
 const READDIR_ENTRIES: usize = 100;
 /// Most bytes of names and attributes in one `readdir` answer: OpenSSH's client refuses a reply
@@ -81,6 +79,8 @@ pub struct SftpView {
     next_handle: u64,
     retrieved: HashSet<(String, FileName)>,
     downloaded: Counter,
+    /// Files and directories this session may hold open at once (`max_handles_per_session`).
+    max_handles: usize,
 }
 
 /// A refusal as the client sees it: a status code and a message it can act on.
@@ -189,7 +189,15 @@ impl SftpView {
         view: BoxView,
     ) -> SftpView {
         let downloaded = services.metrics.transferred("sftp", "download");
+        let max_handles = services
+            .live
+            .snapshot()
+            .config
+            .gateway
+            .limits
+            .max_handles_per_session as usize;
         SftpView {
+            max_handles,
             services,
             account,
             peer,
@@ -272,11 +280,12 @@ impl SftpView {
 
     /// Refuses another handle once the session holds as many as the limits extension announced.
     fn check_handles(&self) -> Result<(), Refusal> {
-        if self.handles.len() >= MAX_HANDLES {
+        if self.handles.len() >= self.max_handles {
             return Err(refuse(
                 StatusCode::Failure,
                 format!(
-                    "too many open files (at most {MAX_HANDLES} per session); close some first"
+                    "too many open files (at most {} per session); close some first",
+                    self.max_handles
                 ),
             ));
         }
@@ -781,7 +790,7 @@ impl russh_sftp::server::Handler for SftpView {
                 MAX_SFTP_PACKET as u64,
                 MAX_READ as u64,
                 MAX_READ as u64,
-                MAX_HANDLES as u64,
+                self.max_handles as u64,
             ]
             .into_iter()
             .flat_map(u64::to_be_bytes)
