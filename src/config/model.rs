@@ -45,6 +45,10 @@ pub struct Gateway {
     /// `inbound = "cms"`), and its certificate.
     pub inbound_key: Option<PathBuf>,
     pub inbound_cert: Option<PathBuf>,
+    /// Open inbound files whose content key is wrapped with RSA PKCS#1 v1.5 (OpenSSL's
+    /// default): off, since that padding is a decryption oracle's raw material (docs/sealing.md).
+    #[serde(default)]
+    pub inbound_allow_rsa_pkcs1v15: bool,
     pub clamd: String,
     pub schema_dir: PathBuf,
     /// Offset used to read date-only `expires` values, e.g. "+09:00".
