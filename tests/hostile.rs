@@ -808,3 +808,273 @@ fn https_unmapped_certificates_are_closed_after_their_403_and_banned() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("200"));
 }
+
+/// A CRL of the example CA, made with `openssl ca`, revoking the example certificates
+/// `revoke`, due again after `next_seconds`.
+fn ca_crl(dir: &std::path::Path, revoke: &[&str], next_seconds: u32) -> Vec<u8> {
+    let certs = support::repo_root().join("certs-example");
+    let db = dir.join(format!("ca-db-{}", support::free_port()));
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(db.join("index.txt"), "").unwrap();
+    std::fs::write(db.join("crlnumber"), "1000\n").unwrap();
+    let cnf = db.join("openssl.cnf");
+    std::fs::write(
+        &cnf,
+        format!(
+            "[ ca ]\ndefault_ca = d\n[ d ]\ndatabase = {db}/index.txt\ncrlnumber = {db}/crlnumber\n\
+             certificate = {certs}/ca.pem\nprivate_key = {certs}/ca.key\ndefault_md = sha256\n",
+            db = db.display(),
+            certs = certs.display()
+        ),
+    )
+    .unwrap();
+    for name in revoke {
+        support::output_ok(
+            Command::new("openssl")
+                .args(["ca", "-config"])
+                .arg(&cnf)
+                .arg("-revoke")
+                .arg(certs.join(format!("{name}.pem"))),
+        );
+    }
+    let out = db.join("out.crl");
+    support::output_ok(
+        Command::new("openssl")
+            .args(["ca", "-config"])
+            .arg(&cnf)
+            .args(["-gencrl", "-crlsec", &next_seconds.to_string(), "-out"])
+            .arg(&out),
+    );
+    std::fs::read(out).unwrap()
+}
+
+/// A test config whose CRL is a file of its own (returned), holding `crl`.
+fn with_own_crl(
+    crl: &[u8],
+    edit: impl FnOnce(String) -> String,
+) -> (TestConfig, std::path::PathBuf) {
+    let example = format!("{}/certs-example/ca.crl", support::repo_root().display());
+    let holder = tempfile::tempdir().unwrap();
+    let placeholder = holder.path().join("x");
+    let tc = TestConfig::with(|t| edit(t.replace(&example, &placeholder.display().to_string())));
+    let path = tc.dir.path().join("own.crl");
+    std::fs::write(&path, crl).unwrap();
+    tc.rewrite(&tc.text().replace(
+        &placeholder.display().to_string(),
+        &path.display().to_string(),
+    ));
+    (tc, path)
+}
+
+fn https_status(tc: &TestConfig, cert: &str, extra: &[&str]) -> Option<u16> {
+    let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+    args.extend_from_slice(extra);
+    args.push("{base}/inbox/");
+    let out = curl_verbose(tc, cert, &args);
+    let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    (out.status.success() && code != 0).then_some(code)
+}
+
+fn hup(d: &Daemon) {
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &d.pid().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn wait_https(tc: &TestConfig) {
+    assert!(support::wait_for(20, || TcpStream::connect((
+        "127.0.0.1",
+        tc.https_port
+    ))
+    .is_ok()));
+}
+
+/// A CRL that does not parse refuses `check-config` and the start; on a reload it refuses the
+/// new config, and the CRL in force stays.
+#[test]
+fn a_crl_that_does_not_parse_refuses_the_start_and_the_reload() {
+    let good = std::fs::read(support::repo_root().join("certs-example/ca.crl")).unwrap();
+    let (tc, crl) = with_own_crl(b"not a CRL", |t| t);
+    let check = Command::new(handoff_bin())
+        .arg("check-config")
+        .arg(&tc.path)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    assert!(
+        text(&check).contains("does not parse as a CRL"),
+        "{}",
+        text(&check)
+    );
+    let mut serve = Command::new(handoff_bin())
+        .args(["serve", "--config"])
+        .arg(&tc.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut serve, Duration::from_secs(20));
+    assert!(status.is_some_and(|s| !s.success()), "refused to start");
+
+    std::fs::write(&crl, &good).unwrap();
+    let d = Daemon::start(&tc);
+    wait_https(&tc);
+    assert_eq!(https_status(&tc, CLINIC, &[]), Some(200));
+    assert_eq!(https_status(&tc, "revoked-client", &[]), None);
+    std::fs::write(
+        &crl,
+        b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    hup(&d);
+    assert!(
+        support::wait_for(10, || d
+            .audit_lines("config.refused")
+            .iter()
+            .any(|l| l.contains("CRL"))),
+        "{}",
+        d.log_text()
+    );
+    // The CRL in force stays: the revoked certificate is still refused, the clinic still in.
+    assert_eq!(https_status(&tc, "revoked-client", &[]), None);
+    assert_eq!(https_status(&tc, CLINIC, &[]), Some(200));
+}
+
+/// An idle HTTP/1.1 keep-alive connection held by `openssl s_client`, after one request.
+fn keep_alive(tc: &TestConfig, cert: &str) -> Child {
+    use std::io::BufRead;
+    let certs = support::repo_root().join("certs-example");
+    let mut client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{}", tc.https_port),
+        ])
+        .arg("-CAfile")
+        .arg(certs.join("ca.pem"))
+        .arg("-cert")
+        .arg(certs.join(format!("{cert}.pem")))
+        .arg("-key")
+        .arg(certs.join(format!("{cert}.key")))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    client
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"GET /inbox/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut reader = std::io::BufReader::new(client.stdout.take().unwrap());
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    client
+}
+
+/// A reloaded CRL that now revokes a certificate closes its open connections: an idle
+/// HTTP/1.1 keep-alive one and an HTTP/2 upload in progress; new ones are refused, and other
+/// certificates keep working.
+#[test]
+fn a_reloaded_crl_closes_open_connections_of_certificates_it_now_revokes() {
+    const CLINIC_B: &str = "clinic-2717654327";
+    let dir = tempfile::tempdir().unwrap();
+    let (tc, crl) = with_own_crl(&ca_crl(dir.path(), &["revoked-client"], 86_400), |t| t);
+    let d = Daemon::start(&tc);
+    wait_https(&tc);
+    let mut idle = keep_alive(&tc, CLINIC);
+    let src = tc.dir.path().join("big.bin");
+    support::random_file(&src, 40 << 20);
+    let src = src.display().to_string();
+    let certs = support::repo_root().join("certs-example");
+    let mut upload = Command::new("curl")
+        .args(["-sS", "--http2", "--limit-rate", "1M", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join(format!("{CLINIC}.pem")))
+        .arg("--key")
+        .arg(certs.join(format!("{CLINIC}.key")))
+        .args(["-T", &src])
+        .arg(format!("https://localhost:{}/inbox/big.bin", tc.https_port))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = tc.state_dir().join("staging").join(CLINIC);
+    assert!(support::wait_for(10, || std::fs::read_dir(&staging)
+        .map(|mut r| r.next().is_some())
+        .unwrap_or(false)));
+    assert!(
+        idle.try_wait().unwrap().is_none(),
+        "keep-alive connection open"
+    );
+
+    std::fs::write(
+        &crl,
+        ca_crl(dir.path(), &["revoked-client", CLINIC], 86_400),
+    )
+    .unwrap();
+    hup(&d);
+    let closed = wait_exit(&mut idle, Duration::from_secs(10));
+    assert!(
+        closed.is_some(),
+        "keep-alive connection closed: {}",
+        d.log_text()
+    );
+    let cut = wait_exit(&mut upload, Duration::from_secs(20));
+    assert!(cut.is_some_and(|s| !s.success()), "upload cut");
+    let revoked = d.audit_lines("https.revoked");
+    assert_eq!(revoked.len(), 2, "{revoked:?}");
+    assert!(
+        revoked
+            .iter()
+            .all(|l| l.contains(CLINIC) && l.contains("revoked by the CRL"))
+    );
+    assert!(d.audit_lines("box.upload").is_empty());
+    assert_eq!(https_status(&tc, CLINIC, &[]), None, "refused from now on");
+    assert_eq!(https_status(&tc, CLINIC_B, &[]), Some(200));
+}
+
+/// A CRL past its nextUpdate raises an alert; once `crl_grace` has passed too, the CA's
+/// clients are refused and their open connections closed.
+#[test]
+fn a_crl_past_its_next_update_alerts_and_after_its_grace_refuses_the_cas_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tc, _crl) = with_own_crl(&ca_crl(dir.path(), &["revoked-client"], 5), |t| {
+        t.replace("crl_grace = \"24h\"", "crl_grace = \"5s\"")
+    });
+    let d = Daemon::start(&tc);
+    wait_https(&tc);
+    // Within nextUpdate and the grace: let in.
+    let mut idle = keep_alive(&tc, CLINIC);
+    assert!(
+        support::wait_for(20, || !d.audit_lines("alert.crl_stale").is_empty()),
+        "{}",
+        d.log_text()
+    );
+    let closed = wait_exit(&mut idle, Duration::from_secs(30));
+    assert!(closed.is_some(), "open connection closed after the grace");
+    let revoked = d.audit_lines("https.revoked");
+    assert!(
+        revoked.iter().any(|l| l.contains("crl_grace")),
+        "{revoked:?}"
+    );
+    assert_eq!(https_status(&tc, CLINIC, &[]), None);
+    assert!(
+        d.audit_lines("https.refused")
+            .iter()
+            .any(|l| l.contains("crl_grace"))
+    );
+    assert_eq!(d.audit_lines("alert.crl_stale").len(), 1);
+}

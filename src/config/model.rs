@@ -39,6 +39,10 @@ pub struct Gateway {
     pub client_ca: Vec<PathBuf>,
     #[serde(default)]
     pub crl: Vec<PathBuf>,
+    /// How long clients of a CA whose CRL is past its nextUpdate are still let in (an alert is
+    /// raised at once): a CA that stops publishing must not leave revocation unknown for ever.
+    #[serde(default = "default_crl_grace", with = "humantime_serde")]
+    pub crl_grace: std::time::Duration,
     pub receipt_key: PathBuf,
     pub master_key: PathBuf,
     /// Private key that opens uploads encrypted for the gateway (counterparts with
@@ -84,6 +88,10 @@ impl Default for ArchiveLimits {
             max_ratio: 100,
         }
     }
+}
+
+fn default_crl_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 3600)
 }
 
 fn default_time_zone() -> String {

@@ -126,7 +126,28 @@ fn gateway(g: &Gateway, f: &mut Findings) {
         existing_file(p, at("client_ca").join(i), f);
     }
     for (i, p) in g.crl.iter().enumerate() {
-        existing_file(p, at("crl").join(i), f);
+        if !existing_file(p, at("crl").join(i), f) {
+            continue;
+        }
+        match super::crl::read(p) {
+            Err(e) => f.error(at("crl").join(i), e.to_string()),
+            Ok(crls) => {
+                let now = time::OffsetDateTime::now_utc();
+                for c in crls
+                    .iter()
+                    .filter(|c| c.next_update.is_some_and(|t| t < now))
+                {
+                    f.warn(
+                        at("crl").join(i),
+                        format!(
+                            "{}: the CRL of {} is past its nextUpdate: its clients are refused once crl_grace has passed",
+                            p.display(),
+                            c.issuer
+                        ),
+                    );
+                }
+            }
+        }
     }
     secret_file(&g.receipt_key, at("receipt_key"), f);
     secret_file(&g.master_key, at("master_key"), f);

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 pub use identity::CertIdentity;
 pub use tls::TlsError;
 
+use crate::config::crl::{Crl, CrlError};
+
 use crate::daemon::Services;
 
 /// Time allowed for the TLS handshake.
@@ -64,10 +66,49 @@ fn score_unmapped(services: &Services, peer: SocketAddr) {
 /// A cached SHA-256 of an outbox file: size and time it was computed for, and the digest.
 type CachedDigest = (u64, std::time::SystemTime, String);
 
+/// The CRLs in force, sent to every connection whenever they change or one of them runs out
+/// of grace, so that each connection checks its own certificate again.
+#[derive(Clone)]
+struct CrlState {
+    crls: Arc<Vec<Crl>>,
+    grace: Duration,
+}
+
+impl CrlState {
+    fn of(snapshot: &crate::config::live::Snapshot) -> Result<CrlState, CrlError> {
+        let mut crls = Vec::new();
+        for p in &snapshot.config.gateway.crl {
+            crls.extend(crate::config::crl::read(p)?);
+        }
+        Ok(CrlState {
+            crls: Arc::new(crls),
+            grace: snapshot.config.gateway.crl_grace,
+        })
+    }
+
+    /// Why a certificate (its issuer's name, DER, and serial) may not be connected, if so.
+    fn refuses(&self, issuer: &[u8], serial: &[u8], now: time::OffsetDateTime) -> Option<String> {
+        self.crls.iter().find_map(|c| {
+            if c.revokes(issuer, serial) {
+                Some(format!("revoked by the CRL in {}", c.path.display()))
+            } else if c.issuer_der == issuer && c.next_update.is_some_and(|t| t + self.grace < now)
+            {
+                Some(format!(
+                    "the CRL of {} is past its nextUpdate and crl_grace",
+                    c.issuer
+                ))
+            } else {
+                None
+            }
+        })
+    }
+}
+
 /// State shared by all HTTPS connections.
 pub(crate) struct Shared {
     services: Services,
     tls: tls::TlsConfigs,
+    crl: tokio::sync::watch::Sender<CrlState>,
     /// Requests in flight per account, bounded by `max_requests_per_account`.
     in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// SHA-256 of outbox files by (box, name), valid while size and mtime are unchanged.
@@ -80,11 +121,14 @@ pub struct HttpsServer {
 
 impl HttpsServer {
     pub fn new(services: Services) -> Result<HttpsServer, TlsError> {
-        let tls = tls::TlsConfigs::new(&services.live.snapshot())?;
+        let snapshot = services.live.snapshot();
+        let tls = tls::TlsConfigs::new(&snapshot)?;
+        let crl = CrlState::of(&snapshot).map_err(|e| TlsError::Crl(e.to_string()))?;
         Ok(HttpsServer {
             shared: Arc::new(Shared {
                 services,
                 tls,
+                crl: tokio::sync::watch::Sender::new(crl),
                 in_flight: Mutex::new(HashMap::new()),
                 digests: Mutex::new(HashMap::new()),
             }),
@@ -93,6 +137,7 @@ impl HttpsServer {
 
     /// Serves HTTPS on `listener` until `shutdown`.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        tokio::spawn(watch_crls(self.shared.clone(), shutdown.clone()));
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -141,6 +186,108 @@ impl HttpsServer {
     }
 }
 
+/// Keeps the CRLs of the config in force: re-reads them when a reload swapped the config,
+/// alerts when one passes its nextUpdate, and tells the connections when they changed or one
+/// ran out of `crl_grace`. Checks once a second until `shutdown`.
+async fn watch_crls(shared: Arc<Shared>, shutdown: CancellationToken) {
+    use std::collections::HashSet;
+    let services = &shared.services;
+    let mut seen = Arc::as_ptr(&services.live.snapshot()) as usize;
+    // CRLs (file, nextUpdate) already alerted, and already past their grace.
+    let mut alerted: HashSet<(std::path::PathBuf, i64)> = HashSet::new();
+    let mut past_grace: HashSet<(std::path::PathBuf, i64)> = HashSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let snapshot = services.live.snapshot();
+        let ptr = Arc::as_ptr(&snapshot) as usize;
+        if ptr != seen {
+            seen = ptr;
+            match CrlState::of(&snapshot) {
+                Ok(state) => {
+                    shared.crl.send_replace(state);
+                }
+                // Validated with the config a moment ago; changed since. The old list stays.
+                Err(e) => {
+                    tracing::error!(error = %e, "CRL unreadable; the previous CRLs stay in force")
+                }
+            }
+        }
+        let state = shared.crl.borrow().clone();
+        let now = time::OffsetDateTime::now_utc();
+        let mut ran_out = false;
+        for c in state.crls.iter() {
+            let Some(next) = c.next_update.filter(|t| *t < now) else {
+                continue;
+            };
+            let key = (c.path.clone(), next.unix_timestamp());
+            if alerted.insert(key.clone()) {
+                crate::metrics::alerts::raise_for(
+                    services,
+                    "crl_stale",
+                    None,
+                    None,
+                    serde_json::json!({"crl": c.path.display().to_string(), "issuer": c.issuer, "next_update": next.unix_timestamp(), "grace_seconds": state.grace.as_secs()}),
+                );
+            }
+            if next + state.grace < now && past_grace.insert(key) {
+                tracing::error!(crl = %c.path.display(), issuer = %c.issuer, "CRL past nextUpdate and crl_grace: refusing that CA's clients");
+                ran_out = true;
+            }
+        }
+        if ran_out {
+            shared.crl.send_modify(|_| {});
+        }
+    }
+}
+
+/// Ends the connection (`end`) as soon as the CRLs in force refuse its certificate: a reloaded
+/// CRL that revokes it, or its CA's CRL out of grace.
+async fn close_when_crl_refuses(
+    shared: Arc<Shared>,
+    issuer: Vec<u8>,
+    serial: Vec<u8>,
+    peer: SocketAddr,
+    account: Option<String>,
+    end: CancellationToken,
+) {
+    let mut changes = shared.crl.subscribe();
+    loop {
+        tokio::select! {
+            _ = end.cancelled() => return,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        let refused =
+            changes
+                .borrow_and_update()
+                .refuses(&issuer, &serial, time::OffsetDateTime::now_utc());
+        if let Some(reason) = refused {
+            shared.services.audit.record(
+                "https.revoked",
+                account.as_deref(),
+                Some(peer),
+                serde_json::json!({"reason": reason}),
+            );
+            end.cancel();
+            return;
+        }
+    }
+}
+
+/// Issuer name (DER) and serial of a client certificate, as CRLs list them.
+fn issuer_and_serial(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    Some((cert.issuer().as_raw().to_vec(), cert.raw_serial().to_vec()))
+}
+
 async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: CancellationToken) {
     let services = &shared.services;
     let snapshot = services.live.snapshot();
@@ -168,12 +315,24 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
         }
         Err(_) => return,
     };
-    let identity = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|leaf| CertIdentity::from_der(leaf));
+    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+    let identity = leaf.and_then(|leaf| CertIdentity::from_der(leaf));
+    let issued = leaf.and_then(|leaf| issuer_and_serial(leaf));
+    if let Some((issuer, serial)) = &issued {
+        let refused = shared
+            .crl
+            .borrow()
+            .refuses(issuer, serial, time::OffsetDateTime::now_utc());
+        if let Some(reason) = refused {
+            services.audit.record(
+                "https.refused",
+                None,
+                Some(peer),
+                serde_json::json!({"reason": reason}),
+            );
+            return;
+        }
+    }
     let now = time::OffsetDateTime::now_utc();
     let account = identity
         .as_ref()
@@ -221,6 +380,16 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
         }
     };
     let account = if guard.is_some() { account } else { None };
+    if let Some((issuer, serial)) = issued {
+        tokio::spawn(close_when_crl_refuses(
+            shared.clone(),
+            issuer,
+            serial,
+            peer,
+            account.as_ref().map(|a| a.id.clone()),
+            end.clone(),
+        ));
+    }
     if let Some(g) = &guard {
         let revoked = g.token().clone();
         let end = end.clone();
