@@ -289,6 +289,8 @@ fn issuer_and_serial(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 }
 
 async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: CancellationToken) {
+    // The tasks watching this connection (revocation, CRLs) end with it.
+    let _end_on_exit = end.clone().drop_guard();
     let services = &shared.services;
     let snapshot = services.live.snapshot();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
