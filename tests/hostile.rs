@@ -469,6 +469,11 @@ fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
 
 /// A raw TCP connection to the SSH port that has read the server's version line.
 fn ssh_banner(port: u16) -> TcpStream {
+    try_ssh_banner(port).unwrap_or_else(|line| panic!("no version line: {line:?}"))
+}
+
+/// As [`ssh_banner`], or what came instead of the version line.
+fn try_ssh_banner(port: u16) -> Result<TcpStream, Vec<u8>> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut line = Vec::new();
@@ -476,11 +481,29 @@ fn ssh_banner(port: u16) -> TcpStream {
     while !line.ends_with(b"\n") && line.len() < 256 {
         match s.read(&mut byte) {
             Ok(1) => line.push(byte[0]),
-            other => panic!("no version line: {other:?} after {line:?}"),
+            _ => return Err(line),
         }
     }
-    assert!(line.starts_with(b"SSH-2.0-handoff"), "{line:?}");
-    s
+    if line.starts_with(b"SSH-2.0-handoff") {
+        Ok(s)
+    } else {
+        Err(line)
+    }
+}
+
+/// `n` raw connections that got the version line, taking slots as they come free (a
+/// connection that just ended may hold one for a moment).
+fn ssh_banners(port: u16, n: usize) -> Vec<TcpStream> {
+    let mut got = Vec::new();
+    assert!(
+        support::wait_for(10, || {
+            got.extend(try_ssh_banner(port).ok());
+            got.len() == n
+        }),
+        "only {} of {n} connections admitted",
+        got.len()
+    );
+    got
 }
 
 /// Waits (bounded) for `child` to exit; kills it if it does not.
@@ -554,7 +577,7 @@ fn unauthenticated_and_total_ssh_connections_are_capped() {
         .replace("max_connections = 1024", "max_connections = 3")
     });
     let d = Daemon::start(&tc);
-    let idle: Vec<TcpStream> = (0..2).map(|_| ssh_banner(tc.sftp_port)).collect();
+    let idle = ssh_banners(tc.sftp_port, 2);
     let mut third = TcpStream::connect(("127.0.0.1", tc.sftp_port)).unwrap();
     let (got, closed) = read_until_closed(&mut third, Duration::from_secs(10));
     assert!(closed && got.is_empty(), "closed on arrival: {got:?}");
@@ -576,7 +599,7 @@ fn unauthenticated_and_total_ssh_connections_are_capped() {
     let logins = d.audit_lines("sftp.login").len();
     let mut held: Vec<Child> = (0..2).map(|_| sftp_held(&tc, &[])).collect();
     assert!(support::wait_for(20, || d.audit_lines("sftp.login").len() == logins + 2));
-    let _third = ssh_banner(tc.sftp_port);
+    let _third = ssh_banners(tc.sftp_port, 1);
     let mut fourth = TcpStream::connect(("127.0.0.1", tc.sftp_port)).unwrap();
     let (got, closed) = read_until_closed(&mut fourth, Duration::from_secs(10));
     assert!(closed && got.is_empty(), "closed on arrival: {got:?}");
@@ -946,6 +969,11 @@ fn a_crl_that_does_not_parse_refuses_the_start_and_the_reload() {
 
 /// An idle HTTP/1.1 keep-alive connection held by `openssl s_client`, after one request.
 fn keep_alive(tc: &TestConfig, cert: &str) -> Child {
+    try_keep_alive(tc, cert).unwrap_or_else(|status| panic!("{status}"))
+}
+
+/// As [`keep_alive`], or the status line it got instead of a 200 (the client is ended then).
+fn try_keep_alive(tc: &TestConfig, cert: &str) -> Result<Child, String> {
     use std::io::BufRead;
     let certs = support::repo_root().join("certs-example");
     let mut client = Command::new("openssl")
@@ -974,13 +1002,17 @@ fn keep_alive(tc: &TestConfig, cert: &str) -> Child {
         .unwrap();
     let mut reader = std::io::BufReader::new(client.stdout.take().unwrap());
     let mut status = String::new();
-    reader.read_line(&mut status).unwrap();
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let _ = reader.read_line(&mut status);
+    if !status.starts_with("HTTP/1.1 200") {
+        let _ = client.kill();
+        let _ = client.wait();
+        return Err(status);
+    }
     std::thread::spawn(move || {
         let mut sink = Vec::new();
         let _ = reader.read_to_end(&mut sink);
     });
-    client
+    Ok(client)
 }
 
 /// A reloaded CRL that now revokes a certificate closes its open connections: an idle
@@ -1077,4 +1109,31 @@ fn a_crl_past_its_next_update_alerts_and_after_its_grace_refuses_the_cas_clients
             .any(|l| l.contains("crl_grace"))
     );
     assert_eq!(d.audit_lines("alert.crl_stale").len(), 1);
+}
+
+/// HTTPS connections are capped as well: with two held open, a third is closed on arrival.
+#[test]
+fn https_connections_are_capped() {
+    let tc = TestConfig::with(|t| t.replace("max_connections = 1024", "max_connections = 2"));
+    let d = Daemon::start(&tc);
+    wait_https(&tc);
+    // The probe of the port may hold a slot for a moment: take the two slots as they come free.
+    let mut held: Vec<Child> = Vec::new();
+    assert!(support::wait_for(10, || {
+        held.extend(try_keep_alive(&tc, CLINIC).ok());
+        held.len() == 2
+    }));
+    assert_eq!(https_status(&tc, CLINIC, &[]), None);
+    assert!(support::wait_for(5, || d
+        .audit_lines("https.connection_refused")
+        .iter()
+        .any(|l| l.contains("too many connections (at most 2)"))));
+    for child in &mut held {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        support::wait_for(10, || https_status(&tc, CLINIC, &[]) == Some(200)),
+        "a slot comes free when a connection ends"
+    );
 }
