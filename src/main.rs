@@ -1038,6 +1038,7 @@ fn open(key: &Path, cert: Option<&Path>, allow_unauthenticated: bool) -> anyhow:
     })?;
     let options = handoff::seal::OpenOptions {
         allow_unauthenticated,
+        ..Default::default()
     };
     let stdin = std::io::stdin();
     let file = std::fs::File::from(stdin.as_fd().try_clone_to_owned()?);

@@ -3,7 +3,10 @@
 
 mod support;
 
-use std::process::Command;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use support::{Daemon, TestConfig, handoff_bin, sftp_batch, sftp_batch_with};
 
@@ -383,4 +386,754 @@ fn passwords_are_offered_only_where_they_exist_and_rate_limited_before_hashing()
     let ok = password_login(&tc, PASSWORD_CLINIC, PASSWORD, ELSEWHERE);
     assert!(ok.status.success(), "{}", text(&ok));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("outbox"));
+}
+
+fn curl_https(tc: &TestConfig, cert: &str, url_path: &str) -> std::process::Output {
+    let certs = support::repo_root().join("certs-example");
+    Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join(format!("{cert}.pem")))
+        .arg("--key")
+        .arg(certs.join(format!("{cert}.key")))
+        .arg(format!("https://localhost:{}{url_path}", tc.https_port))
+        .output()
+        .expect("run curl")
+}
+
+/// A box with 5,000 receipts lists completely: SFTP answers `readdir` in pages (OpenSSH's
+/// client gives up on a reply over 256 KiB, which one answer of all 5,000 would be), and HTTPS
+/// lists them all in one JSON answer.
+#[test]
+fn a_box_with_5000_receipts_lists_completely() {
+    const RECEIPTS: usize = 5_000;
+    let tc = TestConfig::new();
+    let d = Daemon::start(&tc);
+    let dir = tc.state_dir().join("boxes").join(CLINIC).join("receipts");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..RECEIPTS {
+        let name = format!("f{i:05}-0123456789abcdef0123456789abcdef.accepted.json");
+        std::fs::write(dir.join(name), b"{}").unwrap();
+    }
+    let out = sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls -1 /receipts\n");
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.ends_with(".accepted.json"))
+        .collect();
+    assert_eq!(listed.len(), RECEIPTS, "{}", text(&out));
+    assert!(listed.iter().any(|l| l.contains("f04999-")));
+    let lists = d.audit_lines("box.list");
+    assert!(lists.iter().any(|l| l.contains("5000")), "{lists:?}");
+
+    let out = curl_https(&tc, CLINIC, "/receipts/");
+    assert!(out.status.success(), "{}", text(&out));
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON listing");
+    let files = body["files"].as_array().expect("files");
+    assert_eq!(files.len(), RECEIPTS);
+    assert_eq!(
+        files[RECEIPTS - 1]["name"],
+        "f04999-0123456789abcdef0123456789abcdef.accepted.json"
+    );
+}
+
+/// Reads from `s` until the peer closes the connection or `limit` passes: what was read, and
+/// whether it was closed.
+fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (got, false);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (got, false);
+            }
+            Err(_) => return (got, true),
+        }
+    }
+}
+
+/// A raw TCP connection to the SSH port that has read the server's version line.
+fn ssh_banner(port: u16) -> TcpStream {
+    try_ssh_banner(port).unwrap_or_else(|line| panic!("no version line: {line:?}"))
+}
+
+/// As [`ssh_banner`], or what came instead of the version line.
+fn try_ssh_banner(port: u16) -> Result<TcpStream, Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\n") && line.len() < 256 {
+        match s.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            _ => return Err(line),
+        }
+    }
+    if line.starts_with(b"SSH-2.0-handoff") {
+        Ok(s)
+    } else {
+        Err(line)
+    }
+}
+
+/// `n` raw connections that got the version line, taking slots as they come free (a
+/// connection that just ended may hold one for a moment).
+fn ssh_banners(port: u16, n: usize) -> Vec<TcpStream> {
+    let mut got = Vec::new();
+    assert!(
+        support::wait_for(10, || {
+            got.extend(try_ssh_banner(port).ok());
+            got.len() == n
+        }),
+        "only {} of {n} connections admitted",
+        got.len()
+    );
+    got
+}
+
+/// Waits (bounded) for `child` to exit; kills it if it does not.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// An OpenSSH `sftp` in batch mode reading its commands from a pipe the test holds.
+fn sftp_held(tc: &TestConfig, extra: &[&str]) -> Child {
+    let args: Vec<&str> = extra.iter().copied().chain(["-b", "-"]).collect();
+    support::sftp_command(tc.sftp_port, CLINIC, CLINIC, &args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sftp")
+}
+
+/// A client that connects and says nothing is closed after `ssh_version_timeout`; one that
+/// says its version but does not authenticate, after `login_grace_time`.
+#[test]
+fn ssh_clients_must_say_their_version_and_log_in_in_time() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "ssh_version_timeout = \"10s\"",
+            "ssh_version_timeout = \"1s\"",
+        )
+        .replace("login_grace_time = \"30s\"", "login_grace_time = \"2s\"")
+    });
+    let d = Daemon::start(&tc);
+    let mut silent = ssh_banner(tc.sftp_port);
+    let (_, closed) = read_until_closed(&mut silent, Duration::from_secs(20));
+    assert!(closed, "a client that sends no version is closed");
+    assert!(support::wait_for(5, || d
+        .audit_lines("sftp.timeout")
+        .iter()
+        .any(|l| l.contains("version"))));
+
+    let mut stalled = ssh_banner(tc.sftp_port);
+    stalled.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+    let (got, closed) = read_until_closed(&mut stalled, Duration::from_secs(20));
+    assert!(closed, "a client that does not authenticate is closed");
+    assert!(!got.is_empty(), "the key exchange had begun");
+    assert!(support::wait_for(5, || d
+        .audit_lines("sftp.timeout")
+        .iter()
+        .any(|l| l.contains("authentication"))));
+    // A client that logs in is not cut by the grace time.
+    let out = sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls /\n");
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Connections that have not authenticated are capped (OpenSSH's MaxStartups), and so are all
+/// connections: past either cap a connection is closed on arrival, before the version line.
+#[test]
+fn unauthenticated_and_total_ssh_connections_are_capped() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "max_unauthenticated_connections = 64",
+            "max_unauthenticated_connections = 2",
+        )
+        .replace("max_connections = 1024", "max_connections = 3")
+    });
+    let d = Daemon::start(&tc);
+    let idle = ssh_banners(tc.sftp_port, 2);
+    let mut third = TcpStream::connect(("127.0.0.1", tc.sftp_port)).unwrap();
+    let (got, closed) = read_until_closed(&mut third, Duration::from_secs(10));
+    assert!(closed && got.is_empty(), "closed on arrival: {got:?}");
+    assert!(support::wait_for(5, || d
+        .audit_lines("sftp.connection_refused")
+        .iter()
+        .any(|l| l.contains("not yet authenticated"))));
+    drop(idle);
+    // The slots come free when those connections end.
+    assert!(
+        support::wait_for(10, || sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls /\n")
+            .status
+            .success()),
+        "{}",
+        d.log_text()
+    );
+
+    // Two logged-in sessions and one unauthenticated connection fill max_connections = 3.
+    let logins = d.audit_lines("sftp.login").len();
+    let mut held: Vec<Child> = (0..2).map(|_| sftp_held(&tc, &[])).collect();
+    assert!(support::wait_for(20, || d.audit_lines("sftp.login").len() == logins + 2));
+    let _third = ssh_banners(tc.sftp_port, 1);
+    let mut fourth = TcpStream::connect(("127.0.0.1", tc.sftp_port)).unwrap();
+    let (got, closed) = read_until_closed(&mut fourth, Duration::from_secs(10));
+    assert!(closed && got.is_empty(), "closed on arrival: {got:?}");
+    assert!(support::wait_for(5, || d
+        .audit_lines("sftp.connection_refused")
+        .iter()
+        .any(|l| l.contains("too many connections (at most 3)"))));
+    for child in &mut held {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"pwd\nbye\n")
+            .unwrap();
+        let status = wait_exit(child, Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "held sessions still work"
+        );
+    }
+}
+
+/// An authenticated session whose channels do not move for `idle_timeout` is closed; one that
+/// keeps asking is not.
+#[test]
+fn idle_ssh_sessions_are_closed_and_busy_ones_are_not() {
+    let tc = TestConfig::with(|t| t.replace("idle_timeout = \"15m\"", "idle_timeout = \"3s\""));
+    let d = Daemon::start(&tc);
+    let mut idle = sftp_held(&tc, &[]);
+    assert!(
+        support::wait_for(30, || !d.audit_lines("sftp.logout").is_empty()),
+        "the idle session is closed: {}",
+        d.log_text()
+    );
+    let closed = d.audit_lines("sftp.idle_timeout");
+    assert_eq!(closed.len(), 1, "{}", d.log_text());
+    assert!(closed[0].contains(CLINIC));
+    // The client learns it at its next command.
+    idle.stdin.take().unwrap().write_all(b"ls /\n").unwrap();
+    let status = wait_exit(&mut idle, Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the client was cut off"
+    );
+    assert!(d.audit_lines("box.list").is_empty());
+
+    let mut busy = sftp_held(&tc, &[]);
+    let mut stdin = busy.stdin.take().unwrap();
+    // Twice the idle timeout in all, never more than a sixth of it between two requests.
+    for _ in 0..12 {
+        stdin.write_all(b"ls /\n").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stdin.write_all(b"bye\n").unwrap();
+    drop(stdin);
+    let status = wait_exit(&mut busy, Duration::from_secs(20));
+    let mut out = String::new();
+    busy.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{out}");
+    assert_eq!(out.matches("receipts").count(), 12, "{out}");
+    assert_eq!(d.audit_lines("box.list").len(), 12);
+    assert_eq!(d.audit_lines("sftp.idle_timeout").len(), 1);
+}
+
+/// One connection may hold at most `max_channels_per_connection` channels: OpenSSH's
+/// connection sharing opens one channel per `sftp` on a single connection; the third is
+/// refused, and a closed channel makes room again.
+#[test]
+fn channels_per_ssh_connection_are_capped() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "max_channels_per_connection = 10",
+            "max_channels_per_connection = 2",
+        )
+    });
+    let d = Daemon::start(&tc);
+    let control = tc.dir.path().join("mux");
+    let control_opt = format!("ControlPath={}", control.display());
+    let key = support::repo_root().join("certs-example/ssh").join(CLINIC);
+    let mut master = Command::new("ssh")
+        .args(["-p", &tc.sftp_port.to_string(), "-N", "-M"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            &control_opt,
+        ])
+        .arg("-i")
+        .arg(&key)
+        .arg(format!("{CLINIC}@127.0.0.1"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run ssh");
+    assert!(support::wait_for(20, || control.exists()), "no master");
+    let shared = ["-o", &control_opt, "-o", "ControlMaster=no"];
+    let mut held: Vec<Child> = (0..2).map(|_| sftp_held(&tc, &shared)).collect();
+    // Both hold their channel once they have listed something.
+    for child in &mut held {
+        child.stdin.as_mut().unwrap().write_all(b"ls /\n").unwrap();
+    }
+    assert!(
+        support::wait_for(20, || d.audit_lines("box.list").len() == 2),
+        "{}",
+        d.log_text()
+    );
+    // Port 1 has no listener: the client cannot fall back to a connection of its own.
+    let third = support::sftp_command(1, CLINIC, CLINIC, &[&shared[..], &["-b", "-"]].concat())
+        .stdin(Stdio::piped())
+        .output()
+        .expect("run sftp");
+    assert!(
+        !third.status.success() && text(&third).contains("refused by peer"),
+        "a third channel is refused: {}",
+        text(&third)
+    );
+    assert!(support::wait_for(5, || d
+        .audit_lines("sftp.refused")
+        .iter()
+        .any(|l| l.contains("max_channels_per_connection"))));
+    assert_eq!(
+        d.audit_lines("sftp.login").len(),
+        1,
+        "one connection carried them all"
+    );
+    for child in &mut held {
+        child.stdin.take().unwrap().write_all(b"bye\n").unwrap();
+        let status = wait_exit(child, Duration::from_secs(20));
+        assert!(status.is_some_and(|s| s.success()));
+    }
+    // Closed channels make room again.
+    let batch = tc.dir.path().join("ls-batch");
+    std::fs::write(&batch, "ls /\n").unwrap();
+    let batch = batch.display().to_string();
+    let again = support::sftp_command(1, CLINIC, CLINIC, &[&shared[..], &["-b", &batch]].concat())
+        .output()
+        .expect("run sftp");
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(d.audit_lines("box.list").len(), 3);
+    let _ = master.kill();
+    let _ = master.wait();
+}
+
+/// curl, verbose, with an example certificate; `args` after the options.
+fn curl_verbose(tc: &TestConfig, cert: &str, args: &[&str]) -> std::process::Output {
+    let certs = support::repo_root().join("certs-example");
+    let base = format!("https://localhost:{}", tc.https_port);
+    Command::new("curl")
+        .args(["-sS", "-v", "--max-time", "20", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join(format!("{cert}.pem")))
+        .arg("--key")
+        .arg(certs.join(format!("{cert}.key")))
+        .args(args.iter().map(|a| a.replace("{base}", &base)))
+        .output()
+        .expect("run curl")
+}
+
+/// A valid certificate that maps to no account gets its 403 and loses the connection (HTTP/1.1
+/// and HTTP/2 alike: the second request needs a new one); each such connection scores for its
+/// source, which is banned past `auth_failures_per_ip` while others keep working.
+#[test]
+fn https_unmapped_certificates_are_closed_after_their_403_and_banned() {
+    let tc =
+        TestConfig::with(|t| t.replace("auth_failures_per_ip = 10", "auth_failures_per_ip = 3"));
+    let d = Daemon::start(&tc);
+    assert!(support::wait_for(20, || TcpStream::connect((
+        "127.0.0.1",
+        tc.https_port
+    ))
+    .is_ok()));
+    for version in ["--http1.1", "--http2"] {
+        let out = curl_verbose(
+            &tc,
+            "unmapped-client",
+            &[
+                version,
+                "-w",
+                "%{http_code}\n",
+                "{base}/inbox/",
+                "{base}/outbox/",
+            ],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.matches("403").count(), 2, "{}", text(&out));
+        assert!(stdout.contains("\"forbidden\""), "{stdout}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.matches("* Connected to").count(),
+            2,
+            "one connection per request: {stderr}"
+        );
+        assert!(!stderr.contains("Re-using existing connection"), "{stderr}");
+    }
+    assert_eq!(d.audit_lines("https.unmapped_certificate").len(), 4);
+    let bans = d.audit_lines("auth.ban");
+    assert_eq!(bans.len(), 1, "{}", d.log_text());
+    assert!(bans[0].contains("source 127.0.0.1"), "{}", bans[0]);
+    // Banned: even the clinic's own certificate is turned away from 127.0.0.1 ...
+    let out = curl_verbose(&tc, CLINIC, &["-w", "%{http_code}", "{base}/inbox/"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!d.audit_lines("https.connection_refused").is_empty());
+    // ... and works from elsewhere.
+    let out = curl_verbose(
+        &tc,
+        CLINIC,
+        &[
+            "--interface",
+            "127.0.0.2",
+            "-w",
+            "%{http_code}",
+            "{base}/inbox/",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("200"));
+}
+
+/// A CRL of the example CA, made with `openssl ca`, revoking the example certificates
+/// `revoke`, due again after `next_seconds`.
+fn ca_crl(dir: &std::path::Path, revoke: &[&str], next_seconds: u32) -> Vec<u8> {
+    let certs = support::repo_root().join("certs-example");
+    let db = dir.join(format!("ca-db-{}", support::free_port()));
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(db.join("index.txt"), "").unwrap();
+    std::fs::write(db.join("crlnumber"), "1000\n").unwrap();
+    let cnf = db.join("openssl.cnf");
+    std::fs::write(
+        &cnf,
+        format!(
+            "[ ca ]\ndefault_ca = d\n[ d ]\ndatabase = {db}/index.txt\ncrlnumber = {db}/crlnumber\n\
+             certificate = {certs}/ca.pem\nprivate_key = {certs}/ca.key\ndefault_md = sha256\n",
+            db = db.display(),
+            certs = certs.display()
+        ),
+    )
+    .unwrap();
+    for name in revoke {
+        support::output_ok(
+            Command::new("openssl")
+                .args(["ca", "-config"])
+                .arg(&cnf)
+                .arg("-revoke")
+                .arg(certs.join(format!("{name}.pem"))),
+        );
+    }
+    let out = db.join("out.crl");
+    support::output_ok(
+        Command::new("openssl")
+            .args(["ca", "-config"])
+            .arg(&cnf)
+            .args(["-gencrl", "-crlsec", &next_seconds.to_string(), "-out"])
+            .arg(&out),
+    );
+    std::fs::read(out).unwrap()
+}
+
+/// A test config whose CRL is a file of its own (returned), holding `crl`.
+fn with_own_crl(
+    crl: &[u8],
+    edit: impl FnOnce(String) -> String,
+) -> (TestConfig, std::path::PathBuf) {
+    let example = format!("{}/certs-example/ca.crl", support::repo_root().display());
+    let holder = tempfile::tempdir().unwrap();
+    let placeholder = holder.path().join("x");
+    let tc = TestConfig::with(|t| edit(t.replace(&example, &placeholder.display().to_string())));
+    let path = tc.dir.path().join("own.crl");
+    std::fs::write(&path, crl).unwrap();
+    tc.rewrite(&tc.text().replace(
+        &placeholder.display().to_string(),
+        &path.display().to_string(),
+    ));
+    (tc, path)
+}
+
+fn https_status(tc: &TestConfig, cert: &str, extra: &[&str]) -> Option<u16> {
+    let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+    args.extend_from_slice(extra);
+    args.push("{base}/inbox/");
+    let out = curl_verbose(tc, cert, &args);
+    let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    (out.status.success() && code != 0).then_some(code)
+}
+
+fn hup(d: &Daemon) {
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &d.pid().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn wait_https(tc: &TestConfig) {
+    assert!(support::wait_for(20, || TcpStream::connect((
+        "127.0.0.1",
+        tc.https_port
+    ))
+    .is_ok()));
+}
+
+/// A CRL that does not parse refuses `check-config` and the start; on a reload it refuses the
+/// new config, and the CRL in force stays.
+#[test]
+fn a_crl_that_does_not_parse_refuses_the_start_and_the_reload() {
+    let good = std::fs::read(support::repo_root().join("certs-example/ca.crl")).unwrap();
+    let (tc, crl) = with_own_crl(b"not a CRL", |t| t);
+    let check = Command::new(handoff_bin())
+        .arg("check-config")
+        .arg(&tc.path)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    assert!(
+        text(&check).contains("does not parse as a CRL"),
+        "{}",
+        text(&check)
+    );
+    let mut serve = Command::new(handoff_bin())
+        .args(["serve", "--config"])
+        .arg(&tc.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut serve, Duration::from_secs(20));
+    assert!(status.is_some_and(|s| !s.success()), "refused to start");
+
+    std::fs::write(&crl, &good).unwrap();
+    let d = Daemon::start(&tc);
+    wait_https(&tc);
+    assert_eq!(https_status(&tc, CLINIC, &[]), Some(200));
+    assert_eq!(https_status(&tc, "revoked-client", &[]), None);
+    std::fs::write(
+        &crl,
+        b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    hup(&d);
+    assert!(
+        support::wait_for(10, || d
+            .audit_lines("config.refused")
+            .iter()
+            .any(|l| l.contains("CRL"))),
+        "{}",
+        d.log_text()
+    );
+    // The CRL in force stays: the revoked certificate is still refused, the clinic still in.
+    assert_eq!(https_status(&tc, "revoked-client", &[]), None);
+    assert_eq!(https_status(&tc, CLINIC, &[]), Some(200));
+}
+
+/// An idle HTTP/1.1 keep-alive connection held by `openssl s_client`, after one request.
+fn keep_alive(tc: &TestConfig, cert: &str) -> Child {
+    try_keep_alive(tc, cert).unwrap_or_else(|status| panic!("{status}"))
+}
+
+/// As [`keep_alive`], or the status line it got instead of a 200 (the client is ended then).
+fn try_keep_alive(tc: &TestConfig, cert: &str) -> Result<Child, String> {
+    use std::io::BufRead;
+    let certs = support::repo_root().join("certs-example");
+    let mut client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{}", tc.https_port),
+        ])
+        .arg("-CAfile")
+        .arg(certs.join("ca.pem"))
+        .arg("-cert")
+        .arg(certs.join(format!("{cert}.pem")))
+        .arg("-key")
+        .arg(certs.join(format!("{cert}.key")))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    client
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"GET /inbox/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut reader = std::io::BufReader::new(client.stdout.take().unwrap());
+    let mut status = String::new();
+    let _ = reader.read_line(&mut status);
+    if !status.starts_with("HTTP/1.1 200") {
+        let _ = client.kill();
+        let _ = client.wait();
+        return Err(status);
+    }
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    Ok(client)
+}
+
+/// A reloaded CRL that now revokes a certificate closes its open connections: an idle
+/// HTTP/1.1 keep-alive one and an HTTP/2 upload in progress; new ones are refused, and other
+/// certificates keep working.
+#[test]
+fn a_reloaded_crl_closes_open_connections_of_certificates_it_now_revokes() {
+    const CLINIC_B: &str = "clinic-2717654327";
+    let dir = tempfile::tempdir().unwrap();
+    let (tc, crl) = with_own_crl(&ca_crl(dir.path(), &["revoked-client"], 86_400), |t| t);
+    let d = Daemon::start(&tc);
+    wait_https(&tc);
+    let mut idle = keep_alive(&tc, CLINIC);
+    let src = tc.dir.path().join("big.bin");
+    support::random_file(&src, 40 << 20);
+    let src = src.display().to_string();
+    let certs = support::repo_root().join("certs-example");
+    let mut upload = Command::new("curl")
+        .args(["-sS", "--http2", "--limit-rate", "1M", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join(format!("{CLINIC}.pem")))
+        .arg("--key")
+        .arg(certs.join(format!("{CLINIC}.key")))
+        .args(["-T", &src])
+        .arg(format!("https://localhost:{}/inbox/big.bin", tc.https_port))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = tc.state_dir().join("staging").join(CLINIC);
+    assert!(support::wait_for(10, || std::fs::read_dir(&staging)
+        .map(|mut r| r.next().is_some())
+        .unwrap_or(false)));
+    assert!(
+        idle.try_wait().unwrap().is_none(),
+        "keep-alive connection open"
+    );
+
+    std::fs::write(
+        &crl,
+        ca_crl(dir.path(), &["revoked-client", CLINIC], 86_400),
+    )
+    .unwrap();
+    hup(&d);
+    let closed = wait_exit(&mut idle, Duration::from_secs(10));
+    assert!(
+        closed.is_some(),
+        "keep-alive connection closed: {}",
+        d.log_text()
+    );
+    let cut = wait_exit(&mut upload, Duration::from_secs(20));
+    assert!(cut.is_some_and(|s| !s.success()), "upload cut");
+    let revoked = d.audit_lines("https.revoked");
+    assert_eq!(revoked.len(), 2, "{revoked:?}");
+    assert!(
+        revoked
+            .iter()
+            .all(|l| l.contains(CLINIC) && l.contains("revoked by the CRL"))
+    );
+    assert!(d.audit_lines("box.upload").is_empty());
+    assert_eq!(https_status(&tc, CLINIC, &[]), None, "refused from now on");
+    assert_eq!(https_status(&tc, CLINIC_B, &[]), Some(200));
+}
+
+/// A CRL past its nextUpdate raises an alert; once `crl_grace` has passed too, the CA's
+/// clients are refused and their open connections closed.
+#[test]
+fn a_crl_past_its_next_update_alerts_and_after_its_grace_refuses_the_cas_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tc, _crl) = with_own_crl(&ca_crl(dir.path(), &["revoked-client"], 5), |t| {
+        t.replace("crl_grace = \"24h\"", "crl_grace = \"5s\"")
+    });
+    let d = Daemon::start(&tc);
+    wait_https(&tc);
+    // Within nextUpdate and the grace: let in.
+    let mut idle = keep_alive(&tc, CLINIC);
+    assert!(
+        support::wait_for(20, || !d.audit_lines("alert.crl_stale").is_empty()),
+        "{}",
+        d.log_text()
+    );
+    let closed = wait_exit(&mut idle, Duration::from_secs(30));
+    assert!(closed.is_some(), "open connection closed after the grace");
+    let revoked = d.audit_lines("https.revoked");
+    assert!(
+        revoked.iter().any(|l| l.contains("crl_grace")),
+        "{revoked:?}"
+    );
+    assert_eq!(https_status(&tc, CLINIC, &[]), None);
+    assert!(
+        d.audit_lines("https.refused")
+            .iter()
+            .any(|l| l.contains("crl_grace"))
+    );
+    assert_eq!(d.audit_lines("alert.crl_stale").len(), 1);
+}
+
+/// HTTPS connections are capped as well: with two held open, a third is closed on arrival.
+#[test]
+fn https_connections_are_capped() {
+    let tc = TestConfig::with(|t| t.replace("max_connections = 1024", "max_connections = 2"));
+    let d = Daemon::start(&tc);
+    wait_https(&tc);
+    // The probe of the port may hold a slot for a moment: take the two slots as they come free.
+    let mut held: Vec<Child> = Vec::new();
+    assert!(support::wait_for(10, || {
+        held.extend(try_keep_alive(&tc, CLINIC).ok());
+        held.len() == 2
+    }));
+    assert_eq!(https_status(&tc, CLINIC, &[]), None);
+    assert!(support::wait_for(5, || d
+        .audit_lines("https.connection_refused")
+        .iter()
+        .any(|l| l.contains("too many connections (at most 2)"))));
+    for child in &mut held {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        support::wait_for(10, || https_status(&tc, CLINIC, &[]) == Some(200)),
+        "a slot comes free when a connection ends"
+    );
 }

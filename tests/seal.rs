@@ -382,6 +382,13 @@ fn open_both(
 
 const AUTH: OpenOptions = OpenOptions {
     allow_unauthenticated: false,
+    allow_rsa_pkcs1v15: true,
+};
+
+/// As for files from strangers: authenticated content, RSA-OAEP or ECDH key transport only.
+const STRICT: OpenOptions = OpenOptions {
+    allow_unauthenticated: false,
+    allow_rsa_pkcs1v15: false,
 };
 
 #[test]
@@ -443,6 +450,7 @@ fn enveloped_data_opens_only_when_unauthenticated_content_is_allowed() {
     ));
     let allow = OpenOptions {
         allow_unauthenticated: true,
+        ..AUTH
     };
     let (plain, opened) = open_both(&gateway, allow, &message).unwrap();
     assert!(plain == data);
@@ -535,6 +543,61 @@ fn tampering_truncation_and_wrong_keys_are_typed_errors() {
     }
 }
 
+/// RSA PKCS#1 v1.5 key transport is refused where the caller forbids it, before anything is
+/// decrypted, while OAEP and ECDH open; where it is allowed, a wrapped key that does not unwrap
+/// and a tag that does not verify are one and the same refusal, with or without the certificate
+/// that names the recipient (no padding oracle).
+#[test]
+fn rsa_pkcs1v15_is_refused_when_off_and_its_padding_is_no_oracle() {
+    let data = pattern(10_000);
+    let v15 = openssl_encrypt(&data, &["gateway-enc"], &["-aes-256-gcm"], &[]);
+    let oaep = openssl_encrypt(
+        &data,
+        &["gateway-enc"],
+        &["-aes-256-gcm"],
+        &["-keyopt", "rsa_padding_mode:oaep"],
+    );
+    let keys = [
+        opening_key("gateway-enc", true),
+        opening_key("gateway-enc", false),
+    ];
+    for key in &keys {
+        let refused = open_both(key, STRICT, &v15);
+        assert!(
+            matches!(&refused, Err(SealError::Unsupported(m)) if m.contains("PKCS#1 v1.5")),
+            "{refused:?}"
+        );
+        assert!(open_both(key, STRICT, &oaep).unwrap().0 == data);
+    }
+    let ec = openssl_encrypt(&data, &["insurer-06270029-enc"], &["-aes-256-gcm"], &[]);
+    assert!(
+        open_both(&opening_key("insurer-06270029-enc", true), STRICT, &ec)
+            .unwrap()
+            .0
+            == data
+    );
+
+    // The 256-byte RSA-2048 wrapped key: an OCTET STRING of length 0x100.
+    let wrapped = v15
+        .windows(4)
+        .position(|w| w == [0x04, 0x82, 0x01, 0x00])
+        .expect("the wrapped key")
+        + 4;
+    let mut bad_key = v15.clone();
+    bad_key[wrapped + 100] ^= 0x01;
+    let mut bad_tag = v15.clone();
+    let n = bad_tag.len();
+    bad_tag[n - 1] ^= 0x01;
+    for key in &keys {
+        assert!(open_both(key, AUTH, &v15).unwrap().0 == data);
+        let padding = open_both(key, AUTH, &bad_key).unwrap_err();
+        let tag = open_both(key, AUTH, &bad_tag).unwrap_err();
+        assert!(matches!(padding, SealError::Tampered), "{padding:?}");
+        assert!(matches!(tag, SealError::Tampered), "{tag:?}");
+        assert_eq!(padding.to_string(), tag.to_string());
+    }
+}
+
 #[test]
 fn open_command_checks_files_first_and_flags_pipes() {
     support::fix_example_key_modes();
@@ -593,7 +656,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic_the_cms_parser(bytes in proptest::collection::vec(any::<u8>(), 0..4000)) {
         let key = opening_key("gateway-enc", false);
-        let allow = OpenOptions { allow_unauthenticated: true };
+        let allow = OpenOptions { allow_unauthenticated: true, ..AUTH };
         prop_assert!(open_both(&key, allow, &bytes).is_err());
     }
 

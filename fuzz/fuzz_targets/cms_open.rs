@@ -30,6 +30,7 @@ fn keys() -> &'static [OpeningKey] {
 fuzz_target!(|data: &[u8]| {
     let options = OpenOptions {
         allow_unauthenticated: true,
+        allow_rsa_pkcs1v15: true,
     };
     for key in keys() {
         let _ = open(key, options, data, std::io::sink());

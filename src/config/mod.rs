@@ -5,6 +5,7 @@
 //! warnings or all of its errors as `file:line:column` diagnostics. [`live`] keeps the config in
 //! force and swaps in a new one on reload.
 
+pub mod crl;
 pub mod diagnostic;
 pub mod live;
 mod model;

@@ -40,12 +40,20 @@ pub struct Gateway {
     pub client_ca: Vec<PathBuf>,
     #[serde(default)]
     pub crl: Vec<PathBuf>,
+    /// How long clients of a CA whose CRL is past its nextUpdate are still let in (an alert is
+    /// raised at once): a CA that stops publishing must not leave revocation unknown for ever.
+    #[serde(default = "default_crl_grace", with = "humantime_serde")]
+    pub crl_grace: std::time::Duration,
     pub receipt_key: PathBuf,
     pub master_key: PathBuf,
     /// Private key that opens uploads encrypted for the gateway (counterparts with
     /// `inbound = "cms"`), and its certificate.
     pub inbound_key: Option<PathBuf>,
     pub inbound_cert: Option<PathBuf>,
+    /// Open inbound files whose content key is wrapped with RSA PKCS#1 v1.5 (OpenSSL's
+    /// default): off, since that padding is a decryption oracle's raw material (docs/sealing.md).
+    #[serde(default)]
+    pub inbound_allow_rsa_pkcs1v15: bool,
     pub clamd: String,
     pub schema_dir: PathBuf,
     /// Offset used to read date-only `expires` values, e.g. "+09:00".
@@ -104,6 +112,10 @@ impl Default for ArchiveLimits {
             max_ratio: 100,
         }
     }
+}
+
+fn default_crl_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 3600)
 }
 
 fn default_time_zone() -> String {
@@ -169,6 +181,24 @@ pub struct Limits {
     /// Longest pause allowed between two pieces of a request body.
     #[serde(with = "humantime_serde")]
     pub body_idle_timeout: Duration,
+    /// Time an SSH client has to send its version string after connecting.
+    #[serde(with = "humantime_serde")]
+    pub ssh_version_timeout: Duration,
+    /// Time an SSH client has to authenticate after connecting (OpenSSH's `LoginGraceTime`).
+    #[serde(with = "humantime_serde")]
+    pub login_grace_time: Duration,
+    /// SSH connections not yet authenticated at once (OpenSSH's `MaxStartups`): a flood of
+    /// handshakes cannot take every slot from clients that log in.
+    pub max_unauthenticated_connections: u32,
+    /// Connections open at once, per transport.
+    pub max_connections: u32,
+    /// An authenticated SSH session with no channel activity for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Channels open at once on one SSH connection (OpenSSH's `MaxSessions`).
+    pub max_channels_per_connection: u32,
+    /// Files and directories one SFTP session may hold open at once.
+    pub max_handles_per_session: u32,
 }
 
 impl Default for Limits {
@@ -186,6 +216,13 @@ impl Default for Limits {
             requests_per_second_per_account: 50,
             header_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(30),
+            ssh_version_timeout: Duration::from_secs(10),
+            login_grace_time: Duration::from_secs(30),
+            max_unauthenticated_connections: 64,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(15 * 60),
+            max_channels_per_connection: 10,
+            max_handles_per_session: 64,
         }
     }
 }

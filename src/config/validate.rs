@@ -126,7 +126,28 @@ fn gateway(g: &Gateway, f: &mut Findings) {
         existing_file(p, at("client_ca").join(i), f);
     }
     for (i, p) in g.crl.iter().enumerate() {
-        existing_file(p, at("crl").join(i), f);
+        if !existing_file(p, at("crl").join(i), f) {
+            continue;
+        }
+        match super::crl::read(p) {
+            Err(e) => f.error(at("crl").join(i), e.to_string()),
+            Ok(crls) => {
+                let now = time::OffsetDateTime::now_utc();
+                for c in crls
+                    .iter()
+                    .filter(|c| c.next_update.is_some_and(|t| t < now))
+                {
+                    f.warn(
+                        at("crl").join(i),
+                        format!(
+                            "{}: the CRL of {} is past its nextUpdate: its clients are refused once crl_grace has passed",
+                            p.display(),
+                            c.issuer
+                        ),
+                    );
+                }
+            }
+        }
     }
     secret_file(&g.receipt_key, at("receipt_key"), f);
     secret_file(&g.master_key, at("master_key"), f);
@@ -179,11 +200,29 @@ fn gateway(g: &Gateway, f: &mut Findings) {
     if let Err(e) = parse_offset(&g.time_zone) {
         f.error(at("time_zone"), e);
     }
-    if g.limits.max_upload_size.bytes() == 0 {
-        f.error(
-            key_path!["gateway", "limits", "max_upload_size"],
-            "must be more than 0",
-        );
+    let limits = &g.limits;
+    for (key, zero) in [
+        ("max_upload_size", limits.max_upload_size.bytes() == 0),
+        ("ssh_version_timeout", limits.ssh_version_timeout.is_zero()),
+        ("login_grace_time", limits.login_grace_time.is_zero()),
+        (
+            "max_unauthenticated_connections",
+            limits.max_unauthenticated_connections == 0,
+        ),
+        ("max_connections", limits.max_connections == 0),
+        ("idle_timeout", limits.idle_timeout.is_zero()),
+        (
+            "max_channels_per_connection",
+            limits.max_channels_per_connection == 0,
+        ),
+        (
+            "max_handles_per_session",
+            limits.max_handles_per_session == 0,
+        ),
+    ] {
+        if zero {
+            f.error(key_path!["gateway", "limits", key], "must be more than 0");
+        }
     }
 }
 

@@ -161,11 +161,24 @@ fn cert_name(key: &PrivateKey, bytes: &[u8]) -> Result<CertName, SealError> {
 }
 
 /// Which content a caller accepts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenOptions {
     /// Also open `EnvelopedData` (AES-CBC), whose content has no integrity protection: a
     /// change to it goes undetected unless it breaks the padding.
     pub allow_unauthenticated: bool,
+    /// Unwrap content keys sent with RSA PKCS#1 v1.5 (OpenSSL's default). Its padding is the
+    /// one Bleichenbacher's attack feeds on: a caller opening files from strangers should allow
+    /// only OAEP and ECDH. Allowed by default, as the command line opens what OpenSSL makes.
+    pub allow_rsa_pkcs1v15: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> OpenOptions {
+        OpenOptions {
+            allow_unauthenticated: false,
+            allow_rsa_pkcs1v15: true,
+        }
+    }
 }
 
 /// What opening produced.
@@ -260,7 +273,7 @@ fn run<R: Read>(
     let eci_start = r.pos();
     r.element(0x06, 64, "encrypted content type")?;
     let cipher = ContentCipher::from_der(envelope, &r.element(0x30, 1024, "content cipher")?)?;
-    let cek = content_key(key, &recipient_infos, cipher.key_len())?;
+    let cek = content_key(key, &recipient_infos, cipher.key_len(), options)?;
     let mut decrypt = cipher.start(&cek)?;
     let mut counted = Counted {
         inner: output,
@@ -700,6 +713,17 @@ fn named(cert: Option<&CertName>, rid: AnyRef<'_>) -> Result<Named, SealError> {
 struct Search {
     /// A recipient info that may be ours uses an algorithm we do not support.
     unsupported: Option<&'static str>,
+    /// A random content key, taken when a PKCS#1 v1.5 recipient info that may be ours did not
+    /// unwrap: the tag then fails, so a bad padding and a bad tag give the one same error.
+    fallback: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// A random content key of `len` bytes, for a wrapped key that did not unwrap.
+fn random_key(len: usize) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let mut k = Zeroizing::new(vec![0u8; len]);
+    getrandom::fill(&mut k)
+        .map_err(|_| SealError::Io(std::io::Error::other("random source failed")))?;
+    Ok(k)
 }
 
 /// Finds the recipient info for `key` in the DER SET `recipient_infos` and unwraps the
@@ -708,6 +732,7 @@ fn content_key(
     key: &OpeningKey,
     recipient_infos: &[u8],
     key_len: usize,
+    options: OpenOptions,
 ) -> Result<Zeroizing<Vec<u8>>, SealError> {
     let set = AnyRef::from_der(recipient_infos).map_err(malformed("recipient infos"))?;
     let mut reader = SliceReader::new(set.value()).map_err(malformed("recipient infos"))?;
@@ -722,7 +747,7 @@ fn content_key(
             PrivateKey::Rsa(rsa) if info.tag() == Tag::Sequence => {
                 let ktri: KeyTransRecipientInfo =
                     decode_body(info).map_err(malformed("KeyTransRecipientInfo"))?;
-                key_trans(rsa, key.cert.as_ref(), &ktri, key_len, &mut search)?
+                key_trans(rsa, key.cert.as_ref(), &ktri, key_len, options, &mut search)?
             }
             PrivateKey::P256(ec) if info.tag() == KARI => {
                 let kari: KeyAgreeRecipientInfo =
@@ -735,6 +760,9 @@ fn content_key(
             return Ok(cek);
         }
     }
+    if let Some(k) = search.fallback {
+        return Ok(k);
+    }
     Err(match search.unsupported {
         Some(what) => SealError::Unsupported(what),
         None => SealError::WrongKey,
@@ -746,6 +774,7 @@ fn key_trans(
     cert: Option<&CertName>,
     ktri: &KeyTransRecipientInfo<'_>,
     key_len: usize,
+    options: OpenOptions,
     search: &mut Search,
 ) -> Result<Option<Zeroizing<Vec<u8>>>, SealError> {
     let named = named(cert, ktri.rid)?;
@@ -756,18 +785,25 @@ fn key_trans(
     let wrapped = ktri.encrypted_key.as_bytes();
     let mut rng = rand::rng();
     let unwrapped = if alg.algorithm == RSA_ENCRYPTION {
+        if !options.allow_rsa_pkcs1v15 {
+            // Refused before any decryption: nothing about the padding is learnt.
+            search.unsupported =
+                Some("RSA PKCS#1 v1.5 key transport (encrypt with RSA-OAEP or to an EC key)");
+            return Ok(None);
+        }
         let cek = key.decrypt_blinded(&mut rng, rsa::Pkcs1v15Encrypt, wrapped);
         match cek {
             Ok(k) if k.len() == key_len => Some(Zeroizing::new(k)),
-            // PKCS#1 v1.5 for the named recipient: go on with a random key (RFC 3218 §2.3.2),
-            // so that a bad padding and a bad tag look the same (no padding oracle).
-            _ if named == Named::Us => {
-                let mut k = Zeroizing::new(vec![0u8; key_len]);
-                getrandom::fill(&mut k)
-                    .map_err(|_| SealError::Io(std::io::Error::other("random source failed")))?;
-                Some(k)
+            // Go on with a random key (RFC 3218 §2.3.2), so that a bad padding and a bad tag
+            // look the same (no padding oracle): at once for the named recipient, and when no
+            // certificate names one, unless another recipient info unwraps.
+            _ if named == Named::Us => Some(random_key(key_len)?),
+            _ => {
+                if search.fallback.is_none() {
+                    search.fallback = Some(random_key(key_len)?);
+                }
+                None
             }
-            _ => None,
         }
     } else if alg.algorithm == ID_RSAES_OAEP {
         let Some(hash) = oaep_hash(alg)? else {

@@ -153,6 +153,41 @@ pub enum Refused {
     RateLimited { retry_after: Duration },
 }
 
+/// Why a connection finds no slot: the gateway holds as many as it allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Full {
+    #[error("too many connections (at most {0})")]
+    Connections(u32),
+    #[error("too many connections not yet authenticated (at most {0})")]
+    Unauthenticated(u32),
+}
+
+/// The transports whose connections are counted separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Sftp,
+    Https,
+}
+
+/// A bounded number of slots, taken without waiting.
+struct Slots {
+    max: u32,
+    semaphore: Arc<tokio::sync::Semaphore>,
+}
+
+impl Slots {
+    fn new(max: u32) -> Slots {
+        Slots {
+            max,
+            semaphore: Arc::new(tokio::sync::Semaphore::new(max.max(1) as usize)),
+        }
+    }
+
+    fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.semaphore.clone().try_acquire_owned().ok()
+    }
+}
+
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN)
 }
@@ -182,6 +217,11 @@ fn hashing_slots() -> usize {
 
 pub struct Limiter {
     connections: DefaultKeyedRateLimiter<IpAddr>,
+    /// Connections open at once, per transport; a permit is held for a connection's life.
+    open_sftp: Slots,
+    open_https: Slots,
+    /// SSH connections that have not authenticated yet (OpenSSH's `MaxStartups`).
+    unauthenticated: Slots,
     /// Password attempts per source, checked before any hashing.
     passwords: DefaultKeyedRateLimiter<Source>,
     hashing: Arc<tokio::sync::Semaphore>,
@@ -206,6 +246,9 @@ impl Limiter {
                 c.connections_per_ip_per_minute,
                 Duration::from_secs(60),
             )),
+            open_sftp: Slots::new(c.max_connections),
+            open_https: Slots::new(c.max_connections),
+            unauthenticated: Slots::new(c.max_unauthenticated_connections),
             passwords: RateLimiter::keyed(quota(
                 c.password_attempts_per_minute,
                 Duration::from_secs(60),
@@ -317,6 +360,26 @@ impl Limiter {
                     &governor::clock::DefaultClock::default(),
                 )),
             })
+    }
+
+    /// A slot for one more open connection of `transport`, held until it ends.
+    pub fn connection_slot(
+        &self,
+        transport: Transport,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Full> {
+        let slots = match transport {
+            Transport::Sftp => &self.open_sftp,
+            Transport::Https => &self.open_https,
+        };
+        slots.take().ok_or(Full::Connections(slots.max))
+    }
+
+    /// A slot for one more SSH connection that has not authenticated, held until it does (or
+    /// ends): a flood of handshakes takes these, not the room of clients that log in.
+    pub fn unauthenticated_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Full> {
+        self.unauthenticated
+            .take()
+            .ok_or(Full::Unauthenticated(self.unauthenticated.max))
     }
 
     /// An authentication attempt: refused while the source is banned, or this account from

@@ -26,6 +26,8 @@ pub enum TlsError {
     Missing,
     #[error("TLS configuration: {0}")]
     Rustls(String),
+    #[error("{0}")]
+    Crl(String),
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {

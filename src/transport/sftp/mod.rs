@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::daemon::Services;
 use crate::keys;
+use crate::transport::limits::Transport;
 
 /// How long a revoked or shut-down session gets to say goodbye before it is dropped.
 const DISCONNECT_GRACE: Duration = Duration::from_millis(300);
@@ -115,6 +116,31 @@ fn server_config(services: &Services) -> Result<russh::server::Config, SftpError
     })
 }
 
+/// Closes the connection unless the client authenticates within `grace` of connecting
+/// (OpenSSH's `LoginGraceTime`).
+async fn login_grace(
+    services: Services,
+    peer: std::net::SocketAddr,
+    grace: Duration,
+    authenticated: CancellationToken,
+    connection_end: CancellationToken,
+) {
+    tokio::select! {
+        biased;
+        _ = authenticated.cancelled() => {}
+        _ = connection_end.cancelled() => {}
+        _ = tokio::time::sleep(grace) => {
+            services.audit.record(
+                "sftp.timeout",
+                None,
+                Some(peer),
+                serde_json::json!({"phase": "authentication", "seconds": grace.as_secs()}),
+            );
+            connection_end.cancel();
+        }
+    }
+}
+
 /// The SFTP server, ready to serve: host keys loaded, algorithms chosen.
 pub struct SftpServer {
     services: Services,
@@ -151,25 +177,81 @@ async fn serve(
                 }
             },
         };
-        if let Err(refused) = services.limiter.check_connection(peer.ip()) {
+        let refuse = |reason: String| {
             services.audit.record(
                 "sftp.connection_refused",
                 None,
                 Some(peer),
-                serde_json::json!({"reason": refused.to_string()}),
+                serde_json::json!({"reason": reason}),
             );
-            drop(socket);
+        };
+        if let Err(refused) = services.limiter.check_connection(peer.ip()) {
+            refuse(refused.to_string());
             continue;
         }
+        // Closed on arrival when the gateway holds as many connections, or as many that have
+        // not logged in yet, as it allows; the slots are held until the connection ends, or
+        // the client authenticates.
+        let slot = match services.limiter.connection_slot(Transport::Sftp) {
+            Ok(s) => s,
+            Err(full) => {
+                refuse(full.to_string());
+                continue;
+            }
+        };
+        let unauthenticated = match services.limiter.unauthenticated_slot() {
+            Ok(s) => s,
+            Err(full) => {
+                refuse(full.to_string());
+                continue;
+            }
+        };
         let _ = socket.set_nodelay(true);
+        let limits = services.live.snapshot().config.gateway.limits.clone();
         let connection_end = shutdown.child_token();
-        let handler = session::SshSession::new(services.clone(), peer, connection_end.clone());
+        let authenticated = CancellationToken::new();
+        let login = session::Login {
+            unauthenticated,
+            authenticated: authenticated.clone(),
+        };
+        let handler =
+            session::SshSession::new(services.clone(), peer, connection_end.clone(), login);
+        tokio::spawn(login_grace(
+            services.clone(),
+            peer,
+            limits.login_grace_time,
+            authenticated,
+            connection_end.clone(),
+        ));
         let config = config.clone();
+        let services = services.clone();
+        let cut = CancellationToken::new();
+        let socket = stream::Cuttable::new(socket, cut.clone());
         tokio::spawn(async move {
-            let running = match russh::server::run_stream(config, socket, handler).await {
-                Ok(r) => r,
-                Err(e) => {
+            let _slot = slot;
+            // The session task reads the socket until it ends; cutting the socket ends it even
+            // where russh would not act on a disconnect (a key exchange the client stalls).
+            let _cut_on_exit = cut.clone().drop_guard();
+            let started = tokio::select! {
+                r = tokio::time::timeout(
+                    limits.ssh_version_timeout,
+                    russh::server::run_stream(config, socket, handler),
+                ) => r,
+                _ = connection_end.cancelled() => return,
+            };
+            let running = match started {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
                     tracing::debug!(%peer, error = ?e, "ssh handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    services.audit.record(
+                        "sftp.timeout",
+                        None,
+                        Some(peer),
+                        serde_json::json!({"phase": "version", "seconds": limits.ssh_version_timeout.as_secs()}),
+                    );
                     return;
                 }
             };
@@ -183,8 +265,13 @@ async fn serve(
                 }
                 _ = connection_end.cancelled() => {
                     let bye = handle.disconnect(russh::Disconnect::ByApplication, "session closed by the gateway".into(), "en".into());
-                    let _ = tokio::time::timeout(DISCONNECT_GRACE, bye).await;
-                    // Dropping `running` ends the session task even if the peer does not answer.
+                    // The session sends the goodbye and ends; if it does not within the grace
+                    // (the client stalls), the socket is cut on the way out.
+                    let _ = tokio::time::timeout(DISCONNECT_GRACE, async {
+                        let _ = bye.await;
+                        let _ = (&mut running).await;
+                    })
+                    .await;
                 }
             }
             connection_end.cancel();

@@ -3,13 +3,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::stream;
+use super::stream::{self, Activity};
 use super::view::{BoxView, MAX_SFTP_PACKET, SftpView};
 use crate::accounts::{Account, Role};
 use crate::boxes::DropBox;
@@ -24,8 +26,19 @@ pub struct SshSession {
     account: Option<String>,
     guard: Option<SessionGuard>,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Channels open now, bounded by `max_channels_per_connection`.
+    open_channels: Arc<AtomicUsize>,
+    /// The slots of channels not yet serving SFTP; a channel serving SFTP holds its slot in its
+    /// stream until it is closed (russh does not report a close the server began).
+    channel_slots: HashMap<ChannelId, ChannelSlot>,
     /// A wrong password was given: no more password attempts on this connection.
     password_failed: bool,
+    /// Held until the client authenticates: one of the few slots of unauthenticated
+    /// connections.
+    unauthenticated: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Cancelled when the client has authenticated (ends the login grace time).
+    authenticated: CancellationToken,
+    activity: Arc<Activity>,
 }
 
 /// Why an authentication attempt failed, as recorded (never the secret itself).
@@ -60,6 +73,23 @@ impl FailClass {
     }
 }
 
+/// One open channel of a connection, counted until dropped.
+pub struct ChannelSlot(Arc<AtomicUsize>);
+
+impl Drop for ChannelSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a connection holds until it authenticates.
+pub struct Login {
+    /// The connection's slot among the unauthenticated ones.
+    pub unauthenticated: tokio::sync::OwnedSemaphorePermit,
+    /// Cancelled once it authenticates.
+    pub authenticated: CancellationToken,
+}
+
 /// How long a password attempt waits for an argon2 slot before it is refused.
 const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -68,6 +98,7 @@ impl SshSession {
         services: Services,
         peer: SocketAddr,
         connection_end: CancellationToken,
+        login: Login,
     ) -> SshSession {
         services
             .audit
@@ -79,7 +110,12 @@ impl SshSession {
             account: None,
             guard: None,
             channels: HashMap::new(),
+            open_channels: Arc::new(AtomicUsize::new(0)),
+            channel_slots: HashMap::new(),
             password_failed: false,
+            unauthenticated: Some(login.unauthenticated),
+            authenticated: login.authenticated,
+            activity: Arc::new(Activity::new()),
         }
     }
 
@@ -218,6 +254,9 @@ impl SshSession {
         });
         self.guard = Some(guard);
         self.account = Some(account.id.clone());
+        self.unauthenticated = None;
+        self.authenticated.cancel();
+        self.watch_idle(&account.id);
         self.services
             .metrics
             .sessions
@@ -239,6 +278,44 @@ impl SshSession {
             );
         }
         Ok(())
+    }
+
+    /// Closes the connection once its channels have not moved for `idle_timeout`.
+    fn watch_idle(&self, account: &str) {
+        let timeout = self
+            .services
+            .live
+            .snapshot()
+            .config
+            .gateway
+            .limits
+            .idle_timeout;
+        let activity = self.activity.clone();
+        activity.touch();
+        let end = self.connection_end.clone();
+        let services = self.services.clone();
+        let account = account.to_owned();
+        let peer = self.peer;
+        tokio::spawn(async move {
+            // Each round sleeps until the earliest moment the session could be idle.
+            loop {
+                let idle = activity.idle_for();
+                if idle >= timeout {
+                    services.audit.record(
+                        "sftp.idle_timeout",
+                        Some(&account),
+                        Some(peer),
+                        json!({"idle_seconds": idle.as_secs()}),
+                    );
+                    end.cancel();
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(timeout - idle) => {}
+                    _ = end.cancelled() => return,
+                }
+            }
+        });
     }
 
     fn view_for(&self, account: &Account) -> Result<BoxView, crate::boxes::BoxError> {
@@ -410,6 +487,25 @@ impl russh::server::Handler for SshSession {
                 .await;
             return Ok(());
         }
+        let max = self
+            .services
+            .live
+            .snapshot()
+            .config
+            .gateway
+            .limits
+            .max_channels_per_connection;
+        if self.open_channels.load(Ordering::Relaxed) >= max as usize {
+            self.refuse_channel_use("channel over max_channels_per_connection");
+            reply
+                .reject(russh::ChannelOpenFailure::ResourceShortage)
+                .await;
+            return Ok(());
+        }
+        self.activity.touch();
+        self.open_channels.fetch_add(1, Ordering::Relaxed);
+        self.channel_slots
+            .insert(channel.id(), ChannelSlot(self.open_channels.clone()));
         self.channels.insert(channel.id(), channel);
         reply.accept().await;
         Ok(())
@@ -443,12 +539,28 @@ impl russh::server::Handler for SshSession {
             }
         };
         session.channel_success(channel_id)?;
-        let stream = stream::open(channel, self.connection_end.clone());
+        let slot = self.channel_slots.remove(&channel_id);
+        let stream = stream::open(
+            channel,
+            self.connection_end.clone(),
+            self.activity.clone(),
+            slot,
+        );
         let handler = SftpView::new(self.services.clone(), account_id, Some(self.peer), view);
         let config = russh_sftp::server::Config {
             max_client_packet_len: MAX_SFTP_PACKET,
         };
         russh_sftp::server::run_with_config(stream, handler, config).await;
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channel_slots.remove(&channel);
+        self.channels.remove(&channel);
         Ok(())
     }
 

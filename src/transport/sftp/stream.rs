@@ -13,7 +13,10 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use russh::ChannelMsg;
@@ -31,6 +34,33 @@ const REPLY_QUEUE: usize = 16;
 /// Reply bytes gathered before they are queued even without a flush.
 const REPLY_BATCH: usize = 256 << 10;
 
+/// When a connection's channels last moved (a request in, a reply out), for the idle timeout.
+pub struct Activity {
+    start: Instant,
+    /// Milliseconds after `start`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    pub fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last movement.
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
 pub struct SftpStream {
     requests: mpsc::Receiver<Bytes>,
     /// The part of the last request message not yet read by the server.
@@ -43,12 +73,19 @@ pub struct SftpStream {
 }
 
 /// Splits the channel, starts the pump and the writer, and returns the stream for the server.
-pub fn open(channel: russh::Channel<Msg>, session_end: CancellationToken) -> SftpStream {
+/// `held` is dropped once the writer has closed the channel.
+pub fn open(
+    channel: russh::Channel<Msg>,
+    session_end: CancellationToken,
+    activity: Arc<Activity>,
+    held: impl Send + 'static,
+) -> SftpStream {
     let (mut read_half, write_half) = channel.split();
     let (requests_tx, requests) = mpsc::channel::<Bytes>(REQUEST_QUEUE);
     let (replies_tx, mut replies_rx) = mpsc::channel::<Bytes>(REPLY_QUEUE);
 
     let pump_end = session_end.clone();
+    let pump_activity = activity.clone();
     tokio::spawn(async move {
         loop {
             let msg = tokio::select! {
@@ -57,6 +94,7 @@ pub fn open(channel: russh::Channel<Msg>, session_end: CancellationToken) -> Sft
             };
             match msg {
                 Some(ChannelMsg::Data { data }) => {
+                    pump_activity.touch();
                     let queued = tokio::select! {
                         _ = pump_end.cancelled() => break,
                         r = requests_tx.send(data) => r,
@@ -91,9 +129,11 @@ pub fn open(channel: russh::Channel<Msg>, session_end: CancellationToken) -> Sft
             if sent.is_err() {
                 break;
             }
+            activity.touch();
         }
         let _ = write_half.eof().await;
         let _ = write_half.close().await;
+        drop(held);
     });
 
     SftpStream {
@@ -206,5 +246,60 @@ impl AsyncWrite for SftpStream {
         ready!(self.as_mut().poll_queue_reply(cx))?;
         self.replies.close();
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A connection's socket that reads as ended, and refuses writes, once `cut` is cancelled: the
+/// one way to end a russh session that does not act on a disconnect (during a key exchange the
+/// client never finishes, russh leaves queued messages alone).
+pub struct Cuttable<S> {
+    inner: S,
+    cut: CancellationToken,
+    /// Wakes a pending read when the cut comes. Only reads poll it: one future keeps one waker.
+    cut_wait: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl<S> Cuttable<S> {
+    pub fn new(inner: S, cut: CancellationToken) -> Cuttable<S> {
+        let cut_wait = Box::pin(cut.clone().cancelled_owned());
+        Cuttable {
+            inner,
+            cut,
+            cut_wait,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Cuttable<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.cut_wait.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Cuttable<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.cut.is_cancelled() {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -5,7 +5,7 @@
 //! Everything outside that tree — `..`, links, directories, attribute changes, extensions other
 //! than `limits@openssh.com` — is refused with `SSH_FX_PERMISSION_DENIED` and audited.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File as StdFile;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
@@ -30,8 +30,11 @@ pub const MAX_SFTP_PACKET: u32 = 256 * 1024;
 /// Largest read answered at once, and largest write asked of clients, as OpenSSH's server caps
 /// them: room for the header within the 256 KiB frame.
 const MAX_READ: u32 = 256 * 1024 - 1024;
-/// Files and directories one session may hold open at once.
-const MAX_HANDLES: usize = 64;
+/// Most entries in one `readdir` answer, as OpenSSH's server sends.
+const READDIR_ENTRIES: usize = 100;
+/// Most bytes of names and attributes in one `readdir` answer: OpenSSH's client refuses a reply
+/// over 256 KiB, so a large folder is listed in pages well under that.
+const READDIR_BYTES: usize = 64 * 1024;
 
 /// Which boxes a session sees, and how they are named.
 pub enum BoxView {
@@ -61,9 +64,9 @@ enum OpenHandle {
         bytes: u64,
     },
     Write(UploadWriter),
+    /// A listing taken at `opendir`, handed out a page at a time ([`page`]).
     Dir {
-        entries: Vec<File>,
-        sent: bool,
+        entries: VecDeque<File>,
     },
 }
 
@@ -76,6 +79,8 @@ pub struct SftpView {
     next_handle: u64,
     retrieved: HashSet<(String, FileName)>,
     downloaded: Counter,
+    /// Files and directories this session may hold open at once (`max_handles_per_session`).
+    max_handles: usize,
 }
 
 /// A refusal as the client sees it: a status code and a message it can act on.
@@ -155,6 +160,27 @@ fn file_attrs(entry: &Entry, folder: Folder) -> FileAttributes {
     }
 }
 
+/// Bytes an entry takes in a `SSH_FXP_NAME` answer, attributes counted at their largest.
+fn encoded_len(f: &File) -> usize {
+    8 + f.filename.len() + f.longname.len() + 64
+}
+
+/// The next page of a listing: at most [`READDIR_ENTRIES`] entries and [`READDIR_BYTES`]
+/// bytes, and always at least one entry, so that every call makes progress.
+fn page(entries: &mut VecDeque<File>) -> Vec<File> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    while let Some(next) = entries.front() {
+        let len = encoded_len(next);
+        if !out.is_empty() && (out.len() >= READDIR_ENTRIES || bytes + len > READDIR_BYTES) {
+            break;
+        }
+        bytes += len;
+        out.extend(entries.pop_front());
+    }
+    out
+}
+
 impl SftpView {
     pub fn new(
         services: Services,
@@ -163,7 +189,15 @@ impl SftpView {
         view: BoxView,
     ) -> SftpView {
         let downloaded = services.metrics.transferred("sftp", "download");
+        let max_handles = services
+            .live
+            .snapshot()
+            .config
+            .gateway
+            .limits
+            .max_handles_per_session as usize;
         SftpView {
+            max_handles,
             services,
             account,
             peer,
@@ -246,11 +280,12 @@ impl SftpView {
 
     /// Refuses another handle once the session holds as many as the limits extension announced.
     fn check_handles(&self) -> Result<(), Refusal> {
-        if self.handles.len() >= MAX_HANDLES {
+        if self.handles.len() >= self.max_handles {
             return Err(refuse(
                 StatusCode::Failure,
                 format!(
-                    "too many open files (at most {MAX_HANDLES} per session); close some first"
+                    "too many open files (at most {} per session); close some first",
+                    self.max_handles
                 ),
             ));
         }
@@ -605,22 +640,20 @@ impl russh_sftp::server::Handler for SftpView {
             json!({"path": self.display(&loc), "entries": entries.len()}),
         );
         let handle = self.new_handle(OpenHandle::Dir {
-            entries,
-            sent: false,
+            entries: entries.into(),
         });
         Ok(Handle { id, handle })
     }
 
     async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
         match self.handles.get_mut(&handle) {
-            Some(OpenHandle::Dir { entries, sent }) if !*sent => {
-                *sent = true;
-                Ok(Name {
-                    id,
-                    files: std::mem::take(entries),
-                })
+            Some(OpenHandle::Dir { entries }) if entries.is_empty() => {
+                Err(refuse(StatusCode::Eof, "end of directory"))
             }
-            Some(OpenHandle::Dir { .. }) => Err(refuse(StatusCode::Eof, "end of directory")),
+            Some(OpenHandle::Dir { entries }) => Ok(Name {
+                id,
+                files: page(entries),
+            }),
             _ => Err(refuse(StatusCode::Failure, "invalid handle")),
         }
     }
@@ -757,7 +790,7 @@ impl russh_sftp::server::Handler for SftpView {
                 MAX_SFTP_PACKET as u64,
                 MAX_READ as u64,
                 MAX_READ as u64,
-                MAX_HANDLES as u64,
+                self.max_handles as u64,
             ]
             .into_iter()
             .flat_map(u64::to_be_bytes)
@@ -788,6 +821,40 @@ impl Drop for SftpView {
                 "box.upload_discarded",
                 json!({"name": name.as_str(), "bytes": bytes}),
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(n: usize, name_len: usize) -> VecDeque<File> {
+        (0..n)
+            .map(|i| {
+                let name = format!("{i:05}{}", "x".repeat(name_len));
+                File::new(name, FileAttributes::default())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pages_are_bounded_in_entries_and_bytes_and_lose_nothing() {
+        for (n, name_len) in [(0, 1), (1, 250), (5_000, 40), (2_000, 250)] {
+            let mut all = entries(n, name_len);
+            let mut seen = 0;
+            for _ in 0..=n {
+                let page = page(&mut all);
+                if page.is_empty() {
+                    break;
+                }
+                assert!(page.len() <= READDIR_ENTRIES);
+                let bytes: usize = page.iter().map(encoded_len).sum();
+                assert!(bytes <= READDIR_BYTES, "{bytes}");
+                seen += page.len();
+            }
+            assert_eq!(seen, n);
+            assert!(all.is_empty());
         }
     }
 }
