@@ -540,7 +540,8 @@ fn an_archive_refused_over_sftp_gets_a_receipt_naming_rule_file_and_line() {
 }
 
 /// `openssl cms -encrypt` of `plain` for the certificate `cert` in certs-example.
-fn openssl_encrypt(tc: &TestConfig, plain: &[u8], cert: &str) -> Vec<u8> {
+/// CMS for `cert` made by openssl; RSA key transport with OAEP unless `pkcs1v15`.
+fn openssl_encrypt(tc: &TestConfig, plain: &[u8], cert: &str, pkcs1v15: bool) -> Vec<u8> {
     let input = tc.dir.path().join("to-encrypt.zip");
     let output = tc.dir.path().join("encrypted.p7m");
     std::fs::write(&input, plain).unwrap();
@@ -557,7 +558,13 @@ fn openssl_encrypt(tc: &TestConfig, plain: &[u8], cert: &str) -> Vec<u8> {
         .arg(&input)
         .arg("-out")
         .arg(&output)
+        .arg("-recip")
         .arg(support::repo_root().join("certs-example").join(cert))
+        .args(if pkcs1v15 {
+            &[][..]
+        } else {
+            &["-keyopt", "rsa_padding_mode:oaep"][..]
+        })
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -576,7 +583,7 @@ fn uploads_encrypted_for_the_gateway_are_opened_before_the_check() {
     let _clamd = ClamdInstance::start(tc.dir.path());
     let daemon = Daemon::start(&tc);
     let archive = checkup_archive(CLINIC_NO, INSURER_NO, 5, 11);
-    let sealed = openssl_encrypt(&tc, &archive, "gateway-enc.pem");
+    let sealed = openssl_encrypt(&tc, &archive, "gateway-enc.pem", false);
     hand_off(&tc, CLINIC, "sealed.zip.p7m", &sealed);
     // This account must encrypt: its plain archive, or one for another certificate, is refused.
     hand_off(
@@ -589,8 +596,17 @@ fn uploads_encrypted_for_the_gateway_are_opened_before_the_check() {
         &tc,
         &checkup_archive(CLINIC_NO, INSURER_NO, 2, 13),
         "insurer-06130017-enc.pem",
+        false,
     );
     hand_off(&tc, CLINIC, "wrong-cert.zip.p7m", &for_insurer);
+    // RSA PKCS#1 v1.5 key transport (openssl's default) is off unless the config allows it.
+    let pkcs1 = openssl_encrypt(
+        &tc,
+        &checkup_archive(CLINIC_NO, INSURER_NO, 2, 14),
+        "gateway-enc.pem",
+        true,
+    );
+    hand_off(&tc, CLINIC, "pkcs1.zip.p7m", &pkcs1);
 
     assert!(
         wait_for(40, || event_of(&tc, "sealed.zip.p7m", Hop::Delivered)
@@ -618,6 +634,7 @@ fn uploads_encrypted_for_the_gateway_are_opened_before_the_check() {
     for (name, rule) in [
         ("plain.zip", "inbound.not-cms"),
         ("wrong-cert.zip.p7m", "inbound.wrong-recipient"),
+        ("pkcs1.zip.p7m", "inbound.unsupported"),
     ] {
         assert!(
             wait_for(30, || event_of(&tc, name, Hop::Rejected).is_some()),

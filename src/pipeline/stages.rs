@@ -272,7 +272,11 @@ fn open_inbound(job: &Job, ctx: &StageCtx<'_>) -> Option<Outcome> {
         Err(e) => return Some(Outcome::Retry(format!("opening spool file: {e}"))),
     };
     let opened = ctx.spool.store_opened(&job.file_id, |out| {
-        crate::seal::open_verified(&key, OpenOptions::default(), upload, out).map(drop)
+        let options = OpenOptions {
+            allow_rsa_pkcs1v15: gateway.inbound_allow_rsa_pkcs1v15,
+            ..OpenOptions::default()
+        };
+        crate::seal::open_verified(&key, options, upload, out).map(drop)
     });
     let (rule, message) = match opened {
         Ok(Ok(())) => return None,
