@@ -2,7 +2,6 @@
 //! another on this thread, as a pipeline worker does. Prints archives/s, MB/s (compressed and
 //! unpacked) and the process's peak RSS. Run by `bench/validate`.
 
-use std::io::Cursor;
 use std::time::Instant;
 
 use handoff::config::Config;
@@ -32,34 +31,45 @@ fn main() {
     let today = validate::today(config.gateway.utc_offset());
     let spec = Spec::example(persons, today.previous_day().expect("date"));
     let name = spec.archive_name().file_name();
-    let archives: Vec<Vec<u8>> = (0..count)
+    // The archives wait on disk, as in the spool: what is measured holds one at a time.
+    let dir = std::env::temp_dir().join(format!("handoff-validate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let paths: Vec<std::path::PathBuf> = (0..count)
         .map(|i| {
             let spec = Spec {
                 seed: i as u64 + 1,
                 ..spec.clone()
             };
-            testdata::write_valid(&spec, Vec::new()).expect("generate")
+            let path = dir.join(format!("{i}.zip"));
+            let file = std::io::BufWriter::new(std::fs::File::create(&path).expect("archive"));
+            testdata::write_valid(&spec, file).expect("generate");
+            path
         })
         .collect();
-    let compressed: usize = archives.iter().map(Vec::len).sum();
-    let unpacked: u64 = archives
+    let compressed: u64 = paths
         .iter()
-        .map(|a| {
-            let z = zip::ZipArchive::new(Cursor::new(a)).expect("zip");
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let unpacked: u64 = paths
+        .iter()
+        .map(|p| {
+            let file = std::fs::File::open(p).expect("archive");
+            let z = zip::ZipArchive::new(std::io::BufReader::new(file)).expect("zip");
             (0..z.len())
                 .map(|i| z.by_index_data(i).map(|e| e.size()).unwrap_or(0))
                 .sum::<u64>()
         })
         .sum();
-    // Compile the schemas before timing, as a worker has after its first archive.
-    let check = |a: &Vec<u8>| {
-        validate::check_upload(Cursor::new(a), &name, sender, &config).expect("schemas")
+    let check = |p: &std::path::Path| {
+        let file = std::io::BufReader::new(std::fs::File::open(p).expect("archive"));
+        validate::check_upload(file, &name, sender, &config).expect("schemas")
     };
     let valid = |c: Checked| matches!(c, Checked::Valid { warnings, .. } if warnings.is_empty());
-    assert!(valid(check(&archives[0])));
+    // Compile the schemas before timing, as a worker has after its first archive.
+    assert!(valid(check(&paths[0])));
     let started = Instant::now();
-    for a in &archives {
-        assert!(valid(check(a)));
+    for p in &paths {
+        assert!(valid(check(p)));
     }
     let secs = started.elapsed().as_secs_f64();
     let mb = |b: f64| b / 1e6;
@@ -73,4 +83,5 @@ fn main() {
         mb(unpacked as f64) / secs,
         peak_rss_kib()
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
