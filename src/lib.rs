@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod receipts;
 pub mod scan;
 pub mod seal;
+pub mod sorting;
 pub mod spool;
 pub mod state;
 pub mod transport;

@@ -668,50 +668,7 @@ fn receipts(command: ReceiptsCommand) -> anyhow::Result<ExitCode> {
             let (ledger, _) = ledger_of(&config)?;
             let hops = ledger.trace(&file_id)?;
             anyhow::ensure!(!hops.is_empty(), "no receipts for file {file_id}");
-            let first = &hops[0];
-            println!(
-                "file {}  {:?}  {} bytes  sha256 {}",
-                first.file_id, first.original_name, first.size, first.sha256
-            );
-            println!(
-                "from {} to {}",
-                first.sender,
-                hops.iter()
-                    .rev()
-                    .find_map(|r| r.recipient.clone())
-                    .unwrap_or_else(|| "-".into())
-            );
-            let parse = |t: &str| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-            };
-            let start = parse(&first.time);
-            let mut prev = start;
-            for r in &hops {
-                let at = parse(&r.time);
-                let since_prev = match (prev, at) {
-                    (Some(p), Some(a)) => format!("+{:.3}s", (a - p).as_seconds_f64()),
-                    _ => "-".into(),
-                };
-                let total = match (start, at) {
-                    (Some(s), Some(a)) => format!("{:.3}s", (a - s).as_seconds_f64()),
-                    _ => "-".into(),
-                };
-                let extra = match (&r.summary, &r.sealed_sha256) {
-                    (Some(s), _) => format!("  {s}"),
-                    (None, Some(h)) => format!("  sealed sha256 {h}"),
-                    _ => String::new(),
-                };
-                println!(
-                    "  #{:<6} {:<10} {}  {:>10}  (total {}){}",
-                    r.seq,
-                    r.hop.as_str(),
-                    r.time,
-                    since_prev,
-                    total,
-                    extra
-                );
-                prev = at;
-            }
+            print_trace(&ledger, &hops, "")?;
         }
         ReceiptsCommand::Verify {
             config,
@@ -1074,4 +1031,74 @@ fn open(key: &Path, cert: Option<&Path>, allow_unauthenticated: bool) -> anyhow:
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Prints every hop of a file with times and time between hops; a split parent's children
+/// follow its `split` hop, indented, each with its own hops down to its retrieval.
+fn print_trace(
+    ledger: &handoff::receipts::ledger::Ledger,
+    hops: &[handoff::receipts::Receipt],
+    indent: &str,
+) -> anyhow::Result<()> {
+    let Some(first) = hops.first() else {
+        return Ok(());
+    };
+    println!(
+        "{indent}file {}  {:?}  {} bytes  sha256 {}",
+        first.file_id, first.original_name, first.size, first.sha256
+    );
+    let parent = first
+        .parent
+        .as_deref()
+        .map(|p| format!("  (sorted out of {p})"))
+        .unwrap_or_default();
+    println!(
+        "{indent}from {} to {}{parent}",
+        first.sender,
+        hops.iter()
+            .rev()
+            .find_map(|r| r.recipient.clone())
+            .unwrap_or_else(|| "-".into())
+    );
+    let parse = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    };
+    let start = parse(&first.time);
+    let mut prev = start;
+    for r in hops {
+        let at = parse(&r.time);
+        let since_prev = match (prev, at) {
+            (Some(p), Some(a)) => format!("+{:.3}s", (a - p).as_seconds_f64()),
+            _ => "-".into(),
+        };
+        let total = match (start, at) {
+            (Some(s), Some(a)) => format!("{:.3}s", (a - s).as_seconds_f64()),
+            _ => "-".into(),
+        };
+        let extra = match (&r.summary, &r.sealed_sha256) {
+            (Some(s), _) => format!("  {s}"),
+            (None, Some(h)) => format!("  sealed sha256 {h}"),
+            _ if !r.children.is_empty() => format!("  into {} archives", r.children.len()),
+            _ => String::new(),
+        };
+        println!(
+            "{indent}  #{:<6} {:<10} {}  {:>10}  (total {}){}",
+            r.seq,
+            r.hop.as_str(),
+            r.time,
+            since_prev,
+            total,
+            extra
+        );
+        prev = at;
+        for c in &r.children {
+            println!(
+                "{indent}    └ {} insurer {} ({}), {} persons, sha256 {}",
+                c.file_id, c.insurer, c.recipient, c.persons, c.sha256
+            );
+            let child = ledger.trace(&c.file_id)?;
+            print_trace(ledger, &child, &format!("{indent}      "))?;
+        }
+    }
+    Ok(())
 }

@@ -33,7 +33,9 @@ fn example_config_parses() {
     assert!(text.contains("schema_dir = \"../var/schemas\""));
     let text = text.replace("\"../var/schemas\"", "\"../../shared/formats\"");
     let loaded = config::parse(&path, &text).expect("example config is valid");
-    assert_eq!(loaded.config.counterparts.len(), 4);
+    assert_eq!(loaded.config.counterparts.len(), 6);
+    assert!(loaded.config.may_send_to_agency("clinic-1312345679"));
+    assert!(!loaded.config.may_send_to_agency("clinic-2717654327"));
     assert!(
         loaded
             .config
@@ -360,7 +362,7 @@ fn check_config_exit_codes_and_output() {
     );
     let out = String::from_utf8_lossy(&ok.stdout);
     assert!(
-        out.contains("2 clinics, 2 insurers")
+        out.contains("2 clinics, 4 insurers")
             && out.contains("clinic-1312345679 -> insurer-06130017"),
         "{out}"
     );

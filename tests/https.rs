@@ -532,7 +532,7 @@ fn the_noc_api_is_for_noc_accounts_only() {
     let _d = start(&tc);
     let out = curl(&tc, Some("noc-tokyo"), &["{base}/noc/status"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(status["boxes"].as_array().unwrap().len(), 4);
+    assert_eq!(status["boxes"].as_array().unwrap().len(), 6);
     let receipts = tc.state_dir().join("boxes").join(CLINIC).join("receipts");
     fs::write(
         receipts.join("f1.accepted.json"),

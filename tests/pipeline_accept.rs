@@ -133,6 +133,7 @@ fn routing_never_guesses() {
     let tc = TestConfig::new();
     let config = handoff::config::load(&tc.path).expect("config").config;
     let by_number = |n: &str| Routing {
+        agency: false,
         receiver: Some((handoff::config::CounterpartKind::Insurer, n.to_owned())),
     };
     // The receiver number read from the archive decides, when the route is allowed.

@@ -36,6 +36,8 @@ fn event(file: &str, hop: Hop) -> FileEvent {
         } else {
             Vec::new()
         },
+        parent: None,
+        children: Vec::new(),
     }
 }
 

@@ -20,6 +20,10 @@ pub use model::*;
 pub use size::ByteSize;
 pub use validate::{expiry_instant, normalize_fingerprint};
 
+/// The route that lets a clinic send archives addressed to the gateway's agency number, to be
+/// sorted by insurer (docs/sorting.md). Reserved: no counterpart may be called so.
+pub const AGENCY_ROUTE: &str = "agency";
+
 /// A config that passed validation, with the warnings it produced.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -101,6 +105,12 @@ impl Config {
         self.counterparts
             .iter()
             .find(|c| c.kind == kind && c.number == number)
+    }
+
+    /// Whether `from` may send archives addressed to the agency (a route to [`AGENCY_ROUTE`])
+    /// and the gateway has an agency number.
+    pub fn may_send_to_agency(&self, from: &str) -> bool {
+        self.gateway.agency_number.is_some() && self.route_allowed(from, AGENCY_ROUTE)
     }
 
     /// Whether `from` may send files to `to`.

@@ -69,6 +69,30 @@ pub struct Gateway {
     pub archive: ArchiveLimits,
     #[serde(default)]
     pub validation: Validation,
+    /// The gateway's own 代行機関 (agency) number, 8 digits: archives addressed to it are
+    /// sorted by insurer (docs/sorting.md). Unset: no archive may name an agency.
+    pub agency_number: Option<String>,
+    #[serde(default)]
+    pub sorting: Sorting,
+}
+
+/// How archives addressed to the agency are sorted.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sorting {
+    pub unroutable: Unroutable,
+}
+
+/// What happens to an agency-addressed archive holding persons whose insurer the sender may
+/// not send to (not a configured insurer, or no route from that clinic).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unroutable {
+    /// The whole archive goes back, naming each such person's file: nothing is sent.
+    #[default]
+    RejectArchive,
+    /// The routable persons are delivered; the others come back in a `rejected` receipt.
+    DeliverRoutable,
 }
 
 /// What the schema check accepts: the editions of the official format, and the severity of

@@ -200,6 +200,15 @@ fn gateway(g: &Gateway, f: &mut Findings) {
     if let Err(e) = parse_offset(&g.time_zone) {
         f.error(at("time_zone"), e);
     }
+    // The agency number's check digit is not checked: its rule is UNCONFIRMED.
+    if let Some(n) = &g.agency_number
+        && !(n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        f.error(
+            at("agency_number"),
+            format!("the agency number must be 8 digits, got {n:?}"),
+        );
+    }
     let limits = &g.limits;
     for (key, zero) in [
         ("max_upload_size", limits.max_upload_size.bytes() == 0),
@@ -474,8 +483,28 @@ fn accounts(config: &Config, zone: UtcOffset, now: OffsetDateTime, f: &mut Findi
         {
             encryption_cert(p, at.join("encryption_cert"), now, f);
         }
+        if c.id == super::AGENCY_ROUTE {
+            f.error(
+                at.join("id"),
+                format!(
+                    "{:?} is reserved for routes to the agency",
+                    super::AGENCY_ROUTE
+                ),
+            );
+        }
         for (j, r) in c.routes.iter().enumerate() {
             let rat = at.join("routes").join(j);
+            if r == super::AGENCY_ROUTE {
+                if config.gateway.agency_number.is_none() {
+                    f.error(
+                        rat,
+                        "route to the agency, but gateway.agency_number is not set",
+                    );
+                } else if c.kind != CounterpartKind::Clinic {
+                    f.error(rat, "only clinics send archives to the agency");
+                }
+                continue;
+            }
             match config.counterpart(r) {
                 None => f.error(rat, format!("route to {r:?}, which is not a counterpart")),
                 Some(t) if t.id == c.id => f.error(rat, "a counterpart cannot route to itself"),

@@ -73,6 +73,7 @@ pub fn accept(
         retrieved: false,
         quarantined: false,
         warnings: Vec::new(),
+        parent: None,
     };
     if !store.insert_accepted(&job)? {
         // Another accept of the same file won the race.

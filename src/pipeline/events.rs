@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::receipts::{Hop, Reason};
+use crate::receipts::{Child, Hop, Reason};
 
 /// A file reached a hop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +28,12 @@ pub struct FileEvent {
     pub sealed_sha256: Option<String>,
     /// Why, for `rejected`.
     pub reasons: Vec<Reason>,
+    /// The agency-addressed archive this one was sorted out of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// For `split`: the archives sorted out of this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Child>,
 }
 
 /// The durable, ordered log of file events: the job store appends one entry per hop of a file

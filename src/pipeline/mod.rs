@@ -9,6 +9,7 @@
 pub mod accept;
 pub mod events;
 pub mod fault;
+pub mod split;
 pub mod stages;
 
 use std::collections::{HashMap, HashSet};
@@ -90,6 +91,8 @@ struct Inner {
         crate::metrics::Labels,
         prometheus_client::metrics::counter::Counter,
     >,
+    /// Children of splits, recorded and waiting to be queued by the worker that made them.
+    spawned: Mutex<Vec<String>>,
     /// Test-only failure injection ([`fault`]); `None` in production.
     fault: Option<fault::Injection>,
 }
@@ -137,6 +140,7 @@ impl Pipeline {
                 clamd: clamd.clone(),
                 health: health.clone(),
             }),
+            Box::new(split::SplitStage),
             Box::new(SealStage {
                 sealer: Arc::new(CmsSealer),
             }),
@@ -156,6 +160,7 @@ impl Pipeline {
             in_flight: Mutex::new(HashSet::new()),
             attempts: Mutex::new(HashMap::new()),
             internal_failures: Mutex::new(HashMap::new()),
+            spawned: Mutex::new(Vec::new()),
             alerts: services.metrics.alerts.clone(),
             fault: fault::Injection::from_env(),
         });
@@ -332,6 +337,10 @@ async fn worker(
                     .unwrap_or(Some(MAX_BACKOFF))
             }
         };
+        let spawned = std::mem::take(&mut *inner.spawned.lock().unwrap_or_else(|p| p.into_inner()));
+        for child in spawned {
+            inner.enqueue(child).await;
+        }
         match retry {
             None => {
                 inner.forget(&id);
@@ -532,10 +541,14 @@ impl Inner {
                     return Some(self.backoff(file_id));
                 }
             };
-            let stage = self.stages.iter().find(|s| s.takes() == job.state)?;
+            let stage = self
+                .stages
+                .iter()
+                .find(|s| s.takes() == job.state && s.applies(&job))?;
             let snapshot = self.live.snapshot();
             let ctx = StageCtx {
                 spool: &self.spool,
+                store: &*self.store,
                 config: &snapshot.config,
                 layout: &self.layout,
             };
@@ -562,6 +575,11 @@ impl Inner {
                     reasons,
                     quarantine,
                 } => self.reject(job, reasons, quarantine),
+                Outcome::Split {
+                    children,
+                    listed,
+                    returned,
+                } => self.split(job, children, listed, returned),
                 Outcome::Retry(why) => {
                     let wait = self.backoff(file_id);
                     tracing::warn!(file_id, stage = stage.name(), why, ?wait, "job waits");
@@ -614,6 +632,44 @@ impl Inner {
             self.count(Hop::Delivered, recipient, &job.file_id);
             tracing::info!(file_id = job.file_id, recipient, "delivered");
         }
+        Ok(())
+    }
+
+    /// Records a split: the children become jobs of their own (queued once this worker is
+    /// done), the parent ends with its `split` receipt, and with a `rejected` receipt listing
+    /// the persons returned to the sender, if any.
+    fn split(
+        &self,
+        mut job: Job,
+        children: Vec<Job>,
+        listed: Vec<crate::receipts::Child>,
+        returned: Vec<crate::receipts::Reason>,
+    ) -> Result<(), PipelineError> {
+        job.state = JobState::Split;
+        // The parent's warnings are the sender's to read: in its `split` receipt.
+        let mut split = job.event(Hop::Split, job.warnings.clone());
+        split.children = listed;
+        let rejected = (!returned.is_empty()).then(|| job.event(Hop::Rejected, returned));
+        self.store
+            .commit_split(&job, &children, &split, rejected.as_ref())?;
+        self.spool.remove(&job.file_id)?;
+        self.count(Hop::Split, &job.sender, &job.file_id);
+        if rejected.is_some() {
+            self.count(Hop::Rejected, &job.sender, &job.file_id);
+        }
+        for child in &children {
+            self.count(Hop::Accepted, &job.sender, &child.file_id);
+        }
+        tracing::info!(
+            file_id = job.file_id,
+            children = children.len(),
+            returned = rejected.is_some(),
+            "split"
+        );
+        self.spawned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(children.into_iter().map(|c| c.file_id));
         Ok(())
     }
 

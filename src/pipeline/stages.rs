@@ -10,7 +10,7 @@ use crate::receipts::Reason;
 use crate::scan::{Clamd, ScanHealth, Verdict};
 use crate::seal::{OpenOptions, OpeningKey, SealError};
 pub use crate::spool::ReadSeek;
-use crate::spool::store::{Job, JobState};
+use crate::spool::store::{Job, JobState, JobStore};
 use crate::spool::{self, Spool};
 use crate::state::StateLayout;
 use crate::validate;
@@ -18,6 +18,8 @@ use crate::validate;
 /// What a stage may touch.
 pub struct StageCtx<'a> {
     pub spool: &'a Spool,
+    /// For stages that record more than their own job's transition (the split plan).
+    pub store: &'a dyn JobStore,
     pub config: &'a Config,
     pub layout: &'a StateLayout,
 }
@@ -37,6 +39,14 @@ pub enum Outcome {
     Reject {
         reasons: Vec<Reason>,
         quarantine: bool,
+    },
+    /// An agency-addressed archive was sorted: the child jobs to record (their files are in
+    /// the spool), as the parent's `split` receipt lists them, and the persons returned to the
+    /// sender (a `rejected` receipt for the parent, when not empty).
+    Split {
+        children: Vec<Job>,
+        listed: Vec<crate::receipts::Child>,
+        returned: Vec<Reason>,
     },
     /// Not now (scanner unreachable, disk error): the job stays where it is and is retried.
     Retry(String),
@@ -62,6 +72,10 @@ pub trait Stage: Send + Sync {
     fn name(&self) -> &'static str;
     /// The state of the jobs this stage takes.
     fn takes(&self) -> JobState;
+    /// Whether the stage handles this job of its state (several stages may take one state).
+    fn applies(&self, _job: &Job) -> bool {
+        true
+    }
     fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome;
 }
 
@@ -70,6 +84,8 @@ pub trait Stage: Send + Sync {
 pub struct Routing {
     /// The receiver in the archive's index (its kind and number), if the validator read one.
     pub receiver: Option<(CounterpartKind, String)>,
+    /// The index names the gateway's agency: the archive is sorted by insurer.
+    pub agency: bool,
 }
 
 /// What the validator concluded about a file.
@@ -108,10 +124,11 @@ impl Validator for ArchiveValidator {
     ) -> Result<Validated, String> {
         match validate::check_upload(src, name, sender, config) {
             Ok(validate::Checked::Valid { header, warnings }) => {
+                let agency = matches!(header.receiver, Some((validate::format::Party::Agency, _)));
                 let receiver = header.receiver.and_then(|(party, number)| {
                     validate::rules::kind_of(party).map(|kind| (kind, number))
                 });
-                Ok(Validated::Routed(Routing { receiver }, warnings))
+                Ok(Validated::Routed(Routing { receiver, agency }, warnings))
             }
             Ok(validate::Checked::Invalid(findings)) => Ok(Validated::Rejected(findings)),
             Err(e) => Err(e.to_string()),
@@ -164,6 +181,16 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
             format!("{sender} is not a configured counterpart"),
         ));
     };
+    if routing.agency {
+        return if config.may_send_to_agency(sender) {
+            Ok(crate::config::AGENCY_ROUTE.to_owned())
+        } else {
+            Err(Reason::new(
+                "route.not-allowed",
+                format!("{sender} may not send archives to the agency"),
+            ))
+        };
+    }
     let to = match &routing.receiver {
         Some((kind, number)) => match config.counterpart_by_number(*kind, number) {
             Some(c) => c.id.clone(),
@@ -359,6 +386,9 @@ impl Stage for SealStage {
     }
     fn takes(&self) -> JobState {
         JobState::Scanned
+    }
+    fn applies(&self, job: &Job) -> bool {
+        job.recipient.as_deref() != Some(crate::config::AGENCY_ROUTE)
     }
     fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome {
         let Some(recipient) = job

@@ -91,6 +91,8 @@ impl Issuer {
             summary: summary(event),
             previous: head_hash,
             file_previous: self.ledger.file_head(&event.file_id)?,
+            parent: event.parent.clone(),
+            children: event.children.clone(),
             signature: String::new(),
         };
         r.sign(&self.key);

@@ -30,6 +30,9 @@ pub enum Hop {
     Retrieved,
     /// Retention expired; the file was destroyed.
     Purged,
+    /// An agency-addressed archive was sorted into one archive per insurer: the parent's work
+    /// ends, each child's begins (its `children` list them).
+    Split,
 }
 
 impl Hop {
@@ -40,6 +43,7 @@ impl Hop {
             Hop::Delivered => "delivered",
             Hop::Retrieved => "retrieved",
             Hop::Purged => "purged",
+            Hop::Split => "split",
         }
     }
 }
@@ -48,6 +52,23 @@ impl fmt::Display for Hop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// One archive sorted out of an agency-addressed parent, as its `split` receipt lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Child {
+    /// The child's own file id: its receipts carry the parent's id.
+    pub file_id: String,
+    /// The insurer (counterpart id) it is sealed and delivered to, and its insurer number.
+    pub recipient: String,
+    pub insurer: String,
+    /// The child archive's name (`<agency>_<insurer>_<date><N>_<X>.zip`).
+    pub original_name: String,
+    /// Persons (DATA files) it holds.
+    pub persons: u64,
+    pub size: u64,
+    /// SHA-256 of the child archive's plaintext.
+    pub sha256: String,
 }
 
 /// Why a file was rejected: a machine-readable rule id, where in the file, and a message the

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Hop, Reason, canonical};
+use super::{Child, Hop, Reason, canonical};
 
 /// The signed record of one hop of one file (DESIGN §3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +37,13 @@ pub struct Receipt {
     pub previous: String,
     /// Hash of the previous hop's receipt of the same file, if any.
     pub file_previous: Option<String>,
+    /// For an archive sorted out of an agency-addressed one: the parent's file id. Absent
+    /// otherwise, so receipts made before sorting existed verify unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// For a `split`: the archives the parent was sorted into.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Child>,
     /// Base64 Ed25519 signature over the canonical JSON of every other field.
     pub signature: String,
 }

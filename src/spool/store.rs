@@ -41,6 +41,8 @@ pub enum JobState {
     Rejected,
     /// Retention expired; the file is gone.
     Purged,
+    /// Sorted into one archive per insurer, each a job of its own (terminal).
+    Split,
 }
 
 impl JobState {
@@ -53,6 +55,7 @@ impl JobState {
             JobState::Delivered => "delivered",
             JobState::Rejected => "rejected",
             JobState::Purged => "purged",
+            JobState::Split => "split",
         }
     }
 
@@ -65,6 +68,7 @@ impl JobState {
             "delivered" => JobState::Delivered,
             "rejected" => JobState::Rejected,
             "purged" => JobState::Purged,
+            "split" => JobState::Split,
             _ => return None,
         })
     }
@@ -100,6 +104,8 @@ pub struct Job {
     /// Findings the file was let through with (rules set to warn): they go into the
     /// `delivered` receipt, which both parties receive.
     pub warnings: Vec<Reason>,
+    /// The agency-addressed archive this one was sorted out of.
+    pub parent: Option<String>,
 }
 
 impl Job {
@@ -116,6 +122,8 @@ impl Job {
             sha256: self.sha256.clone(),
             sealed_sha256: self.sealed_sha256.clone(),
             reasons,
+            parent: self.parent.clone(),
+            children: Vec::new(),
         }
     }
 }
@@ -132,6 +140,20 @@ pub struct Transition {
     pub warnings: Vec<Reason>,
     pub event: Option<FileEvent>,
 }
+
+/// One child of a split as planned: its file id and its send count N, fixed before any
+/// child is written so that a split run again after a crash makes the same children.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedChild {
+    pub insurer: String,
+    pub file_id: String,
+    /// `YYYYMMDD` at the gateway's offset when the split was planned.
+    pub day: String,
+    pub n: u8,
+}
+
+/// The highest same-day send count N of an archive name.
+pub const MAX_SEND_COUNT: u8 = 9;
 
 /// What the pipeline needs from a durable store. Every method is one transaction.
 pub trait JobStore: EventLog {
@@ -152,6 +174,25 @@ pub trait JobStore: EventLog {
     fn delivered_before(&self, before: OffsetDateTime) -> Result<Vec<Job>, StoreError>;
     /// Every file id the store knows (for sweeping orphans at start-up).
     fn has_job(&self, file_id: &str) -> Result<bool, StoreError>;
+    /// The children of `parent`, one per insurer: those planned before (a split run again), or
+    /// new ones with the next send count of `day` for each insurer. `Err(insurer)` (and nothing
+    /// recorded) when an insurer has had all of that day's send counts.
+    fn plan_split(
+        &self,
+        parent: &str,
+        day: &str,
+        insurers: &[&str],
+    ) -> Result<Result<Vec<PlannedChild>, String>, StoreError>;
+    /// Records a split at once: the child jobs (already in the spool) with their `accepted`
+    /// events, and the parent's `split` event (and `rejected` event, for persons returned).
+    /// The children's inbox keys are unique, so a split is never recorded twice.
+    fn commit_split(
+        &self,
+        parent: &Job,
+        children: &[Job],
+        split: &FileEvent,
+        rejected: Option<&FileEvent>,
+    ) -> Result<(), StoreError>;
 }
 
 /// The SQLite job store.
@@ -175,9 +216,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     delivered_at  INTEGER,
     retrieved     INTEGER NOT NULL DEFAULT 0,
     quarantined   INTEGER NOT NULL DEFAULT 0,
-    warnings      TEXT
+    warnings      TEXT,
+    parent        TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS splits (
+    parent  TEXT NOT NULL,
+    insurer TEXT NOT NULL,
+    child   TEXT NOT NULL UNIQUE,
+    day     TEXT NOT NULL,
+    n       INTEGER NOT NULL,
+    PRIMARY KEY (parent, insurer),
+    UNIQUE (insurer, day, n)
+);
 CREATE TABLE IF NOT EXISTS events (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
     file_id TEXT NOT NULL,
@@ -188,12 +239,15 @@ CREATE TABLE IF NOT EXISTS events (
 ";
 
 const JOB_COLUMNS: &str = "file_id, sender, original_name, size, sha256, inbox_key, state, \
-    recipient, sealed_sha256, accepted_at, delivered_at, retrieved, quarantined, warnings";
+    recipient, sealed_sha256, accepted_at, delivered_at, retrieved, quarantined, warnings, parent";
 
 /// Brings a job store written by an earlier version up to [`SCHEMA`].
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if conn.prepare("SELECT warnings FROM jobs LIMIT 0").is_err() {
         conn.execute_batch("ALTER TABLE jobs ADD COLUMN warnings TEXT")?;
+    }
+    if conn.prepare("SELECT parent FROM jobs LIMIT 0").is_err() {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN parent TEXT")?;
     }
     Ok(())
 }
@@ -232,6 +286,7 @@ fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, StoreErro
             },
             None => Vec::new(),
         },
+        parent: row.get(14)?,
     }))
 }
 
@@ -410,6 +465,68 @@ impl JobStore for SqliteStore {
         self.query_jobs(&sql, [nanos(before)])
     }
 
+    fn plan_split(
+        &self,
+        parent: &str,
+        day: &str,
+        insurers: &[&str],
+    ) -> Result<Result<Vec<PlannedChild>, String>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let before = SqliteStore::planned(&tx, parent)?;
+            if !before.is_empty() {
+                return Ok(Ok(before));
+            }
+            for insurer in insurers {
+                let next: i64 = tx.query_row(
+                    "SELECT COALESCE(MAX(n) + 1, 0) FROM splits WHERE insurer = ?1 AND day = ?2",
+                    params![insurer, day],
+                    |r| r.get(0),
+                )?;
+                if next > i64::from(MAX_SEND_COUNT) {
+                    return Ok(Err((*insurer).to_owned()));
+                }
+                tx.execute(
+                    "INSERT INTO splits (parent, insurer, child, day, n) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![parent, insurer, uuid::Uuid::now_v7().to_string(), day, next],
+                )?;
+            }
+            let planned = SqliteStore::planned(&tx, parent)?;
+            tx.commit()?;
+            Ok(Ok(planned))
+        })
+    }
+
+    fn commit_split(
+        &self,
+        parent: &Job,
+        children: &[Job],
+        split: &FileEvent,
+        rejected: Option<&FileEvent>,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            for child in children {
+                insert_job(&tx, child)?;
+                append_event(&tx, &child.event(Hop::Accepted, Vec::new()))?;
+            }
+            let n = tx.execute(
+                "UPDATE jobs SET state = ?2 WHERE file_id = ?1",
+                params![parent.file_id, JobState::Split.as_str()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NoJob(parent.file_id.clone()));
+            }
+            append_event(&tx, split)?;
+            if let Some(ev) = rejected {
+                append_event(&tx, ev)?;
+            }
+            tx.commit()?;
+            self.publish(conn);
+            Ok(())
+        })
+    }
+
     fn has_job(&self, file_id: &str) -> Result<bool, StoreError> {
         self.with(|conn| {
             Ok(conn
@@ -419,6 +536,50 @@ impl JobStore for SqliteStore {
                 .optional()?
                 .is_some())
         })
+    }
+}
+
+fn insert_job(tx: &rusqlite::Transaction<'_>, job: &Job) -> Result<(), StoreError> {
+    let warnings = if job.warnings.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&job.warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+    };
+    tx.execute(
+        "INSERT INTO jobs (file_id, sender, original_name, size, sha256, inbox_key, state, \
+         recipient, accepted_at, warnings, parent) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            job.file_id,
+            job.sender,
+            job.original_name,
+            job.size as i64,
+            job.sha256,
+            job.inbox_key,
+            job.state.as_str(),
+            job.recipient,
+            nanos(job.accepted_at),
+            warnings,
+            job.parent,
+        ],
+    )?;
+    Ok(())
+}
+
+impl SqliteStore {
+    fn planned(conn: &Connection, parent: &str) -> Result<Vec<PlannedChild>, StoreError> {
+        let mut stmt = conn.prepare(
+            "SELECT insurer, child, day, n FROM splits WHERE parent = ?1 ORDER BY insurer",
+        )?;
+        let rows = stmt.query_map([parent], |r| {
+            Ok(PlannedChild {
+                insurer: r.get(0)?,
+                file_id: r.get(1)?,
+                day: r.get(2)?,
+                n: u8::try_from(r.get::<_, i64>(3)?).unwrap_or(u8::MAX),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 

@@ -52,6 +52,21 @@ pub struct Expect<'a> {
     pub file_name: &'a str,
 }
 
+impl Expect<'_> {
+    /// The party the archive must name as its sender: the agency for the archives the gateway
+    /// sorts out of an agency-addressed one (checked like any upload before they go out),
+    /// otherwise the uploader's kind.
+    pub fn sender_party(&self) -> Party {
+        if self.sender.id == crate::config::AGENCY_ROUTE
+            && self.config.gateway.agency_number.as_deref() == Some(self.sender.number.as_str())
+        {
+            Party::Agency
+        } else {
+            party_of(self.sender.kind)
+        }
+    }
+}
+
 /// The party a counterpart of `kind` is in the exchange.
 pub fn party_of(kind: CounterpartKind) -> Party {
     match kind {
@@ -130,7 +145,7 @@ pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -
 
     // The sender: the uploading counterpart, under its party's root.
     let uploader = expect.sender;
-    let sender_party = party_of(uploader.kind);
+    let sender_party = expect.sender_party();
     if let Some(node) = descend(&root, &[el::SENDER, "id"]) {
         let root_oid = node.get_attribute("root").unwrap_or_default();
         let number = node.get_attribute("extension").unwrap_or_default();
@@ -180,7 +195,24 @@ pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -
         Some(node) => {
             let root_oid = node.get_attribute("root").unwrap_or_default();
             let number = node.get_attribute("extension").unwrap_or_default();
+            let agency = expect.config.gateway.agency_number.as_deref();
             match Party::from_oid(&root_oid).and_then(|p| kind_of(p).map(|k| (p, k))) {
+                // Addressed to the gateway's agency: sorted by insurer (docs/sorting.md).
+                None if root_oid == format::oid::AGENCY && agency.is_some() => {
+                    if agency == Some(number.as_str())
+                        && expect.config.may_send_to_agency(&uploader.id)
+                    {
+                        header.receiver = Some((Party::Agency, number));
+                    } else {
+                        findings.push(at(
+                            Rule::IndexReceiverUnknown,
+                            file,
+                            Some(&node),
+                            format!("受信者 {number} は、この送信者が送付できる代行機関ではありません（代行機関番号 {}）", agency.unwrap_or_default()),
+                            format!("the receiver {number} is not the agency this sender may send to (agency number {})", agency.unwrap_or_default()),
+                        ));
+                    }
+                }
                 None => findings.push(at(
                     Rule::IndexReceiverNumber,
                     file,
