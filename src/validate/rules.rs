@@ -849,6 +849,12 @@ pub fn summary(doc: &Document, header: &Header, totals: &Totals, findings: &mut 
             None => !*present || *sum == 0,
         };
         if !agrees {
+            let label = match *element {
+                el::TOTAL_COST => "費用額合計",
+                el::TOTAL_PAYMENT => "窓口負担額合計",
+                el::TOTAL_OTHER_PROGRAM => "他制度負担額合計",
+                _ => "請求額合計",
+            };
             let shown = stated.map_or("（記載なし）".into(), |v| v.to_string());
             let shown_en = stated.map_or("absent".into(), |v| v.to_string());
             findings.push(at(
@@ -856,7 +862,7 @@ pub fn summary(doc: &Document, header: &Header, totals: &Totals, findings: &mut 
                 file,
                 node.as_ref().or(Some(&root)),
                 format!(
-                    "{element} {shown} が {} の合計 {sum} と異なります",
+                    "{label}（{element}）{shown} が {} の合計 {sum} と異なります",
                     format::CLAIMS_DIR
                 ),
                 format!(
