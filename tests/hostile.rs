@@ -1137,3 +1137,175 @@ fn https_connections_are_capped() {
         "a slot comes free when a connection ends"
     );
 }
+
+/// The receipts in a box's `receipts/` folder, parsed.
+fn box_receipts(tc: &TestConfig, account: &str) -> Vec<serde_json::Value> {
+    let dir = tc.state_dir().join("boxes").join(account).join("receipts");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+/// The receipt of one hop of a file named `name`, if issued.
+fn receipt_of(tc: &TestConfig, account: &str, name: &str, hop: &str) -> Option<serde_json::Value> {
+    box_receipts(tc, account)
+        .into_iter()
+        .find(|r| r["original_name"] == name && r["hop"] == hop)
+}
+
+/// Official archives from the clinic to the insurer, written under `dir`, one per `send_count`.
+fn official_archives(dir: &std::path::Path, counts: &[u8]) -> Vec<std::path::PathBuf> {
+    use handoff::validate::testdata::{self, Spec};
+    let today = handoff::validate::today(time::UtcOffset::from_hms(9, 0, 0).expect("offset"));
+    let mut spec = Spec::example(2, today.previous_day().expect("a date"));
+    counts
+        .iter()
+        .map(|&n| {
+            spec.send_count = n;
+            let path = dir.join(spec.archive_name().file_name());
+            let bytes = testdata::write_valid(&spec, Vec::new()).expect("generate");
+            std::fs::write(&path, bytes).expect("write archive");
+            path
+        })
+        .collect()
+}
+
+/// DESIGN §10: a maintainer uploading into a clinic's box is the `accepted` receipt's actor; a
+/// maintainer reading an insurer's outbox to the end is audited as that maintainer's read and is
+/// not the insurer's `retrieved`; a maintainer deleting a delivered file gets a `purged` receipt
+/// naming the maintainer; the insurer's own read is its `retrieved`.
+#[test]
+fn receipts_and_audit_lines_name_the_maintainer_who_acted() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "scope = [\"clinic-1312345679\"]\naccess = \"read\"",
+            "scope = [\"clinic-1312345679\", \"insurer-06130017\"]\naccess = \"read-write\"",
+        )
+    });
+    assert!(tc.text().contains("access = \"read-write\""));
+    let _clamd = support::ClamdInstance::start(tc.dir.path());
+    let d = Daemon::start(&tc);
+    let up = tc.dir.path().join("up");
+    std::fs::create_dir_all(&up).expect("mkdir");
+    let files = official_archives(&up, &[0, 1]);
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .expect("name")
+                .to_owned()
+        })
+        .collect();
+    let batch: String = files
+        .iter()
+        .map(|p| format!("put {} /{CLINIC}/inbox/\n", p.display()))
+        .collect();
+    let out = sftp_batch(tc.sftp_port, "m.sato", "m.sato", &batch);
+    assert!(out.status.success(), "{}", text(&out));
+
+    for name in &names {
+        assert!(
+            support::wait_for(90, || receipt_of(&tc, INSURER, name, "delivered").is_some()),
+            "{name} not delivered: {}",
+            d.log_text()
+        );
+        let accepted = receipt_of(&tc, CLINIC, name, "accepted").expect("accepted receipt");
+        assert_eq!(accepted["actor"], "m.sato", "{accepted}");
+        assert_eq!(accepted["sender"], CLINIC);
+    }
+    let uploads = d.audit_lines("box.upload");
+    assert!(
+        uploads
+            .iter()
+            .any(|l| l.contains("m.sato") && l.contains(CLINIC)),
+        "{uploads:?}"
+    );
+
+    let outbox = |name: &str| -> String {
+        std::fs::read_dir(tc.state_dir().join("boxes").join(INSURER).join("outbox"))
+            .expect("outbox")
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .find(|n| n.contains(name))
+            .expect("delivered file")
+    };
+    let (first, second) = (outbox(&names[0]), outbox(&names[1]));
+    // The maintainer reads the first to its end, then deletes the second.
+    let got = tc.dir.path().join("read-by-maintainer");
+    let out = sftp_batch(
+        tc.sftp_port,
+        "m.sato",
+        "m.sato",
+        &format!(
+            "get /{INSURER}/outbox/{first} {}\nrm /{INSURER}/outbox/{second}\n",
+            got.display()
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(std::fs::metadata(&got).is_ok_and(|m| m.len() > 0));
+    // Box events are handled in order: once the deletion's receipt exists, the read before it
+    // has been handled too.
+    assert!(
+        support::wait_for(30, || receipt_of(&tc, INSURER, &names[1], "purged")
+            .is_some()),
+        "no purged receipt: {}",
+        d.log_text()
+    );
+    let purged = receipt_of(&tc, INSURER, &names[1], "purged").expect("purged");
+    assert_eq!(purged["actor"], "m.sato", "{purged}");
+    assert!(receipt_of(&tc, CLINIC, &names[1], "purged").is_some());
+    for name in &names {
+        assert!(
+            receipt_of(&tc, INSURER, name, "retrieved").is_none(),
+            "a maintainer's read or deletion is no retrieval"
+        );
+    }
+    let reads = d.audit_lines("box.read");
+    assert!(
+        reads
+            .iter()
+            .any(|l| l.contains("m.sato") && l.contains(INSURER) && l.contains(&first)),
+        "{reads:?}"
+    );
+    assert!(
+        d.audit_lines("box.retrieved").is_empty(),
+        "{:?}",
+        d.audit_lines("box.retrieved")
+    );
+    let removes = d.audit_lines("box.remove");
+    assert!(
+        removes
+            .iter()
+            .any(|l| l.contains("m.sato") && l.contains(&second)),
+        "{removes:?}"
+    );
+
+    // The insurer's own read of the first is its retrieval.
+    let mine = tc.dir.path().join("read-by-insurer");
+    let out = sftp_batch(
+        tc.sftp_port,
+        INSURER,
+        INSURER,
+        &format!("get outbox/{first} {}\n", mine.display()),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        support::wait_for(30, || receipt_of(&tc, INSURER, &names[0], "retrieved")
+            .is_some()),
+        "{}",
+        d.log_text()
+    );
+    let retrieved = receipt_of(&tc, INSURER, &names[0], "retrieved").expect("retrieved");
+    assert_eq!(retrieved["actor"], INSURER);
+    let verify = Command::new(handoff_bin())
+        .args(["receipts", "verify", "--config"])
+        .arg(&tc.path)
+        .output()
+        .expect("run handoff receipts verify");
+    assert!(verify.status.success(), "{}", text(&verify));
+}

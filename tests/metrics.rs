@@ -100,6 +100,7 @@ fn overdue_files_raise_alerts_and_show_on_the_status_page() {
         sha256: "00".repeat(32),
         sealed_sha256: None,
         reasons: vec![],
+        actor: None,
     };
     // STUCK was accepted 10 minutes ago and never went further; DONE was delivered.
     let log = support::MemoryLog::new(vec![
@@ -160,6 +161,7 @@ fn a_modified_receipt_in_the_ledger_raises_the_chain_alert() {
         sha256: "00".repeat(32),
         sealed_sha256: None,
         reasons: vec![],
+        actor: None,
     };
     let log = support::MemoryLog::new(vec![
         event("F1", Hop::Accepted),

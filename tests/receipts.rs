@@ -36,6 +36,7 @@ fn event(file: &str, hop: Hop) -> FileEvent {
         } else {
             Vec::new()
         },
+        actor: None,
     }
 }
 

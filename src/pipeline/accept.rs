@@ -57,6 +57,7 @@ pub fn accept(
         return Ok(None);
     }
     let file_id = uuid::Uuid::now_v7().to_string();
+    let accepted_by = crate::boxes::committed_actor(&file);
     let written = spool.take_upload(&file_id, &path, file)?;
     let job = Job {
         file_id: file_id.clone(),
@@ -73,6 +74,7 @@ pub fn accept(
         retrieved: false,
         quarantined: false,
         warnings: Vec::new(),
+        accepted_by,
     };
     if !store.insert_accepted(&job)? {
         // Another accept of the same file won the race.

@@ -28,6 +28,10 @@ pub struct FileEvent {
     pub sealed_sha256: Option<String>,
     /// Why, for `rejected`.
     pub reasons: Vec<Reason>,
+    /// The account that caused the hop (DESIGN §10): who uploaded (`accepted`), retrieved, or
+    /// deleted a delivered file (`purged`); absent where the gateway itself acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// The durable, ordered log of file events: the job store appends one entry per hop of a file

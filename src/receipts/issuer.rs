@@ -91,6 +91,7 @@ impl Issuer {
             summary: summary(event),
             previous: head_hash,
             file_previous: self.ledger.file_head(&event.file_id)?,
+            actor: event.actor.clone(),
             signature: String::new(),
         };
         r.sign(&self.key);

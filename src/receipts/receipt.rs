@@ -37,6 +37,11 @@ pub struct Receipt {
     pub previous: String,
     /// Hash of the previous hop's receipt of the same file, if any.
     pub file_previous: Option<String>,
+    /// The account that acted (DESIGN §10): the uploader of `accepted`, the recipient of
+    /// `retrieved`, or the maintainer or break-glass account that deleted a delivered file
+    /// (`purged`). Absent where the gateway acted; receipts made before it verify unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     /// Base64 Ed25519 signature over the canonical JSON of every other field.
     pub signature: String,
 }

@@ -100,6 +100,9 @@ pub struct Job {
     /// Findings the file was let through with (rules set to warn): they go into the
     /// `delivered` receipt, which both parties receive.
     pub warnings: Vec<Reason>,
+    /// The account that uploaded the file, when known at accept: it goes into the `accepted`
+    /// event (the job row does not keep it; read back it is `None`).
+    pub accepted_by: Option<String>,
 }
 
 impl Job {
@@ -116,6 +119,12 @@ impl Job {
             sha256: self.sha256.clone(),
             sealed_sha256: self.sealed_sha256.clone(),
             reasons,
+            actor: match hop {
+                Hop::Accepted => self.accepted_by.clone(),
+                // Only the recipient itself retrieves.
+                Hop::Retrieved => self.recipient.clone(),
+                _ => None,
+            },
         }
     }
 }
@@ -232,6 +241,7 @@ fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, StoreErro
             },
             None => Vec::new(),
         },
+        accepted_by: None,
     }))
 }
 

@@ -323,6 +323,7 @@ async fn route(conn: &Arc<Connection>, req: Request<()>, body: &mut Option<Incom
                 conn,
                 BoxEvent::Acknowledged {
                     account: owner,
+                    actor: dropbox.actor().to_owned(),
                     name,
                 },
             );
@@ -496,7 +497,7 @@ async fn upload(
         "box.upload",
         conn.account.as_ref().map(|a| a.id.as_str()),
         Some(conn.peer),
-        json!({"name": name.as_str(), "bytes": size, "sha256": committed.sha256}),
+        json!({"box": committed.event.owner(), "name": name.as_str(), "bytes": size, "sha256": committed.sha256}),
     );
     services.metrics.transferred("https", "upload").inc_by(size);
     if services.box_events.send(committed.event).await.is_err() {
@@ -601,6 +602,7 @@ async fn download(
     let services = conn.shared.services.clone();
     let account = conn.account.as_ref().map(|a| a.id.clone());
     let owner = dropbox.owner().to_owned();
+    let actor = dropbox.actor().to_owned();
     let peer = conn.peer;
     let done_name = name.clone();
     let body = stream
@@ -612,14 +614,21 @@ async fn download(
                 .transferred("https", "download")
                 .inc_by(len);
             if folder == Folder::Outbox && reaches_end {
+                // Only the box's own counterpart retrieves; anyone else read it (DESIGN §10).
+                let event = if actor == owner {
+                    "box.retrieved"
+                } else {
+                    "box.read"
+                };
                 services.audit.record(
-                    "box.retrieved",
+                    event,
                     account.as_deref(),
                     Some(peer),
                     json!({"box": owner, "name": done_name.as_str(), "size": size}),
                 );
                 let _ = services.box_events.try_send(BoxEvent::Retrieved {
                     account: owner,
+                    actor,
                     name: done_name,
                 });
             }

@@ -358,12 +358,19 @@ impl SftpView {
             && covered >= size
             && self.retrieved.insert((owner.to_owned(), name.clone()))
         {
+            // Only the box's own counterpart retrieves; anyone else read it (DESIGN §10).
+            let event = if self.account == owner {
+                "box.retrieved"
+            } else {
+                "box.read"
+            };
             self.audit(
-                "box.retrieved",
+                event,
                 json!({"box": owner, "name": name.as_str(), "size": size}),
             );
             self.emit(BoxEvent::Retrieved {
                 account: owner.to_owned(),
+                actor: self.account.clone(),
                 name: name.clone(),
             });
         }
@@ -477,7 +484,7 @@ impl russh_sftp::server::Handler for SftpView {
                     Ok(committed) => {
                         self.audit(
                             "box.upload",
-                            json!({"name": name.as_str(), "bytes": size, "sha256": committed.sha256}),
+                            json!({"box": committed.event.owner(), "name": name.as_str(), "bytes": size, "sha256": committed.sha256}),
                         );
                         self.services
                             .metrics
@@ -679,6 +686,7 @@ impl russh_sftp::server::Handler for SftpView {
         );
         self.emit(BoxEvent::Acknowledged {
             account: owner,
+            actor: self.account.clone(),
             name,
         });
         Ok(ok(id))
