@@ -1309,3 +1309,91 @@ fn receipts_and_audit_lines_name_the_maintainer_who_acted() {
         .expect("run handoff receipts verify");
     assert!(verify.status.success(), "{}", text(&verify));
 }
+
+fn break_glass_ls(tc: &TestConfig) -> bool {
+    sftp_batch(tc.sftp_port, "emergency", "emergency", "ls /\n")
+        .status
+        .success()
+}
+
+/// Point 7: one use of the break-glass account disables it — after its session ends, after a
+/// restart, and after `max_session` (its open session closed) — until its entry is changed.
+#[test]
+fn break_glass_is_disabled_after_use_until_its_entry_changes() {
+    let tc = TestConfig::with(|t| {
+        let edited = t.replace("enabled = false\nscope = [", "enabled = true\nscope = [");
+        assert_ne!(edited, t, "break-glass entry not found");
+        edited
+    });
+    let d = Daemon::start(&tc);
+    assert!(break_glass_ls(&tc), "{}", d.log_text());
+    assert_eq!(d.audit_lines("break_glass.used").len(), 1);
+    // Its session has ended: refused from now on (bounded: the server notices the end).
+    assert!(
+        support::wait_for(15, || !break_glass_ls(&tc)),
+        "still enabled after its session ended"
+    );
+    let refused = d.audit_lines("sftp.auth_failure");
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("emergency") && l.contains("account-inactive")),
+        "{refused:?}"
+    );
+    assert!(
+        tc.state_dir().join("break-glass/emergency.json").exists(),
+        "the use is kept in the state directory"
+    );
+    drop(d);
+
+    // A restart does not re-enable it.
+    let d = Daemon::start(&tc);
+    assert!(!break_glass_ls(&tc), "re-enabled by a restart");
+
+    // A changed entry does, for one more use; this one is cut after max_session.
+    tc.rewrite(
+        &tc.text()
+            .replace(
+                "reason = \"Recovery when the maintenance vendor cannot be reached\"",
+                "reason = \"Second incident\"",
+            )
+            .replace("max_session = \"1h\"", "max_session = \"3s\""),
+    );
+    hup(&d);
+    assert!(
+        support::wait_for(15, || !d.audit_lines("config.reloaded").is_empty()),
+        "{}",
+        d.log_text()
+    );
+    let args = ["-b", "-"];
+    let mut held = support::sftp_command(tc.sftp_port, "emergency", "emergency", &args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sftp");
+    let mut stdin = held.stdin.take().expect("stdin");
+    stdin.write_all(b"ls /\n").expect("write");
+    stdin.flush().expect("flush");
+    assert!(
+        support::wait_for(15, || d.audit_lines("break_glass.used").len() == 1),
+        "the changed entry was not usable: {}",
+        d.log_text()
+    );
+    // The session is held open (stdin stays open) and is closed by the gateway; the client
+    // learns it at its next command.
+    assert!(
+        support::wait_for(30, || !d.audit_lines("sftp.logout").is_empty()),
+        "the session outlived max_session: {}",
+        d.log_text()
+    );
+    assert_eq!(d.audit_lines("break_glass.max_session").len(), 1);
+    let _ = stdin.write_all(b"ls /\n");
+    drop(stdin);
+    let status = wait_exit(&mut held, Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the client was cut off"
+    );
+    assert!(!break_glass_ls(&tc), "usable after max_session");
+}
