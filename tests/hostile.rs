@@ -1397,3 +1397,138 @@ fn break_glass_is_disabled_after_use_until_its_entry_changes() {
     );
     assert!(!break_glass_ls(&tc), "usable after max_session");
 }
+
+fn audit_verify(tc: &TestConfig) -> std::process::Output {
+    Command::new(handoff_bin())
+        .args(["audit", "verify", "--config"])
+        .arg(&tc.path)
+        .output()
+        .expect("run handoff audit verify")
+}
+
+fn audit_log(tc: &TestConfig) -> String {
+    std::fs::read_to_string(tc.state_dir().join("audit/audit.log")).unwrap_or_default()
+}
+
+/// Point 9: while the audit log cannot be written (failure injected beside the real file, a
+/// test-only hook) the gateway refuses new SSH connections and uploads in open sessions, raises
+/// `alert.audit_unwritable`, and resumes once it can write, with nothing of the outage missing
+/// from the chain; a torn last line left by a crash is cut off at start and recorded.
+#[test]
+fn the_gateway_fails_closed_while_the_audit_log_cannot_be_written() {
+    let tc = TestConfig::new();
+    let flag = tc.dir.path().join("audit-fails");
+    let flag_env = flag.to_str().expect("utf-8 path").to_owned();
+    let d = Daemon::start_with_env(&tc, &[(handoff::audit::FAIL_WHILE_ENV, &flag_env)]);
+    let up = tc.dir.path().join("refused.zip");
+    std::fs::write(&up, b"PK refused while the audit log is down").expect("write");
+    let ls = || {
+        sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls /\n")
+            .status
+            .success()
+    };
+    assert!(ls(), "{}", d.log_text());
+    // A session opened before the failure.
+    let mut held = sftp_held(&tc, &[]);
+    let mut stdin = held.stdin.take().expect("stdin");
+    stdin.write_all(b"ls /\n").expect("write");
+    assert!(support::wait_for(15, || d.audit_lines("box.list").len() >= 2));
+
+    std::fs::write(&flag, b"").expect("flag");
+    // The next line the gateway records fails; from then on new connections are closed.
+    assert!(
+        support::wait_for(20, || !ls()),
+        "new sessions still accepted: {}",
+        d.log_text()
+    );
+    assert!(
+        support::wait_for(15, || !d.audit_lines("alert.audit_unwritable").is_empty()),
+        "{}",
+        d.log_text()
+    );
+    // The open session cannot upload.
+    stdin
+        .write_all(format!("put {} inbox/\n", up.display()).as_bytes())
+        .expect("write");
+    drop(stdin);
+    let status = wait_exit(&mut held, Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "an upload was taken while the audit log was down"
+    );
+    let metrics = String::from_utf8_lossy(
+        &support::output_ok(Command::new("curl").args([
+            "-s",
+            &format!("http://127.0.0.1:{}/metrics", tc.metrics_port),
+        ]))
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("handoff_audit_writable") && l.ends_with(" 0")),
+        "{metrics}"
+    );
+    let before = audit_log(&tc);
+    assert!(!before.contains("alert.audit_unwritable"));
+
+    // Writable again: sessions and uploads resume, and the lines of the outage are written.
+    std::fs::remove_file(&flag).expect("unflag");
+    assert!(support::wait_for(20, ls), "{}", d.log_text());
+    let out = sftp_batch(
+        tc.sftp_port,
+        CLINIC,
+        CLINIC,
+        &format!("put {} inbox/\n", up.display()),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(support::wait_for(15, || audit_log(&tc).contains("\"file.accepted\"")));
+    let log = audit_log(&tc);
+    for event in ["alert.audit_unwritable", "audit.resumed", "box.denied"] {
+        assert!(
+            log.contains(&format!("\"{event}\"")),
+            "{event} missing: {log}"
+        );
+    }
+    assert!(log.contains("cannot take files now"), "{log}");
+    assert_eq!(log.matches("\"file.accepted\"").count(), 1, "{log}");
+    let verified = audit_verify(&tc);
+    assert!(verified.status.success(), "{}", text(&verified));
+    drop(d);
+
+    // A crash mid-write leaves a torn last line: the start cuts it off and records it.
+    let path = tc.state_dir().join("audit/audit.log");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open audit log");
+    f.write_all(b"{\"account\":\"clinic-13123").expect("tear");
+    drop(f);
+    assert!(
+        !audit_verify(&tc).status.success(),
+        "the torn line breaks the chain"
+    );
+    let d = Daemon::start(&tc);
+    assert!(
+        support::wait_for(15, || audit_log(&tc).contains("\"audit.repaired\"")),
+        "{}",
+        d.log_text()
+    );
+    let verified = audit_verify(&tc);
+    assert!(verified.status.success(), "{}", text(&verified));
+    let kept: Vec<_> = std::fs::read_dir(tc.state_dir().join("audit"))
+        .expect("audit dir")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("audit.log.torn-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        std::fs::read(kept[0].path()).expect("torn bytes"),
+        b"{\"account\":\"clinic-13123"
+    );
+}

@@ -59,6 +59,9 @@ pub enum BoxError {
     OutOfOrder(&'static str),
     #[error("the gateway is short of disk space; try again later")]
     InsufficientStorage,
+    /// The audit log cannot be written: uploads are refused until it can (fail closed).
+    #[error("the gateway cannot take files now; try again later")]
+    Unavailable,
     #[error("no box for account {0}")]
     NoBox(String),
     #[error("i/o error: {0}")]

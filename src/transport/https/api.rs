@@ -88,6 +88,7 @@ impl From<BoxError> for ApiError {
             BoxError::InsufficientStorage => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
+            BoxError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             BoxError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let detail = match &e {
@@ -448,6 +449,9 @@ async fn upload(
         .gateway
         .limits
         .body_idle_timeout;
+    if !conn.shared.services.audit.writable() {
+        return Err(BoxError::Unavailable.into());
+    }
     let upload = dropbox.begin_upload(name.clone())?;
     let Some(mut body) = body.take() else {
         return Err(ApiError::internal());
@@ -491,6 +495,10 @@ async fn upload(
     }
     writer.append(batch).await?;
     let size = writer.size();
+    if !conn.shared.services.audit.writable() {
+        // Fail closed: dropping the writer discards the upload; the client may send it again.
+        return Err(BoxError::Unavailable.into());
+    }
     let committed = writer.commit().await?;
     let services = &conn.shared.services;
     services.audit.record(
