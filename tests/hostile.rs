@@ -1532,3 +1532,90 @@ fn the_gateway_fails_closed_while_the_audit_log_cannot_be_written() {
         b"{\"account\":\"clinic-13123"
     );
 }
+
+/// Point 10: a finding that quotes a personal field (an impossible birth date) reaches the
+/// sender's own rejection receipt, and nothing the NOC sees — `/noc/receipts`, `/noc/status`,
+/// the status page, the metrics — nor the daemon's log.
+#[test]
+fn personal_data_in_findings_stays_in_the_senders_receipt() {
+    const BIRTH_DATE: &str = "19650231";
+    let tc = TestConfig::new();
+    let d = Daemon::start(&tc);
+    let out_dir = tc.dir.path().join("out");
+    let made = Command::new(handoff_bin())
+        .args(["testdata", "--violate", "date-invalid", "--out"])
+        .arg(format!("{}/", out_dir.display()))
+        .output()
+        .expect("run handoff testdata");
+    assert!(made.status.success(), "{}", text(&made));
+    let archive = std::fs::read_dir(&out_dir)
+        .expect("out dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "zip"))
+        .expect("an archive");
+    let out = sftp_batch(
+        tc.sftp_port,
+        CLINIC,
+        CLINIC,
+        &format!("put {} inbox/\n", archive.display()),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let name = archive
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_owned();
+    assert!(
+        support::wait_for(60, || receipt_of(&tc, CLINIC, &name, "rejected").is_some()),
+        "{}",
+        d.log_text()
+    );
+    let rejected = receipt_of(&tc, CLINIC, &name, "rejected").expect("rejected");
+    assert!(
+        rejected.to_string().contains(BIRTH_DATE),
+        "the sender's receipt says which value is wrong: {rejected}"
+    );
+    let rule = rejected["reasons"][0]["rule"]
+        .as_str()
+        .expect("a rule")
+        .to_owned();
+
+    let noc_receipts = curl_https(&tc, "noc-tokyo", "/noc/receipts");
+    assert!(noc_receipts.status.success(), "{}", text(&noc_receipts));
+    let noc_receipts = String::from_utf8_lossy(&noc_receipts.stdout).into_owned();
+    assert!(
+        noc_receipts.contains(&rule) && noc_receipts.contains("\"redacted\":true"),
+        "the NOC still sees the rule: {noc_receipts}"
+    );
+    let noc_status = curl_https(&tc, "noc-tokyo", "/noc/status");
+    assert!(noc_status.status.success(), "{}", text(&noc_status));
+    let get = |path: &str| -> String {
+        let out = support::output_ok(
+            Command::new("curl")
+                .args(["-s", &format!("http://127.0.0.1:{}{path}", tc.metrics_port)]),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let page = get("/status");
+    assert!(
+        page.contains(&rule),
+        "the status page names the rule: {page}"
+    );
+    let views = [
+        ("/noc/receipts", noc_receipts),
+        (
+            "/noc/status",
+            String::from_utf8_lossy(&noc_status.stdout).into_owned(),
+        ),
+        ("status page", page),
+        ("metrics", get("/metrics")),
+        ("daemon log", d.log_text()),
+    ];
+    for (view, body) in views {
+        assert!(
+            !body.contains(BIRTH_DATE),
+            "{view} shows the birth date: {body}"
+        );
+    }
+}

@@ -661,9 +661,10 @@ impl Inner {
         })?;
         self.spool.remove(&job.file_id)?;
         self.count(Hop::Rejected, &job.sender, &job.file_id);
+        // Rules, files and lines only: messages may quote personal data.
         let why = reasons
             .iter()
-            .map(ToString::to_string)
+            .map(crate::receipts::Reason::redacted)
             .collect::<Vec<_>>()
             .join("; ");
         tracing::warn!(

@@ -741,8 +741,10 @@ async fn noc(conn: &Arc<Connection>, req: &Request<()>, segs: &[String]) -> Rout
                         continue;
                     }
                     if let Ok(text) = std::fs::read_to_string(f.path())
-                        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                        && let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text)
                     {
+                        // Finding messages may quote personal data: not for the NOC.
+                        crate::receipts::redact_for_noc(&mut v);
                         found.insert((modified, name), v.to_string());
                     }
                 }
