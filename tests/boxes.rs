@@ -88,6 +88,7 @@ fn committed_upload_appears_in_inbox_and_staging_is_empty() {
         committed.event,
         BoxEvent::Uploaded {
             account: CLINIC.into(),
+            actor: CLINIC.into(),
             name: name("a.zip")
         }
     );

@@ -151,6 +151,27 @@ fn each_validation_error_names_its_line() {
         ),
         (
             "\nexpires = 2027-03-31",
+            "\nexpires = 2099-03-31",
+            "expires = 2099-03-31",
+            0,
+            "more than a year ahead",
+        ),
+        (
+            "\nexpires = 2027-06-30",
+            "\nexpires = 2099-06-30",
+            "expires = 2099-06-30",
+            0,
+            "more than a year ahead",
+        ),
+        (
+            "\nexpires = 2027-06-30",
+            "",
+            "id = \"emergency\"",
+            0,
+            "needs expires",
+        ),
+        (
+            "\nexpires = 2027-03-31",
             "\nexpires = 10:00:00",
             "expires = 10:00:00",
             0,
@@ -323,7 +344,7 @@ async fn file_change_and_expiry_fire_account_events() {
     let until = until
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    tc.rewrite(&tc.text().replace(
+    tc.rewrite(&tc.text().replace("expires = 2027-06-30\n", "").replace(
         "enabled = false",
         &format!("enabled = true\nexpires = {until}"),
     ));

@@ -1137,3 +1137,485 @@ fn https_connections_are_capped() {
         "a slot comes free when a connection ends"
     );
 }
+
+/// The receipts in a box's `receipts/` folder, parsed.
+fn box_receipts(tc: &TestConfig, account: &str) -> Vec<serde_json::Value> {
+    let dir = tc.state_dir().join("boxes").join(account).join("receipts");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+/// The receipt of one hop of a file named `name`, if issued.
+fn receipt_of(tc: &TestConfig, account: &str, name: &str, hop: &str) -> Option<serde_json::Value> {
+    box_receipts(tc, account)
+        .into_iter()
+        .find(|r| r["original_name"] == name && r["hop"] == hop)
+}
+
+/// Official archives from the clinic to the insurer, written under `dir`, one per `send_count`.
+fn official_archives(dir: &std::path::Path, counts: &[u8]) -> Vec<std::path::PathBuf> {
+    use handoff::validate::testdata::{self, Spec};
+    let today = handoff::validate::today(time::UtcOffset::from_hms(9, 0, 0).expect("offset"));
+    let mut spec = Spec::example(2, today.previous_day().expect("a date"));
+    counts
+        .iter()
+        .map(|&n| {
+            spec.send_count = n;
+            let path = dir.join(spec.archive_name().file_name());
+            let bytes = testdata::write_valid(&spec, Vec::new()).expect("generate");
+            std::fs::write(&path, bytes).expect("write archive");
+            path
+        })
+        .collect()
+}
+
+/// DESIGN §10: a maintainer uploading into a clinic's box is the `accepted` receipt's actor; a
+/// maintainer reading an insurer's outbox to the end is audited as that maintainer's read and is
+/// not the insurer's `retrieved`; a maintainer deleting a delivered file gets a `purged` receipt
+/// naming the maintainer; the insurer's own read is its `retrieved`.
+#[test]
+fn receipts_and_audit_lines_name_the_maintainer_who_acted() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "scope = [\"clinic-1312345679\"]\naccess = \"read\"",
+            "scope = [\"clinic-1312345679\", \"insurer-06130017\"]\naccess = \"read-write\"",
+        )
+    });
+    assert!(tc.text().contains("access = \"read-write\""));
+    let _clamd = support::ClamdInstance::start(tc.dir.path());
+    let d = Daemon::start(&tc);
+    let up = tc.dir.path().join("up");
+    std::fs::create_dir_all(&up).expect("mkdir");
+    let files = official_archives(&up, &[0, 1]);
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .expect("name")
+                .to_owned()
+        })
+        .collect();
+    let batch: String = files
+        .iter()
+        .map(|p| format!("put {} /{CLINIC}/inbox/\n", p.display()))
+        .collect();
+    let out = sftp_batch(tc.sftp_port, "m.sato", "m.sato", &batch);
+    assert!(out.status.success(), "{}", text(&out));
+
+    for name in &names {
+        assert!(
+            support::wait_for(90, || receipt_of(&tc, INSURER, name, "delivered").is_some()),
+            "{name} not delivered: {}",
+            d.log_text()
+        );
+        let accepted = receipt_of(&tc, CLINIC, name, "accepted").expect("accepted receipt");
+        assert_eq!(accepted["actor"], "m.sato", "{accepted}");
+        assert_eq!(accepted["sender"], CLINIC);
+    }
+    let uploads = d.audit_lines("box.upload");
+    assert!(
+        uploads
+            .iter()
+            .any(|l| l.contains("m.sato") && l.contains(CLINIC)),
+        "{uploads:?}"
+    );
+
+    let outbox = |name: &str| -> String {
+        std::fs::read_dir(tc.state_dir().join("boxes").join(INSURER).join("outbox"))
+            .expect("outbox")
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .find(|n| n.contains(name))
+            .expect("delivered file")
+    };
+    let (first, second) = (outbox(&names[0]), outbox(&names[1]));
+    // The maintainer reads the first to its end, then deletes the second.
+    let got = tc.dir.path().join("read-by-maintainer");
+    let out = sftp_batch(
+        tc.sftp_port,
+        "m.sato",
+        "m.sato",
+        &format!(
+            "get /{INSURER}/outbox/{first} {}\nrm /{INSURER}/outbox/{second}\n",
+            got.display()
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(std::fs::metadata(&got).is_ok_and(|m| m.len() > 0));
+    // Box events are handled in order: once the deletion's receipt exists, the read before it
+    // has been handled too.
+    assert!(
+        support::wait_for(30, || receipt_of(&tc, INSURER, &names[1], "purged")
+            .is_some()),
+        "no purged receipt: {}",
+        d.log_text()
+    );
+    let purged = receipt_of(&tc, INSURER, &names[1], "purged").expect("purged");
+    assert_eq!(purged["actor"], "m.sato", "{purged}");
+    assert!(receipt_of(&tc, CLINIC, &names[1], "purged").is_some());
+    for name in &names {
+        assert!(
+            receipt_of(&tc, INSURER, name, "retrieved").is_none(),
+            "a maintainer's read or deletion is no retrieval"
+        );
+    }
+    let reads = d.audit_lines("box.read");
+    assert!(
+        reads
+            .iter()
+            .any(|l| l.contains("m.sato") && l.contains(INSURER) && l.contains(&first)),
+        "{reads:?}"
+    );
+    assert!(
+        d.audit_lines("box.retrieved").is_empty(),
+        "{:?}",
+        d.audit_lines("box.retrieved")
+    );
+    let removes = d.audit_lines("box.remove");
+    assert!(
+        removes
+            .iter()
+            .any(|l| l.contains("m.sato") && l.contains(&second)),
+        "{removes:?}"
+    );
+
+    // The insurer's own read of the first is its retrieval.
+    let mine = tc.dir.path().join("read-by-insurer");
+    let out = sftp_batch(
+        tc.sftp_port,
+        INSURER,
+        INSURER,
+        &format!("get outbox/{first} {}\n", mine.display()),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        support::wait_for(30, || receipt_of(&tc, INSURER, &names[0], "retrieved")
+            .is_some()),
+        "{}",
+        d.log_text()
+    );
+    let retrieved = receipt_of(&tc, INSURER, &names[0], "retrieved").expect("retrieved");
+    assert_eq!(retrieved["actor"], INSURER);
+    let verify = Command::new(handoff_bin())
+        .args(["receipts", "verify", "--config"])
+        .arg(&tc.path)
+        .output()
+        .expect("run handoff receipts verify");
+    assert!(verify.status.success(), "{}", text(&verify));
+}
+
+fn break_glass_ls(tc: &TestConfig) -> bool {
+    sftp_batch(tc.sftp_port, "emergency", "emergency", "ls /\n")
+        .status
+        .success()
+}
+
+/// Point 7: one use of the break-glass account disables it — after its session ends, after a
+/// restart, and after `max_session` (its open session closed) — until its entry is changed.
+#[test]
+fn break_glass_is_disabled_after_use_until_its_entry_changes() {
+    let tc = TestConfig::with(|t| {
+        let edited = t.replace("enabled = false\nscope = [", "enabled = true\nscope = [");
+        assert_ne!(edited, t, "break-glass entry not found");
+        edited
+    });
+    let d = Daemon::start(&tc);
+    assert!(break_glass_ls(&tc), "{}", d.log_text());
+    assert_eq!(d.audit_lines("break_glass.used").len(), 1);
+    // Its session has ended: refused from now on (bounded: the server notices the end).
+    assert!(
+        support::wait_for(15, || !break_glass_ls(&tc)),
+        "still enabled after its session ended"
+    );
+    let refused = d.audit_lines("sftp.auth_failure");
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("emergency") && l.contains("account-inactive")),
+        "{refused:?}"
+    );
+    assert!(
+        tc.state_dir().join("break-glass/emergency.json").exists(),
+        "the use is kept in the state directory"
+    );
+    drop(d);
+
+    // A restart does not re-enable it.
+    let d = Daemon::start(&tc);
+    assert!(!break_glass_ls(&tc), "re-enabled by a restart");
+
+    // A changed entry does, for one more use; this one is cut after max_session.
+    tc.rewrite(
+        &tc.text()
+            .replace(
+                "reason = \"Recovery when the maintenance vendor cannot be reached\"",
+                "reason = \"Second incident\"",
+            )
+            .replace("max_session = \"1h\"", "max_session = \"3s\""),
+    );
+    hup(&d);
+    assert!(
+        support::wait_for(15, || !d.audit_lines("config.reloaded").is_empty()),
+        "{}",
+        d.log_text()
+    );
+    let args = ["-b", "-"];
+    let mut held = support::sftp_command(tc.sftp_port, "emergency", "emergency", &args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sftp");
+    let mut stdin = held.stdin.take().expect("stdin");
+    stdin.write_all(b"ls /\n").expect("write");
+    stdin.flush().expect("flush");
+    assert!(
+        support::wait_for(15, || d.audit_lines("break_glass.used").len() == 1),
+        "the changed entry was not usable: {}",
+        d.log_text()
+    );
+    // The session is held open (stdin stays open) and is closed by the gateway; the client
+    // learns it at its next command.
+    assert!(
+        support::wait_for(30, || !d.audit_lines("sftp.logout").is_empty()),
+        "the session outlived max_session: {}",
+        d.log_text()
+    );
+    assert_eq!(d.audit_lines("break_glass.max_session").len(), 1);
+    let _ = stdin.write_all(b"ls /\n");
+    drop(stdin);
+    let status = wait_exit(&mut held, Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the client was cut off"
+    );
+    assert!(!break_glass_ls(&tc), "usable after max_session");
+}
+
+fn audit_verify(tc: &TestConfig) -> std::process::Output {
+    Command::new(handoff_bin())
+        .args(["audit", "verify", "--config"])
+        .arg(&tc.path)
+        .output()
+        .expect("run handoff audit verify")
+}
+
+fn audit_log(tc: &TestConfig) -> String {
+    std::fs::read_to_string(tc.state_dir().join("audit/audit.log")).unwrap_or_default()
+}
+
+/// Point 9: while the audit log cannot be written (failure injected beside the real file, a
+/// test-only hook) the gateway refuses new SSH connections and uploads in open sessions, raises
+/// `alert.audit_unwritable`, and resumes once it can write, with nothing of the outage missing
+/// from the chain; a torn last line left by a crash is cut off at start and recorded.
+#[test]
+fn the_gateway_fails_closed_while_the_audit_log_cannot_be_written() {
+    let tc = TestConfig::new();
+    let flag = tc.dir.path().join("audit-fails");
+    let flag_env = flag.to_str().expect("utf-8 path").to_owned();
+    let d = Daemon::start_with_env(&tc, &[(handoff::audit::FAIL_WHILE_ENV, &flag_env)]);
+    let up = tc.dir.path().join("refused.zip");
+    std::fs::write(&up, b"PK refused while the audit log is down").expect("write");
+    let ls = || {
+        sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls /\n")
+            .status
+            .success()
+    };
+    assert!(ls(), "{}", d.log_text());
+    // A session opened before the failure.
+    let mut held = sftp_held(&tc, &[]);
+    let mut stdin = held.stdin.take().expect("stdin");
+    stdin.write_all(b"ls /\n").expect("write");
+    assert!(support::wait_for(15, || d.audit_lines("box.list").len() >= 2));
+
+    std::fs::write(&flag, b"").expect("flag");
+    // The next line the gateway records fails; from then on new connections are closed.
+    assert!(
+        support::wait_for(20, || !ls()),
+        "new sessions still accepted: {}",
+        d.log_text()
+    );
+    assert!(
+        support::wait_for(15, || !d.audit_lines("alert.audit_unwritable").is_empty()),
+        "{}",
+        d.log_text()
+    );
+    // The open session cannot upload.
+    stdin
+        .write_all(format!("put {} inbox/\n", up.display()).as_bytes())
+        .expect("write");
+    drop(stdin);
+    let status = wait_exit(&mut held, Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "an upload was taken while the audit log was down"
+    );
+    let metrics = String::from_utf8_lossy(
+        &support::output_ok(Command::new("curl").args([
+            "-s",
+            &format!("http://127.0.0.1:{}/metrics", tc.metrics_port),
+        ]))
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("handoff_audit_writable") && l.ends_with(" 0")),
+        "{metrics}"
+    );
+    let before = audit_log(&tc);
+    assert!(!before.contains("alert.audit_unwritable"));
+
+    // Writable again: sessions and uploads resume, and the lines of the outage are written.
+    std::fs::remove_file(&flag).expect("unflag");
+    assert!(support::wait_for(20, ls), "{}", d.log_text());
+    let out = sftp_batch(
+        tc.sftp_port,
+        CLINIC,
+        CLINIC,
+        &format!("put {} inbox/\n", up.display()),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(support::wait_for(15, || audit_log(&tc).contains("\"file.accepted\"")));
+    let log = audit_log(&tc);
+    for event in ["alert.audit_unwritable", "audit.resumed", "box.denied"] {
+        assert!(
+            log.contains(&format!("\"{event}\"")),
+            "{event} missing: {log}"
+        );
+    }
+    assert!(log.contains("cannot take files now"), "{log}");
+    assert_eq!(log.matches("\"file.accepted\"").count(), 1, "{log}");
+    let verified = audit_verify(&tc);
+    assert!(verified.status.success(), "{}", text(&verified));
+    drop(d);
+
+    // A crash mid-write leaves a torn last line: the start cuts it off and records it.
+    let path = tc.state_dir().join("audit/audit.log");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open audit log");
+    f.write_all(b"{\"account\":\"clinic-13123").expect("tear");
+    drop(f);
+    assert!(
+        !audit_verify(&tc).status.success(),
+        "the torn line breaks the chain"
+    );
+    let d = Daemon::start(&tc);
+    assert!(
+        support::wait_for(15, || audit_log(&tc).contains("\"audit.repaired\"")),
+        "{}",
+        d.log_text()
+    );
+    let verified = audit_verify(&tc);
+    assert!(verified.status.success(), "{}", text(&verified));
+    let kept: Vec<_> = std::fs::read_dir(tc.state_dir().join("audit"))
+        .expect("audit dir")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("audit.log.torn-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        std::fs::read(kept[0].path()).expect("torn bytes"),
+        b"{\"account\":\"clinic-13123"
+    );
+}
+
+/// Point 10: a finding that quotes a personal field (an impossible birth date) reaches the
+/// sender's own rejection receipt, and nothing the NOC sees — `/noc/receipts`, `/noc/status`,
+/// the status page, the metrics — nor the daemon's log.
+#[test]
+fn personal_data_in_findings_stays_in_the_senders_receipt() {
+    const BIRTH_DATE: &str = "19650231";
+    let tc = TestConfig::new();
+    let d = Daemon::start(&tc);
+    let out_dir = tc.dir.path().join("out");
+    let made = Command::new(handoff_bin())
+        .args(["testdata", "--violate", "date-invalid", "--out"])
+        .arg(format!("{}/", out_dir.display()))
+        .output()
+        .expect("run handoff testdata");
+    assert!(made.status.success(), "{}", text(&made));
+    let archive = std::fs::read_dir(&out_dir)
+        .expect("out dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "zip"))
+        .expect("an archive");
+    let out = sftp_batch(
+        tc.sftp_port,
+        CLINIC,
+        CLINIC,
+        &format!("put {} inbox/\n", archive.display()),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let name = archive
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_owned();
+    assert!(
+        support::wait_for(60, || receipt_of(&tc, CLINIC, &name, "rejected").is_some()),
+        "{}",
+        d.log_text()
+    );
+    let rejected = receipt_of(&tc, CLINIC, &name, "rejected").expect("rejected");
+    assert!(
+        rejected.to_string().contains(BIRTH_DATE),
+        "the sender's receipt says which value is wrong: {rejected}"
+    );
+    let rule = rejected["reasons"][0]["rule"]
+        .as_str()
+        .expect("a rule")
+        .to_owned();
+
+    let noc_receipts = curl_https(&tc, "noc-tokyo", "/noc/receipts");
+    assert!(noc_receipts.status.success(), "{}", text(&noc_receipts));
+    let noc_receipts = String::from_utf8_lossy(&noc_receipts.stdout).into_owned();
+    assert!(
+        noc_receipts.contains(&rule) && noc_receipts.contains("\"redacted\":true"),
+        "the NOC still sees the rule: {noc_receipts}"
+    );
+    let noc_status = curl_https(&tc, "noc-tokyo", "/noc/status");
+    assert!(noc_status.status.success(), "{}", text(&noc_status));
+    let get = |path: &str| -> String {
+        let out = support::output_ok(
+            Command::new("curl")
+                .args(["-s", &format!("http://127.0.0.1:{}{path}", tc.metrics_port)]),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let page = get("/status");
+    assert!(
+        page.contains(&rule),
+        "the status page names the rule: {page}"
+    );
+    let views = [
+        ("/noc/receipts", noc_receipts),
+        (
+            "/noc/status",
+            String::from_utf8_lossy(&noc_status.stdout).into_owned(),
+        ),
+        ("status page", page),
+        ("metrics", get("/metrics")),
+        ("daemon log", d.log_text()),
+    ];
+    for (view, body) in views {
+        assert!(
+            !body.contains(BIRTH_DATE),
+            "{view} shows the birth date: {body}"
+        );
+    }
+}

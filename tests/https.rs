@@ -546,7 +546,7 @@ fn the_noc_api_is_for_noc_accounts_only() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "{\"file_id\":\"f1\",\"hop\":\"accepted\"}"
+        "{\"file_id\":\"f1\",\"hop\":\"accepted\",\"redacted\":true}"
     );
     let out = curl(
         &tc,

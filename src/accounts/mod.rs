@@ -4,6 +4,8 @@
 //! [`crate::config::live`]) to close the sessions of accounts that were removed, expired or
 //! changed while connected.
 
+pub mod break_glass;
+
 use std::collections::BTreeMap;
 use std::fmt;
 

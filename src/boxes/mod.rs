@@ -59,6 +59,9 @@ pub enum BoxError {
     OutOfOrder(&'static str),
     #[error("the gateway is short of disk space; try again later")]
     InsufficientStorage,
+    /// The audit log cannot be written: uploads are refused until it can (fail closed).
+    #[error("the gateway cannot take files now; try again later")]
+    Unavailable,
     #[error("no box for account {0}")]
     NoBox(String),
     #[error("i/o error: {0}")]
@@ -83,15 +86,51 @@ pub struct Committed {
     pub sha256: String,
 }
 
-/// What transports tell the pipeline about box files.
+/// The extended attribute in which a committed upload carries the account that uploaded it
+/// (the counterpart, or a maintainer or break-glass account acting in its box, DESIGN §10), so
+/// the `accepted` receipt names who acted even when the file is found by a rescan.
+const ACTOR_XATTR: &str = "user.handoff.actor";
+
+/// The account that uploaded a committed file, if it carries one.
+pub fn committed_actor(file: &File) -> Option<String> {
+    let value = fsops::get_xattr(file, ACTOR_XATTR, 64)?;
+    String::from_utf8(value).ok().filter(|a| !a.is_empty())
+}
+
+/// What transports tell the pipeline about box files. `account` is the counterpart whose box
+/// it is; `actor` the account of the session that did it (the same, or a maintainer or
+/// break-glass account acting in that box).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BoxEvent {
     /// A complete upload is now in `inbox/` (the accept event).
-    Uploaded { account: String, name: FileName },
+    Uploaded {
+        account: String,
+        actor: String,
+        name: FileName,
+    },
     /// The whole of an outbox file was read.
-    Retrieved { account: String, name: FileName },
-    /// An outbox file was deleted by its counterpart (acknowledged).
-    Acknowledged { account: String, name: FileName },
+    Retrieved {
+        account: String,
+        actor: String,
+        name: FileName,
+    },
+    /// An outbox file was deleted (acknowledged, when its counterpart did it).
+    Acknowledged {
+        account: String,
+        actor: String,
+        name: FileName,
+    },
+}
+
+impl BoxEvent {
+    /// The counterpart whose box it happened in.
+    pub fn owner(&self) -> &str {
+        match self {
+            BoxEvent::Uploaded { account, .. }
+            | BoxEvent::Retrieved { account, .. }
+            | BoxEvent::Acknowledged { account, .. } => account,
+        }
+    }
 }
 
 /// One file in a folder listing.
@@ -113,6 +152,8 @@ const AHEAD_LIMIT: usize = 16 << 20;
 #[derive(Debug)]
 pub struct DropBox {
     owner: String,
+    /// The account of the session that opened it.
+    actor: String,
     folders: [OwnedFd; 3],
     staging: OwnedFd,
     state_root: PathBuf,
@@ -149,6 +190,7 @@ impl DropBox {
         crate::state::private_dir(&staging_path)?;
         Ok(DropBox {
             owner: owner.to_owned(),
+            actor: account.to_owned(),
             folders,
             staging: fsops::open_dir(&staging_path)?,
             state_root: layout.root().to_path_buf(),
@@ -162,6 +204,11 @@ impl DropBox {
     /// The counterpart whose box this is.
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// The account acting in the box: its owner, or a maintainer or break-glass account.
+    pub fn actor(&self) -> &str {
+        &self.actor
     }
 
     pub fn max_upload(&self) -> u64 {
@@ -285,6 +332,7 @@ impl DropBox {
             inbox: self.folder(Folder::Inbox).try_clone()?,
             name,
             owner: self.owner.clone(),
+            actor: self.actor.clone(),
             limit: self.max_upload,
             size: 0,
             next_space_check: SPACE_CHECK_EVERY,
@@ -333,6 +381,7 @@ pub struct Upload {
     inbox: OwnedFd,
     name: FileName,
     owner: String,
+    actor: String,
     limit: u64,
     /// Highest byte offset written so far.
     size: u64,
@@ -455,6 +504,7 @@ impl Upload {
         let sha256 = hex::encode(std::mem::take(&mut self.hash).finalize());
         // Without the attribute (a file system without them) the pipeline hashes the file.
         let _ = fsops::set_xattr(&file, SHA256_XATTR, sha256.as_bytes());
+        let _ = fsops::set_xattr(&file, ACTOR_XATTR, self.actor.as_bytes());
         file.sync_all()?;
         let staged = self.staged.as_deref().ok_or(BoxError::NotFound)?;
         match fsops::link_beneath(&self.staging, staged, &self.inbox, self.name.as_str()) {
@@ -468,6 +518,7 @@ impl Upload {
         Ok(Committed {
             event: BoxEvent::Uploaded {
                 account: self.owner.clone(),
+                actor: self.actor.clone(),
                 name: self.name.clone(),
             },
             sha256,

@@ -342,7 +342,8 @@ pub struct Maintainer {
     pub access: Access,
 }
 
-/// The emergency account: off unless `enabled = true`; every use raises an alert.
+/// The emergency account: off unless `enabled = true`; every use raises an alert, and one use
+/// (a session, at most `max_session` long) disables it until its entry is changed again.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BreakGlass {
@@ -351,10 +352,45 @@ pub struct BreakGlass {
     pub ssh_keys: Vec<String>,
     #[serde(default)]
     pub enabled: bool,
+    /// Required (validation refuses its absence with the entry's line): an enabled emergency
+    /// account must not be forgotten switched on.
     pub expires: Option<toml::value::Datetime>,
+    /// Longest time from the first login of a use until its sessions are closed.
+    #[serde(default = "default_max_session", with = "humantime_serde")]
+    pub max_session: Duration,
     #[serde(default)]
     pub scope: Vec<String>,
     pub reason: Option<String>,
+}
+
+fn default_max_session() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl BreakGlass {
+    /// A digest of the whole entry: a use is recorded against it, and any change to the entry
+    /// (a new `expires` or `reason`, say) is what enables the account again.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let fields = [
+            self.id.clone(),
+            self.ssh_keys.join("\n"),
+            self.enabled.to_string(),
+            self.expires
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            self.max_session.as_secs().to_string(),
+            self.scope.join("\n"),
+            self.reason.clone().unwrap_or_default(),
+        ];
+        for f in fields {
+            h.update((f.len() as u64).to_be_bytes());
+            h.update(f.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
 }
 
 /// The operations centre: read-only status, receipts and metrics over HTTPS.

@@ -423,6 +423,14 @@ impl<'a> Seen<'a> {
     }
 }
 
+/// How far ahead a maintainer's or break-glass account's `expires` may lie: personal and
+/// emergency access is granted for a bounded time and renewed on purpose, never open-ended.
+pub const MAX_EXPIRY_AHEAD: time::Duration = time::Duration::days(366);
+
+fn too_far(t: OffsetDateTime) -> String {
+    format!("expires {t} is more than a year ahead: grant such access for at most a year")
+}
+
 fn accounts(config: &Config, zone: UtcOffset, now: OffsetDateTime, f: &mut Findings) {
     let mut seen = Seen {
         ids: HashMap::new(),
@@ -545,6 +553,7 @@ fn accounts(config: &Config, zone: UtcOffset, now: OffsetDateTime, f: &mut Findi
                 at.join("expires"),
                 format!("maintainer {} expired at {t}: the account is refused", m.id),
             ),
+            Ok(t) if t > now + MAX_EXPIRY_AHEAD => f.error(at.join("expires"), too_far(t)),
             Ok(_) => {}
         }
         scope(config, &m.scope, at.join("scope"), f);
@@ -560,10 +569,27 @@ fn accounts(config: &Config, zone: UtcOffset, now: OffsetDateTime, f: &mut Findi
             );
         }
         seen.ssh_keys(&b.ssh_keys, at.join("ssh_keys"), f);
-        if let Some(e) = &b.expires
-            && let Err(e) = expiry_instant(e, zone)
-        {
-            f.error(at.join("expires"), e);
+        match b.expires.as_ref().map(|e| expiry_instant(e, zone)) {
+            None => f.error(
+                at.join("id"),
+                format!(
+                    "break-glass account {} needs expires (at most a year ahead)",
+                    b.id
+                ),
+            ),
+            Some(Err(e)) => f.error(at.join("expires"), e),
+            Some(Ok(t)) if t <= now => f.warn(
+                at.join("expires"),
+                format!("break-glass account {} expired at {t}: it is refused", b.id),
+            ),
+            Some(Ok(t)) if t > now + MAX_EXPIRY_AHEAD => f.error(at.join("expires"), too_far(t)),
+            Some(Ok(_)) => {}
+        }
+        if b.max_session.is_zero() {
+            f.error(
+                at.join("max_session"),
+                "max_session must be longer than zero",
+            );
         }
         if b.enabled {
             f.warn(

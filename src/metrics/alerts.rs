@@ -125,6 +125,7 @@ impl ChainCheck {
 pub async fn watch(services: Services, shutdown: CancellationToken) {
     let mut raised: HashSet<String> = HashSet::new();
     let mut clock_ok = true;
+    let mut audit_ok = true;
     let mut chain = ChainCheck::default();
     let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {
@@ -145,6 +146,18 @@ pub async fn watch(services: Services, shutdown: CancellationToken) {
             );
         }
         clock_ok = clock.synchronised;
+
+        // Raised once per outage; the line reaches the audit log once it can be written.
+        let audit_now = services.audit.writable();
+        services.metrics.audit_writable.set(i64::from(audit_now));
+        if audit_ok && !audit_now {
+            raise(
+                &services,
+                "audit_unwritable",
+                json!({"effect": "new sessions and uploads are refused until the audit log can be written"}),
+            );
+        }
+        audit_ok = audit_now;
 
         let s = services.clone();
         let (check, broken) = tokio::task::spawn_blocking(move || {

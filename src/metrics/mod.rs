@@ -25,12 +25,14 @@ pub struct Metrics {
     /// Bytes moved by transport and direction (upload, download).
     pub transfer_bytes: Family<Labels, Counter>,
     /// Alerts raised, by kind (accept_overdue, retrieve_overdue, break_glass, clock_unsynchronised,
-    /// receipt_chain_broken, scanner_down).
+    /// receipt_chain_broken, scanner_down, audit_unwritable).
     pub alerts: Family<Labels, Counter>,
     /// Files overdue now, by kind (accept, retrieve).
     pub overdue: Family<Labels, Gauge>,
     /// 1 while the kernel reports the system clock synchronised.
     pub clock_synchronised: Gauge,
+    /// 1 while the audit log is written; 0 while it cannot be (sessions and uploads refused).
+    pub audit_writable: Gauge,
     /// The spool pipeline's metrics.
     pub pipeline: PipelineMetrics,
 }
@@ -128,6 +130,13 @@ impl Metrics {
             "1 while the system clock is synchronised",
             clock_synchronised.clone(),
         );
+        let audit_writable = Gauge::default();
+        audit_writable.set(1);
+        registry.register(
+            "audit_writable",
+            "1 while the audit log is written; 0 while new sessions and uploads are refused",
+            audit_writable.clone(),
+        );
         let pipeline = PipelineMetrics::register(&mut registry);
         Metrics {
             pipeline,
@@ -139,6 +148,7 @@ impl Metrics {
             alerts,
             overdue,
             clock_synchronised,
+            audit_writable,
         }
     }
 

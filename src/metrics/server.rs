@@ -182,7 +182,7 @@ fn status_page(services: &Services) -> String {
                     esc(&r.original_name),
                     esc(&r.sender),
                     esc(r.recipient.as_deref().unwrap_or("-")),
-                    esc(r.summary.as_deref().unwrap_or(""))
+                    esc(&noc_note(r))
                 );
             }
             h.push_str("</table>");
@@ -191,4 +191,23 @@ fn status_page(services: &Services) -> String {
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// The status page's note on a receipt: its reasons' rules, files and lines, never their
+/// messages (they may quote personal data, which only the sender's receipt may carry).
+fn noc_note(r: &crate::receipts::Receipt) -> String {
+    let Some(first) = r.reasons.first() else {
+        return String::new();
+    };
+    let n = r.reasons.len();
+    let kind = if r.hop == crate::receipts::Hop::Rejected {
+        "rejected"
+    } else {
+        "warnings"
+    };
+    if n == 1 {
+        format!("{kind}: {}", first.redacted())
+    } else {
+        format!("{kind}: {n} problems; first: {}", first.redacted())
+    }
 }

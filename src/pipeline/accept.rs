@@ -57,6 +57,7 @@ pub fn accept(
         return Ok(None);
     }
     let file_id = uuid::Uuid::now_v7().to_string();
+    let accepted_by = crate::boxes::committed_actor(&file);
     let written = spool.take_upload(&file_id, &path, file)?;
     let job = Job {
         file_id: file_id.clone(),
@@ -74,6 +75,7 @@ pub fn accept(
         quarantined: false,
         warnings: Vec::new(),
         parent: None,
+        accepted_by,
     };
     if !store.insert_accepted(&job)? {
         // Another accept of the same file won the race.

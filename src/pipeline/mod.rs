@@ -244,14 +244,36 @@ impl Pipeline {
                 ev = rx.recv() => match ev { Some(ev) => ev, None => return },
             };
             match ev {
-                BoxEvent::Uploaded { account, name } => {
+                BoxEvent::Uploaded { account, name, .. } => {
                     let _ = self.accept.send((account, name.as_str().to_owned())).await;
                 }
-                BoxEvent::Retrieved { account, name }
-                | BoxEvent::Acknowledged { account, name } => {
+                // A file read by anyone but its recipient (a maintainer) is not retrieved
+                // (DESIGN §10); the transport's audit line records the read.
+                BoxEvent::Retrieved {
+                    account,
+                    actor,
+                    name,
+                }
+                | BoxEvent::Acknowledged {
+                    account,
+                    actor,
+                    name,
+                } if actor == account => {
                     let inner = self.inner.clone();
                     let _ =
                         tokio::task::spawn_blocking(move || inner.retrieved(&account, &name)).await;
+                }
+                BoxEvent::Retrieved { .. } => {}
+                BoxEvent::Acknowledged {
+                    account,
+                    actor,
+                    name,
+                } => {
+                    let inner = self.inner.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        inner.deleted_by_other(&account, &actor, &name)
+                    })
+                    .await;
                 }
             }
         }
@@ -695,9 +717,10 @@ impl Inner {
         })?;
         self.spool.remove(&job.file_id)?;
         self.count(Hop::Rejected, &job.sender, &job.file_id);
+        // Rules, files and lines only: messages may quote personal data.
         let why = reasons
             .iter()
-            .map(ToString::to_string)
+            .map(crate::receipts::Reason::redacted)
             .collect::<Vec<_>>()
             .join("; ");
         tracing::warn!(
@@ -747,6 +770,32 @@ impl Inner {
         }
     }
 
+    /// A delivered file deleted from its recipient's outbox by another account (a maintainer
+    /// or break-glass account): a `purged` receipt naming that account, never a retrieval.
+    fn deleted_by_other(&self, recipient: &str, actor: &str, name: &FileName) {
+        let Some(file_id) = stages::file_id_of_outbox_name(name.as_str()) else {
+            return;
+        };
+        let mut job = match self.store.get(file_id) {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(file_id, error = %e, "reading job");
+                return;
+            }
+        };
+        if job.state != JobState::Delivered
+            || job.recipient.as_deref() != Some(recipient)
+            || stages::outbox_name(&job.file_id, &job.original_name) != name.as_str()
+        {
+            return;
+        }
+        match self.purged_by(&mut job, recipient, Some(actor)) {
+            Ok(()) => tracing::warn!(file_id, recipient, actor, "deleted by another account"),
+            Err(e) => tracing::error!(file_id, error = %e, "recording a deletion"),
+        }
+    }
+
     /// Purges delivered files past `retention.outbox` and quarantined files past
     /// `retention.quarantine`; updates the oldest-undelivered gauge.
     fn retention(&self) -> Result<(), PipelineError> {
@@ -780,8 +829,18 @@ impl Inner {
     }
 
     fn purged(&self, job: &mut Job, counterpart: &str) -> Result<(), PipelineError> {
+        self.purged_by(job, counterpart, None)
+    }
+
+    fn purged_by(
+        &self,
+        job: &mut Job,
+        counterpart: &str,
+        actor: Option<&str>,
+    ) -> Result<(), PipelineError> {
         job.state = JobState::Purged;
-        let event: FileEvent = job.event(Hop::Purged, Vec::new());
+        let mut event: FileEvent = job.event(Hop::Purged, Vec::new());
+        event.actor = actor.map(str::to_owned);
         self.store.transition(&Transition {
             file_id: job.file_id.clone(),
             to: JobState::Purged,

@@ -249,6 +249,8 @@ impl Stage for SplitStage {
                 quarantined: false,
                 warnings,
                 parent: Some(job.file_id.clone()),
+                // The gateway made it: no account acted.
+                accepted_by: None,
             });
         }
         Outcome::Split {

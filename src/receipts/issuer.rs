@@ -93,6 +93,7 @@ impl Issuer {
             file_previous: self.ledger.file_head(&event.file_id)?,
             parent: event.parent.clone(),
             children: event.children.clone(),
+            actor: event.actor.clone(),
             signature: String::new(),
         };
         r.sign(&self.key);

@@ -120,6 +120,66 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// Rule, file and line without the message — the form for the NOC and the logs: a message
+    /// may quote a personal field's value (a birth date, a name), which only the sender's own
+    /// receipt may carry. The rule id says what is wrong.
+    pub fn redacted(&self) -> String {
+        let mut s = format!("[{}]", self.rule);
+        if self.warning {
+            s.push_str(" warning");
+        }
+        if let Some(file) = &self.file {
+            s.push(' ');
+            s.push_str(file);
+            if let Some(line) = self.line {
+                s.push_str(&format!(":{line}"));
+            }
+        }
+        s
+    }
+}
+
+/// A receipt's JSON as shown to the NOC: each reason without its message, and the summary
+/// rebuilt from rules, files and lines. Its signature no longer covers it; the signed receipt
+/// stays in the boxes and the ledger.
+pub fn redact_for_noc(receipt: &mut serde_json::Value) {
+    let mut summary = None;
+    if let Some(reasons) = receipt
+        .get_mut("reasons")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        let mut parsed = Vec::new();
+        for r in reasons.iter_mut() {
+            if let Some(map) = r.as_object_mut() {
+                map.remove("message");
+            }
+            let mut with_message = r.clone();
+            with_message["message"] = serde_json::Value::String(String::new());
+            if let Ok(reason) = serde_json::from_value::<Reason>(with_message) {
+                parsed.push(reason.redacted());
+            }
+        }
+        if let Some(first) = parsed.first() {
+            summary = Some(if parsed.len() == 1 {
+                format!("rejected: {first}")
+            } else {
+                format!("rejected with {} problems; first: {first}", parsed.len())
+            });
+        }
+    }
+    if let Some(map) = receipt.as_object_mut() {
+        map.remove("signature");
+        if map.get("summary").is_some_and(|s| !s.is_null()) {
+            map.insert(
+                "summary".into(),
+                summary.map_or(serde_json::Value::Null, serde_json::Value::String),
+            );
+        }
+        map.insert("redacted".into(), serde_json::Value::Bool(true));
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{}]", self.rule)?;

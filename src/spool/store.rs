@@ -106,6 +106,9 @@ pub struct Job {
     pub warnings: Vec<Reason>,
     /// The agency-addressed archive this one was sorted out of.
     pub parent: Option<String>,
+    /// The account that uploaded the file, when known at accept: it goes into the `accepted`
+    /// event (the job row does not keep it; read back it is `None`).
+    pub accepted_by: Option<String>,
 }
 
 impl Job {
@@ -124,6 +127,12 @@ impl Job {
             reasons,
             parent: self.parent.clone(),
             children: Vec::new(),
+            actor: match hop {
+                Hop::Accepted => self.accepted_by.clone(),
+                // Only the recipient itself retrieves.
+                Hop::Retrieved => self.recipient.clone(),
+                _ => None,
+            },
         }
     }
 }
@@ -287,6 +296,7 @@ fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, StoreErro
             None => Vec::new(),
         },
         parent: row.get(14)?,
+        accepted_by: None,
     }))
 }
 

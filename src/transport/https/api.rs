@@ -88,6 +88,7 @@ impl From<BoxError> for ApiError {
             BoxError::InsufficientStorage => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
+            BoxError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             BoxError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let detail = match &e {
@@ -323,6 +324,7 @@ async fn route(conn: &Arc<Connection>, req: Request<()>, body: &mut Option<Incom
                 conn,
                 BoxEvent::Acknowledged {
                     account: owner,
+                    actor: dropbox.actor().to_owned(),
                     name,
                 },
             );
@@ -447,6 +449,9 @@ async fn upload(
         .gateway
         .limits
         .body_idle_timeout;
+    if !conn.shared.services.audit.writable() {
+        return Err(BoxError::Unavailable.into());
+    }
     let upload = dropbox.begin_upload(name.clone())?;
     let Some(mut body) = body.take() else {
         return Err(ApiError::internal());
@@ -490,13 +495,17 @@ async fn upload(
     }
     writer.append(batch).await?;
     let size = writer.size();
+    if !conn.shared.services.audit.writable() {
+        // Fail closed: dropping the writer discards the upload; the client may send it again.
+        return Err(BoxError::Unavailable.into());
+    }
     let committed = writer.commit().await?;
     let services = &conn.shared.services;
     services.audit.record(
         "box.upload",
         conn.account.as_ref().map(|a| a.id.as_str()),
         Some(conn.peer),
-        json!({"name": name.as_str(), "bytes": size, "sha256": committed.sha256}),
+        json!({"box": committed.event.owner(), "name": name.as_str(), "bytes": size, "sha256": committed.sha256}),
     );
     services.metrics.transferred("https", "upload").inc_by(size);
     if services.box_events.send(committed.event).await.is_err() {
@@ -601,6 +610,7 @@ async fn download(
     let services = conn.shared.services.clone();
     let account = conn.account.as_ref().map(|a| a.id.clone());
     let owner = dropbox.owner().to_owned();
+    let actor = dropbox.actor().to_owned();
     let peer = conn.peer;
     let done_name = name.clone();
     let body = stream
@@ -612,14 +622,21 @@ async fn download(
                 .transferred("https", "download")
                 .inc_by(len);
             if folder == Folder::Outbox && reaches_end {
+                // Only the box's own counterpart retrieves; anyone else read it (DESIGN §10).
+                let event = if actor == owner {
+                    "box.retrieved"
+                } else {
+                    "box.read"
+                };
                 services.audit.record(
-                    "box.retrieved",
+                    event,
                     account.as_deref(),
                     Some(peer),
                     json!({"box": owner, "name": done_name.as_str(), "size": size}),
                 );
                 let _ = services.box_events.try_send(BoxEvent::Retrieved {
                     account: owner,
+                    actor,
                     name: done_name,
                 });
             }
@@ -724,8 +741,10 @@ async fn noc(conn: &Arc<Connection>, req: &Request<()>, segs: &[String]) -> Rout
                         continue;
                     }
                     if let Ok(text) = std::fs::read_to_string(f.path())
-                        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                        && let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text)
                     {
+                        // Finding messages may quote personal data: not for the NOC.
+                        crate::receipts::redact_for_noc(&mut v);
                         found.insert((modified, name), v.to_string());
                     }
                 }

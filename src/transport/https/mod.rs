@@ -151,6 +151,11 @@ impl HttpsServer {
                 },
             };
             let services = &self.shared.services;
+            if !services.audit.writable() {
+                // Fail closed: nothing happens that the audit log cannot record (alerted once).
+                tracing::debug!(%peer, "connection closed: the audit log cannot be written");
+                continue;
+            }
             if let Err(refused) = services.limiter.check_connection(peer.ip()) {
                 services.audit.record(
                     "https.connection_refused",

@@ -185,6 +185,11 @@ async fn serve(
                 serde_json::json!({"reason": reason}),
             );
         };
+        if !services.audit.writable() {
+            // Fail closed: nothing happens that the audit log cannot record (alerted once).
+            tracing::debug!(%peer, "connection closed: the audit log cannot be written");
+            continue;
+        }
         if let Err(refused) = services.limiter.check_connection(peer.ip()) {
             refuse(refused.to_string());
             continue;

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::stream::{self, Activity};
 use super::view::{BoxView, MAX_SFTP_PACKET, SftpView};
-use crate::accounts::{Account, Role};
+use crate::accounts::{Account, Role, break_glass};
 use crate::boxes::DropBox;
 use crate::daemon::Services;
 use crate::transport::sessions::SessionGuard;
@@ -220,7 +220,83 @@ impl SshSession {
             // NOC accounts use HTTPS only.
             return Err(FailClass::UnknownOrWrongKey);
         }
+        if account.role == Role::BreakGlass {
+            let (first, entry) = self.break_glass_use(&snapshot.config, &account.id)?;
+            let open = self.services.sessions.count(&account.id);
+            let now = time::OffsetDateTime::now_utc();
+            if !break_glass::may_log_in(first, open, entry.max_session, now) {
+                return Err(FailClass::Inactive);
+            }
+        }
         Ok(account)
+    }
+
+    /// The recorded use of a break-glass account under its current config entry (an
+    /// unreadable record refuses the login), and that entry.
+    fn break_glass_use(
+        &self,
+        config: &crate::config::Config,
+        id: &str,
+    ) -> Result<(Option<time::OffsetDateTime>, crate::config::BreakGlass), FailClass> {
+        let entry = config
+            .break_glass
+            .iter()
+            .find(|b| b.id == id)
+            .cloned()
+            .ok_or(FailClass::Inactive)?;
+        let uses = break_glass::Uses::new(&self.services.layout);
+        match uses.first_login(id, &entry.fingerprint()) {
+            Ok(first) => Ok((first, entry)),
+            Err(e) => {
+                tracing::error!(account = id, error = %e, "reading the break-glass use record");
+                Err(FailClass::Inactive)
+            }
+        }
+    }
+
+    /// Records the first login of a break-glass use (before letting it in) and closes its
+    /// sessions `max_session` after that login; the account stays disabled afterwards.
+    fn begin_break_glass_use(&self, id: &str) -> Result<(), FailClass> {
+        let snapshot = self.services.live.snapshot();
+        let (first, entry) = self.break_glass_use(&snapshot.config, id)?;
+        let now = time::OffsetDateTime::now_utc();
+        let first = match first {
+            Some(first) => first,
+            None => {
+                let uses = break_glass::Uses::new(&self.services.layout);
+                if let Err(e) = uses.record(id, &entry.fingerprint(), now) {
+                    tracing::error!(account = id, error = %e, "recording a break-glass use");
+                    return Err(FailClass::Inactive);
+                }
+                self.services.audit.record(
+                    "break_glass.used",
+                    Some(id),
+                    Some(self.peer),
+                    json!({"max_session_seconds": entry.max_session.as_secs(), "reason": entry.reason}),
+                );
+                now
+            }
+        };
+        let left = (first + entry.max_session - now)
+            .try_into()
+            .unwrap_or(std::time::Duration::ZERO);
+        let services = self.services.clone();
+        let end = self.connection_end.clone();
+        let account = id.to_owned();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(left) => {}
+                _ = end.cancelled() => return,
+            }
+            let closed = services.sessions.revoke(&account);
+            services.audit.record(
+                "break_glass.max_session",
+                Some(&account),
+                None,
+                json!({"sessions_closed": closed}),
+            );
+        });
+        Ok(())
     }
 
     fn key_matches(account: Option<&Account>, key: &russh::keys::PublicKey) -> bool {
@@ -244,6 +320,9 @@ impl SshSession {
             .map_err(|_| FailClass::TooManySessions)?;
         // Fail now rather than at the first request if a box cannot be opened.
         self.view_for(account).map_err(|_| FailClass::NoBox)?;
+        if account.role == Role::BreakGlass {
+            self.begin_break_glass_use(&account.id)?;
+        }
         let revoked = guard.token().clone();
         let end = self.connection_end.clone();
         tokio::spawn(async move {

@@ -108,7 +108,8 @@ impl From<BoxError> for Refusal {
             | BoxError::Empty
             | BoxError::TooLarge { .. }
             | BoxError::OutOfOrder(_)
-            | BoxError::InsufficientStorage => StatusCode::Failure,
+            | BoxError::InsufficientStorage
+            | BoxError::Unavailable => StatusCode::Failure,
             BoxError::Io(_) => StatusCode::Failure,
         };
         let message = match &e {
@@ -223,6 +224,7 @@ impl SftpView {
                 | BoxError::BadName { .. }
                 | BoxError::PermissionDenied(_)
                 | BoxError::NoBox(_)
+                | BoxError::Unavailable
         ) {
             self.audit(
                 "box.denied",
@@ -358,12 +360,19 @@ impl SftpView {
             && covered >= size
             && self.retrieved.insert((owner.to_owned(), name.clone()))
         {
+            // Only the box's own counterpart retrieves; anyone else read it (DESIGN §10).
+            let event = if self.account == owner {
+                "box.retrieved"
+            } else {
+                "box.read"
+            };
             self.audit(
-                "box.retrieved",
+                event,
                 json!({"box": owner, "name": name.as_str(), "size": size}),
             );
             self.emit(BoxEvent::Retrieved {
                 account: owner.to_owned(),
+                actor: self.account.clone(),
                 name: name.clone(),
             });
         }
@@ -422,6 +431,9 @@ impl russh_sftp::server::Handler for SftpView {
                     "uploads cannot be resumed or read back; upload the whole file",
                 ));
             }
+            if !self.services.audit.writable() {
+                return Err(self.denied("open", &filename, BoxError::Unavailable));
+            }
             let upload = b
                 .begin_upload(name.clone())
                 .map_err(|e| self.denied("open", &filename, e))?;
@@ -473,11 +485,18 @@ impl russh_sftp::server::Handler for SftpView {
             Some(OpenHandle::Write(writer)) => {
                 let name = writer.name().clone();
                 let size = writer.size();
-                match writer.commit().await {
+                // Fail closed: an upload the audit log cannot record is not handed off (the
+                // writer is dropped, discarding the partial file); the client may send it again.
+                let committed = if self.services.audit.writable() {
+                    writer.commit().await
+                } else {
+                    Err(BoxError::Unavailable)
+                };
+                match committed {
                     Ok(committed) => {
                         self.audit(
                             "box.upload",
-                            json!({"name": name.as_str(), "bytes": size, "sha256": committed.sha256}),
+                            json!({"box": committed.event.owner(), "name": name.as_str(), "bytes": size, "sha256": committed.sha256}),
                         );
                         self.services
                             .metrics
@@ -679,6 +698,7 @@ impl russh_sftp::server::Handler for SftpView {
         );
         self.emit(BoxEvent::Acknowledged {
             account: owner,
+            actor: self.account.clone(),
             name,
         });
         Ok(ok(id))
