@@ -1,5 +1,6 @@
 //! The daemon as systemd runs it: READY=1 once listening, watchdog pings, SIGHUP reload, a
-//! clean stop on SIGTERM, and a unit file that `systemd-analyze verify` accepts.
+//! clean stop on SIGTERM, and a unit file that `systemd-analyze verify` accepts and whose
+//! syscall filter lets the daemon read the clock's sync state.
 
 mod support;
 
@@ -182,4 +183,68 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         out.status.success() && !err.contains("handoff.service:"),
         "systemd-analyze verify: {err}"
     );
+}
+
+/// The syscalls a `SystemCallFilter=` entry names: a syscall, or a group expanded (nested groups
+/// too) by `systemd-analyze syscall-filter`.
+fn syscalls_of(entry: &str) -> std::collections::BTreeSet<String> {
+    if !entry.starts_with('@') {
+        return [entry.to_owned()].into();
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["syscall-filter", entry])
+        .output()
+        .expect("systemd-analyze is installed by scripts/install-deps");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut set = std::collections::BTreeSet::new();
+    for line in text.lines().skip(1) {
+        let name = line.trim();
+        if name.is_empty() || name.starts_with('#') {
+            continue;
+        }
+        set.extend(syscalls_of(name));
+    }
+    set
+}
+
+/// The unit's `SystemCallFilter=` lines applied in order, as systemd does: the first one not
+/// starting with `~` makes an allow list; later plain lines add to it and `~` lines take away.
+#[test]
+fn the_unit_lets_the_daemon_read_the_clock_state_and_nothing_more_of_the_clock() {
+    let unit = std::fs::read_to_string(support::repo_root().join("systemd/handoff.service"))
+        .expect("the unit");
+    let mut allowed = std::collections::BTreeSet::new();
+    let mut lines = 0;
+    for value in unit
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("SystemCallFilter="))
+    {
+        lines += 1;
+        let (deny, names) = match value.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, value),
+        };
+        assert!(
+            !(deny && lines == 1),
+            "the unit's filter must start with an allow list"
+        );
+        for name in names.split_whitespace() {
+            let calls = syscalls_of(name);
+            if deny {
+                allowed.retain(|c| !calls.contains(c));
+            } else {
+                allowed.extend(calls);
+            }
+        }
+    }
+    assert!(lines > 0, "the unit has no SystemCallFilter=");
+    // The audit log reads the clock's sync state with adjtimex (modes = 0).
+    assert!(
+        allowed.contains("adjtimex"),
+        "adjtimex is filtered out: every receipt would say the clock is unsynchronised"
+    );
+    for setter in ["clock_settime", "settimeofday", "clock_adjtime"] {
+        assert!(!allowed.contains(setter), "{setter} is allowed");
+    }
 }
