@@ -38,16 +38,6 @@ pub struct Issuer {
     layout: StateLayout,
 }
 
-fn summary(event: &FileEvent) -> Option<String> {
-    let first = event.reasons.first()?;
-    let n = event.reasons.len();
-    Some(if n == 1 {
-        format!("rejected: {first}")
-    } else {
-        format!("rejected with {n} problems; first: {first}")
-    })
-}
-
 impl Issuer {
     pub fn new(ledger: Ledger, key: ed25519_dalek::SigningKey, layout: StateLayout) -> Issuer {
         Issuer {
@@ -88,7 +78,7 @@ impl Issuer {
             sha256: event.sha256.clone(),
             sealed_sha256: event.sealed_sha256.clone(),
             reasons: event.reasons.clone(),
-            summary: summary(event),
+            summary: super::summary_of(event.hop, &event.reasons),
             previous: head_hash,
             file_previous: self.ledger.file_head(&event.file_id)?,
             parent: event.parent.clone(),

@@ -140,6 +140,19 @@ impl Reason {
     }
 }
 
+/// One line for people about a hop's reasons: why a file was rejected, or what it was
+/// delivered with.
+pub fn summary_of<T: fmt::Display>(hop: Hop, reasons: &[T]) -> Option<String> {
+    let first = reasons.first()?;
+    let n = reasons.len();
+    Some(match (hop, n) {
+        (Hop::Rejected, 1) => format!("rejected: {first}"),
+        (Hop::Rejected, _) => format!("rejected with {n} problems; first: {first}"),
+        (hop, 1) => format!("{hop} with a warning: {first}"),
+        (hop, _) => format!("{hop} with {n} warnings; first: {first}"),
+    })
+}
+
 /// A receipt's JSON as shown to the NOC: each reason without its message, and the summary
 /// rebuilt from rules, files and lines. Its signature no longer covers it; the signed receipt
 /// stays in the boxes and the ledger.
@@ -160,13 +173,11 @@ pub fn redact_for_noc(receipt: &mut serde_json::Value) {
                 parsed.push(reason.redacted());
             }
         }
-        if let Some(first) = parsed.first() {
-            summary = Some(if parsed.len() == 1 {
-                format!("rejected: {first}")
-            } else {
-                format!("rejected with {} problems; first: {first}", parsed.len())
-            });
-        }
+        let hop = receipt
+            .get("hop")
+            .and_then(|h| serde_json::from_value::<Hop>(h.clone()).ok())
+            .unwrap_or(Hop::Rejected);
+        summary = summary_of(hop, &parsed);
     }
     if let Some(map) = receipt.as_object_mut() {
         map.remove("signature");
@@ -196,5 +207,25 @@ impl fmt::Display for Reason {
             }
         }
         write!(f, ": {}", self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivered_file_with_warnings_is_not_summarised_as_rejected() {
+        let warning = Reason::new("name.serial", "serials start at 000005").warning();
+        let rejection = Reason::new("date.invalid", "no such date");
+        assert_eq!(summary_of::<Reason>(Hop::Delivered, &[]), None);
+        assert_eq!(
+            summary_of(Hop::Delivered, std::slice::from_ref(&warning)).as_deref(),
+            Some("delivered with a warning: [name.serial] warning: serials start at 000005")
+        );
+        assert_eq!(
+            summary_of(Hop::Rejected, &[rejection, warning]).as_deref(),
+            Some("rejected with 2 problems; first: [date.invalid]: no such date")
+        );
     }
 }
