@@ -441,6 +441,7 @@ fn kill_9_at_random_points_loses_and_doubles_nothing() {
         "agency archives: {} fed, {children_total} children delivered",
         parents.len()
     );
+    assert!(children_total > 0, "no agency archive was split");
     // Nothing twice, nothing partial, nothing else.
     assert_eq!(in_outbox, expected);
     let accepted_total = events.iter().filter(|e| e.hop == Hop::Accepted).count();
