@@ -327,3 +327,64 @@ fn by_default_an_agency_archive_with_an_unknown_insurer_is_returned_whole() {
         );
     }
 }
+
+/// N (0–9) counts the agency's sends to an insurer in a day; with all ten used, the next
+/// archive for that insurer is refused whole (`split.send-count`), and nothing is sent to any
+/// of its insurers.
+#[test]
+fn an_eleventh_split_to_an_insurer_on_one_day_is_refused() {
+    let tc = TestConfig::new();
+    let config = handoff::config::load(&tc.path).expect("config").config;
+    handoff::state::StateLayout::new(tc.state_dir())
+        .create(&config)
+        .expect("state dir");
+    // Ten earlier splits today, each with a child for 06130017.
+    let day = handoff::validate::format::date_digits(handoff::validate::today(
+        config.gateway.utc_offset(),
+    ));
+    {
+        use handoff::spool::store::{JobStore, SqliteStore};
+        let store = SqliteStore::open(&tc.state_dir().join("store")).expect("store");
+        for k in 0..10 {
+            store
+                .plan_split(&format!("earlier-{k}"), &day, &["06130017"])
+                .expect("store")
+                .expect("within the day's sends");
+        }
+    }
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let _daemon = Daemon::start(&tc);
+    let known: Vec<&str> = INSURERS.iter().copied().filter(|i| *i != UNKNOWN).collect();
+    let today = handoff::validate::today(config.gateway.utc_offset());
+    let spec = Spec::to_agency(20, today.previous_day().expect("a date"), AGENCY, &known);
+    let bytes = testdata::write_valid(&spec, Vec::new()).expect("generate");
+    hand_off(&tc, CLINIC, &spec.archive_name().file_name(), &bytes);
+
+    let mut rejected = None;
+    assert!(
+        wait_for(120, || {
+            rejected = receipts(&tc, CLINIC)
+                .into_iter()
+                .find(|r| r["hop"] == "rejected");
+            rejected.is_some()
+        }),
+        "not rejected"
+    );
+    let rejected = rejected.expect("rejected");
+    let rules: Vec<&str> = rejected["reasons"]
+        .as_array()
+        .expect("reasons")
+        .iter()
+        .filter_map(|r| r["rule"].as_str())
+        .collect();
+    assert_eq!(rules, ["split.send-count"], "{rejected}");
+    let message = rejected["reasons"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("06130017"), "{message}");
+    assert!(!receipts(&tc, CLINIC).iter().any(|r| r["hop"] == "split"));
+    for n in &known {
+        assert!(
+            outbox(&tc, &format!("insurer-{n}")).is_empty(),
+            "{n} got a file"
+        );
+    }
+}

@@ -617,3 +617,48 @@ impl EventLog for SqliteStore {
         self.latest.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After ten splits (N = 0–9) to one insurer on one day, the next would need N = 10, which the archive name
+    /// cannot hold: it is refused, and the refusal takes nothing from the other insurers.
+    #[test]
+    fn an_eleventh_split_to_an_insurer_on_one_day_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("store");
+        let day = "20261206";
+        for k in 0..=MAX_SEND_COUNT {
+            let plan = store
+                .plan_split(&format!("parent-{k}"), day, &["06130017"])
+                .expect("store")
+                .expect("within the day's sends");
+            assert_eq!(plan.len(), 1);
+            assert_eq!(plan[0].n, k);
+        }
+        // Planned again (a rerun after a crash), a parent keeps its children and its N.
+        let again = store
+            .plan_split("parent-3", day, &["06130017"])
+            .expect("store")
+            .expect("the same plan");
+        assert_eq!(again[0].n, 3);
+
+        let refused = store
+            .plan_split("parent-10", day, &["06270029", "06130017"])
+            .expect("store");
+        assert_eq!(refused, Err("06130017".to_owned()));
+        // Nothing of the refused parent is planned: the other insurer's first send is free.
+        let other = store
+            .plan_split("parent-11", day, &["06270029"])
+            .expect("store")
+            .expect("another insurer");
+        assert_eq!(other[0].n, 0);
+        // The next day counts from 0 again.
+        let tomorrow = store
+            .plan_split("parent-12", "20261207", &["06130017"])
+            .expect("store")
+            .expect("a new day");
+        assert_eq!(tomorrow[0].n, 0);
+    }
+}
