@@ -7,31 +7,11 @@
 
 mod support;
 
-use std::process::Command;
-
 use handoff::validate::testdata::{self, Spec, Violation};
-use support::{ClamdInstance, Daemon, TestConfig, repo_root, sftp_batch, wait_for};
+use support::{ClamdInstance, Daemon, TestConfig, curl_as, outbox_names, sftp_batch, wait_for};
 
 const CLINIC: &str = "clinic-1312345679";
 const INSURER: &str = "insurer-06130017";
-
-fn curl_insurer(tc: &TestConfig, path: &str, out: Option<&std::path::Path>) -> Vec<u8> {
-    let certs = repo_root().join("certs-example");
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--fail", "--cacert"])
-        .arg(certs.join("ca.pem"))
-        .arg("--cert")
-        .arg(certs.join(format!("{INSURER}.pem")))
-        .arg("--key")
-        .arg(certs.join(format!("{INSURER}.key")));
-    if let Some(out) = out {
-        cmd.arg("-o").arg(out);
-    }
-    cmd.arg(format!("https://localhost:{}{path}", tc.https_port));
-    let got = cmd.output().expect("run curl");
-    assert!(got.status.success(), "{got:?}");
-    got.stdout
-}
 
 /// The receipts (JSON) in a box's `receipts/` folder, as text.
 fn receipts(tc: &TestConfig, account: &str) -> Vec<String> {
@@ -84,19 +64,7 @@ fn an_official_archive_goes_from_sftp_to_curl_and_opens_with_openssl() {
     assert!(out.status.success(), "{out:?}");
 
     // Two files reach the insurer's outbox; the listing names each by its original name.
-    let listing = || -> Vec<String> {
-        let body = curl_insurer(&tc, "/outbox/", None);
-        let list: serde_json::Value = serde_json::from_slice(&body).expect("a JSON listing");
-        list["files"]
-            .as_array()
-            .map(|files| {
-                files
-                    .iter()
-                    .filter_map(|f| f["name"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let listing = || outbox_names(&tc, INSURER);
     assert!(wait_for(60, || listing().len() >= 2), "not delivered");
     let valid_name = valid.file_name().and_then(|n| n.to_str()).expect("name");
     let names = listing();
@@ -108,7 +76,12 @@ fn an_official_archive_goes_from_sftp_to_curl_and_opens_with_openssl() {
         .clone();
 
     let sealed = tc.dir.path().join("download.p7m");
-    curl_insurer(&tc, &format!("/outbox/{sealed_name}"), Some(&sealed));
+    curl_as(
+        &tc,
+        INSURER,
+        &format!("/outbox/{sealed_name}"),
+        Some(&sealed),
+    );
     let opened = support::openssl_decrypt(&sealed, INSURER);
     assert_eq!(opened, bytes, "the opened archive differs from the upload");
 

@@ -16,45 +16,15 @@ use std::process::Command;
 use handoff::validate::format::Folder;
 use handoff::validate::testdata::{self, Spec};
 use sha2::{Digest, Sha256};
-use support::{ClamdInstance, Daemon, TestConfig, hand_off, repo_root, wait_for};
+use support::{
+    ClamdInstance, Daemon, TestConfig, curl_as, hand_off, outbox_names, repo_root, wait_for,
+};
 
 const CLINIC: &str = "clinic-1312345679";
 const AGENCY: &str = "80130012";
 /// Four configured insurers and one the gateway does not know.
 const INSURERS: [&str; 5] = ["06130017", "06270029", "06140016", "06270037", "39999990"];
 const UNKNOWN: &str = "39999990";
-
-fn curl(tc: &TestConfig, account: &str, path: &str, out: Option<&Path>) -> Vec<u8> {
-    let certs = repo_root().join("certs-example");
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--fail", "--cacert"])
-        .arg(certs.join("ca.pem"))
-        .arg("--cert")
-        .arg(certs.join(format!("{account}.pem")))
-        .arg("--key")
-        .arg(certs.join(format!("{account}.key")));
-    if let Some(out) = out {
-        cmd.arg("-o").arg(out);
-    }
-    cmd.arg(format!("https://localhost:{}{path}", tc.https_port));
-    let got = cmd.output().expect("run curl");
-    assert!(got.status.success(), "{got:?}");
-    got.stdout
-}
-
-fn outbox(tc: &TestConfig, account: &str) -> Vec<String> {
-    let body = curl(tc, account, "/outbox/", None);
-    let list: serde_json::Value = serde_json::from_slice(&body).expect("a JSON listing");
-    list["files"]
-        .as_array()
-        .map(|files| {
-            files
-                .iter()
-                .filter_map(|f| f["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 fn receipts(tc: &TestConfig, account: &str) -> Vec<serde_json::Value> {
     let dir = tc.state_dir().join("boxes").join(account).join("receipts");
@@ -144,9 +114,11 @@ fn an_agency_archive_is_sorted_to_each_insurer_and_the_unknown_persons_come_back
     let known: Vec<&str> = INSURERS.iter().copied().filter(|i| *i != UNKNOWN).collect();
     let account = |n: &str| format!("insurer-{n}");
     assert!(
-        wait_for(120, || known
-            .iter()
-            .all(|n| !outbox(&tc, &account(n)).is_empty())),
+        wait_for(120, || known.iter().all(|n| !outbox_names(
+            &tc,
+            &account(n)
+        )
+        .is_empty())),
         "not every insurer got its archive"
     );
     let parent_data = records(&bytes, Folder::Data);
@@ -154,10 +126,10 @@ fn an_agency_archive_is_sorted_to_each_insurer_and_the_unknown_persons_come_back
     let mut delivered = BTreeSet::new();
     for n in &known {
         let acct = account(n);
-        let names = outbox(&tc, &acct);
+        let names = outbox_names(&tc, &acct);
         assert_eq!(names.len(), 1, "{acct}: {names:?}");
         let sealed = tc.dir.path().join(format!("{acct}.p7m"));
-        curl(&tc, &acct, &format!("/outbox/{}", names[0]), Some(&sealed));
+        curl_as(&tc, &acct, &format!("/outbox/{}", names[0]), Some(&sealed));
         let child = support::openssl_decrypt(&sealed, &acct);
 
         // Named by the agency for this insurer, first send of the day.
@@ -322,7 +294,7 @@ fn by_default_an_agency_archive_with_an_unknown_insurer_is_returned_whole() {
     assert!(!receipts(&tc, CLINIC).iter().any(|r| r["hop"] == "split"));
     for n in INSURERS.iter().filter(|i| **i != UNKNOWN) {
         assert!(
-            outbox(&tc, &format!("insurer-{n}")).is_empty(),
+            outbox_names(&tc, &format!("insurer-{n}")).is_empty(),
             "{n} got a file"
         );
     }
@@ -383,7 +355,7 @@ fn an_eleventh_split_to_an_insurer_on_one_day_is_refused() {
     assert!(!receipts(&tc, CLINIC).iter().any(|r| r["hop"] == "split"));
     for n in &known {
         assert!(
-            outbox(&tc, &format!("insurer-{n}")).is_empty(),
+            outbox_names(&tc, &format!("insurer-{n}")).is_empty(),
             "{n} got a file"
         );
     }

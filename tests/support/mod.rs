@@ -549,3 +549,38 @@ pub fn p384_certificate(dir: &Path) -> PathBuf {
     assert!(made.status.success(), "{made:?}");
     cert
 }
+
+/// `curl` over HTTPS to the test daemon with an example account's client certificate; the body,
+/// or nothing with `out` (written there). Fails the test on any HTTP error.
+pub fn curl_as(tc: &TestConfig, account: &str, path: &str, out: Option<&Path>) -> Vec<u8> {
+    let certs = repo_root().join("certs-example");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--fail", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join(format!("{account}.pem")))
+        .arg("--key")
+        .arg(certs.join(format!("{account}.key")));
+    if let Some(out) = out {
+        cmd.arg("-o").arg(out);
+    }
+    cmd.arg(format!("https://localhost:{}{path}", tc.https_port));
+    let got = cmd.output().expect("run curl");
+    assert!(got.status.success(), "{got:?}");
+    got.stdout
+}
+
+/// The names in an account's outbox, as its HTTPS listing gives them.
+pub fn outbox_names(tc: &TestConfig, account: &str) -> Vec<String> {
+    let body = curl_as(tc, account, "/outbox/", None);
+    let list: serde_json::Value = serde_json::from_slice(&body).expect("a JSON listing");
+    list["files"]
+        .as_array()
+        .map(|files| {
+            files
+                .iter()
+                .filter_map(|f| f["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
