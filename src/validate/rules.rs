@@ -729,24 +729,8 @@ pub fn claim(
     } else {
         DocKind::Checkup
     };
-    if let Some(node) = descend(&root, &["encounter", "serviceEventType"])
-        && let Some(code) = node.get_attribute("code")
-        && let Some(event) = header.service_event
-        && code != event.to_string()
-    {
-        findings.push(at(
-            Rule::ServiceEventMismatch,
-            path,
-            Some(&node),
-            format!(
-                "実施区分 {code} が {} の {event} と異なります",
-                format::INDEX
-            ),
-            format!(
-                "the service event type {code} differs from {event} in {}",
-                format::INDEX
-            ),
-        ));
+    if let Some(node) = descend(&root, &["encounter", "serviceEventType"]) {
+        service_event(path, &node, header, findings);
     }
     if let Some(node) = descend(&root, &["subjectPerson", "insuranceCard", "insurerNumber"])
         && let Some(insurer) = node.get_attribute("extension")
@@ -786,22 +770,16 @@ pub fn claim(
     }
 }
 
-/// The summary against the index and the claims.
-pub fn summary(doc: &Document, header: &Header, totals: &Totals, findings: &mut Vec<Finding>) {
-    use format::summary as el;
-    let file = format::SUMMARY;
-    let Some(root) = doc.get_root_element() else {
-        return;
-    };
-    if let Some(node) = child(&root, el::SERVICE_EVENT_TYPE)
-        && let Some(code) = node.get_attribute("code")
+/// A `serviceEventType` element (of a claim or the summary) against the index's.
+fn service_event(file: &str, node: &Node, header: &Header, findings: &mut Vec<Finding>) {
+    if let Some(code) = node.get_attribute("code")
         && let Some(event) = header.service_event
         && code != event.to_string()
     {
         findings.push(at(
             Rule::ServiceEventMismatch,
             file,
-            Some(&node),
+            Some(node),
             format!(
                 "実施区分 {code} が {} の {event} と異なります",
                 format::INDEX
@@ -811,6 +789,18 @@ pub fn summary(doc: &Document, header: &Header, totals: &Totals, findings: &mut 
                 format::INDEX
             ),
         ));
+    }
+}
+
+/// The summary against the index and the claims.
+pub fn summary(doc: &Document, header: &Header, totals: &Totals, findings: &mut Vec<Finding>) {
+    use format::summary as el;
+    let file = format::SUMMARY;
+    let Some(root) = doc.get_root_element() else {
+        return;
+    };
+    if let Some(node) = child(&root, el::SERVICE_EVENT_TYPE) {
+        service_event(file, &node, header, findings);
     }
     if !totals.complete {
         return;
