@@ -400,14 +400,7 @@ impl JobStore for SqliteStore {
             let tx = conn.transaction()?;
             let delivered_at =
                 (t.to == JobState::Delivered).then(|| nanos(OffsetDateTime::now_utc()));
-            let warnings = if t.warnings.is_empty() {
-                None
-            } else {
-                Some(
-                    serde_json::to_string(&t.warnings)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                )
-            };
+            let warnings = warnings_json(&t.warnings)?;
             let n = tx.execute(
                 "UPDATE jobs SET state = ?2, recipient = COALESCE(?3, recipient), \
                  sealed_sha256 = COALESCE(?4, sealed_sha256), \
@@ -549,12 +542,19 @@ impl JobStore for SqliteStore {
     }
 }
 
+/// The `warnings` column: the findings as JSON, or NULL for none (which also keeps what a
+/// transition finds recorded).
+fn warnings_json(warnings: &[Reason]) -> Result<Option<String>, StoreError> {
+    if warnings.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(warnings)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 fn insert_job(tx: &rusqlite::Transaction<'_>, job: &Job) -> Result<(), StoreError> {
-    let warnings = if job.warnings.is_empty() {
-        None
-    } else {
-        Some(serde_json::to_string(&job.warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-    };
+    let warnings = warnings_json(&job.warnings)?;
     tx.execute(
         "INSERT INTO jobs (file_id, sender, original_name, size, sha256, inbox_key, state, \
          recipient, accepted_at, warnings, parent) \
