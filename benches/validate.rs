@@ -10,7 +10,7 @@ use handoff::validate::{self, Checked};
 
 mod common;
 
-use common::peak_rss_kib;
+use common::{peak_rss_kib, thread_cpu_secs};
 
 fn main() {
     let config_path = std::env::var("VALIDATE_BENCH_CONFIG").expect("VALIDATE_BENCH_CONFIG");
@@ -68,17 +68,22 @@ fn main() {
     // Compile the schemas before timing, as a worker has after its first archive.
     assert!(valid(check(&paths[0])));
     let started = Instant::now();
+    let cpu_started = thread_cpu_secs();
     for p in &paths {
         assert!(valid(check(p)));
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = thread_cpu_secs() - cpu_started;
     let mb = |b: f64| b / 1e6;
     println!(
         "{count} archives of {persons} persons ({:.0} KB zipped, {:.0} KB unpacked each), one core: \
-         {:.1} archives/s, {:.1} MB/s zipped, {:.1} MB/s unpacked; peak RSS {} KiB",
+         {:.1} archives/s ({:.1} per CPU second, {:.2} ms CPU each), {:.1} MB/s zipped, \
+         {:.1} MB/s unpacked; peak RSS {} KiB",
         compressed as f64 / count as f64 / 1e3,
         unpacked as f64 / count as f64 / 1e3,
         count as f64 / secs,
+        count as f64 / cpu,
+        cpu * 1e3 / count as f64,
         mb(compressed as f64) / secs,
         mb(unpacked as f64) / secs,
         peak_rss_kib()

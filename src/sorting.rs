@@ -13,7 +13,6 @@ use std::path::Path;
 
 use crate::validate::archive::{Archive, Entry, Limits};
 use crate::validate::format::{self, ArchiveName, DocKind};
-use crate::validate::rules::descend;
 use crate::validate::schemas::{self, OfficialSet};
 use crate::validate::xml;
 
@@ -73,10 +72,8 @@ fn pair_key(path: &str) -> &str {
 }
 
 /// The namespace of a document's root element.
-fn root_ns(doc: &libxml::tree::Document) -> Option<String> {
-    doc.get_root_element()
-        .and_then(|r| r.get_namespace())
-        .map(|ns| ns.get_href())
+fn root_ns(doc: &xml::Tree) -> Option<String> {
+    doc.root().and_then(|r| r.namespace()).map(str::to_owned)
 }
 
 /// Reads an archive that passed the check: its persons and their insurers, entry by entry.
@@ -108,9 +105,9 @@ pub fn survey<R: Read + Seek>(src: R, limits: Limits) -> Result<Survey, SortErro
             if name == format::INDEX {
                 index_ns = root_ns(&doc);
                 service_event = doc
-                    .get_root_element()
-                    .and_then(|r| descend(&r, &[format::index::SERVICE_EVENT_TYPE]))
-                    .and_then(|n| n.get_attribute("code"))
+                    .root()
+                    .and_then(|r| r.descend(&[format::index::SERVICE_EVENT_TYPE]))
+                    .and_then(|n| n.attribute("code"))
                     .and_then(|c| c.parse().ok());
             } else {
                 summary_ns = root_ns(&doc);
@@ -119,15 +116,15 @@ pub fn survey<R: Read + Seek>(src: R, limits: Limits) -> Result<Survey, SortErro
             let bytes = archive.read(e).map_err(bad)?;
             let doc = xml::parse(&name, &bytes).map_err(bad)?;
             let insurer = doc
-                .get_root_element()
-                .and_then(|r| descend(&r, format::CDA_PATIENT_IDS))
+                .root()
+                .and_then(|r| r.descend(format::CDA_PATIENT_IDS))
                 .and_then(|p| {
-                    p.get_child_elements().into_iter().find(|c| {
-                        c.get_name() == "id"
-                            && c.get_attribute("root").as_deref() == Some(format::oid::INSURER)
+                    p.children().find(|c| {
+                        c.name() == "id" && c.attribute("root") == Some(format::oid::INSURER)
                     })
                 })
-                .and_then(|id| id.get_attribute("extension"));
+                .and_then(|id| id.attribute("extension"))
+                .map(str::to_owned);
             persons.push(Person {
                 data: name,
                 claim: None,
@@ -177,16 +174,16 @@ impl ChildSpec<'_> {
 
 /// The amounts of the claims a child holds, summed as the check sums them
 /// ([`format::SUMMARY_TOTALS`]): per summary element, the sum and whether any claim had it.
-fn claim_amounts(doc: &libxml::tree::Document, sums: &mut BTreeMap<&'static str, (u64, bool)>) {
-    let Some(root) = doc.get_root_element() else {
+fn claim_amounts(doc: &xml::Tree, sums: &mut BTreeMap<&'static str, (u64, bool)>) {
+    let Some(root) = doc.root() else {
         return;
     };
-    let kind = if root.get_name() == DocKind::Guidance.claims_root() {
+    let kind = if root.name() == DocKind::Guidance.claims_root() {
         DocKind::Guidance
     } else {
         DocKind::Checkup
     };
-    let settlement = descend(&root, &["settlement"]);
+    let settlement = root.descend(&["settlement"]);
     for (element, checkup, guidance) in format::SUMMARY_TOTALS {
         let path = match kind {
             DocKind::Checkup => *checkup,
@@ -195,8 +192,8 @@ fn claim_amounts(doc: &libxml::tree::Document, sums: &mut BTreeMap<&'static str,
         let amount = settlement
             .as_ref()
             .filter(|_| !path.is_empty())
-            .and_then(|s| descend(s, path))
-            .and_then(|n| n.get_attribute("value"))
+            .and_then(|s| s.descend(path))
+            .and_then(|n| n.attribute("value"))
             .and_then(|v| v.parse::<u64>().ok());
         let entry = sums.entry(element).or_default();
         if let Some(a) = amount {

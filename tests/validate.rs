@@ -301,7 +301,7 @@ fn line_numbers_past_65535_are_exact() {
     let name = Violation::XsdInvalid.file_name(&spec);
     let (refused, f) = findings(check(&config, &name, bytes, limits, Lang::Ja));
     assert!(refused);
-    assert_eq!(f[0].rule, "xsd.invalid");
+    assert_eq!(f[0].rule, "xsd.invalid", "{:?}", f[0]);
     assert_eq!(f[0].line, Some(line), "{:?}", f[0]);
 }
 

@@ -423,7 +423,7 @@ impl<R: Read + Seek> Run<'_, R> {
     }
 
     /// Reads, parses and schema-checks one entry; `None` (with findings) when it fails.
-    fn document(&mut self, entry: &Entry, role: Role) -> Option<libxml::tree::Document> {
+    fn document(&mut self, entry: &Entry, role: Role) -> Option<xml::Tree> {
         let fail = |findings: &mut Vec<Finding>, r: Reason| {
             findings.push(Finding::from_reason(r));
             None
@@ -432,16 +432,16 @@ impl<R: Read + Seek> Run<'_, R> {
             Ok(b) => b,
             Err(r) => return fail(self.findings, r.in_file(&entry.name)),
         };
-        let doc =
-            match xml::check_text(&entry.name, &bytes).and_then(|t| xml::parse(&entry.name, t)) {
-                Ok(d) => d,
-                Err(r) => return fail(self.findings, r),
-            };
-        let checked = self.catalog.validate(role, &entry.name, &doc);
+        let read = xml::check_text(&entry.name, &bytes)
+            .and_then(|text| self.catalog.validate(role, &entry.name, text));
+        let (doc, checked) = match read {
+            Ok(d) => d,
+            Err(r) => return fail(self.findings, r),
+        };
         if let Some(edition) = checked.edition
             && edition != Edition::Current
         {
-            let line = doc.get_root_element().as_ref().and_then(xml::line);
+            let line = doc.root().and_then(|r| r.line());
             let seen = self
                 .editions
                 .entry(edition)

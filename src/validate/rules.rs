@@ -5,12 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use libxml::tree::{Document, Node};
 use time::Date;
 
 use super::finding::{Finding, Rule, Text};
 use super::format::{self, ArchiveName, DocKind, Party, RecordName};
-use super::xml::line;
+use super::xml::{Element, Tree};
 use crate::config::{Config, Counterpart, CounterpartKind};
 use crate::numbers::{self, NumberError, NumberKind};
 
@@ -84,47 +83,31 @@ pub fn kind_of(party: Party) -> Option<CounterpartKind> {
     }
 }
 
-fn at(rule: Rule, file: &str, node: Option<&Node>, ja: String, en: String) -> Finding {
+fn at(rule: Rule, file: &str, node: Option<&Element>, ja: String, en: String) -> Finding {
     Finding::new(rule, Text::new(ja, en))
         .in_file(file)
-        .at_line(node.and_then(line))
-}
-
-/// The first child element of `node` named `name`.
-fn child(node: &Node, name: &str) -> Option<Node> {
-    node.get_child_elements()
-        .into_iter()
-        .find(|c| c.get_name() == name)
-}
-
-/// The element reached from `node` through child elements named `path`.
-pub fn descend(node: &Node, path: &[&str]) -> Option<Node> {
-    let mut here = node.clone();
-    for name in path {
-        here = child(&here, name)?;
-    }
-    Some(here)
+        .at_line(node.and_then(Element::line))
 }
 
 /// The `id` children of `node` with `root`, by their `extension`.
-fn id_with_root(node: &Node, root: &str) -> Option<(Node, String)> {
-    node.get_child_elements()
-        .into_iter()
-        .filter(|c| c.get_name() == "id")
-        .find(|c| c.get_attribute("root").as_deref() == Some(root))
-        .and_then(|c| c.get_attribute("extension").map(|e| (c, e)))
+fn id_with_root<'t>(node: &Element<'t>, root: &str) -> Option<(Element<'t>, &'t str)> {
+    node.children()
+        .filter(|c| c.name() == "id")
+        .find(|c| c.attribute("root") == Some(root))
+        .and_then(|c| c.attribute("extension").map(|e| (c, e)))
 }
 
 /// Reads the index and checks it against the uploader and the configuration.
-pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -> Header {
+pub fn index(doc: &Tree, expect: &Expect<'_>, findings: &mut Vec<Finding>) -> Header {
     use format::index as el;
     let file = format::INDEX;
     let mut header = Header::default();
-    let Some(root) = doc.get_root_element() else {
+    let Some(root) = doc.root() else {
         return header;
     };
     let attr = |name: &str, attr: &str| {
-        child(&root, name).and_then(|n| n.get_attribute(attr).map(|v| (n, v)))
+        root.child(name)
+            .and_then(|n| n.attribute(attr).map(|v| (n, v)))
     };
 
     header.interaction_type = attr(el::INTERACTION_TYPE, "code").and_then(|(_, v)| v.parse().ok());
@@ -138,7 +121,7 @@ pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -
             expect.today,
             findings,
         );
-        header.created = Some(value);
+        header.created = Some(value.to_owned());
     }
     header.service_event = attr(el::SERVICE_EVENT_TYPE, "code").and_then(|(_, v)| v.parse().ok());
     header.record_count = attr(el::TOTAL_RECORD_COUNT, "value").and_then(|(_, v)| v.parse().ok());
@@ -146,9 +129,9 @@ pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -
     // The sender: the uploading counterpart, under its party's root.
     let uploader = expect.sender;
     let sender_party = expect.sender_party();
-    if let Some(node) = descend(&root, &[el::SENDER, "id"]) {
-        let root_oid = node.get_attribute("root").unwrap_or_default();
-        let number = node.get_attribute("extension").unwrap_or_default();
+    if let Some(node) = root.descend(&[el::SENDER, "id"]) {
+        let root_oid = node.attribute("root").unwrap_or_default();
+        let number = node.attribute("extension").unwrap_or_default();
         if root_oid != sender_party.oid() {
             let (ja, en) = sender_party.names();
             findings.push(at(
@@ -179,12 +162,12 @@ pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -
                 ),
             ));
         } else {
-            header.sender = Some(number);
+            header.sender = Some(number.to_owned());
         }
     }
 
     // The receiver: a counterpart of the gateway, under a root it serves.
-    match descend(&root, &[el::RECEIVER, "id"]) {
+    match root.descend(&[el::RECEIVER, "id"]) {
         None => findings.push(at(
             Rule::IndexReceiverNumber,
             file,
@@ -193,16 +176,16 @@ pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -
             "the index names no receiver: the gateway cannot tell where the archive goes".into(),
         )),
         Some(node) => {
-            let root_oid = node.get_attribute("root").unwrap_or_default();
-            let number = node.get_attribute("extension").unwrap_or_default();
+            let root_oid = node.attribute("root").unwrap_or_default();
+            let number = node.attribute("extension").unwrap_or_default();
             let agency = expect.config.gateway.agency_number.as_deref();
             match Party::from_oid(&root_oid).and_then(|p| kind_of(p).map(|k| (p, k))) {
                 // Addressed to the gateway's agency: sorted by insurer (docs/sorting.md).
                 None if root_oid == format::oid::AGENCY && agency.is_some() => {
-                    if agency == Some(number.as_str())
+                    if agency == Some(number)
                         && expect.config.may_send_to_agency(&uploader.id)
                     {
-                        header.receiver = Some((Party::Agency, number));
+                        header.receiver = Some((Party::Agency, number.to_owned()));
                     } else {
                         findings.push(at(
                             Rule::IndexReceiverUnknown,
@@ -224,7 +207,7 @@ pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -
                     if number_ok(file, Some(&node), "受信者", "the receiver", kind.number_kind(), &number, findings)
                     {
                         match expect.config.counterpart_by_number(kind, &number) {
-                            Some(_) => header.receiver = Some((party, number)),
+                            Some(_) => header.receiver = Some((party, number.to_owned())),
                             None => {
                                 let (ja, en) = party.names();
                                 findings.push(at(
@@ -243,11 +226,10 @@ pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -
     }
 
     // The interaction type against the roots of both parties (ORCA's pairing).
-    if let (Some(code), Some(node)) = (header.interaction_type, child(&root, el::INTERACTION_TYPE))
-    {
+    if let (Some(code), Some(node)) = (header.interaction_type, root.child(el::INTERACTION_TYPE)) {
         let party_of = |element: &str| {
-            descend(&root, &[element, "id"])
-                .and_then(|n| n.get_attribute("root"))
+            root.descend(&[element, "id"])
+                .and_then(|n| n.attribute("root"))
                 .and_then(|r| Party::from_oid(&r))
         };
         let (sender_root, receiver_root) = (party_of(el::SENDER), party_of(el::RECEIVER));
@@ -271,7 +253,7 @@ pub fn index(doc: &Document, expect: &Expect<'_>, findings: &mut Vec<Finding>) -
 /// Checks a number's shape and check digit; `true` when it is well formed.
 fn number_ok(
     file: &str,
-    node: Option<&Node>,
+    node: Option<&Element>,
     what_ja: &str,
     what_en: &str,
     kind: NumberKind,
@@ -317,7 +299,7 @@ fn number_ok(
 /// A date value (`YYYYMMDD…`) must be a real date, not in the future.
 pub fn date(
     file: &str,
-    node: Option<&Node>,
+    node: Option<&Element>,
     what_ja: &str,
     what_en: &str,
     value: &str,
@@ -609,7 +591,7 @@ fn kind_names(kind: DocKind) -> (&'static str, &'static str) {
 /// A person's insurer (in a CDA or a claim) against the receiver, and its check digit.
 fn person_insurer(
     path: &str,
-    node: &Node,
+    node: &Element,
     number: &str,
     header: &Header,
     findings: &mut Vec<Finding>,
@@ -639,23 +621,23 @@ fn person_insurer(
 }
 
 /// The rules of one CDA document (DATA/h… or DATA/g…).
-pub fn cda(path: &str, doc: &Document, header: &Header, today: Date, findings: &mut Vec<Finding>) {
-    let Some(root) = doc.get_root_element() else {
+pub fn cda(path: &str, doc: &Tree, header: &Header, today: Date, findings: &mut Vec<Finding>) {
+    let Some(root) = doc.root() else {
         return;
     };
     for (date_path, (ja, en)) in format::CDA_DATES.iter().zip(CDA_DATE_NAMES) {
-        if let Some(node) = descend(&root, date_path)
-            && let Some(value) = node.get_attribute("value")
+        if let Some(node) = root.descend(date_path)
+            && let Some(value) = node.attribute("value")
         {
             date(path, Some(&node), ja, en, &value, today, findings);
         }
     }
-    if let Some(patient) = descend(&root, format::CDA_PATIENT_IDS)
+    if let Some(patient) = root.descend(format::CDA_PATIENT_IDS)
         && let Some((node, insurer)) = id_with_root(&patient, format::oid::INSURER)
     {
         person_insurer(path, &node, &insurer, header, findings);
     }
-    if let Some(org) = descend(&root, format::CDA_AUTHOR_ORG)
+    if let Some(org) = root.descend(format::CDA_AUTHOR_ORG)
         && let Some((node, institution)) = id_with_root(&org, format::oid::INSTITUTION)
         && let Some(sender) = &header.sender
         && sender.len() == NumberKind::Institution.digits()
@@ -714,31 +696,31 @@ impl Default for Totals {
 /// The rules of one claim (CLAIMS/c… or CLAIMS/p…), adding its amounts to `totals`.
 pub fn claim(
     path: &str,
-    doc: &Document,
+    doc: &Tree,
     header: &Header,
     today: Date,
     totals: &mut Totals,
     findings: &mut Vec<Finding>,
 ) {
-    let Some(root) = doc.get_root_element() else {
+    let Some(root) = doc.root() else {
         return;
     };
     totals.claims += 1;
-    let kind = if root.get_name() == DocKind::Guidance.claims_root() {
+    let kind = if root.name() == DocKind::Guidance.claims_root() {
         DocKind::Guidance
     } else {
         DocKind::Checkup
     };
-    if let Some(node) = descend(&root, &["encounter", "serviceEventType"]) {
+    if let Some(node) = root.descend(&["encounter", "serviceEventType"]) {
         service_event(path, &node, header, findings);
     }
-    if let Some(node) = descend(&root, &["subjectPerson", "insuranceCard", "insurerNumber"])
-        && let Some(insurer) = node.get_attribute("extension")
+    if let Some(node) = root.descend(&["subjectPerson", "insuranceCard", "insurerNumber"])
+        && let Some(insurer) = node.attribute("extension")
     {
         person_insurer(path, &node, &insurer, header, findings);
     }
-    if let Some(node) = descend(&root, &["subjectPerson", "birthTime"])
-        && let Some(value) = node.get_attribute("value")
+    if let Some(node) = root.descend(&["subjectPerson", "birthTime"])
+        && let Some(value) = node.attribute("value")
     {
         date(
             path,
@@ -750,7 +732,7 @@ pub fn claim(
             findings,
         );
     }
-    let settlement = child(&root, "settlement");
+    let settlement = root.child("settlement");
     for (element, checkup, guidance) in format::SUMMARY_TOTALS {
         let at_path = match kind {
             DocKind::Checkup => *checkup,
@@ -759,8 +741,8 @@ pub fn claim(
         let amount = settlement
             .as_ref()
             .filter(|_| !at_path.is_empty())
-            .and_then(|s| descend(s, at_path))
-            .and_then(|n| n.get_attribute("value"))
+            .and_then(|s| s.descend(at_path))
+            .and_then(|n| n.attribute("value"))
             .and_then(|v| v.parse::<u64>().ok());
         let entry = totals.sums.entry(element).or_default();
         if let Some(a) = amount {
@@ -771,8 +753,8 @@ pub fn claim(
 }
 
 /// A `serviceEventType` element (of a claim or the summary) against the index's.
-fn service_event(file: &str, node: &Node, header: &Header, findings: &mut Vec<Finding>) {
-    if let Some(code) = node.get_attribute("code")
+fn service_event(file: &str, node: &Element, header: &Header, findings: &mut Vec<Finding>) {
+    if let Some(code) = node.attribute("code")
         && let Some(event) = header.service_event
         && code != event.to_string()
     {
@@ -793,22 +775,20 @@ fn service_event(file: &str, node: &Node, header: &Header, findings: &mut Vec<Fi
 }
 
 /// The summary against the index and the claims.
-pub fn summary(doc: &Document, header: &Header, totals: &Totals, findings: &mut Vec<Finding>) {
+pub fn summary(doc: &Tree, header: &Header, totals: &Totals, findings: &mut Vec<Finding>) {
     use format::summary as el;
     let file = format::SUMMARY;
-    let Some(root) = doc.get_root_element() else {
+    let Some(root) = doc.root() else {
         return;
     };
-    if let Some(node) = child(&root, el::SERVICE_EVENT_TYPE) {
+    if let Some(node) = root.child(el::SERVICE_EVENT_TYPE) {
         service_event(file, &node, header, findings);
     }
     if !totals.complete {
         return;
     }
-    if let Some(node) = child(&root, el::TOTAL_SUBJECT_COUNT) {
-        let count = node
-            .get_attribute("value")
-            .and_then(|v| v.parse::<u64>().ok());
+    if let Some(node) = root.child(el::TOTAL_SUBJECT_COUNT) {
+        let count = node.attribute("value").and_then(|v| v.parse::<u64>().ok());
         if count != Some(totals.claims) {
             let shown = count.map_or("?".into(), |c| c.to_string());
             findings.push(at(
@@ -829,10 +809,10 @@ pub fn summary(doc: &Document, header: &Header, totals: &Totals, findings: &mut 
         }
     }
     for (element, (sum, present)) in &totals.sums {
-        let node = child(&root, element);
+        let node = root.child(element);
         let stated = node
             .as_ref()
-            .and_then(|n| n.get_attribute("value"))
+            .and_then(|n| n.attribute("value"))
             .and_then(|v| v.parse::<u64>().ok());
         let agrees = match stated {
             Some(v) => v == *sum,
@@ -865,13 +845,13 @@ pub fn summary(doc: &Document, header: &Header, totals: &Totals, findings: &mut 
 }
 
 /// The index's record count against the files present.
-pub fn record_count(doc: &Document, header: &Header, files: u64, findings: &mut Vec<Finding>) {
+pub fn record_count(doc: &Tree, header: &Header, files: u64, findings: &mut Vec<Finding>) {
     if header.record_count == Some(files) {
         return;
     }
     let node = doc
-        .get_root_element()
-        .and_then(|r| child(&r, format::index::TOTAL_RECORD_COUNT));
+        .root()
+        .and_then(|r| r.child(format::index::TOTAL_RECORD_COUNT));
     let shown = header.record_count.map_or("?".into(), |c| c.to_string());
     findings.push(at(
         Rule::IndexCountMismatch,

@@ -21,10 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
-use libxml::tree::Document;
 use sha2::{Digest, Sha256};
 
-use super::xml::{self, MAX_FINDINGS_PER_FILE, SchemaError};
+use super::xml::{self, MAX_FINDINGS_PER_FILE, SchemaError, Tree};
 use crate::receipts::Reason;
 
 pub use super::format::{CDA_NS as NS_CDA, NS_2007, NS_CURRENT};
@@ -785,45 +784,52 @@ impl Catalog {
         out
     }
 
-    /// Validates `doc` (the file `name` in the archive) as a document of `role`, against the
-    /// edition its root element's namespace selects.
-    pub fn validate(&mut self, role: Role, name: &str, doc: &Document) -> Validated {
-        let root = doc.get_root_element();
-        let namespace = root
-            .as_ref()
-            .and_then(|r| r.get_namespace())
-            .map(|ns| ns.get_href());
-        if role.is_cda() || namespace.as_deref() == Some(NS_CDA) {
-            let findings = self.run(Edition::Current, role, name, doc).1;
-            return Validated {
-                edition: None,
-                findings,
-            };
+    /// Parses `text` (the file `name` in the archive) and validates it as a document of
+    /// `role`, against the edition its root element's namespace selects. Malformed XML is the
+    /// error; schema errors are the [`Validated`] findings.
+    pub fn validate(
+        &mut self,
+        role: Role,
+        name: &str,
+        text: &[u8],
+    ) -> Result<(Tree, Validated), Reason> {
+        // Most files are of the current edition: validated against it as they are parsed, and
+        // parsed again only when their root says otherwise.
+        let (first, _, findings) = self.run(Edition::Current, role, name, text)?;
+        let root = first.root();
+        let namespace = root.and_then(|r| r.namespace());
+        if role.is_cda() || namespace == Some(NS_CDA) {
+            let edition = None;
+            return Ok((first, Validated { edition, findings }));
         }
-        let editions = namespace.as_deref().map_or(&[][..], Edition::of_namespace);
-        let mut best: Option<(usize, Validated)> = None;
+        if namespace == Some(NS_CURRENT) {
+            let edition = Some(Edition::Current);
+            return Ok((first, Validated { edition, findings }));
+        }
+        let editions = namespace.map_or(&[][..], Edition::of_namespace);
+        let mut best: Option<(usize, Tree, Validated)> = None;
         for &edition in editions {
             if !self.schemas.contains_key(&(edition, role)) {
                 continue;
             }
-            let (errors, findings) = self.run(edition, role, name, doc);
+            let (tree, errors, findings) = self.run(edition, role, name, text)?;
             let result = Validated {
                 edition: Some(edition),
                 findings,
             };
             if errors == 0 {
-                return result;
+                return Ok((tree, result));
             }
-            if best.as_ref().is_none_or(|(fewest, _)| errors < *fewest) {
-                best = Some((errors, result));
+            if best.as_ref().is_none_or(|(fewest, _, _)| errors < *fewest) {
+                best = Some((errors, tree, result));
             }
         }
-        if let Some((_, result)) = best {
-            return result;
+        if let Some((_, tree, result)) = best {
+            return Ok((tree, result));
         }
         let mut r = Reason::new(
             "edition.unknown",
-            match &namespace {
+            match namespace {
                 Some(ns) if !editions.is_empty() => format!(
                     "the root element's namespace {ns} is of an edition without a {} schema \
                      installed",
@@ -834,35 +840,36 @@ impl Catalog {
             },
         )
         .in_file(name);
-        r.line = root.as_ref().and_then(xml::line);
-        Validated {
-            edition: None,
-            findings: vec![r],
-        }
+        r.line = root.and_then(|r| r.line());
+        let findings = vec![r];
+        Ok((
+            first,
+            Validated {
+                edition: None,
+                findings,
+            },
+        ))
     }
 
-    /// The number of schema errors and the first ones as findings.
+    /// Parses and validates `text` against one edition's schema: the tree, the number of schema
+    /// errors and the first ones as findings.
     fn run(
         &mut self,
         edition: Edition,
         role: Role,
         name: &str,
-        doc: &Document,
-    ) -> (usize, Vec<Reason>) {
+        text: &[u8],
+    ) -> Result<(Tree, usize, Vec<Reason>), Reason> {
         let Some(context) = self.schemas.get_mut(&(edition, role)) else {
-            return (0, Vec::new());
+            return Ok((xml::parse(name, text)?, 0, Vec::new()));
         };
-        match context.validate_document(doc) {
-            Ok(()) => (0, Vec::new()),
-            Err(errors) => (
-                errors.len().max(1),
-                errors
-                    .iter()
-                    .take(MAX_FINDINGS_PER_FILE)
-                    .map(|e| xml::finding("xsd.invalid", name, e))
-                    .collect(),
-            ),
-        }
+        let (tree, errors) = xml::parse_valid(name, text, context)?;
+        let findings = errors
+            .iter()
+            .take(MAX_FINDINGS_PER_FILE)
+            .map(|e| xml::finding("xsd.invalid", name, e))
+            .collect();
+        Ok((tree, errors.len(), findings))
     }
 }
 

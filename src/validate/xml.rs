@@ -1,16 +1,17 @@
 //! XML files of the archive, checked in the order that keeps hostile input cheap: encoding and
-//! DTD first on the raw bytes, then a libxml2 parse with the network and entity loading off and
-//! big line numbers on, then XSD validation against the schema set.
+//! DTD first on the raw bytes, then one libxml2 pass (network and entity loading off, big line
+//! numbers on) that validates against the schema set as it parses and builds the small
+//! [`Tree`] the rules read. No libxml2 document is built: building and walking one cost as much
+//! as the validation itself.
 //!
-//! libxml2's schema contexts are not `Send`: each thread keeps its own [`SchemaSet`], parsed
+//! libxml2's schema contexts are not `Send`: each thread keeps its own [`Catalog`](super::schemas::Catalog), compiled
 //! once and kept for as long as the schema directory stays the same.
 
-use std::ffi::CString;
 use std::path::PathBuf;
 
 use libxml::bindings;
 use libxml::error::StructuredError;
-use libxml::tree::{Document, Node};
+use libxml::schemas::SchemaValidationContext;
 
 use crate::receipts::Reason;
 
@@ -74,48 +75,382 @@ pub fn check_text<'a>(name: &str, bytes: &'a [u8]) -> Result<&'a [u8], Reason> {
     Ok(text)
 }
 
-/// Parses `text` with the network off, no entity substitution, no DTD loading, and line
-/// numbers beyond 65535 kept.
-pub fn parse(name: &str, text: &[u8]) -> Result<Document, Reason> {
+/// The parser options: the network off, no entity substitution, no DTD loading, line numbers
+/// beyond 65535 kept, and errors to the structured handler only.
+const OPTIONS: bindings::xmlParserOption = bindings::xmlParserOption_XML_PARSE_NONET
+    | bindings::xmlParserOption_XML_PARSE_BIG_LINES
+    | bindings::xmlParserOption_XML_PARSE_NOERROR
+    | bindings::xmlParserOption_XML_PARSE_NOWARNING;
+
+/// Parses `text` into a [`Tree`].
+pub fn parse(name: &str, text: &[u8]) -> Result<Tree, Reason> {
+    read(name, text, None).map(|(tree, _)| tree)
+}
+
+/// Parses `text` into a [`Tree`] and validates it against `schema` in the same pass (libxml2's
+/// schema validator plugged into the parser's events: no libxml2 document is built, which halves
+/// the cost of a check). Returns the tree and the schema's errors, none when it is valid.
+pub fn parse_valid(
+    name: &str,
+    text: &[u8],
+    schema: &mut SchemaValidationContext,
+) -> Result<(Tree, Vec<StructuredError>), Reason> {
+    read(name, text, Some(schema))
+}
+
+fn read(
+    name: &str,
+    text: &[u8],
+    mut schema: Option<&mut SchemaValidationContext>,
+) -> Result<(Tree, Vec<StructuredError>), Reason> {
     libxml::init_parser();
     let too_large = || Reason::new("xml.malformed", "the file is too large to parse").in_file(name);
     let len = i32::try_from(text.len()).map_err(|_| too_large())?;
-    let url = CString::new(name).map_err(|_| too_large())?;
-    let options = bindings::xmlParserOption_XML_PARSE_NONET
-        | bindings::xmlParserOption_XML_PARSE_BIG_LINES
-        | bindings::xmlParserOption_XML_PARSE_NOERROR
-        | bindings::xmlParserOption_XML_PARSE_NOWARNING;
-    // SAFETY: the context is created, used and freed here; the buffer outlives the call and
-    // its length is passed. The error handler is this thread's, points at `first` only for
-    // the duration of the parse, and is removed before `first` is read.
-    unsafe {
-        let ctxt = bindings::xmlNewParserCtxt();
+    let mut builder = Builder {
+        tree: Tree::default(),
+        open: Vec::new(),
+        last_child: Vec::new(),
+        parser: std::ptr::null_mut(),
+    };
+    let mut sink = FirstError { name, first: None };
+    // SAFETY: the parser context is created, used and freed here, and the schema plug is
+    // removed before it is freed. The SAX callbacks receive `builder` (through the plug when
+    // one is in place), which outlives the parse. The buffer outlives the parse and its length
+    // is passed. The error handler is this thread's, points at `sink` only for the duration of
+    // the parse, and is removed before `sink` is read. The locator reads the parser context,
+    // which lives until after the locator is removed.
+    let (well_formed, errors) = unsafe {
+        let mut handler: bindings::xmlSAXHandler = std::mem::zeroed();
+        handler.initialized = bindings::XML_SAX2_MAGIC;
+        handler.startElementNs = Some(start_element);
+        handler.endElementNs = Some(end_element);
+        let ctxt = bindings::xmlCreateMemoryParserCtxt(text.as_ptr().cast(), len);
         if ctxt.is_null() {
-            return Err(too_large());
+            return Err(Reason::new("xml.malformed", "the file is empty").in_file(name));
         }
-        let mut sink = FirstError { name, first: None };
+        // The parse reports to `handler`; the context's own handler is put back before the
+        // context frees it.
+        let own_handler = (*ctxt).sax;
+        (*ctxt).sax = &mut handler;
+        (*ctxt).userData = (&mut builder as *mut Builder).cast();
+        builder.parser = ctxt;
+        bindings::xmlCtxtUseOptions(ctxt, OPTIONS as i32);
+        let plug = match schema.as_deref_mut() {
+            Some(schema) => {
+                bindings::xmlSchemaValidateSetLocator(schema.as_ptr(), Some(locate), ctxt.cast());
+                bindings::xmlSchemaSAXPlug(schema.as_ptr(), &mut (*ctxt).sax, &mut (*ctxt).userData)
+            }
+            None => std::ptr::null_mut(),
+        };
         let data = &mut sink as *mut FirstError as *mut std::ffi::c_void;
         bindings::xmlSetStructuredErrorFunc(data, Some(keep_first_error));
-        let doc = bindings::xmlCtxtReadMemory(
-            ctxt,
-            text.as_ptr().cast(),
-            len,
-            url.as_ptr(),
-            c"UTF-8".as_ptr(),
-            options as i32,
-        );
+        bindings::xmlParseDocument(ctxt);
         bindings::xmlSetStructuredErrorFunc(std::ptr::null_mut(), None);
         let well_formed = (*ctxt).wellFormed != 0 && (*ctxt).nsWellFormed != 0;
-        bindings::xmlFreeParserCtxt(ctxt);
-        if doc.is_null() || !well_formed {
-            if !doc.is_null() {
-                bindings::xmlFreeDoc(doc);
+        let errors = match schema {
+            Some(schema) => {
+                if !plug.is_null() {
+                    bindings::xmlSchemaSAXUnplug(plug);
+                }
+                bindings::xmlSchemaValidateSetLocator(schema.as_ptr(), None, std::ptr::null_mut());
+                let mut errors = schema.drain_errors();
+                let valid = !plug.is_null() && bindings::xmlSchemaIsValid(schema.as_ptr()) == 1;
+                if !valid && errors.is_empty() {
+                    errors.push(StructuredError {
+                        message: Some("the schema validator failed without a diagnostic".into()),
+                        level: libxml::error::XmlErrorLevel::Error,
+                        filename: None,
+                        line: None,
+                        col: None,
+                        domain: bindings::xmlErrorDomain_XML_FROM_SCHEMASV as i32,
+                        code: bindings::xmlParserErrors_XML_SCHEMAV_INTERNAL as i32,
+                    });
+                }
+                errors
             }
-            return Err(sink.first.unwrap_or_else(|| {
-                Reason::new("xml.malformed", "the file is not well-formed XML").in_file(name)
-            }));
+            None => Vec::new(),
+        };
+        (*ctxt).sax = own_handler;
+        (*ctxt).userData = ctxt.cast();
+        bindings::xmlFreeParserCtxt(ctxt);
+        (well_formed, errors)
+    };
+    if !well_formed || builder.tree.root().is_none() {
+        return Err(sink.first.unwrap_or_else(|| {
+            Reason::new("xml.malformed", "the file is not well-formed XML").in_file(name)
+        }));
+    }
+    Ok((builder.tree, errors))
+}
+
+/// The schema validator's idea of where it is: the parser's current line.
+unsafe extern "C" fn locate(
+    ctx: *mut std::ffi::c_void,
+    file: *mut *const std::ffi::c_char,
+    line: *mut std::ffi::c_ulong,
+) -> std::ffi::c_int {
+    if ctx.is_null() {
+        return -1;
+    }
+    // SAFETY: `ctx` is the parser context `read` installed, alive while the locator is set;
+    // `file` and `line` are the validator's out-parameters.
+    unsafe {
+        let input = (*(ctx as bindings::xmlParserCtxtPtr)).input;
+        if !file.is_null() {
+            *file = std::ptr::null();
         }
-        Ok(Document::new_ptr(doc))
+        if !line.is_null() {
+            *line = if input.is_null() {
+                0
+            } else {
+                std::ffi::c_ulong::try_from((*input).line).unwrap_or(0)
+            };
+        }
+    }
+    0
+}
+
+/// Where a parse builds its [`Tree`].
+struct Builder {
+    tree: Tree,
+    /// The elements whose end tag has not come yet.
+    open: Vec<u32>,
+    /// The last child seen of each open element, to append the next one in constant time.
+    last_child: Vec<Option<u32>>,
+    parser: bindings::xmlParserCtxtPtr,
+}
+
+/// A NUL-terminated string from libxml2, or "" for none or invalid UTF-8 (the text was checked
+/// as UTF-8 before parsing).
+///
+/// # Safety
+/// `p` is null or points at a NUL-terminated string.
+unsafe fn c_str<'a>(p: *const bindings::xmlChar) -> &'a str {
+    if p.is_null() {
+        return "";
+    }
+    // SAFETY: as the function's contract says.
+    let bytes = unsafe { std::ffi::CStr::from_ptr(p.cast()) }.to_bytes();
+    std::str::from_utf8(bytes).unwrap_or("")
+}
+
+unsafe extern "C" fn start_element(
+    ctx: *mut std::ffi::c_void,
+    localname: *const bindings::xmlChar,
+    _prefix: *const bindings::xmlChar,
+    uri: *const bindings::xmlChar,
+    _nb_namespaces: std::ffi::c_int,
+    _namespaces: *mut *const bindings::xmlChar,
+    nb_attributes: std::ffi::c_int,
+    _nb_defaulted: std::ffi::c_int,
+    attributes: *mut *const bindings::xmlChar,
+) {
+    if ctx.is_null() {
+        return;
+    }
+    // SAFETY: `ctx` is the `Builder` that `read` passed as user data; the strings and the
+    // attribute array (five pointers per attribute: local name, prefix, URI, value, value end)
+    // are valid for the duration of the call.
+    unsafe {
+        let b = &mut *(ctx as *mut Builder);
+        let input = (*b.parser).input;
+        let line = if input.is_null() {
+            0
+        } else {
+            u32::try_from((*input).line).unwrap_or(0)
+        };
+        let namespace = (!uri.is_null()).then(|| c_str(uri));
+        let index = b.tree.push(c_str(localname), namespace, line);
+        if !attributes.is_null() {
+            for i in 0..usize::try_from(nb_attributes).unwrap_or(0) {
+                let a = attributes.add(i * 5);
+                let (value, end) = (*a.add(3), *a.add(4));
+                let len = usize::try_from(end.offset_from(value)).unwrap_or(0);
+                let raw = std::slice::from_raw_parts(value, len);
+                b.tree
+                    .push_attribute(c_str(*a), std::str::from_utf8(raw).unwrap_or(""));
+            }
+        }
+        match b.open.last() {
+            Some(&parent) => {
+                let slot = b.last_child.last_mut().expect("one per open element");
+                match *slot {
+                    Some(prev) => b.tree.elements[prev as usize].next_sibling = index,
+                    None => b.tree.elements[parent as usize].first_child = index,
+                }
+                *slot = Some(index);
+            }
+            None => {}
+        }
+        b.open.push(index);
+        b.last_child.push(None);
+    }
+}
+
+unsafe extern "C" fn end_element(
+    ctx: *mut std::ffi::c_void,
+    _localname: *const bindings::xmlChar,
+    _prefix: *const bindings::xmlChar,
+    _uri: *const bindings::xmlChar,
+) {
+    if ctx.is_null() {
+        return;
+    }
+    // SAFETY: `ctx` is the `Builder` that `read` passed as user data.
+    let b = unsafe { &mut *(ctx as *mut Builder) };
+    b.open.pop();
+    b.last_child.pop();
+}
+
+/// A parsed XML file as the rules read it: elements with their local names, namespaces,
+/// attributes and lines, without text. Built by the parse that validates the file, and small:
+/// one allocation per table, not one per node.
+#[derive(Debug, Default)]
+pub struct Tree {
+    elements: Vec<ElementData>,
+    attributes: Vec<(Span, Span)>,
+    namespaces: Vec<String>,
+    strings: String,
+}
+
+const NONE: u32 = u32::MAX;
+
+#[derive(Debug)]
+struct ElementData {
+    name: Span,
+    namespace: Option<u16>,
+    line: u32,
+    attributes: (u32, u32),
+    first_child: u32,
+    next_sibling: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Span(u32, u32);
+
+impl Tree {
+    /// The root element.
+    pub fn root(&self) -> Option<Element<'_>> {
+        (!self.elements.is_empty()).then_some(Element {
+            tree: self,
+            index: 0,
+        })
+    }
+
+    fn text(&self, span: Span) -> &str {
+        self.strings
+            .get(span.0 as usize..span.1 as usize)
+            .unwrap_or("")
+    }
+
+    fn keep(&mut self, s: &str) -> Span {
+        let start = self.strings.len();
+        self.strings.push_str(s);
+        let end = self.strings.len();
+        Span(
+            u32::try_from(start).unwrap_or(u32::MAX),
+            u32::try_from(end).unwrap_or(u32::MAX),
+        )
+    }
+
+    /// Adds an element; its attributes follow with [`Tree::push_attribute`].
+    fn push(&mut self, name: &str, namespace: Option<&str>, line: u32) -> u32 {
+        let name = self.keep(name);
+        let namespace = namespace.map(|ns| match self.namespaces.iter().position(|n| n == ns) {
+            Some(i) => i,
+            None => {
+                self.namespaces.push(ns.to_owned());
+                self.namespaces.len() - 1
+            }
+        });
+        let first = u32::try_from(self.attributes.len()).unwrap_or(u32::MAX);
+        let index = u32::try_from(self.elements.len()).unwrap_or(NONE);
+        self.elements.push(ElementData {
+            name,
+            namespace: namespace.and_then(|i| u16::try_from(i).ok()),
+            line,
+            attributes: (first, first),
+            first_child: NONE,
+            next_sibling: NONE,
+        });
+        index
+    }
+
+    /// Adds an attribute to the element added last.
+    fn push_attribute(&mut self, name: &str, value: &str) {
+        let name = self.keep(name);
+        // With entities left unsubstituted, libxml2 hands over an `&` as `&#38;`; every other
+        // reference arrives decoded.
+        let value = if value.contains('&') {
+            self.keep(&value.replace("&#38;", "&"))
+        } else {
+            self.keep(value)
+        };
+        self.attributes.push((name, value));
+        let end = u32::try_from(self.attributes.len()).unwrap_or(u32::MAX);
+        if let Some(element) = self.elements.last_mut() {
+            element.attributes.1 = end;
+        }
+    }
+}
+
+/// An element of a [`Tree`].
+#[derive(Debug, Clone, Copy)]
+pub struct Element<'t> {
+    tree: &'t Tree,
+    index: u32,
+}
+
+impl<'t> Element<'t> {
+    fn data(&self) -> &'t ElementData {
+        &self.tree.elements[self.index as usize]
+    }
+
+    /// The local name.
+    pub fn name(&self) -> &'t str {
+        self.tree.text(self.data().name)
+    }
+
+    /// The namespace URI, if the element is in one.
+    pub fn namespace(&self) -> Option<&'t str> {
+        let i = self.data().namespace?;
+        self.tree.namespaces.get(usize::from(i)).map(String::as_str)
+    }
+
+    /// The value of the attribute with local name `name`.
+    pub fn attribute(&self, name: &str) -> Option<&'t str> {
+        let (first, end) = self.data().attributes;
+        self.tree.attributes[first as usize..end as usize]
+            .iter()
+            .find(|(n, _)| self.tree.text(*n) == name)
+            .map(|(_, v)| self.tree.text(*v))
+    }
+
+    /// The line of the element's start tag, beyond 65535 too.
+    pub fn line(&self) -> Option<u32> {
+        Some(self.data().line).filter(|&l| l > 0)
+    }
+
+    /// The child elements, in document order.
+    pub fn children(&self) -> impl Iterator<Item = Element<'t>> + use<'t> {
+        let tree = self.tree;
+        let mut next = self.data().first_child;
+        std::iter::from_fn(move || {
+            let index = next;
+            let data = tree.elements.get(index as usize)?;
+            next = data.next_sibling;
+            Some(Element { tree, index })
+        })
+    }
+
+    /// The first child element named `name`.
+    pub fn child(&self, name: &str) -> Option<Element<'t>> {
+        self.children().find(|c| c.name() == name)
+    }
+
+    /// The element reached through child elements named `path`.
+    pub fn descend(&self, path: &[&str]) -> Option<Element<'t>> {
+        path.iter().try_fold(*self, |here, name| here.child(name))
     }
 }
 
@@ -130,7 +465,7 @@ unsafe extern "C" fn keep_first_error(data: *mut std::ffi::c_void, error: bindin
     if data.is_null() || error.is_null() {
         return;
     }
-    // SAFETY: `data` is the `FirstError` that `parse` installed and outlives the parse;
+    // SAFETY: `data` is the `FirstError` that `read` installed and outlives the parse;
     // `error` is valid for the duration of the call.
     unsafe {
         let sink = &mut *(data as *mut FirstError);
@@ -139,13 +474,6 @@ unsafe extern "C" fn keep_first_error(data: *mut std::ffi::c_void, error: bindin
             sink.first = Some(finding("xml.malformed", sink.name, &e));
         }
     }
-}
-
-/// The line of `node` in its file, beyond 65535 too.
-pub fn line(node: &Node) -> Option<u32> {
-    // SAFETY: the node belongs to a live document.
-    let line = unsafe { bindings::xmlGetLineNo(node.node_ptr()) };
-    u32::try_from(line).ok().filter(|&l| l > 0)
 }
 
 pub(crate) fn finding(rule: &str, name: &str, e: &StructuredError) -> Reason {
@@ -160,7 +488,7 @@ pub(crate) fn finding(rule: &str, name: &str, e: &StructuredError) -> Reason {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 /// 1-based line of byte offset `pos`.
@@ -244,11 +572,45 @@ mod tests {
 
     #[test]
     fn entities_are_neither_loaded_nor_expanded() {
-        // Behind the DTD refusal of `check_text`, the parser itself loads nothing.
-        let xml = b"<!DOCTYPE a [<!ENTITY x SYSTEM \"file:///etc/hostname\">]><a>&x;</a>";
-        if let Ok(doc) = parse("f.xml", xml) {
-            let root = doc.get_root_element().expect("root");
-            assert_eq!(root.get_content(), "");
+        // Behind the DTD refusal of `check_text`, the parser itself loads and expands nothing.
+        let xml =
+            b"<!DOCTYPE a [<!ENTITY x SYSTEM \"file:///etc/hostname\"><!ENTITY y \"expanded\">]>\
+                    <a b=\"&y;\">&x;</a>";
+        if let Ok(tree) = parse("f.xml", xml) {
+            let root = tree.root().expect("root");
+            assert_ne!(root.attribute("b"), Some("expanded"));
         }
+    }
+
+    #[test]
+    fn the_tree_keeps_names_namespaces_attributes_and_lines() {
+        let xml = "<?xml version=\"1.0\"?>\n<r xmlns=\"urn:x\" xmlns:p=\"urn:p\">\n  <a v=\"1 &amp; 2\"/>\n  \
+                   <p:b w='&#x3042;'><c/></p:b>\n  <a v=\"3\"/>\n</r>";
+        let tree = parse("f.xml", xml.as_bytes()).expect("well-formed");
+        let root = tree.root().expect("root");
+        assert_eq!(
+            (root.name(), root.namespace(), root.line()),
+            ("r", Some("urn:x"), Some(2))
+        );
+        let names: Vec<_> = root
+            .children()
+            .map(|c| (c.name(), c.namespace(), c.line()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a", Some("urn:x"), Some(3)),
+                ("b", Some("urn:p"), Some(4)),
+                ("a", Some("urn:x"), Some(5))
+            ]
+        );
+        assert_eq!(
+            root.child("a").and_then(|a| a.attribute("v")),
+            Some("1 & 2")
+        );
+        assert_eq!(root.descend(&["b", "c"]).map(|c| c.name()), Some("c"));
+        assert_eq!(root.child("b").and_then(|b| b.attribute("w")), Some("あ"));
+        assert_eq!(root.child("b").and_then(|b| b.attribute("x")), None);
+        assert!(root.descend(&["b", "d"]).is_none());
     }
 }
