@@ -236,7 +236,8 @@ fn gateway(g: &Gateway, f: &mut Findings) {
     }
 }
 
-/// `[gateway.ssh]`: every name known and safe, and a host key algorithm for every host key.
+/// `[gateway.ssh]`: every name known and safe; some host key offered (a key no algorithm
+/// offered signs with is a warning).
 fn ssh_algorithms(g: &Gateway, f: &mut Findings) {
     use crate::transport::sftp::algorithms::Effective;
     let base = key_path!["gateway", "ssh"];
