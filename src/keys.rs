@@ -1,4 +1,4 @@
-//! The gateway's own secrets: the SSH host key, the receipt signing key and the master key.
+//! The gateway's own secrets: the SSH host keys, the receipt signing key and the master key.
 //!
 //! Secrets are created with mode 0600 at `open` time (never chmod-ed afterwards) and never
 //! overwritten; loading refuses files that others can read, as config validation does.
@@ -84,24 +84,59 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Generates an Ed25519 SSH host key in OpenSSH format, and `PATH.pub` beside it.
-pub fn generate_host_key(path: &Path) -> Result<(), KeyError> {
-    let seed = random::<32>()?;
-    let pair = russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&seed);
-    let key = russh::keys::PrivateKey::from(pair);
+/// The SSH host key types `handoff keygen` writes, with their file names: Ed25519 for current
+/// clients, ECDSA P-256 and RSA for clients without Ed25519 (the original JSch, libssh2 built
+/// without it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyType {
+    Ed25519,
+    EcdsaP256,
+    /// 3072 bits, OpenSSH's default size; it signs with SHA-2 only (`rsa-sha2-512/256`).
+    Rsa,
+}
+
+impl HostKeyType {
+    pub const ALL: [HostKeyType; 3] = [
+        HostKeyType::Ed25519,
+        HostKeyType::EcdsaP256,
+        HostKeyType::Rsa,
+    ];
+
+    /// The file name OpenSSH gives a host key of this type.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            HostKeyType::Ed25519 => "ssh_host_ed25519_key",
+            HostKeyType::EcdsaP256 => "ssh_host_ecdsa_key",
+            HostKeyType::Rsa => "ssh_host_rsa_key",
+        }
+    }
+}
+
+/// Generates an SSH host key in OpenSSH format, and `PATH.pub` beside it.
+pub fn generate_host_key(path: &Path, kind: HostKeyType) -> Result<(), KeyError> {
+    use russh::keys::ssh_key::private::{EcdsaKeypair, Ed25519Keypair, RsaKeypair};
+    let malformed = || KeyError::Malformed {
+        path: path.to_path_buf(),
+        what: "OpenSSH key",
+    };
+    let key = match kind {
+        HostKeyType::Ed25519 => {
+            let seed = random::<32>()?;
+            russh::keys::PrivateKey::from(Ed25519Keypair::from_seed(&seed))
+        }
+        HostKeyType::EcdsaP256 => russh::keys::PrivateKey::from(
+            EcdsaKeypair::random(&mut rand::rng(), russh::keys::EcdsaCurve::NistP256)
+                .map_err(|e| KeyError::Random(e.to_string()))?,
+        ),
+        HostKeyType::Rsa => russh::keys::PrivateKey::from(
+            RsaKeypair::random(&mut rand::rng(), 3072)
+                .map_err(|e| KeyError::Random(e.to_string()))?,
+        ),
+    };
     let text = key
         .to_openssh(russh::keys::ssh_key::LineEnding::LF)
-        .map_err(|_| KeyError::Malformed {
-            path: path.to_path_buf(),
-            what: "OpenSSH key",
-        })?;
-    let public = key
-        .public_key()
-        .to_openssh()
-        .map_err(|_| KeyError::Malformed {
-            path: path.to_path_buf(),
-            what: "OpenSSH key",
-        })?;
+        .map_err(|_| malformed())?;
+    let public = key.public_key().to_openssh().map_err(|_| malformed())?;
     write_new(path, 0o600, text.as_bytes())?;
     write_new(
         &with_suffix(path, ".pub"),
@@ -211,16 +246,25 @@ mod tests {
     #[test]
     fn keygen_writes_owner_only_files_that_load_back() {
         let dir = tempfile::tempdir().unwrap();
-        let host = dir.path().join("host");
         let receipt = dir.path().join("receipt.key");
         let master = dir.path().join("master.key");
-        generate_host_key(&host).unwrap();
+        for kind in HostKeyType::ALL {
+            let host = dir.path().join(kind.file_name());
+            generate_host_key(&host, kind).unwrap();
+            assert_eq!(mode(&host), 0o600, "{}", host.display());
+            let key = load_host_key(&host).unwrap();
+            let expected = match kind {
+                HostKeyType::Ed25519 => "ssh-ed25519",
+                HostKeyType::EcdsaP256 => "ecdsa-sha2-nistp256",
+                HostKeyType::Rsa => "ssh-rsa",
+            };
+            assert_eq!(key.algorithm().as_str(), expected);
+        }
         generate_receipt_key(&receipt).unwrap();
         generate_master_key(&master).unwrap();
-        for p in [&host, &receipt, &master] {
+        for p in [&receipt, &master] {
             assert_eq!(mode(p), 0o600, "{}", p.display());
         }
-        load_host_key(&host).unwrap();
         load_receipt_key(&receipt).unwrap();
         let m = load_master_key(&master).unwrap();
         assert_ne!(m.key.as_ref(), &[0u8; 32]);

@@ -38,10 +38,11 @@ enum Command {
         path: PathBuf,
     },
     /// Generate the gateway's secrets, each written with mode 0600 and never over an existing
-    /// file: the SSH host key (OpenSSH Ed25519, plus .pub), the receipt signing key (Ed25519
-    /// PKCS#8 PEM, plus .pub to hand to counterparts) and the master key (32 bytes, hex).
+    /// file: the SSH host keys (OpenSSH Ed25519, ECDSA P-256 and RSA 3072, each plus .pub), the
+    /// receipt signing key (Ed25519 PKCS#8 PEM, plus .pub to hand to counterparts) and the
+    /// master key (32 bytes, hex).
     Keygen {
-        /// Directory to write ssh_host_ed25519_key, receipt.key and master.key into.
+        /// Directory to write ssh_host_{ed25519,ecdsa,rsa}_key, receipt.key and master.key into.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
@@ -379,6 +380,7 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             println!("  {} -> {}", cp.id, r);
         }
     }
+    print_ssh_algorithms(&c.gateway);
     let dir = &c.gateway.schema_dir;
     match handoff::validate::schemas::Catalog::load(dir) {
         Ok(catalog) => {
@@ -396,6 +398,36 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The SSH algorithms `[gateway.ssh]` puts in force, by preference; host key algorithms only
+/// where a key in `host_keys` signs with them.
+fn print_ssh_algorithms(g: &config::Gateway) {
+    use handoff::transport::sftp::algorithms::Effective;
+    if g.sftp_listen.is_none() {
+        return;
+    }
+    // The config has been checked: the lists resolve.
+    let Ok(e) = Effective::of(&g.ssh) else {
+        return;
+    };
+    let keys: Vec<_> = g
+        .host_keys
+        .iter()
+        .filter_map(|p| handoff::keys::load_host_key(p).ok())
+        .map(|k| k.algorithm())
+        .collect();
+    println!("ssh algorithms (gateway.ssh), by preference:");
+    println!(
+        "  kex: {}, ext-info-s, kex-strict-s-v00@openssh.com",
+        e.kex.join(", ")
+    );
+    println!("  ciphers: {}", e.ciphers.join(", "));
+    println!("  macs: {}", e.macs.join(", "));
+    println!(
+        "  host_key_algorithms: {}",
+        e.host_keys_for(&keys).join(", ")
+    );
 }
 
 fn schemas(command: SchemasCommand) -> anyhow::Result<ExitCode> {
@@ -469,13 +501,18 @@ fn schemas(command: SchemasCommand) -> anyhow::Result<ExitCode> {
 
 fn keygen(dir: &Path) -> anyhow::Result<ExitCode> {
     use handoff::keys;
-    let host = dir.join("ssh_host_ed25519_key");
+    let mut written = Vec::new();
+    for kind in keys::HostKeyType::ALL {
+        let host = dir.join(kind.file_name());
+        keys::generate_host_key(&host, kind)?;
+        written.push(host);
+    }
     let receipt = dir.join("receipt.key");
     let master = dir.join("master.key");
-    keys::generate_host_key(&host)?;
     keys::generate_receipt_key(&receipt)?;
     keys::generate_master_key(&master)?;
-    for p in [&host, &receipt, &master] {
+    written.extend([receipt, master]);
+    for p in &written {
         println!("wrote {} (0600)", p.display());
     }
     Ok(ExitCode::SUCCESS)

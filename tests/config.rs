@@ -420,6 +420,96 @@ fn check_config_exit_codes_and_output() {
     assert_eq!(usage.status.code(), Some(2));
 }
 
+/// `[gateway.ssh]` with `lines` under its header, in the example config.
+fn with_ssh(lines: &str) -> TestConfig {
+    TestConfig::with(|t| t.replace("[gateway.ssh]\n", &format!("[gateway.ssh]\n{lines}\n")))
+}
+
+#[test]
+fn ssh_algorithms_that_are_unknown_or_unsafe_are_refused_at_their_line() {
+    let tc = with_ssh(
+        "macs = [\"hmac-sha2-256\", \"hmac-sha1\"]\n\
+         ciphers = [\"-aes192-ctr\", \"aes256-cbc\"]\n\
+         kex = [\"sntrup761x25519-sha512@openssh.com\"]\n\
+         host_key_algorithms = [\"ssh-rsa\"]",
+    );
+    let text = tc.text();
+    let errors = errors_of(&tc);
+    let file = tc.path.display();
+    for (needle, path, message) in [
+        (
+            "macs = ",
+            "gateway.ssh.macs[1]",
+            "\"hmac-sha1\" uses SHA-1: refused",
+        ),
+        (
+            "ciphers = [\"-aes192",
+            "gateway.ssh.ciphers[1]",
+            "write every entry as +name or -name",
+        ),
+        (
+            "kex = [\"sntrup",
+            "gateway.ssh.kex[0]",
+            "is not a key exchange the gateway knows",
+        ),
+        (
+            "host_key_algorithms = [\"ssh-rsa",
+            "gateway.ssh.host_key_algorithms[0]",
+            "signs with SHA-1",
+        ),
+    ] {
+        let line = line_of(&text, needle);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&format!("{file}:{line}:"))
+                    && e.contains(&format!("{path}: "))
+                    && e.contains(message)),
+            "{path}: {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn check_config_prints_the_ssh_algorithms_in_force() {
+    let tc = with_ssh(
+        "ciphers = [\"-aes192-ctr\", \"-aes128-gcm@openssh.com\"]\n\
+         host_key_algorithms = [\"rsa-sha2-256\", \"ssh-ed25519\"]",
+    );
+    let out = Command::new(handoff_bin())
+        .args(["check-config"])
+        .arg(&tc.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "  ciphers: aes256-gcm@openssh.com, chacha20-poly1305@openssh.com, aes256-ctr, aes128-ctr\n",
+        "  macs: hmac-sha2-512-etm@openssh.com, hmac-sha2-256-etm@openssh.com, hmac-sha2-512, hmac-sha2-256\n",
+        "  host_key_algorithms: rsa-sha2-256, ssh-ed25519\n",
+        ", ext-info-s, kex-strict-s-v00@openssh.com\n",
+    ] {
+        assert!(text.contains(line), "{line:?} not in\n{text}");
+    }
+}
+
+#[test]
+fn host_key_algorithms_without_a_matching_key_are_refused() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "[gateway.ssh]\n",
+            "[gateway.ssh]\nhost_key_algorithms = [\"ecdsa-sha2-nistp384\"]\n",
+        )
+    });
+    let errors = errors_of(&tc);
+    assert!(
+        errors.iter().any(|e| e.contains(
+            "gateway.ssh.host_key_algorithms: no host key algorithm offered matches a key in host_keys"
+        )),
+        "{errors:#?}"
+    );
+}
+
 #[test]
 fn keygen_writes_0600_files_and_refuses_to_overwrite() {
     use std::os::unix::fs::PermissionsExt;
@@ -432,7 +522,13 @@ fn keygen_writes_0600_files_and_refuses_to_overwrite() {
             .unwrap()
     };
     assert!(run().status.success());
-    for f in ["ssh_host_ed25519_key", "receipt.key", "master.key"] {
+    for f in [
+        "ssh_host_ed25519_key",
+        "ssh_host_ecdsa_key",
+        "ssh_host_rsa_key",
+        "receipt.key",
+        "master.key",
+    ] {
         let mode = std::fs::metadata(dir.path().join(f))
             .unwrap()
             .permissions()

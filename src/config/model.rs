@@ -74,6 +74,33 @@ pub struct Gateway {
     pub agency_number: Option<String>,
     #[serde(default)]
     pub sorting: Sorting,
+    #[serde(default)]
+    pub ssh: Ssh,
+}
+
+/// `[gateway.ssh]`: the SSH algorithms offered, by preference. Unset, a kind keeps the
+/// defaults (docs/sftp.md); a list of names replaces them; a list of `+name`/`-name` edits them.
+/// Names are checked at load against `transport::sftp::algorithms`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ssh {
+    pub kex: Option<Vec<String>>,
+    pub ciphers: Option<Vec<String>>,
+    pub macs: Option<Vec<String>>,
+    pub host_key_algorithms: Option<Vec<String>>,
+}
+
+impl Ssh {
+    /// The configured list of one kind, if any.
+    pub fn list(&self, kind: crate::transport::sftp::algorithms::Kind) -> Option<&[String]> {
+        use crate::transport::sftp::algorithms::Kind;
+        match kind {
+            Kind::Kex => self.kex.as_deref(),
+            Kind::Cipher => self.ciphers.as_deref(),
+            Kind::Mac => self.macs.as_deref(),
+            Kind::HostKey => self.host_key_algorithms.as_deref(),
+        }
+    }
 }
 
 /// How archives addressed to the agency are sorted.

@@ -104,6 +104,7 @@ fn gateway(g: &Gateway, f: &mut Findings) {
     for (i, p) in g.host_keys.iter().enumerate() {
         secret_file(p, at("host_keys").join(i), f);
     }
+    ssh_algorithms(g, f);
     if g.https_listen.is_some() {
         match (&g.tls_cert, &g.tls_key) {
             (Some(_), Some(_)) => {}
@@ -232,6 +233,55 @@ fn gateway(g: &Gateway, f: &mut Findings) {
         if zero {
             f.error(key_path!["gateway", "limits", key], "must be more than 0");
         }
+    }
+}
+
+/// `[gateway.ssh]`: every name known and safe; some host key offered (a key no algorithm
+/// offered signs with is a warning).
+fn ssh_algorithms(g: &Gateway, f: &mut Findings) {
+    use crate::transport::sftp::algorithms::Effective;
+    let base = key_path!["gateway", "ssh"];
+    let effective = match Effective::of(&g.ssh) {
+        Ok(e) => e,
+        Err(errors) => {
+            for (kind, e) in errors {
+                let mut path = base.join(kind.key());
+                if let Some(i) = e.index {
+                    path = path.join(i);
+                }
+                f.error(path, e.message);
+            }
+            return;
+        }
+    };
+    if g.sftp_listen.is_none() {
+        return;
+    }
+    let (mut loaded, mut any) = (false, false);
+    for (i, p) in g.host_keys.iter().enumerate() {
+        // A key that does not load is reported by the start; its mode is checked above.
+        let Ok(key) = crate::keys::load_host_key(p) else {
+            continue;
+        };
+        loaded = true;
+        if effective.host_keys_for(&[key.algorithm()]).is_empty() {
+            f.warn(
+                key_path!["gateway", "host_keys", i],
+                format!(
+                    "{}: no algorithm in gateway.ssh.host_key_algorithms signs with this {} key: it is not offered",
+                    p.display(),
+                    key.algorithm()
+                ),
+            );
+        } else {
+            any = true;
+        }
+    }
+    if loaded && !any {
+        f.error(
+            base.join("host_key_algorithms"),
+            "no host key algorithm offered matches a key in host_keys",
+        );
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! Each TCP connection runs one russh session with a [`session::SshSession`] handler that
 //! authenticates against the live accounts, registers the session for revocation, and serves
-//! SFTP over the box view of [`view::SftpView`]. The algorithms offered are listed in
-//! docs/sftp.md.
+//! SFTP over the box view of [`view::SftpView`]. The algorithms offered are chosen in
+//! [`algorithms`] and `[gateway.ssh]`, and listed in docs/sftp.md.
 
+pub mod algorithms;
 mod session;
 mod stream;
 mod view;
@@ -13,8 +14,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::keys::{Algorithm, EcdsaCurve, HashAlg};
-use russh::{Preferred, cipher, compression, kex, mac};
+use russh::{Preferred, compression};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -31,49 +31,11 @@ pub enum SftpError {
     HostKey(#[from] keys::KeyError),
     #[error("no host key configured")]
     NoHostKey,
+    #[error("gateway.ssh: {0}")]
+    Algorithms(String),
+    #[error(transparent)]
+    Unimplemented(#[from] algorithms::Unimplemented),
 }
-
-/// Key exchange: post-quantum hybrid first, then curve25519, then large DH groups; the
-/// strict-kex marker (Terrapin, CVE-2023-48795) must stay in the list.
-const KEX: &[kex::Name] = &[
-    kex::MLKEM768X25519_SHA256,
-    kex::CURVE25519,
-    kex::CURVE25519_PRE_RFC_8731,
-    kex::DH_G16_SHA512,
-    kex::DH_G14_SHA256,
-    kex::EXTENSION_SUPPORT_AS_SERVER,
-    kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
-];
-
-/// AEAD ciphers first; CTR only with the ETM MACs below. No CBC, no 3DES.
-const CIPHERS: &[cipher::Name] = &[
-    cipher::AES_256_GCM,
-    cipher::CHACHA20_POLY1305,
-    cipher::AES_256_CTR,
-    cipher::AES_128_CTR,
-];
-
-/// Encrypt-then-MAC with SHA-2 only.
-const MACS: &[mac::Name] = &[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM];
-
-const HOST_KEY_ALGORITHMS: &[Algorithm] = &[
-    Algorithm::Ed25519,
-    Algorithm::Ecdsa {
-        curve: EcdsaCurve::NistP256,
-    },
-    Algorithm::Ecdsa {
-        curve: EcdsaCurve::NistP384,
-    },
-    Algorithm::Ecdsa {
-        curve: EcdsaCurve::NistP521,
-    },
-    Algorithm::Rsa {
-        hash: Some(HashAlg::Sha512),
-    },
-    Algorithm::Rsa {
-        hash: Some(HashAlg::Sha256),
-    },
-];
 
 fn server_config(services: &Services) -> Result<russh::server::Config, SftpError> {
     let snapshot = services.live.snapshot();
@@ -86,6 +48,21 @@ fn server_config(services: &Services) -> Result<russh::server::Config, SftpError
     if host_keys.is_empty() {
         return Err(SftpError::NoHostKey);
     }
+    // The config check refused bad names already; this is for a config that skipped it.
+    let effective = algorithms::Effective::of(&gateway.ssh).map_err(|errors| {
+        let text: Vec<String> = errors
+            .iter()
+            .map(|(kind, e)| format!("{}: {e}", kind.key()))
+            .collect();
+        SftpError::Algorithms(text.join("; "))
+    })?;
+    let types: Vec<_> = host_keys.iter().map(|k| k.algorithm()).collect();
+    if effective.host_keys_for(&types).is_empty() {
+        return Err(SftpError::Algorithms(
+            "no host key algorithm offered matches a key in host_keys".to_owned(),
+        ));
+    }
+    let offered = effective.to_russh()?;
     // Password is offered per account, in each refusal (session.rs, `methods_for`).
     let mut methods = russh::MethodSet::empty();
     methods.push(russh::MethodKind::PublicKey);
@@ -100,10 +77,10 @@ fn server_config(services: &Services) -> Result<russh::server::Config, SftpError
         maximum_packet_size: 65535,
         channel_buffer_size: 256,
         preferred: Preferred {
-            kex: Cow::Borrowed(KEX),
-            key: Cow::Borrowed(HOST_KEY_ALGORITHMS),
-            cipher: Cow::Borrowed(CIPHERS),
-            mac: Cow::Borrowed(MACS),
+            kex: Cow::Owned(offered.kex),
+            key: Cow::Owned(offered.key),
+            cipher: Cow::Owned(offered.cipher),
+            mac: Cow::Owned(offered.mac),
             compression: Cow::Borrowed(&[compression::NONE]),
             ..Preferred::DEFAULT
         },
