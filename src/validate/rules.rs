@@ -117,7 +117,7 @@ pub fn index(doc: &Tree, expect: &Expect<'_>, findings: &mut Vec<Finding>) -> He
             Some(&node),
             "作成日",
             "the creation date",
-            &value,
+            value,
             expect.today,
             findings,
         );
@@ -179,7 +179,7 @@ pub fn index(doc: &Tree, expect: &Expect<'_>, findings: &mut Vec<Finding>) -> He
             let root_oid = node.attribute("root").unwrap_or_default();
             let number = node.attribute("extension").unwrap_or_default();
             let agency = expect.config.gateway.agency_number.as_deref();
-            match Party::from_oid(&root_oid).and_then(|p| kind_of(p).map(|k| (p, k))) {
+            match Party::from_oid(root_oid).and_then(|p| kind_of(p).map(|k| (p, k))) {
                 // Addressed to the gateway's agency: sorted by insurer (docs/sorting.md).
                 None if root_oid == format::oid::AGENCY && agency.is_some() => {
                     if agency == Some(number)
@@ -204,9 +204,9 @@ pub fn index(doc: &Tree, expect: &Expect<'_>, findings: &mut Vec<Finding>) -> He
                     format!("the receiver root {root_oid} is not an insurer or institution this gateway delivers to"),
                 )),
                 Some((party, kind)) => {
-                    if number_ok(file, Some(&node), "受信者", "the receiver", kind.number_kind(), &number, findings)
+                    if number_ok(file, Some(&node), "受信者", "the receiver", kind.number_kind(), number, findings)
                     {
-                        match expect.config.counterpart_by_number(kind, &number) {
+                        match expect.config.counterpart_by_number(kind, number) {
                             Some(_) => header.receiver = Some((party, number.to_owned())),
                             None => {
                                 let (ja, en) = party.names();
@@ -230,7 +230,7 @@ pub fn index(doc: &Tree, expect: &Expect<'_>, findings: &mut Vec<Finding>) -> He
         let party_of = |element: &str| {
             root.descend(&[element, "id"])
                 .and_then(|n| n.attribute("root"))
-                .and_then(|r| Party::from_oid(&r))
+                .and_then(Party::from_oid)
         };
         let (sender_root, receiver_root) = (party_of(el::SENDER), party_of(el::RECEIVER));
         if let Some((from, to)) = format::interaction_parties(code)
@@ -629,13 +629,13 @@ pub fn cda(path: &str, doc: &Tree, header: &Header, today: Date, findings: &mut 
         if let Some(node) = root.descend(date_path)
             && let Some(value) = node.attribute("value")
         {
-            date(path, Some(&node), ja, en, &value, today, findings);
+            date(path, Some(&node), ja, en, value, today, findings);
         }
     }
     if let Some(patient) = root.descend(format::CDA_PATIENT_IDS)
         && let Some((node, insurer)) = id_with_root(&patient, format::oid::INSURER)
     {
-        person_insurer(path, &node, &insurer, header, findings);
+        person_insurer(path, &node, insurer, header, findings);
     }
     if let Some(org) = root.descend(format::CDA_AUTHOR_ORG)
         && let Some((node, institution)) = id_with_root(&org, format::oid::INSTITUTION)
@@ -717,7 +717,7 @@ pub fn claim(
     if let Some(node) = root.descend(&["subjectPerson", "insuranceCard", "insurerNumber"])
         && let Some(insurer) = node.attribute("extension")
     {
-        person_insurer(path, &node, &insurer, header, findings);
+        person_insurer(path, &node, insurer, header, findings);
     }
     if let Some(node) = root.descend(&["subjectPerson", "birthTime"])
         && let Some(value) = node.attribute("value")
@@ -727,7 +727,7 @@ pub fn claim(
             Some(&node),
             "生年月日",
             "the birth date",
-            &value,
+            value,
             today,
             findings,
         );

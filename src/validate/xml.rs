@@ -271,16 +271,22 @@ unsafe extern "C" fn start_element(
                     .push_attribute(c_str(*a), std::str::from_utf8(raw).unwrap_or(""));
             }
         }
-        match b.open.last() {
-            Some(&parent) => {
-                let slot = b.last_child.last_mut().expect("one per open element");
-                match *slot {
-                    Some(prev) => b.tree.elements[prev as usize].next_sibling = index,
-                    None => b.tree.elements[parent as usize].first_child = index,
+        // No indexing that could panic: a panic must not unwind back into C.
+        if let (Some(&parent), Some(slot)) = (b.open.last(), b.last_child.last_mut()) {
+            let elements = &mut b.tree.elements;
+            match *slot {
+                Some(prev) => {
+                    if let Some(e) = elements.get_mut(prev as usize) {
+                        e.next_sibling = index;
+                    }
                 }
-                *slot = Some(index);
+                None => {
+                    if let Some(e) = elements.get_mut(parent as usize) {
+                        e.first_child = index;
+                    }
+                }
             }
-            None => {}
+            *slot = Some(index);
         }
         b.open.push(index);
         b.last_child.push(None);
