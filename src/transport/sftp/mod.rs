@@ -5,6 +5,7 @@
 //! SFTP over the box view of [`view::SftpView`]. The algorithms offered are listed in
 //! docs/sftp.md.
 
+pub mod packets;
 mod session;
 mod stream;
 mod view;
