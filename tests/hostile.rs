@@ -1950,6 +1950,12 @@ fn the_sftp_decoder_reads_a_clients_requests() {
     assert_eq!(decoded.refused, 0);
     // `/outbox/../x` climbs; `.` is the root; the rest name box paths.
     assert_eq!(decoded.bad_paths, 1);
+    // The fuzz target's seed is a whole session too.
+    let seed = std::fs::read(support::repo_root().join("fuzz/seeds/sftp_packet/session.bin"))
+        .expect("the seed");
+    let decoded = handoff::transport::sftp::packets::decode_stream(&seed);
+    assert_eq!((decoded.packets.len(), decoded.refused), (9, 0));
+    decode_and_reencode(&seed);
 }
 
 proptest::proptest! {
