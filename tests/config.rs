@@ -185,15 +185,15 @@ fn each_validation_error_names_its_line() {
             "No such file",
         ),
         (
-            "max_buffered_per_account = \"64 MiB\"",
+            "max_buffered_per_account = \"32 MiB\"",
             "max_buffered_per_account = \"512 KiB\"",
             "max_buffered_per_account =",
             0,
             "must be at least 1048576 bytes",
         ),
         (
-            "max_buffered_total = \"128 MiB\"",
-            "max_buffered_total = \"32 MiB\"",
+            "max_buffered_total = \"64 MiB\"",
+            "max_buffered_total = \"16 MiB\"",
             "max_buffered_total =",
             0,
             "must be at least max_buffered_per_account",

@@ -577,7 +577,16 @@ fn unauthenticated_and_total_ssh_connections_are_capped() {
         .replace("max_connections = 1024", "max_connections = 3")
     });
     let d = Daemon::start(&tc);
-    let idle = ssh_banners(tc.sftp_port, 2);
+    // Connections that said their version line keep their slots (silent ones give them up: see
+    // silent_connections_give_their_slots_to_new_ones).
+    let idle: Vec<TcpStream> = ssh_banners(tc.sftp_port, 2)
+        .into_iter()
+        .map(|mut s| {
+            s.write_all(b"SSH-2.0-stalling\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
     let mut third = TcpStream::connect(("127.0.0.1", tc.sftp_port)).unwrap();
     let (got, closed) = read_until_closed(&mut third, Duration::from_secs(10));
     assert!(closed && got.is_empty(), "closed on arrival: {got:?}");
@@ -620,6 +629,28 @@ fn unauthenticated_and_total_ssh_connections_are_capped() {
             "held sessions still work"
         );
     }
+}
+
+/// Connections that have not even sent their version line give their slot up to a newcomer when
+/// every unauthenticated slot is held: idle connections cannot keep a client out.
+#[test]
+fn silent_connections_give_their_slots_to_new_ones() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "max_unauthenticated_connections = 64",
+            "max_unauthenticated_connections = 2",
+        )
+    });
+    let d = Daemon::start(&tc);
+    let mut silent = ssh_banners(tc.sftp_port, 2);
+    let out = sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls /\n");
+    assert!(out.status.success(), "{}", text(&out));
+    let (_, closed) = read_until_closed(&mut silent[0], Duration::from_secs(10));
+    assert!(closed, "the oldest silent connection gave its slot up");
+    assert!(support::wait_for(5, || d
+        .audit_lines("sftp.connection_refused")
+        .iter()
+        .any(|l| l.contains("its slot given to a new connection"))));
 }
 
 /// An authenticated session whose channels do not move for `idle_timeout` is closed; one that
@@ -1765,7 +1796,7 @@ async fn two_uploads_past_a_budget(tc: &TestConfig, second: &str, whose: &str) {
 async fn out_of_order_upload_data_is_bounded_per_account() {
     let tc = TestConfig::with(|t| {
         t.replace(
-            "max_buffered_per_account = \"64 MiB\"",
+            "max_buffered_per_account = \"32 MiB\"",
             "max_buffered_per_account = \"1 MiB\"",
         )
     });
@@ -1778,11 +1809,11 @@ async fn out_of_order_upload_data_is_bounded_per_account() {
 async fn out_of_order_upload_data_is_bounded_for_the_gateway() {
     let tc = TestConfig::with(|t| {
         t.replace(
-            "max_buffered_per_account = \"64 MiB\"",
+            "max_buffered_per_account = \"32 MiB\"",
             "max_buffered_per_account = \"1 MiB\"",
         )
         .replace(
-            "max_buffered_total = \"128 MiB\"",
+            "max_buffered_total = \"64 MiB\"",
             "max_buffered_total = \"1 MiB\"",
         )
     });

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 pub use path::{FileName, Folder, MAX_NAME_BYTES, VirtualPath};
@@ -378,7 +379,7 @@ pub struct Upload {
     /// Of the bytes sealed so far.
     hash: Sha256,
     /// Pieces that came ahead of a gap, by offset, until the gap is filled.
-    ahead: BTreeMap<u64, Vec<u8>>,
+    ahead: BTreeMap<u64, Bytes>,
     ahead_bytes: usize,
     /// What the acting account's uploads may hold ahead of gaps together, once the upload is
     /// given to the [`Writers`]; `ahead_bytes` of it are this upload's.
@@ -439,6 +440,21 @@ impl Upload {
     /// already written is refused — the sealed file cannot be changed in place, and no
     /// upload client needs it.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BoxError> {
+        self.write_piece(offset, data, || Bytes::copy_from_slice(data))
+    }
+
+    /// As [`Upload::write_at`], keeping `data` itself (not a copy) if it must wait.
+    pub fn write_bytes_at(&mut self, offset: u64, data: &Bytes) -> Result<(), BoxError> {
+        self.write_piece(offset, data, || data.clone())
+    }
+
+    /// Writes `data` at `offset`; `keep` gives what waits in memory if it comes ahead of a gap.
+    fn write_piece(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        keep: impl FnOnce() -> Bytes,
+    ) -> Result<(), BoxError> {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or(BoxError::TooLarge { limit: self.limit })?;
@@ -467,7 +483,7 @@ impl Upload {
                 budget.take(data.len())?;
             }
             self.ahead_bytes += data.len();
-            self.ahead.insert(offset, data.to_vec());
+            self.ahead.insert(offset, keep());
         } else {
             self.seal(data)?;
             while let Some(piece) = self.ahead.remove(&self.sealed) {

@@ -137,7 +137,7 @@ impl Job {
         let mut offset = self.offset;
         let mut failed = None;
         for piece in &self.pieces {
-            let written = catch_unwind(AssertUnwindSafe(|| upload.write_at(offset, piece)))
+            let written = catch_unwind(AssertUnwindSafe(|| upload.write_bytes_at(offset, piece)))
                 .unwrap_or_else(|_| {
                     Err(BoxError::Io(io::Error::other("the upload's writer failed")))
                 });

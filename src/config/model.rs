@@ -254,8 +254,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(15 * 60),
             max_channels_per_connection: 10,
             max_handles_per_session: 64,
-            max_buffered_per_account: ByteSize(64 << 20),
-            max_buffered_total: ByteSize(128 << 20),
+            max_buffered_per_account: ByteSize(32 << 20),
+            max_buffered_total: ByteSize(64 << 20),
             upload_writer_threads: 8,
         }
     }
