@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak, mpsc};
 
 use bytes::Bytes;
@@ -106,18 +106,20 @@ impl AheadBudget {
     }
 }
 
-/// An upload as its writer and its transport share it.
+/// An upload as its writer and its transport share it. The transport looks at `failed` on
+/// every write, without waiting for the lock the writer holds while it writes.
 struct Slot {
     /// `None` once it failed, or was taken back to be committed.
-    upload: Option<Upload>,
+    upload: Mutex<Option<Upload>>,
     /// The error the writer met, until the transport hears of it.
-    error: Option<BoxError>,
+    error: Mutex<Option<BoxError>>,
+    failed: AtomicBool,
 }
 
-type SharedSlot = Arc<Mutex<Slot>>;
+type SharedSlot = Arc<Slot>;
 
-fn lock(slot: &SharedSlot) -> std::sync::MutexGuard<'_, Slot> {
-    slot.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Contiguous pieces of one upload from an offset; the permit is its place in the upload's queue.
@@ -130,14 +132,14 @@ struct Job {
 
 impl Job {
     fn run(self) {
-        let mut slot = lock(&self.slot);
-        let Some(upload) = slot.upload.as_mut() else {
+        let mut upload = lock(&self.slot.upload);
+        let Some(writing) = upload.as_mut() else {
             return;
         };
         let mut offset = self.offset;
         let mut failed = None;
         for piece in &self.pieces {
-            let written = catch_unwind(AssertUnwindSafe(|| upload.write_bytes_at(offset, piece)))
+            let written = catch_unwind(AssertUnwindSafe(|| writing.write_bytes_at(offset, piece)))
                 .unwrap_or_else(|_| {
                     Err(BoxError::Io(io::Error::other("the upload's writer failed")))
                 });
@@ -149,8 +151,9 @@ impl Job {
         }
         if let Some(e) = failed {
             // Dropping the upload discards its partial file and gives back its budget.
-            slot.upload = None;
-            slot.error = Some(e);
+            *upload = None;
+            *lock(&self.slot.error) = Some(e);
+            self.slot.failed.store(true, Ordering::Release);
         }
     }
 }
@@ -257,10 +260,11 @@ impl Writers {
             .unwrap_or(&self.workers[0]);
         worker.uploads.fetch_add(1, Ordering::Relaxed);
         UploadWriter {
-            slot: Arc::new(Mutex::new(Slot {
-                upload: Some(upload),
-                error: None,
-            })),
+            slot: Arc::new(Slot {
+                upload: Mutex::new(Some(upload)),
+                error: Mutex::new(None),
+                failed: AtomicBool::new(false),
+            }),
             jobs: worker.jobs.clone(),
             queue: Arc::new(Semaphore::new(QUEUE as usize)),
             worker_uploads: worker.uploads.clone(),
@@ -317,9 +321,11 @@ impl UploadWriter {
         if self.failed {
             return Some(failed_earlier());
         }
-        let e = lock(&self.slot).error.take()?;
+        if !self.slot.failed.load(Ordering::Acquire) {
+            return None;
+        }
         self.failed = true;
-        Some(e)
+        Some(lock(&self.slot.error).take().unwrap_or_else(failed_earlier))
     }
 
     /// Queues `pieces`, contiguous from `offset`, as SFTP writes them. The size limit is
@@ -370,7 +376,7 @@ impl UploadWriter {
         if let Some(e) = self.error() {
             return Err(e);
         }
-        let mut upload = lock(&self.slot).upload.take().ok_or_else(failed_earlier)?;
+        let mut upload = lock(&self.slot.upload).take().ok_or_else(failed_earlier)?;
         upload.rename(self.name.clone());
         tokio::task::spawn_blocking(move || upload.commit())
             .await
