@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
-use crate::boxes::BoxEvent;
+use crate::boxes::{BoxEvent, Writers};
 use crate::config::live::LiveConfig;
 use crate::metrics::Metrics;
 use crate::state::StateLayout;
@@ -34,32 +34,45 @@ pub struct Services {
     pub scan_health: Arc<crate::scan::ScanHealth>,
     /// The key of everything encrypted at rest: uploads as they are written, the spool, quarantine.
     pub master: Arc<crate::keys::MasterKey>,
+    /// The threads that write uploads of both transports, and the accounts' budgets for data
+    /// written ahead of gaps.
+    pub writers: Arc<Writers>,
 }
 
 /// Bound on queued box events: transports wait (back-pressure) rather than queue without end.
 const BOX_EVENT_QUEUE: usize = 1024;
 
 impl Services {
-    /// Services for a loaded config, with the receiving end of the box events.
+    /// Services for a loaded config, with the receiving end of the box events. Fails only if
+    /// the upload writer threads cannot be started.
     pub fn new(
         live: Arc<LiveConfig>,
         audit: Audit,
         master: Arc<crate::keys::MasterKey>,
-    ) -> (Services, mpsc::Receiver<BoxEvent>) {
+    ) -> std::io::Result<(Services, mpsc::Receiver<BoxEvent>)> {
         let snapshot = live.snapshot();
         let (tx, rx) = mpsc::channel(BOX_EVENT_QUEUE);
+        let limits = &snapshot.config.gateway.limits;
+        let metrics = Arc::new(Metrics::new());
+        let writers = Writers::new(
+            limits.upload_writer_threads,
+            limits.max_buffered_per_account.bytes(),
+            limits.max_buffered_total.bytes(),
+            metrics.upload_buffered_bytes.clone(),
+        )?;
         let services = Services {
+            writers: Arc::new(writers),
+            metrics,
             layout: StateLayout::new(&snapshot.config.gateway.state_dir),
             limiter: Arc::new(Limiter::new(&snapshot.config.gateway.limits)),
             live,
             box_events: tx,
             audit,
-            metrics: Arc::new(Metrics::new()),
             sessions: SessionRegistry::new(),
             scan_health: Arc::default(),
             master,
         };
-        (services, rx)
+        Ok((services, rx))
     }
 }
 
@@ -77,6 +90,8 @@ pub enum DaemonError {
     MasterKey(crate::keys::KeyError),
     #[error("receipt ledger: {0}")]
     Ledger(#[from] crate::receipts::ledger::LedgerError),
+    #[error("starting the upload writer threads: {0}")]
+    Writers(std::io::Error),
     #[error("starting SFTP: {0}")]
     Sftp(#[from] crate::transport::sftp::SftpError),
     #[error("starting HTTPS: {0}")]
@@ -101,7 +116,8 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     audit.record("daemon.start", None, None, serde_json::json!({"config": live.path().display().to_string(), "version": env!("CARGO_PKG_VERSION")}));
     let master =
         crate::keys::load_master_key(&gateway.master_key).map_err(DaemonError::MasterKey)?;
-    let (services, box_events) = Services::new(live.clone(), audit.clone(), Arc::new(master));
+    let (services, box_events) = Services::new(live.clone(), audit.clone(), Arc::new(master))
+        .map_err(DaemonError::Writers)?;
     tokio::spawn(audit_account_events(
         audit.clone(),
         live.subscribe(),

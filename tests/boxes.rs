@@ -380,12 +380,13 @@ fn large_upload_bypasses_the_page_cache() {
 #[tokio::test]
 async fn the_upload_writer_reports_errors_later_and_discards_when_dropped() {
     use bytes::Bytes;
-    use handoff::boxes::UploadWriter;
+    use handoff::boxes::Writers;
 
     let f = fixture(|t| t);
     let b = f.open(CLINIC, CLINIC).unwrap();
+    let writers = Writers::new(2, 64 << 20, 128 << 20, Default::default()).unwrap();
     let data = pattern(3 << 20);
-    let mut w = UploadWriter::spawn(b.begin_upload(name("w.zip")).unwrap()).unwrap();
+    let mut w = writers.spawn(b.begin_upload(name("w.zip")).unwrap());
     let (head, tail) = data.split_at(1 << 20);
     w.write_at(1 << 20, vec![Bytes::copy_from_slice(tail)])
         .await
@@ -399,7 +400,7 @@ async fn the_upload_writer_reports_errors_later_and_discards_when_dropped() {
     assert!(f.read_inbox("renamed.zip") == data);
 
     // A rewrite is refused by the writer's thread: the answer comes from a later call.
-    let mut w = UploadWriter::spawn(b.begin_upload(name("x.zip")).unwrap()).unwrap();
+    let mut w = writers.spawn(b.begin_upload(name("x.zip")).unwrap());
     w.append(vec![Bytes::from_static(b"0123456789")])
         .await
         .unwrap();
@@ -419,7 +420,7 @@ async fn the_upload_writer_reports_errors_later_and_discards_when_dropped() {
     drop(w);
 
     // Dropped before finishing: nothing is left in staging or the inbox.
-    let mut w = UploadWriter::spawn(b.begin_upload(name("y.zip")).unwrap()).unwrap();
+    let mut w = writers.spawn(b.begin_upload(name("y.zip")).unwrap());
     w.append(vec![Bytes::from_static(b"partial")])
         .await
         .unwrap();
@@ -432,4 +433,38 @@ async fn the_upload_writer_reports_errors_later_and_discards_when_dropped() {
     assert!(emptied, "a dropped upload's partial file stayed");
     assert!(!f.layout.inbox(CLINIC).join("y.zip").exists());
     assert!(!f.layout.inbox(CLINIC).join("x.zip").exists());
+}
+
+#[tokio::test]
+async fn data_written_ahead_of_gaps_is_held_within_the_accounts_budget() {
+    use bytes::Bytes;
+    use handoff::boxes::Writers;
+
+    let f = fixture(|t| t);
+    let b = f.open(CLINIC, CLINIC).unwrap();
+    let writers = Writers::new(1, 1 << 20, 4 << 20, Default::default()).unwrap();
+    let piece = || vec![Bytes::from(vec![7u8; 256 << 10])];
+    let mut first = writers.spawn(b.begin_upload(name("p.zip")).unwrap());
+    let mut second = writers.spawn(b.begin_upload(name("q.zip")).unwrap());
+    for i in 1..4u64 {
+        first.write_at(i << 18, piece()).await.unwrap();
+    }
+    second.write_at(1 << 18, piece()).await.unwrap();
+    // The account's 1 MiB is taken; one more piece ahead of a gap is refused.
+    second.write_at(2 << 18, piece()).await.unwrap();
+    let refused = second.commit().await;
+    assert!(
+        matches!(refused, Err(BoxError::Buffered { limit, .. }) if limit == 1 << 20),
+        "{refused:?}"
+    );
+    assert_eq!(
+        writers.buffered(CLINIC),
+        3 << 18,
+        "the refused upload gave its part back"
+    );
+    first.write_at(0, piece()).await.unwrap();
+    first.commit().await.unwrap();
+    assert_eq!(writers.buffered(CLINIC), 0);
+    assert_eq!(writers.buffered_total(), 0);
+    assert_eq!(f.read_inbox("p.zip").len(), 1 << 20);
 }

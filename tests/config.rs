@@ -184,6 +184,27 @@ fn each_validation_error_names_its_line() {
             0,
             "No such file",
         ),
+        (
+            "max_buffered_per_account = \"32 MiB\"",
+            "max_buffered_per_account = \"512 KiB\"",
+            "max_buffered_per_account =",
+            0,
+            "must be at least 1048576 bytes",
+        ),
+        (
+            "max_buffered_total = \"64 MiB\"",
+            "max_buffered_total = \"16 MiB\"",
+            "max_buffered_total =",
+            0,
+            "must be at least max_buffered_per_account",
+        ),
+        (
+            "upload_writer_threads = 8",
+            "upload_writer_threads = 0",
+            "upload_writer_threads =",
+            0,
+            "must be from 1 to 256",
+        ),
     ];
     for (from, to, at, nth, message) in cases {
         eprintln!("case: {from:?} -> {to:?}");

@@ -577,7 +577,16 @@ fn unauthenticated_and_total_ssh_connections_are_capped() {
         .replace("max_connections = 1024", "max_connections = 3")
     });
     let d = Daemon::start(&tc);
-    let idle = ssh_banners(tc.sftp_port, 2);
+    // Connections that said their version line keep their slots (silent ones give them up: see
+    // silent_connections_give_their_slots_to_new_ones).
+    let idle: Vec<TcpStream> = ssh_banners(tc.sftp_port, 2)
+        .into_iter()
+        .map(|mut s| {
+            s.write_all(b"SSH-2.0-stalling\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
     let mut third = TcpStream::connect(("127.0.0.1", tc.sftp_port)).unwrap();
     let (got, closed) = read_until_closed(&mut third, Duration::from_secs(10));
     assert!(closed && got.is_empty(), "closed on arrival: {got:?}");
@@ -620,6 +629,28 @@ fn unauthenticated_and_total_ssh_connections_are_capped() {
             "held sessions still work"
         );
     }
+}
+
+/// Connections that have not even sent their version line give their slot up to a newcomer when
+/// every unauthenticated slot is held: idle connections cannot keep a client out.
+#[test]
+fn silent_connections_give_their_slots_to_new_ones() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "max_unauthenticated_connections = 64",
+            "max_unauthenticated_connections = 2",
+        )
+    });
+    let d = Daemon::start(&tc);
+    let mut silent = ssh_banners(tc.sftp_port, 2);
+    let out = sftp_batch(tc.sftp_port, CLINIC, CLINIC, "ls /\n");
+    assert!(out.status.success(), "{}", text(&out));
+    let (_, closed) = read_until_closed(&mut silent[0], Duration::from_secs(10));
+    assert!(closed, "the oldest silent connection gave its slot up");
+    assert!(support::wait_for(5, || d
+        .audit_lines("sftp.connection_refused")
+        .iter()
+        .any(|l| l.contains("its slot given to a new connection"))));
 }
 
 /// An authenticated session whose channels do not move for `idle_timeout` is closed; one that
@@ -1633,5 +1664,365 @@ fn personal_data_in_findings_stays_in_the_senders_receipt() {
             !body.contains(BIRTH_DATE),
             "{view} shows the birth date: {body}"
         );
+    }
+}
+
+/// Bytes of one piece of a raw test upload.
+const PIECE: usize = 128 << 10;
+
+/// Piece `i` of test upload `file`: a pattern of its own, so a piece in the wrong place shows.
+fn piece(file: u8, i: usize) -> Vec<u8> {
+    (0..PIECE)
+        .map(|j| (j as u8).wrapping_mul(31) ^ file ^ (i as u8).wrapping_mul(7))
+        .collect()
+}
+
+/// The SHA-256 of test upload `file` made of `pieces` pieces.
+fn pieces_sha256(file: u8, pieces: usize) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for i in 0..pieces {
+        h.update(piece(file, i));
+    }
+    hex::encode(h.finalize())
+}
+
+/// Writes pieces `1..pieces` of an upload ahead of its gap; the first refusal, if any.
+async fn write_ahead(
+    client: &support::RawSftp,
+    handle: &str,
+    file: u8,
+    pieces: usize,
+) -> Result<(), String> {
+    let mut refused = None;
+    for i in 1..pieces {
+        if let Err(e) = client
+            .sftp
+            .write(handle, (i * PIECE) as u64, piece(file, i))
+            .await
+        {
+            refused.get_or_insert(e.to_string());
+        }
+    }
+    refused.map_or(Ok(()), Err)
+}
+
+/// Writes piece 0 of an upload, filling its gap, and closes it; the first refusal, if any.
+async fn fill_and_close(client: &support::RawSftp, handle: &str, file: u8) -> Result<(), String> {
+    let written = client.sftp.write(handle, 0, piece(file, 0)).await;
+    let closed = client.sftp.close(handle).await;
+    written.and(closed).map(drop).map_err(|e| e.to_string())
+}
+
+/// An upload written back to front but for its first piece, then completed.
+async fn out_of_order_upload(
+    client: &support::RawSftp,
+    handle: &str,
+    file: u8,
+    pieces: usize,
+) -> Result<(), String> {
+    let ahead = write_ahead(client, handle, file, pieces).await;
+    let rest = fill_and_close(client, handle, file).await;
+    ahead.and(rest)
+}
+
+/// Waits for the pipeline to accept `name` and returns the SHA-256 it recorded.
+fn accepted(tc: &TestConfig, name: &str) -> Option<String> {
+    let mut sha = None;
+    support::wait_for(20, || {
+        sha = support::accepted_sha256(tc, name);
+        sha.is_some()
+    });
+    sha
+}
+
+/// The daemon's `handoff_upload_buffered_bytes`.
+fn buffered_bytes(tc: &TestConfig) -> Option<u64> {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            &format!("http://127.0.0.1:{}/metrics", tc.metrics_port),
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("handoff_upload_buffered_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Upload `a` holds 768 KiB ahead of its gap as the first account; then upload `b`, as
+/// `second`, writes 512 KiB ahead of its own, past a budget of 1 MiB that both share (`whose`
+/// names it): `b` is refused with an error that says so, `a` is accepted whole, the daemon stays
+/// up, and the budget is free again afterwards, for an out-of-order upload and for OpenSSH's.
+async fn two_uploads_past_a_budget(tc: &TestConfig, second: &str, whose: &str) {
+    let mut d = Daemon::start(tc);
+    let first = support::RawSftp::connect(tc.sftp_port, CLINIC, CLINIC).await;
+    let other = support::RawSftp::connect(tc.sftp_port, second, second).await;
+    let a = first.create("/inbox/a.bin").await;
+    write_ahead(&first, &a, 1, 7).await.expect("768 KiB fit");
+    assert!(
+        support::wait_for(20, || buffered_bytes(tc) == Some(6 * PIECE as u64)),
+        "a's pieces wait in memory: {:?}",
+        buffered_bytes(tc)
+    );
+    let b = other.create("/inbox/b.bin").await;
+    let refused = out_of_order_upload(&other, &b, 2, 5)
+        .await
+        .expect_err("1.25 MiB ahead of gaps passed a 1 MiB budget");
+    assert!(
+        refused.contains("written ahead of gaps") && refused.contains(whose),
+        "a clear refusal: {refused}"
+    );
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon runs");
+    let audited = d.audit_lines("box.upload_refused");
+    assert!(
+        audited.len() == 1 && audited[0].contains("b.bin") && audited[0].contains(second),
+        "{audited:?}"
+    );
+    fill_and_close(&first, &a, 1)
+        .await
+        .expect("a is taken whole");
+    assert_eq!(accepted(tc, "a.bin"), Some(pieces_sha256(1, 7)));
+    assert!(support::wait_for(20, || buffered_bytes(tc) == Some(0)));
+
+    // The budget was given back: 768 KiB ahead of a gap fits again, on a new session.
+    let third = support::RawSftp::connect(tc.sftp_port, second, second).await;
+    let c = third.create("/inbox/c.bin").await;
+    out_of_order_upload(&third, &c, 3, 7)
+        .await
+        .expect("the budget is free again");
+    assert_eq!(accepted(tc, "c.bin"), Some(pieces_sha256(3, 7)));
+    // And an ordinary client uploads as ever.
+    let file = tc.dir.path().join("d.bin");
+    support::random_file(&file, 3 << 20);
+    let out = sftp_batch(
+        tc.sftp_port,
+        CLINIC,
+        CLINIC,
+        &format!("put {} /inbox/d.bin\n", file.display()),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(accepted(tc, "d.bin"), Some(support::sha256_file(&file)));
+}
+
+/// Data written ahead of gaps is held in memory against one budget per account, over all its
+/// sessions: two sessions of one clinic share its `max_buffered_per_account`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_upload_data_is_bounded_per_account() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "max_buffered_per_account = \"32 MiB\"",
+            "max_buffered_per_account = \"1 MiB\"",
+        )
+    });
+    two_uploads_past_a_budget(&tc, CLINIC, "this account's").await;
+}
+
+/// And against one budget of the whole gateway: uploads of two accounts, each within its own
+/// budget, share `max_buffered_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_upload_data_is_bounded_for_the_gateway() {
+    let tc = TestConfig::with(|t| {
+        t.replace(
+            "max_buffered_per_account = \"32 MiB\"",
+            "max_buffered_per_account = \"1 MiB\"",
+        )
+        .replace(
+            "max_buffered_total = \"64 MiB\"",
+            "max_buffered_total = \"1 MiB\"",
+        )
+    });
+    two_uploads_past_a_budget(&tc, INSURER, "the gateway's").await;
+}
+
+/// Threads of the daemon whose name starts with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.starts_with(prefix))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Uploads are written by `upload_writer_threads` threads however many are open: six uploads
+/// open at once on two connections share two writer threads, and all six arrive whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_writer_threads_are_capped() {
+    let tc =
+        TestConfig::with(|t| t.replace("upload_writer_threads = 8", "upload_writer_threads = 2"));
+    let d = Daemon::start(&tc);
+    let clients = [
+        support::RawSftp::connect(tc.sftp_port, CLINIC, CLINIC).await,
+        support::RawSftp::connect(tc.sftp_port, CLINIC, CLINIC).await,
+    ];
+    let mut open = Vec::new();
+    for n in 0..6u8 {
+        let client = &clients[usize::from(n % 2)];
+        let handle = client.create(&format!("/inbox/w{n}.bin")).await;
+        client
+            .sftp
+            .write(&handle, 0, piece(n, 0))
+            .await
+            .expect("first piece");
+        open.push((client, handle, n));
+    }
+    assert_eq!(
+        threads_named(d.pid(), "upload"),
+        2,
+        "six open uploads, two writer threads"
+    );
+    for (client, handle, n) in &open {
+        for i in 1..4 {
+            client
+                .sftp
+                .write(handle, (i * PIECE) as u64, piece(*n, i))
+                .await
+                .expect("piece");
+        }
+        client.sftp.close(handle).await.expect("close");
+    }
+    for n in 0..6u8 {
+        assert_eq!(
+            accepted(&tc, &format!("w{n}.bin")),
+            Some(pieces_sha256(n, 4)),
+            "w{n}.bin is whole"
+        );
+    }
+}
+
+/// A client's stream of one request of each kind the server answers, encoded by russh-sftp.
+fn sample_requests() -> Vec<u8> {
+    use russh_sftp::protocol::*;
+    let attrs = FileAttributes {
+        size: Some(7),
+        permissions: Some(0o600),
+        ..FileAttributes::default()
+    };
+    let h = || "1".to_owned();
+    let requests: Vec<Packet> = vec![
+        Init {
+            version: 3,
+            extensions: Default::default(),
+        }
+        .into(),
+        Open {
+            id: 1,
+            filename: "/inbox/a.zip".into(),
+            pflags: OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+            attrs: attrs.clone(),
+        }
+        .into(),
+        Write {
+            id: 2,
+            handle: h(),
+            offset: 4096,
+            data: vec![0x5a; 300],
+        }
+        .into(),
+        Read {
+            id: 3,
+            handle: h(),
+            offset: 0,
+            len: 32768,
+        }
+        .into(),
+        Close { id: 4, handle: h() }.into(),
+        Stat {
+            id: 5,
+            path: "/outbox/../x".into(),
+        }
+        .into(),
+        OpenDir {
+            id: 6,
+            path: "/receipts".into(),
+        }
+        .into(),
+        ReadDir { id: 7, handle: h() }.into(),
+        Remove {
+            id: 8,
+            filename: "/outbox/b.p7m".into(),
+        }
+        .into(),
+        Rename {
+            id: 9,
+            oldpath: "/inbox/a.part".into(),
+            newpath: "/inbox/a.zip".into(),
+        }
+        .into(),
+        SetStat {
+            id: 10,
+            path: "/inbox/a.zip".into(),
+            attrs,
+        }
+        .into(),
+        RealPath {
+            id: 11,
+            path: ".".into(),
+        }
+        .into(),
+        Extended {
+            id: 12,
+            request: "limits@openssh.com".into(),
+            data: vec![],
+        }
+        .into(),
+    ];
+    requests
+        .into_iter()
+        .flat_map(|p| handoff::transport::sftp::packets::encode(p).expect("encodes"))
+        .collect()
+}
+
+/// The decoded packets of `input`, each encoded again and decoded alone: one packet, not
+/// refused (the property the fuzz target `sftp_packet` checks).
+fn decode_and_reencode(input: &[u8]) {
+    use handoff::transport::sftp::packets::{decode_stream, encode};
+    for packet in decode_stream(input).packets {
+        let alone = decode_stream(&encode(packet).expect("a decoded packet encodes"));
+        assert_eq!((alone.refused, alone.packets.len()), (0, 1));
+    }
+}
+
+#[test]
+fn the_sftp_decoder_reads_a_clients_requests() {
+    let decoded = handoff::transport::sftp::packets::decode_stream(&sample_requests());
+    assert_eq!(decoded.packets.len(), 13);
+    assert_eq!(decoded.refused, 0);
+    // `/outbox/../x` climbs; `.` is the root; the rest name box paths.
+    assert_eq!(decoded.bad_paths, 1);
+    // The fuzz target's seed is a whole session too.
+    let seed = std::fs::read(support::repo_root().join("fuzz/seeds/sftp_packet/session.bin"))
+        .expect("the seed");
+    let decoded = handoff::transport::sftp::packets::decode_stream(&seed);
+    assert_eq!((decoded.packets.len(), decoded.refused), (9, 0));
+    decode_and_reencode(&seed);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// The server's SFTP decoding, run on a valid client stream with bytes changed and cut
+    /// short, and on random bytes, neither panics nor decodes what it cannot encode again.
+    #[test]
+    fn the_sftp_decoder_survives_mutated_and_random_streams(
+        flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..12),
+        cut in proptest::prelude::any::<usize>(),
+        random in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+    ) {
+        let mut stream = sample_requests();
+        for (at, byte) in flips {
+            let at = at % stream.len();
+            stream[at] = byte;
+        }
+        stream.truncate(cut % (stream.len() + 1));
+        decode_and_reencode(&stream);
+        decode_and_reencode(&random);
     }
 }

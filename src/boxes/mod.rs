@@ -26,10 +26,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 pub use path::{FileName, Folder, MAX_NAME_BYTES, VirtualPath};
-pub use writer::UploadWriter;
+pub use writer::{UploadWriter, Writers};
 
 use crate::config::{Access, live::Snapshot};
 use crate::direct_io::SequentialFile;
@@ -57,6 +58,12 @@ pub enum BoxError {
     TooLarge { limit: u64 },
     #[error("uploads are written front to back: {0}")]
     OutOfOrder(&'static str),
+    /// The uploads of the account, or of the whole gateway, together hold as much data written
+    /// ahead of gaps as they may (`max_buffered_per_account`, `max_buffered_total`).
+    #[error(
+        "{whose} uploads hold {limit} bytes written ahead of gaps, as much as they may; write files front to back or fewer at once, and send this one again"
+    )]
+    Buffered { whose: &'static str, limit: u64 },
     #[error("the gateway is short of disk space; try again later")]
     InsufficientStorage,
     /// The audit log cannot be written: uploads are refused until it can (fail closed).
@@ -326,6 +333,7 @@ impl DropBox {
             hash: Sha256::new(),
             ahead: BTreeMap::new(),
             ahead_bytes: 0,
+            budget: None,
             sealed: 0,
             staged: Some(staged),
             staging: self.staging.try_clone()?,
@@ -371,8 +379,11 @@ pub struct Upload {
     /// Of the bytes sealed so far.
     hash: Sha256,
     /// Pieces that came ahead of a gap, by offset, until the gap is filled.
-    ahead: BTreeMap<u64, Vec<u8>>,
+    ahead: BTreeMap<u64, Bytes>,
     ahead_bytes: usize,
+    /// What the acting account's uploads may hold ahead of gaps together, once the upload is
+    /// given to the [`Writers`]; `ahead_bytes` of it are this upload's.
+    budget: Option<Arc<writer::AheadBudget>>,
     /// Bytes sealed so far: every byte before this offset has been written once.
     sealed: u64,
     /// Name in the staging directory; `None` once committed or discarded.
@@ -418,11 +429,32 @@ impl Upload {
         self.size
     }
 
+    /// The account that acts: its budget of data held ahead of gaps is shared by its uploads.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
     /// Writes at an offset, as SFTP does. Requests may arrive out of order: a piece ahead of a
-    /// gap waits in memory (up to [`AHEAD_LIMIT`]) until the gap is filled. Rewriting bytes
+    /// gap waits in memory (up to [`AHEAD_LIMIT`], and within the account's budget once the
+    /// upload has one) until the gap is filled. Rewriting bytes
     /// already written is refused — the sealed file cannot be changed in place, and no
     /// upload client needs it.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BoxError> {
+        self.write_piece(offset, data, || Bytes::copy_from_slice(data))
+    }
+
+    /// As [`Upload::write_at`], keeping `data` itself (not a copy) if it must wait.
+    pub fn write_bytes_at(&mut self, offset: u64, data: &Bytes) -> Result<(), BoxError> {
+        self.write_piece(offset, data, || data.clone())
+    }
+
+    /// Writes `data` at `offset`; `keep` gives what waits in memory if it comes ahead of a gap.
+    fn write_piece(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        keep: impl FnOnce() -> Bytes,
+    ) -> Result<(), BoxError> {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or(BoxError::TooLarge { limit: self.limit })?;
@@ -447,12 +479,18 @@ impl Upload {
                     "too much data written ahead of a gap in the file",
                 ));
             }
+            if let Some(budget) = &self.budget {
+                budget.take(data.len())?;
+            }
             self.ahead_bytes += data.len();
-            self.ahead.insert(offset, data.to_vec());
+            self.ahead.insert(offset, keep());
         } else {
             self.seal(data)?;
             while let Some(piece) = self.ahead.remove(&self.sealed) {
                 self.ahead_bytes -= piece.len();
+                if let Some(budget) = &self.budget {
+                    budget.give(piece.len());
+                }
                 self.seal(&piece)?;
             }
         }
@@ -528,6 +566,9 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.give(self.ahead_bytes);
+        }
         if let Some(staged) = self.staged.take() {
             let _ = fsops::unlink_beneath(&self.staging, &staged);
         }

@@ -250,6 +250,13 @@ pub struct Limits {
     pub max_channels_per_connection: u32,
     /// Files and directories one SFTP session may hold open at once.
     pub max_handles_per_session: u32,
+    /// Bytes of out-of-order SFTP writes one account's uploads may hold in memory together,
+    /// waiting for a gap before them to be filled.
+    pub max_buffered_per_account: ByteSize,
+    /// The same, for the uploads of all accounts together.
+    pub max_buffered_total: ByteSize,
+    /// Threads that hash, seal and write uploads, shared by all uploads of both transports.
+    pub upload_writer_threads: u32,
 }
 
 impl Default for Limits {
@@ -274,6 +281,9 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(15 * 60),
             max_channels_per_connection: 10,
             max_handles_per_session: 64,
+            max_buffered_per_account: ByteSize(32 << 20),
+            max_buffered_total: ByteSize(64 << 20),
+            upload_writer_threads: 8,
         }
     }
 }

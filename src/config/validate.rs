@@ -14,6 +14,11 @@ use super::model::*;
 use crate::key_path;
 use crate::numbers;
 
+/// The least `max_buffered_per_account`: room for a client that reorders a few 255 KiB writes.
+const MIN_BUFFERED_PER_ACCOUNT: u64 = 1 << 20;
+/// The most `upload_writer_threads`: more threads than this only compete for the same cores.
+const MAX_UPLOAD_WRITER_THREADS: u32 = 256;
+
 pub struct Finding {
     pub path: KeyPath,
     pub severity: Severity,
@@ -233,6 +238,26 @@ fn gateway(g: &Gateway, f: &mut Findings) {
         if zero {
             f.error(key_path!["gateway", "limits", key], "must be more than 0");
         }
+    }
+    if limits.max_buffered_per_account.bytes() < MIN_BUFFERED_PER_ACCOUNT {
+        f.error(
+            key_path!["gateway", "limits", "max_buffered_per_account"],
+            format!(
+                "must be at least {MIN_BUFFERED_PER_ACCOUNT} bytes (1 MiB): SFTP clients reorder a few writes of up to 255 KiB"
+            ),
+        );
+    }
+    if limits.max_buffered_total.bytes() < limits.max_buffered_per_account.bytes() {
+        f.error(
+            key_path!["gateway", "limits", "max_buffered_total"],
+            "must be at least max_buffered_per_account",
+        );
+    }
+    if !(1..=MAX_UPLOAD_WRITER_THREADS).contains(&limits.upload_writer_threads) {
+        f.error(
+            key_path!["gateway", "limits", "upload_writer_threads"],
+            format!("must be from 1 to {MAX_UPLOAD_WRITER_THREADS}"),
+        );
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub clock_synchronised: Gauge,
     /// 1 while the audit log is written; 0 while it cannot be (sessions and uploads refused).
     pub audit_writable: Gauge,
+    /// Bytes of uploads written ahead of gaps and held in memory until the gaps are filled.
+    pub upload_buffered_bytes: Gauge,
     /// The spool pipeline's metrics.
     pub pipeline: PipelineMetrics,
 }
@@ -137,8 +139,15 @@ impl Metrics {
             "1 while the audit log is written; 0 while new sessions and uploads are refused",
             audit_writable.clone(),
         );
+        let upload_buffered_bytes = Gauge::default();
+        registry.register(
+            "upload_buffered_bytes",
+            "Bytes of uploads written ahead of gaps, held in memory until the gaps are filled",
+            upload_buffered_bytes.clone(),
+        );
         let pipeline = PipelineMetrics::register(&mut registry);
         Metrics {
+            upload_buffered_bytes,
             pipeline,
             registry,
             auth_failures,

@@ -382,6 +382,18 @@ impl Limiter {
             .ok_or(Full::Unauthenticated(self.unauthenticated.max))
     }
 
+    /// As [`Limiter::unauthenticated_slot`], waiting up to `wait` for one to come free (after
+    /// a silent connection was made to give up its own).
+    pub async fn unauthenticated_slot_within(
+        &self,
+        wait: Duration,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout(wait, self.unauthenticated.semaphore.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// An authentication attempt: refused while the source is banned, or this account from
     /// this source.
     pub fn check_auth(&self, ip: IpAddr, account: &str) -> Result<(), Refused> {

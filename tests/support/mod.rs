@@ -584,3 +584,68 @@ pub fn outbox_names(tc: &TestConfig, account: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A raw SFTP session over russh as an example account with its example key: a client that sends
+/// what a test needs (writes out of order, uploads left open), which OpenSSH's client never does.
+pub struct RawSftp {
+    pub sftp: russh_sftp::client::RawSftpSession,
+    _ssh: russh::client::Handle<AnyHostKey>,
+}
+
+/// Trusts any host key: the daemon under test is on loopback.
+pub struct AnyHostKey;
+
+impl russh::client::Handler for AnyHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+impl RawSftp {
+    /// Logs in as `account` with the example key `key` and starts SFTP.
+    pub async fn connect(port: u16, account: &str, key: &str) -> RawSftp {
+        let config = std::sync::Arc::new(russh::client::Config::default());
+        let mut ssh = russh::client::connect(config, ("127.0.0.1", port), AnyHostKey)
+            .await
+            .expect("ssh connect");
+        let key =
+            russh::keys::load_secret_key(repo_root().join("certs-example/ssh").join(key), None)
+                .expect("example key");
+        let hash = ssh.best_supported_rsa_hash().await.expect("hash").flatten();
+        let auth = ssh
+            .authenticate_publickey(
+                account,
+                russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(key), hash),
+            )
+            .await
+            .expect("authenticate");
+        assert!(auth.success(), "{account} logs in");
+        let channel = ssh.channel_open_session().await.expect("channel");
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .expect("sftp subsystem");
+        let sftp = russh_sftp::client::RawSftpSession::new(channel.into_stream());
+        sftp.init().await.expect("sftp init");
+        RawSftp { sftp, _ssh: ssh }
+    }
+
+    /// Opens `path` for writing, as an upload.
+    pub async fn create(&self, path: &str) -> String {
+        use russh_sftp::protocol::{FileAttributes, OpenFlags};
+        self.sftp
+            .open(
+                path,
+                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                FileAttributes::default(),
+            )
+            .await
+            .expect("open for writing")
+            .handle
+    }
+}

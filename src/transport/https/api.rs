@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::Shared;
 use crate::accounts::{Account, Role};
-use crate::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder, UploadWriter};
+use crate::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder};
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -85,6 +85,7 @@ impl From<BoxError> for ApiError {
             BoxError::Empty => (StatusCode::BAD_REQUEST, "empty_file"),
             BoxError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             BoxError::OutOfOrder(_) => (StatusCode::BAD_REQUEST, "out_of_order"),
+            BoxError::Buffered { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             BoxError::InsufficientStorage => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
@@ -456,10 +457,7 @@ async fn upload(
     let Some(mut body) = body.take() else {
         return Err(ApiError::internal());
     };
-    let mut writer = UploadWriter::spawn(upload).map_err(|e| {
-        tracing::warn!(error = %e, "no thread for an upload");
-        ApiError::internal()
-    })?;
+    let mut writer = conn.shared.services.writers.spawn(upload);
     let mut batch = Vec::new();
     let mut batched = 0;
     loop {

@@ -6,11 +6,13 @@
 //! [`algorithms`] and `[gateway.ssh]`, and listed in docs/sftp.md.
 
 pub mod algorithms;
+pub mod packets;
 mod session;
 mod stream;
 mod view;
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +26,56 @@ use crate::transport::limits::Transport;
 
 /// How long a revoked or shut-down session gets to say goodbye before it is dropped.
 const DISCONNECT_GRACE: Duration = Duration::from_millis(300);
+/// How long a new connection waits for the slot a silent one was made to give up.
+const SLOT_HANDOVER: Duration = Duration::from_secs(2);
+
+/// Connections that have not sent their SSH version line yet, oldest first. A client sends it as
+/// soon as it connects, so one still silent when every unauthenticated slot is held is the
+/// likeliest to be an idle flood: it gives its slot up to a newcomer.
+#[derive(Clone, Default)]
+struct Silent(Arc<std::sync::Mutex<SilentList>>);
+
+#[derive(Default)]
+struct SilentList {
+    next: u64,
+    /// By arrival: id, peer, the token that cuts its socket.
+    queue: std::collections::VecDeque<(u64, SocketAddr, CancellationToken)>,
+}
+
+impl Silent {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SilentList> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a new connection as silent until the returned guard is dropped.
+    fn add(&self, peer: SocketAddr, cut: CancellationToken) -> Heard {
+        let mut list = self.lock();
+        list.next += 1;
+        let id = list.next;
+        list.queue.push_back((id, peer, cut));
+        Heard {
+            silent: self.clone(),
+            id,
+        }
+    }
+
+    /// Takes the oldest silent connection off the list: its peer and the token that cuts it.
+    fn displace_oldest(&self) -> Option<(SocketAddr, CancellationToken)> {
+        self.lock().queue.pop_front().map(|(_, p, c)| (p, c))
+    }
+}
+
+/// Takes its connection off the silent list when dropped: its version line came, or it ended.
+struct Heard {
+    silent: Silent,
+    id: u64,
+}
+
+impl Drop for Heard {
+    fn drop(&mut self) {
+        self.silent.lock().queue.retain(|(id, _, _)| *id != self.id);
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SftpError {
@@ -142,6 +194,7 @@ async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) {
+    let silent = Silent::default();
     loop {
         let (socket, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -181,36 +234,62 @@ async fn serve(
                 continue;
             }
         };
+        // When every slot is held, the oldest connection that has not even sent its version
+        // line gives its slot up to this one: idle connections cannot keep clients out.
         let unauthenticated = match services.limiter.unauthenticated_slot() {
-            Ok(s) => s,
-            Err(full) => {
-                refuse(full.to_string());
-                continue;
-            }
+            Ok(s) => Some(s),
+            Err(full) => match silent.displace_oldest() {
+                Some((victim, cut)) => {
+                    cut.cancel();
+                    services.audit.record(
+                        "sftp.connection_refused",
+                        None,
+                        Some(victim),
+                        serde_json::json!({"reason": format!("{full}; silent, its slot given to a new connection")}),
+                    );
+                    None
+                }
+                None => {
+                    refuse(full.to_string());
+                    continue;
+                }
+            },
         };
         let _ = socket.set_nodelay(true);
         let limits = services.live.snapshot().config.gateway.limits.clone();
         let connection_end = shutdown.child_token();
-        let authenticated = CancellationToken::new();
-        let login = session::Login {
-            unauthenticated,
-            authenticated: authenticated.clone(),
-        };
-        let handler =
-            session::SshSession::new(services.clone(), peer, connection_end.clone(), login);
-        tokio::spawn(login_grace(
-            services.clone(),
-            peer,
-            limits.login_grace_time,
-            authenticated,
-            connection_end.clone(),
-        ));
         let config = config.clone();
         let services = services.clone();
         let cut = CancellationToken::new();
         let socket = stream::Cuttable::new(socket, cut.clone());
+        let not_yet_heard = silent.add(peer, cut.clone());
         tokio::spawn(async move {
             let _slot = slot;
+            let unauthenticated = match unauthenticated {
+                Some(s) => s,
+                None => match services
+                    .limiter
+                    .unauthenticated_slot_within(SLOT_HANDOVER)
+                    .await
+                {
+                    Some(s) => s,
+                    None => return,
+                },
+            };
+            let authenticated = CancellationToken::new();
+            let login = session::Login {
+                unauthenticated,
+                authenticated: authenticated.clone(),
+            };
+            let handler =
+                session::SshSession::new(services.clone(), peer, connection_end.clone(), login);
+            tokio::spawn(login_grace(
+                services.clone(),
+                peer,
+                limits.login_grace_time,
+                authenticated,
+                connection_end.clone(),
+            ));
             // The session task reads the socket until it ends; cutting the socket ends it even
             // where russh would not act on a disconnect (a key exchange the client stalls).
             let _cut_on_exit = cut.clone().drop_guard();
@@ -221,6 +300,7 @@ async fn serve(
                 ) => r,
                 _ = connection_end.cancelled() => return,
             };
+            drop(not_yet_heard);
             let running = match started {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {

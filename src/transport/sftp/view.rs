@@ -108,6 +108,7 @@ impl From<BoxError> for Refusal {
             | BoxError::Empty
             | BoxError::TooLarge { .. }
             | BoxError::OutOfOrder(_)
+            | BoxError::Buffered { .. }
             | BoxError::InsufficientStorage
             | BoxError::Unavailable => StatusCode::Failure,
             BoxError::Io(_) => StatusCode::Failure,
@@ -442,10 +443,7 @@ impl russh_sftp::server::Handler for SftpView {
                 "box.open",
                 json!({"box": owner, "folder": "inbox", "name": name.as_str(), "mode": "write"}),
             );
-            OpenHandle::Write(UploadWriter::spawn(upload).map_err(|e| {
-                tracing::warn!(error = %e, "no thread for an upload");
-                refuse(StatusCode::Failure, "internal error")
-            })?)
+            OpenHandle::Write(self.services.writers.spawn(upload))
         } else {
             let (file, entry) = b
                 .open_read(folder, &name)
