@@ -8,73 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
-use crate::boxes::{BoxEvent, Writers};
 use crate::config::live::LiveConfig;
-use crate::metrics::Metrics;
+use crate::services::Services;
 use crate::state::StateLayout;
-use crate::transport::limits::Limiter;
-use crate::transport::sessions::SessionRegistry;
-
-/// What the parts of a running gateway share. Cheap to clone.
-#[derive(Clone)]
-pub struct Services {
-    pub live: Arc<LiveConfig>,
-    pub layout: StateLayout,
-    /// Transports report completed uploads, retrievals and acknowledgements here.
-    pub box_events: mpsc::Sender<BoxEvent>,
-    pub audit: Audit,
-    pub metrics: Arc<Metrics>,
-    pub sessions: Arc<SessionRegistry>,
-    pub limiter: Arc<Limiter>,
-    /// Whether clamd answers: the NOC status shows it.
-    pub scan_health: Arc<crate::scan::ScanHealth>,
-    /// The key of everything encrypted at rest: uploads as they are written, the spool, quarantine.
-    pub master: Arc<crate::keys::MasterKey>,
-    /// The threads that write uploads of both transports, and the accounts' budgets for data
-    /// written ahead of gaps.
-    pub writers: Arc<Writers>,
-}
-
-/// Bound on queued box events: transports wait (back-pressure) rather than queue without end.
-const BOX_EVENT_QUEUE: usize = 1024;
-
-impl Services {
-    /// Services for a loaded config, with the receiving end of the box events. Fails only if
-    /// the upload writer threads cannot be started.
-    pub fn new(
-        live: Arc<LiveConfig>,
-        audit: Audit,
-        master: Arc<crate::keys::MasterKey>,
-    ) -> std::io::Result<(Services, mpsc::Receiver<BoxEvent>)> {
-        let snapshot = live.snapshot();
-        let (tx, rx) = mpsc::channel(BOX_EVENT_QUEUE);
-        let limits = &snapshot.config.gateway.limits;
-        let metrics = Arc::new(Metrics::new());
-        let writers = Writers::new(
-            limits.upload_writer_threads,
-            limits.max_buffered_per_account.bytes(),
-            limits.max_buffered_total.bytes(),
-            metrics.upload_buffered_bytes.clone(),
-        )?;
-        let services = Services {
-            writers: Arc::new(writers),
-            metrics,
-            layout: StateLayout::new(&snapshot.config.gateway.state_dir),
-            limiter: Arc::new(Limiter::new(&snapshot.config.gateway.limits)),
-            live,
-            box_events: tx,
-            audit,
-            sessions: SessionRegistry::new(),
-            scan_health: Arc::default(),
-            master,
-        };
-        Ok((services, rx))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

@@ -824,7 +824,7 @@ fn validate(
         &expect,
         lang.unwrap_or(sender.language),
     )?;
-    let print = |findings: &[handoff::receipts::Reason]| {
+    let print = |findings: &[handoff::events::Finding]| {
         for f in findings {
             let mut place = f.file.clone().unwrap_or_else(|| "-".into());
             if let Some(line) = f.line {

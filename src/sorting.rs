@@ -78,7 +78,7 @@ fn root_ns(doc: &xml::Tree) -> Option<String> {
 
 /// Reads an archive that passed the check: its persons and their insurers, entry by entry.
 pub fn survey<R: Read + Seek>(src: R, limits: Limits) -> Result<Survey, SortError> {
-    let bad = |r: crate::receipts::Reason| SortError::Unreadable(r.to_string());
+    let bad = |r: crate::events::Finding| SortError::Unreadable(r.to_string());
     let mut archive = Archive::open(src, limits).map_err(|rs| {
         SortError::Unreadable(rs.first().map(ToString::to_string).unwrap_or_default())
     })?;
@@ -271,7 +271,7 @@ pub fn write_child<R: Read + Seek, W: Write>(
     out: W,
 ) -> Result<W, SortError> {
     use zip::write::SimpleFileOptions;
-    let bad = |r: crate::receipts::Reason| SortError::Unreadable(r.to_string());
+    let bad = |r: crate::events::Finding| SortError::Unreadable(r.to_string());
     let mut archive = Archive::open(src, limits).map_err(|rs| {
         SortError::Unreadable(rs.first().map(ToString::to_string).unwrap_or_default())
     })?;

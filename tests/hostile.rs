@@ -167,9 +167,10 @@ fn bans_survive_a_restart() {
     );
 }
 
-fn events(tc: &TestConfig) -> Vec<handoff::pipeline::events::FileEvent> {
-    use handoff::pipeline::events::EventLog;
-    let Ok(store) = handoff::spool::store::SqliteStore::open(&tc.state_dir().join("store")) else {
+fn events(tc: &TestConfig) -> Vec<handoff::events::FileEvent> {
+    use handoff::events::EventLog;
+    let Ok(store) = handoff::pipeline::jobs::SqliteStore::open(&tc.state_dir().join("store"))
+    else {
         return Vec::new();
     };
     store
@@ -185,7 +186,7 @@ fn events(tc: &TestConfig) -> Vec<handoff::pipeline::events::FileEvent> {
 /// the NOC alerted — and the pipeline goes on with other files.
 #[test]
 fn a_job_whose_stage_panics_is_rejected_after_bounded_attempts() {
-    use handoff::receipts::Hop;
+    use handoff::events::Hop;
     let tc = TestConfig::new();
     let d = Daemon::start_with_env(
         &tc,

@@ -6,8 +6,8 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use handoff::pipeline::events::FileEvent;
-use handoff::receipts::Hop;
+use handoff::events::FileEvent;
+use handoff::events::Hop;
 use support::{Daemon, TestConfig, sftp_batch};
 
 fn get(port: u16, path: &str) -> String {

@@ -5,9 +5,9 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use handoff::pipeline::events::{EventLog, FileEvent};
-use handoff::receipts::Hop;
-use handoff::spool::store::SqliteStore;
+use handoff::events::Hop;
+use handoff::events::{EventLog, FileEvent};
+use handoff::pipeline::jobs::SqliteStore;
 use handoff::validate::testdata::{self, Spec, Violation};
 use support::{
     ClamdInstance, Daemon, TestConfig, checkup_archive, checkup_archive_with, hand_off, wait_for,

@@ -2,12 +2,12 @@
 
 mod support;
 
+use handoff::events::EventLog;
+use handoff::events::Hop;
 use handoff::pipeline::accept::accept;
-use handoff::pipeline::events::EventLog;
+use handoff::pipeline::jobs::{JobState, JobStore, SqliteStore};
 use handoff::pipeline::stages::{Routing, route};
-use handoff::receipts::Hop;
 use handoff::spool::Spool;
-use handoff::spool::store::{JobState, JobStore, SqliteStore};
 use handoff::state::StateLayout;
 use support::{TestConfig, hand_off};
 

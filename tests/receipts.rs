@@ -6,10 +6,11 @@ mod support;
 use std::fs;
 use std::process::Command;
 
-use handoff::pipeline::events::FileEvent;
+use handoff::events::FileEvent;
+use handoff::events::{Finding, Hop};
 use handoff::receipts::issuer::Issuer;
 use handoff::receipts::ledger::Ledger;
-use handoff::receipts::{Hop, Reason, Receipt, ReceiptError, verify_chain};
+use handoff::receipts::{Receipt, ReceiptError, verify_chain};
 use handoff::state::StateLayout;
 use support::{MemoryLog, TestConfig};
 
@@ -29,7 +30,7 @@ fn event(file: &str, hop: Hop) -> FileEvent {
         sealed_sha256: (hop == Hop::Delivered).then(|| "cd".repeat(32)),
         reasons: if hop == Hop::Rejected {
             vec![
-                Reason::new("xsd.invalid", "element 'code' is not expected")
+                Finding::new("xsd.invalid", "element 'code' is not expected")
                     .in_file("DATA/h1.xml")
                     .at(12, Some(5)),
             ]

@@ -315,7 +315,7 @@ fn an_eleventh_split_to_an_insurer_on_one_day_is_refused() {
         config.gateway.utc_offset(),
     ));
     {
-        use handoff::spool::store::{JobStore, SqliteStore};
+        use handoff::pipeline::jobs::{JobStore, SqliteStore};
         let store = SqliteStore::open(&tc.state_dir().join("store")).expect("store");
         for k in 0..10 {
             store

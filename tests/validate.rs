@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use handoff::config::{ArchiveLimits, Config, Lang, RuleSeverity};
-use handoff::receipts::Reason;
+use handoff::events::Finding;
 use handoff::validate::archive::Limits;
 use handoff::validate::finding::Rule;
 use handoff::validate::format::DocKind;
@@ -66,7 +66,7 @@ fn check_in(
 }
 
 /// Every finding, and whether the file was refused.
-fn findings(checked: Checked) -> (bool, Vec<Reason>) {
+fn findings(checked: Checked) -> (bool, Vec<Finding>) {
     match checked {
         Checked::Invalid(f) => (true, f),
         Checked::Valid { warnings, .. } => (false, warnings),

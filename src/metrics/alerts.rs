@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::Services;
 use crate::receipts::ledger::Ledger;
+use crate::services::Services;
 
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 

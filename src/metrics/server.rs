@@ -15,8 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::Services;
 use crate::receipts::ledger::Ledger;
+use crate::services::Services;
 
 pub async fn serve(services: Services, listener: TcpListener, shutdown: CancellationToken) {
     loop {
@@ -200,7 +200,7 @@ fn noc_note(r: &crate::receipts::Receipt) -> String {
         return String::new();
     };
     let n = r.reasons.len();
-    let kind = if r.hop == crate::receipts::Hop::Rejected {
+    let kind = if r.hop == crate::events::Hop::Rejected {
         "rejected"
     } else {
         "warnings"

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::PipelineError;
 use crate::boxes::FileName;
 use crate::config::Config;
-use crate::spool::store::{Job, JobState, JobStore};
+use crate::pipeline::jobs::{Job, JobState, JobStore};
 use crate::spool::{self, Spool};
 use crate::state::StateLayout;
 

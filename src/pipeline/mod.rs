@@ -7,8 +7,8 @@
 //! job store, with its [`FileEvent`], before the next side effect. See docs/pipeline.md.
 
 pub mod accept;
-pub mod events;
 pub mod fault;
+pub mod jobs;
 pub mod split;
 pub mod stages;
 
@@ -24,13 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::boxes::{BoxEvent, FileName};
 use crate::config::live::LiveConfig;
+use crate::events::{EventLog, FileEvent, Hop};
 use crate::metrics::PipelineMetrics;
-use crate::receipts::Hop;
+use crate::pipeline::jobs::{Job, JobState, JobStore, SqliteStore, StoreError, Transition};
 use crate::scan::{Clamd, ScanHealth};
-use crate::spool::store::{Job, JobState, JobStore, SqliteStore, StoreError, Transition};
 use crate::spool::{self, Spool};
 use crate::state::StateLayout;
-use events::{EventLog, FileEvent};
 use stages::{
     ArchiveValidator, CmsSealer, DeliverStage, Outcome, ScanStage, SealStage, Stage, StageCtx,
     ValidateStage,
@@ -108,7 +107,7 @@ impl Pipeline {
     /// Opens the job store, clears what a crash left half-done, resumes unfinished jobs,
     /// accepts whatever waits in the inboxes, and starts the workers.
     pub fn start(
-        services: &crate::daemon::Services,
+        services: &crate::services::Services,
         box_events: mpsc::Receiver<BoxEvent>,
         shutdown: CancellationToken,
     ) -> Result<Pipeline, PipelineError> {
@@ -388,7 +387,7 @@ async fn worker(
 async fn health_checks(
     clamd: Clamd,
     health: Arc<ScanHealth>,
-    services: crate::daemon::Services,
+    services: crate::services::Services,
     shutdown: CancellationToken,
 ) {
     let metrics = &services.metrics;
@@ -490,7 +489,7 @@ impl Inner {
             }
         };
         let sender = job.sender.clone();
-        let reason = crate::receipts::Reason::new(INTERNAL_ERROR_RULE, INTERNAL_ERROR_MESSAGE);
+        let reason = crate::events::Finding::new(INTERNAL_ERROR_RULE, INTERNAL_ERROR_MESSAGE);
         if let Err(e) = self.reject(job, vec![reason], true) {
             tracing::error!(file_id, error = %e, "recording the rejection of a file that keeps failing");
             return Some(self.backoff(file_id));
@@ -625,7 +624,7 @@ impl Inner {
         to: JobState,
         recipient: Option<String>,
         sealed_sha256: Option<String>,
-        warnings: Vec<crate::receipts::Reason>,
+        warnings: Vec<crate::events::Finding>,
     ) -> Result<(), PipelineError> {
         job.state = to;
         if !warnings.is_empty() {
@@ -664,8 +663,8 @@ impl Inner {
         &self,
         mut job: Job,
         children: Vec<Job>,
-        listed: Vec<crate::receipts::Child>,
-        returned: Vec<crate::receipts::Reason>,
+        listed: Vec<crate::events::Child>,
+        returned: Vec<crate::events::Finding>,
     ) -> Result<(), PipelineError> {
         job.state = JobState::Split;
         // The parent's warnings are the sender's to read: in its `split` receipt.
@@ -698,7 +697,7 @@ impl Inner {
     fn reject(
         &self,
         mut job: Job,
-        reasons: Vec<crate::receipts::Reason>,
+        reasons: Vec<crate::events::Finding>,
         quarantine: bool,
     ) -> Result<(), PipelineError> {
         if quarantine {
@@ -720,7 +719,7 @@ impl Inner {
         // Rules, files and lines only: messages may quote personal data.
         let why = reasons
             .iter()
-            .map(crate::receipts::Reason::redacted)
+            .map(crate::events::Finding::redacted)
             .collect::<Vec<_>>()
             .join("; ");
         tracing::warn!(

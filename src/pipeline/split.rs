@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 
 use super::stages::{Outcome, Stage, StageCtx};
 use crate::config::{AGENCY_ROUTE, Config, Counterpart, CounterpartKind, Unroutable};
-use crate::receipts::{Child, Reason};
+use crate::events::{Child, Finding};
+use crate::pipeline::jobs::{Job, JobState};
 use crate::sorting::{self, ChildSpec, Person};
-use crate::spool::store::{Job, JobState};
 use crate::validate::archive::Limits;
 use crate::validate::format;
 use crate::validate::{self, Checked};
@@ -68,7 +68,7 @@ fn routable<'c>(
     (config.route_allowed(sender, &c.id) && c.encryption_cert.is_some()).then_some(c)
 }
 
-fn unroutable_reason(p: &Person, ja: bool) -> Reason {
+fn unroutable_reason(p: &Person, ja: bool) -> Finding {
     let who = p.insurer.as_deref().unwrap_or("-");
     let message = if ja {
         format!(
@@ -81,7 +81,7 @@ fn unroutable_reason(p: &Person, ja: bool) -> Reason {
              受診者の保険者 {who} は、この送信者が代行機関経由で送付できる保険者ではありません"
         )
     };
-    Reason::new(RULE_UNROUTABLE, message).in_file(&p.data)
+    Finding::new(RULE_UNROUTABLE, message).in_file(&p.data)
 }
 
 impl Stage for SplitStage {
@@ -98,7 +98,7 @@ impl Stage for SplitStage {
         let config = ctx.config;
         let Some(agency) = config.gateway.agency_number.as_deref() else {
             return Outcome::Reject {
-                reasons: vec![Reason::new(
+                reasons: vec![Finding::new(
                     "route.unknown-recipient",
                     "この代行機関は設定されていません / the gateway is no longer configured as an agency",
                 )],
@@ -120,7 +120,7 @@ impl Stage for SplitStage {
         };
 
         // Every DATA file ends in exactly one child or in the list of files returned.
-        let mut returned: Vec<Reason> = Vec::new();
+        let mut returned: Vec<Finding> = Vec::new();
         let mut groups: BTreeMap<&str, (&Counterpart, Vec<&Person>)> = BTreeMap::new();
         for p in &survey.persons {
             match routable(config, &job.sender, p.insurer.as_deref()) {
@@ -134,7 +134,7 @@ impl Stage for SplitStage {
         }
         for claim in &survey.orphan_claims {
             returned.push(
-                Reason::new(
+                Finding::new(
                     RULE_UNPAIRED,
                     if ja {
                         "対応する DATA のファイルがないため、振り分けできません / the claim has no DATA file to be sorted with"
@@ -160,7 +160,7 @@ impl Stage for SplitStage {
             Ok(Ok(plan)) => plan,
             Ok(Err(insurer)) => {
                 return Outcome::Reject {
-                    reasons: vec![Reason::new(
+                    reasons: vec![Finding::new(
                         RULE_SEND_COUNT,
                         format!(
                             "代行機関から保険者 {insurer} への本日の送付は上限の10回に達しました。明日再送してください / \

@@ -6,11 +6,11 @@ use std::io::{self, Read, Seek, Write};
 use std::sync::Arc;
 
 use crate::config::{Config, Counterpart, CounterpartKind, Inbound};
-use crate::receipts::Reason;
+use crate::events::Finding;
+use crate::pipeline::jobs::{Job, JobState, JobStore};
 use crate::scan::{Clamd, ScanHealth, Verdict};
 use crate::seal::{OpenOptions, OpeningKey, SealError};
 pub use crate::spool::ReadSeek;
-use crate::spool::store::{Job, JobState, JobStore};
 use crate::spool::{self, Spool};
 use crate::state::StateLayout;
 use crate::validate;
@@ -33,11 +33,11 @@ pub enum Outcome {
         recipient: Option<String>,
         sealed_sha256: Option<String>,
         /// Findings the file goes on with, for the `delivered` receipt.
-        warnings: Vec<Reason>,
+        warnings: Vec<Finding>,
     },
     /// Refuse the file; `quarantine` when clamd found something.
     Reject {
-        reasons: Vec<Reason>,
+        reasons: Vec<Finding>,
         quarantine: bool,
     },
     /// An agency-addressed archive was sorted: the child jobs to record (their files are in
@@ -45,8 +45,8 @@ pub enum Outcome {
     /// sender (a `rejected` receipt for the parent, when not empty).
     Split {
         children: Vec<Job>,
-        listed: Vec<crate::receipts::Child>,
-        returned: Vec<Reason>,
+        listed: Vec<crate::events::Child>,
+        returned: Vec<Finding>,
     },
     /// Not now (scanner unreachable, disk error): the job stays where it is and is retried.
     Retry(String),
@@ -92,8 +92,8 @@ pub struct Routing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Validated {
     /// Routed by the archive's facts, with the findings it goes on with.
-    Routed(Routing, Vec<Reason>),
-    Rejected(Vec<Reason>),
+    Routed(Routing, Vec<Finding>),
+    Rejected(Vec<Finding>),
 }
 
 /// Checks a file that `sender` uploaded as `name` under the configuration in force. `Err`
@@ -174,9 +174,9 @@ impl Sealer for CmsSealer {
 /// The recipient of a file from `sender`: the counterpart with the receiver number the
 /// validator read (of the other kind), or without one the sender's only route. The pair must
 /// be an allowed route; nothing is guessed.
-pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String, Reason> {
+pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String, Finding> {
     let Some(from) = config.counterpart(sender) else {
-        return Err(Reason::new(
+        return Err(Finding::new(
             "route.unknown-sender",
             format!("{sender} is not a configured counterpart"),
         ));
@@ -185,7 +185,7 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
         return if config.may_send_to_agency(sender) {
             Ok(crate::config::AGENCY_ROUTE.to_owned())
         } else {
-            Err(Reason::new(
+            Err(Finding::new(
                 "route.not-allowed",
                 format!("{sender} may not send archives to the agency"),
             ))
@@ -195,7 +195,7 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
         Some((kind, number)) => match config.counterpart_by_number(*kind, number) {
             Some(c) => c.id.clone(),
             None => {
-                return Err(Reason::new(
+                return Err(Finding::new(
                     "route.unknown-recipient",
                     format!("receiver number {number} is not a known counterpart"),
                 ));
@@ -204,7 +204,7 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
         None => match from.routes.as_slice() {
             [only] => only.clone(),
             _ => {
-                return Err(Reason::new(
+                return Err(Finding::new(
                     "route.unknown-recipient",
                     "the file names no receiver and the sender has no single route",
                 ));
@@ -212,7 +212,7 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
         },
     };
     if !config.route_allowed(sender, &to) || config.counterpart(&to).is_none() {
-        return Err(Reason::new(
+        return Err(Finding::new(
             "route.not-allowed",
             format!("{sender} may not send files to {to}"),
         ));
@@ -235,7 +235,7 @@ impl Stage for ValidateStage {
     fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome {
         let Some(sender) = ctx.config.counterpart(&job.sender) else {
             return Outcome::Reject {
-                reasons: vec![Reason::new(
+                reasons: vec![Finding::new(
                     "route.unknown-sender",
                     format!("{} is not a configured counterpart", job.sender),
                 )],
@@ -324,7 +324,7 @@ fn open_inbound(job: &Job, ctx: &StageCtx<'_>) -> Option<Outcome> {
         Ok(Err(e @ SealError::Unsupported(_))) => ("inbound.unsupported", e.to_string()),
     };
     Some(Outcome::Reject {
-        reasons: vec![Reason::new(rule, message)],
+        reasons: vec![Finding::new(rule, message)],
         quarantine: false,
     })
 }
@@ -351,7 +351,7 @@ impl Stage for ScanStage {
             Ok(Verdict::Clean) => Outcome::advance(JobState::Scanned),
             Ok(Verdict::Found(name)) if name.starts_with("Heuristics.Limits.Exceeded") => {
                 Outcome::Reject {
-                    reasons: vec![Reason::new(
+                    reasons: vec![Finding::new(
                         "scan.limits-exceeded",
                         format!("the file is too large or too deeply nested to scan ({name})"),
                     )],
@@ -359,7 +359,7 @@ impl Stage for ScanStage {
                 }
             }
             Ok(Verdict::Found(name)) => Outcome::Reject {
-                reasons: vec![Reason::new(
+                reasons: vec![Finding::new(
                     "scan.infected",
                     format!("the virus scanner found {name}"),
                 )],
@@ -397,7 +397,7 @@ impl Stage for SealStage {
             .and_then(|r| ctx.config.counterpart(r))
         else {
             return Outcome::Reject {
-                reasons: vec![Reason::new(
+                reasons: vec![Finding::new(
                     "route.unknown-recipient",
                     "the recipient is no longer configured",
                 )],
@@ -413,7 +413,7 @@ impl Stage for SealStage {
         };
         if let Err(why) = usable {
             return Outcome::Reject {
-                reasons: vec![Reason::new(
+                reasons: vec![Finding::new(
                     "seal.recipient-certificate",
                     format!("cannot seal for {}: {why}", recipient.id),
                 )],

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::Hop;
 use super::ledger::{Ledger, LedgerError};
 use super::receipt::Receipt;
-use crate::pipeline::events::{EventLog, FileEvent};
+use crate::events::{EventLog, FileEvent};
 use crate::state::StateLayout;
 
 /// Receipts whose box files are re-written at start-up, in case a crash came between the ledger
@@ -78,7 +78,7 @@ impl Issuer {
             sha256: event.sha256.clone(),
             sealed_sha256: event.sealed_sha256.clone(),
             reasons: event.reasons.clone(),
-            summary: super::summary_of(event.hop, &event.reasons),
+            summary: crate::events::summary_of(event.hop, &event.reasons),
             previous: head_hash,
             file_previous: self.ledger.file_head(&event.file_id)?,
             parent: event.parent.clone(),

@@ -12,146 +12,7 @@ mod receipt;
 
 pub use receipt::{GENESIS, Receipt, ReceiptError, verify_chain};
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
-/// The hops of a file's life that each get a receipt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Hop {
-    /// Upload closed, fsynced, hashed: the sender's responsibility ends.
-    Accepted,
-    /// Schema, scan or routing failed: handed back to the sender with reasons.
-    Rejected,
-    /// Sealed file durable in the recipient's outbox.
-    Delivered,
-    /// The recipient read the whole file or acknowledged it.
-    Retrieved,
-    /// Retention expired; the file was destroyed.
-    Purged,
-    /// An agency-addressed archive was sorted into one archive per insurer: the parent's work
-    /// ends, each child's begins (its `children` list them).
-    Split,
-}
-
-impl Hop {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Hop::Accepted => "accepted",
-            Hop::Rejected => "rejected",
-            Hop::Delivered => "delivered",
-            Hop::Retrieved => "retrieved",
-            Hop::Purged => "purged",
-            Hop::Split => "split",
-        }
-    }
-}
-
-impl fmt::Display for Hop {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One archive sorted out of an agency-addressed parent, as its `split` receipt lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Child {
-    /// The child's own file id: its receipts carry the parent's id.
-    pub file_id: String,
-    /// The insurer (counterpart id) it is sealed and delivered to, and its insurer number.
-    pub recipient: String,
-    pub insurer: String,
-    /// The child archive's name (`<agency>_<insurer>_<date><N>_<X>.zip`).
-    pub original_name: String,
-    /// Persons (DATA files) it holds.
-    pub persons: u64,
-    pub size: u64,
-    /// SHA-256 of the child archive's plaintext.
-    pub sha256: String,
-}
-
-/// Why a file was rejected: a machine-readable rule id, where in the file, and a message the
-/// sender's operator can act on. The validator, the scanner and routing all report in this form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reason {
-    /// Stable rule id, e.g. `zip.traversal`, `xsd.invalid`, `scan.infected`, `route.not-allowed`.
-    pub rule: String,
-    /// Path inside the archive, where the rule concerns one entry.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub column: Option<u32>,
-    pub message: String,
-    /// A finding the file was delivered with (its rule set to warn), rather than one it was
-    /// refused for. Absent (false) in the JSON of rejections, so older receipts read the same.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub warning: bool,
-}
-
-impl Reason {
-    pub fn new(rule: impl Into<String>, message: impl Into<String>) -> Reason {
-        Reason {
-            rule: rule.into(),
-            file: None,
-            line: None,
-            column: None,
-            message: message.into(),
-            warning: false,
-        }
-    }
-
-    pub fn warning(mut self) -> Reason {
-        self.warning = true;
-        self
-    }
-
-    pub fn in_file(mut self, file: impl Into<String>) -> Reason {
-        self.file = Some(file.into());
-        self
-    }
-
-    pub fn at(mut self, line: u32, column: Option<u32>) -> Reason {
-        self.line = Some(line);
-        self.column = column;
-        self
-    }
-}
-
-impl Reason {
-    /// Rule, file and line without the message — the form for the NOC and the logs: a message
-    /// may quote a personal field's value (a birth date, a name), which only the sender's own
-    /// receipt may carry. The rule id says what is wrong.
-    pub fn redacted(&self) -> String {
-        let mut s = format!("[{}]", self.rule);
-        if self.warning {
-            s.push_str(" warning");
-        }
-        if let Some(file) = &self.file {
-            s.push(' ');
-            s.push_str(file);
-            if let Some(line) = self.line {
-                s.push_str(&format!(":{line}"));
-            }
-        }
-        s
-    }
-}
-
-/// One line for people about a hop's reasons: why a file was rejected, or what it was
-/// delivered with.
-pub fn summary_of<T: fmt::Display>(hop: Hop, reasons: &[T]) -> Option<String> {
-    let first = reasons.first()?;
-    let n = reasons.len();
-    Some(match (hop, n) {
-        (Hop::Rejected, 1) => format!("rejected: {first}"),
-        (Hop::Rejected, _) => format!("rejected with {n} problems; first: {first}"),
-        (hop, 1) => format!("{hop} with a warning: {first}"),
-        (hop, _) => format!("{hop} with {n} warnings; first: {first}"),
-    })
-}
+use crate::events::{Finding, Hop, summary_of};
 
 /// A receipt's JSON as shown to the NOC: each reason without its message, and the summary
 /// rebuilt from rules, files and lines. Its signature no longer covers it; the signed receipt
@@ -169,7 +30,7 @@ pub fn redact_for_noc(receipt: &mut serde_json::Value) {
             }
             let mut with_message = r.clone();
             with_message["message"] = serde_json::Value::String(String::new());
-            if let Ok(reason) = serde_json::from_value::<Reason>(with_message) {
+            if let Ok(reason) = serde_json::from_value::<Finding>(with_message) {
                 parsed.push(reason.redacted());
             }
         }
@@ -188,44 +49,5 @@ pub fn redact_for_noc(receipt: &mut serde_json::Value) {
             );
         }
         map.insert("redacted".into(), serde_json::Value::Bool(true));
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}]", self.rule)?;
-        if self.warning {
-            f.write_str(" warning")?;
-        }
-        if let Some(file) = &self.file {
-            write!(f, " {file}")?;
-            if let Some(line) = self.line {
-                write!(f, ":{line}")?;
-                if let Some(col) = self.column {
-                    write!(f, ":{col}")?;
-                }
-            }
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_delivered_file_with_warnings_is_not_summarised_as_rejected() {
-        let warning = Reason::new("name.serial", "serials start at 000005").warning();
-        let rejection = Reason::new("date.invalid", "no such date");
-        assert_eq!(summary_of::<Reason>(Hop::Delivered, &[]), None);
-        assert_eq!(
-            summary_of(Hop::Delivered, std::slice::from_ref(&warning)).as_deref(),
-            Some("delivered with a warning: [name.serial] warning: serials start at 000005")
-        );
-        assert_eq!(
-            summary_of(Hop::Rejected, &[rejection, warning]).as_deref(),
-            Some("rejected with 2 problems; first: [date.invalid]: no such date")
-        );
     }
 }

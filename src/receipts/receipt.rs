@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Child, Hop, Reason, canonical};
+use super::canonical;
+use crate::events::{Child, Finding, Hop};
 
 /// The signed record of one hop of one file (DESIGN §3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +31,7 @@ pub struct Receipt {
     pub sha256: String,
     /// SHA-256 of the sealed file, hex (for `delivered`).
     pub sealed_sha256: Option<String>,
-    pub reasons: Vec<Reason>,
+    pub reasons: Vec<Finding>,
     /// Short human summary of the reasons, for `rejected`.
     pub summary: Option<String>,
     /// Hash of the previous receipt of the gateway chain (64 zeros for the first).

@@ -7,12 +7,9 @@
 //! and the file id ([`crate::seal::at_rest`]); plaintext never touches the disk. Sealed files
 //! (CMS for the recipient) are stored as they are.
 
-pub mod store;
-
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};

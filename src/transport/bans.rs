@@ -147,7 +147,7 @@ pub fn request_unban(dir: &Path, request: &UnbanRequest) -> Result<PathBuf, BanF
 
 /// Applies the unban requests waiting in `dir` to the daemon's limiter, and removes them.
 /// Requests that do not parse are removed too, with a warning.
-pub fn apply_requests(services: &crate::daemon::Services, dir: &Path) {
+pub fn apply_requests(services: &crate::services::Services, dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -184,7 +184,7 @@ pub fn apply_requests(services: &crate::daemon::Services, dir: &Path) {
 }
 
 /// Applies unban requests as they arrive, until `shutdown`.
-pub async fn serve_requests(services: crate::daemon::Services, shutdown: CancellationToken) {
+pub async fn serve_requests(services: crate::services::Services, shutdown: CancellationToken) {
     let dir = services.layout.unban_requests();
     let mut tick = tokio::time::interval(REQUEST_POLL);
     loop {

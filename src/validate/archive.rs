@@ -9,7 +9,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use zip::CompressionMethod;
 use zip::ZipArchive;
 
-use crate::receipts::Reason;
+use crate::events::Finding;
 
 /// Bounds on what an archive may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +58,10 @@ pub struct Archive<R: Read + Seek> {
 
 impl<R: Read + Seek> Archive<R> {
     /// Reads and checks the central directory. On failure, every directory-level finding.
-    pub fn open(mut src: R, limits: Limits) -> Result<Archive<R>, Vec<Reason>> {
+    pub fn open(mut src: R, limits: Limits) -> Result<Archive<R>, Vec<Finding>> {
         match declared_entry_count(&mut src) {
             Ok(n) if n > limits.max_entries => {
-                return Err(vec![Reason::new(
+                return Err(vec![Finding::new(
                     "zip.too-many-entries",
                     format!(
                         "the archive declares {n} entries; at most {} are accepted",
@@ -86,7 +86,7 @@ impl<R: Read + Seek> Archive<R> {
                 }
             };
             let Ok(name) = std::str::from_utf8(file.name_raw()).map(str::to_owned) else {
-                findings.push(Reason::new(
+                findings.push(Finding::new(
                     "zip.bad-name",
                     format!(
                         "entry {} has a name that is not UTF-8: {}",
@@ -102,7 +102,7 @@ impl<R: Read + Seek> Archive<R> {
             }
             if file.is_symlink() {
                 findings.push(
-                    Reason::new(
+                    Finding::new(
                         "zip.traversal",
                         "a symbolic link is not accepted in an archive",
                     )
@@ -117,20 +117,20 @@ impl<R: Read + Seek> Archive<R> {
                 } else {
                     format!("the name differs from {first} only in letter case")
                 };
-                findings.push(Reason::new("zip.duplicate", message).in_file(&name));
+                findings.push(Finding::new("zip.duplicate", message).in_file(&name));
                 continue;
             }
             seen.insert(folded, name.clone());
             let lower = name.to_ascii_lowercase();
             if ARCHIVE_EXTENSIONS.iter().any(|ext| lower.ends_with(ext)) {
                 findings.push(
-                    Reason::new("zip.nested", "archives inside the archive are not accepted")
+                    Finding::new("zip.nested", "archives inside the archive are not accepted")
                         .in_file(&name),
                 );
             }
             if file.encrypted() {
                 findings.push(
-                    Reason::new(
+                    Finding::new(
                         "zip.encrypted",
                         "encrypted entries are not accepted; the transfer is already encrypted",
                     )
@@ -142,7 +142,7 @@ impl<R: Read + Seek> Archive<R> {
                 CompressionMethod::Stored | CompressionMethod::Deflated
             ) {
                 findings.push(
-                    Reason::new(
+                    Finding::new(
                         "zip.method",
                         format!(
                             "compression method {:?} is not accepted; use deflate or none",
@@ -156,7 +156,7 @@ impl<R: Read + Seek> Archive<R> {
             let compressed = file.compressed_size();
             if size > limits.max_entry_size {
                 findings.push(
-                    Reason::new(
+                    Finding::new(
                         "zip.entry-too-large",
                         format!(
                             "the entry unpacks to {size} bytes; at most {} are accepted",
@@ -167,7 +167,7 @@ impl<R: Read + Seek> Archive<R> {
                 );
             } else if size > RATIO_FLOOR && size / compressed.max(1) > limits.max_ratio {
                 findings.push(
-                    Reason::new(
+                    Finding::new(
                         "zip.ratio",
                         format!(
                             "the entry unpacks from {compressed} to {size} bytes, a ratio over \
@@ -189,7 +189,7 @@ impl<R: Read + Seek> Archive<R> {
             });
         }
         if total > limits.max_total_size {
-            findings.push(Reason::new(
+            findings.push(Finding::new(
                 "zip.total-too-large",
                 format!(
                     "the archive unpacks to {total} bytes; at most {} are accepted",
@@ -200,7 +200,7 @@ impl<R: Read + Seek> Archive<R> {
         if findings.is_empty()
             && let Err(e) = zip.validate_header_consistency()
         {
-            findings.push(Reason::new(
+            findings.push(Finding::new(
                 "zip.header-mismatch",
                 format!("the local headers do not agree with the central directory: {e}"),
             ));
@@ -223,8 +223,8 @@ impl<R: Read + Seek> Archive<R> {
 
     /// Decompresses one entry into memory (bounded by the per-entry limit), verifying its
     /// CRC and declared size.
-    pub fn read(&mut self, entry: &Entry) -> Result<Vec<u8>, Reason> {
-        let corrupt = |message: String| Reason::new("zip.corrupt", message).in_file(&entry.name);
+    pub fn read(&mut self, entry: &Entry) -> Result<Vec<u8>, Finding> {
+        let corrupt = |message: String| Finding::new("zip.corrupt", message).in_file(&entry.name);
         let file = self
             .zip
             .by_index(entry.index)
@@ -262,7 +262,7 @@ impl<R: Read + Seek> Archive<R> {
         }
         self.read_total += got;
         if self.read_total > self.limits.max_total_size {
-            return Err(Reason::new(
+            return Err(Finding::new(
                 "zip.total-too-large",
                 format!(
                     "the archive unpacks to more than {} bytes",
@@ -271,7 +271,7 @@ impl<R: Read + Seek> Archive<R> {
             ));
         }
         if data.starts_with(b"PK\x03\x04") {
-            return Err(Reason::new(
+            return Err(Finding::new(
                 "zip.nested",
                 "the entry is itself a zip archive; nested archives are not accepted",
             )
@@ -281,20 +281,20 @@ impl<R: Read + Seek> Archive<R> {
     }
 }
 
-fn unreadable(e: impl std::fmt::Display) -> Reason {
-    Reason::new(
+fn unreadable(e: impl std::fmt::Display) -> Finding {
+    Finding::new(
         "zip.unreadable",
         format!("the file is not a readable zip archive: {e}"),
     )
 }
 
 /// The rules for an entry name: relative, forward slashes, no `..`, no control characters.
-fn check_name(name: &str) -> Result<(), Reason> {
+fn check_name(name: &str) -> Result<(), Finding> {
     if name.is_empty() {
-        return Err(Reason::new("zip.bad-name", "an entry has an empty name"));
+        return Err(Finding::new("zip.bad-name", "an entry has an empty name"));
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(Reason::new(
+        return Err(Finding::new(
             "zip.bad-name",
             format!("the name holds the control character {:?}", c),
         ));
@@ -304,7 +304,7 @@ fn check_name(name: &str) -> Result<(), Reason> {
         || name.contains('\\')
         || (bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':')
     {
-        return Err(Reason::new(
+        return Err(Finding::new(
             "zip.traversal",
             "the name is absolute or uses backslashes or a drive letter",
         ));
@@ -313,13 +313,13 @@ fn check_name(name: &str) -> Result<(), Reason> {
     for part in body.split('/') {
         match part {
             ".." => {
-                return Err(Reason::new(
+                return Err(Finding::new(
                     "zip.traversal",
                     "the name climbs out of the archive with ..",
                 ));
             }
             "" | "." => {
-                return Err(Reason::new(
+                return Err(Finding::new(
                     "zip.bad-name",
                     "the name has an empty or . component",
                 ));

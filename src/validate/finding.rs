@@ -1,4 +1,4 @@
-//! What the check reports: a [`Finding`] names its [`Rule`], where in the archive it is, and
+//! What the check reports: a [`Observation`] names its [`Rule`], where in the archive it is, and
 //! says what is wrong in Japanese and in English. Each rule has a default [`Severity`]; the
 //! operator may change it per gateway and per counterpart, except for the rules that keep the
 //! gateway safe and the data with its owner (safety, schema validity, sender identity,
@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::receipts::Reason;
+use crate::events::Finding;
 
 /// What a finding does to the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -169,7 +169,7 @@ impl Text {
 
 /// One thing found wrong, where it is, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
+pub struct Observation {
     pub rule: Rule,
     /// Path inside the archive's top folder (or the zip entry name for zip findings).
     pub file: Option<String>,
@@ -178,9 +178,9 @@ pub struct Finding {
     pub text: Text,
 }
 
-impl Finding {
-    pub fn new(rule: Rule, text: Text) -> Finding {
-        Finding {
+impl Observation {
+    pub fn new(rule: Rule, text: Text) -> Observation {
+        Observation {
             rule,
             file: None,
             line: None,
@@ -189,19 +189,19 @@ impl Finding {
         }
     }
 
-    pub fn in_file(mut self, file: impl Into<String>) -> Finding {
+    pub fn in_file(mut self, file: impl Into<String>) -> Observation {
         self.file = Some(file.into());
         self
     }
 
-    pub fn at_line(mut self, line: Option<u32>) -> Finding {
+    pub fn at_line(mut self, line: Option<u32>) -> Observation {
         self.line = line;
         self
     }
 
     /// The finding as a receipt's reason, in `lang`, with the severity it had.
-    pub fn reason(&self, lang: Lang, severity: Severity) -> Reason {
-        let mut r = Reason::new(self.rule.id(), self.text.get(lang));
+    pub fn finding(&self, lang: Lang, severity: Severity) -> Finding {
+        let mut r = Finding::new(self.rule.id(), self.text.get(lang));
         r.file = self.file.clone();
         r.line = self.line;
         r.column = self.column;
@@ -212,17 +212,17 @@ impl Finding {
     }
 }
 
-impl Finding {
+impl Observation {
     /// A finding of the layers that speak English only (the zip reader, the XML parser,
     /// libxml2's schema errors): the Japanese text says what the rule means and carries the
     /// technical detail as it is.
-    pub fn from_reason(r: Reason) -> Finding {
+    pub fn from_finding(r: Finding) -> Observation {
         let rule = Rule::from_id(&r.rule).unwrap_or(Rule::ZipUnreadable);
         let ja = match rule.summary_ja() {
             Some(summary) => format!("{summary}（{}）", r.message),
             None => r.message.clone(),
         };
-        Finding {
+        Observation {
             rule,
             file: r.file,
             line: r.line,

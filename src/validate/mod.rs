@@ -23,9 +23,9 @@ use std::path::Path;
 use time::Date;
 
 use crate::config::{Config, Counterpart};
-use crate::receipts::Reason;
+use crate::events::Finding;
 use archive::{Archive, Entry, Limits};
-use finding::{Finding, Lang, Policy, Rule, Severity, Text};
+use finding::{Lang, Observation, Policy, Rule, Severity, Text};
 use format::{ArchiveName, DocKind, Folder};
 pub use rules::{Expect, Header};
 use schemas::{Catalog, Edition, Role};
@@ -41,10 +41,10 @@ pub enum Checked {
     /// it into both parties' receipts.
     Valid {
         header: Header,
-        warnings: Vec<Reason>,
+        warnings: Vec<Finding>,
     },
     /// The findings that reject it, and the warnings, in archive order.
-    Invalid(Vec<Reason>),
+    Invalid(Vec<Finding>),
 }
 
 /// Checks the archive read from `src` for the uploader, file name and configuration in
@@ -70,7 +70,7 @@ pub fn check_archive<R: Read + Seek>(
                 if let Some(inside) = r.file.as_deref().and_then(|f| f.strip_prefix(&top)) {
                     r.file = Some(inside.to_owned());
                 }
-                Finding::from_reason(r)
+                Observation::from_finding(r)
             }));
             None
         }
@@ -96,7 +96,7 @@ pub fn check_archive<R: Read + Seek>(
 /// Applies the severities: off findings go, and the file is valid unless one rejects.
 fn judge(
     header: Option<Header>,
-    findings: Vec<Finding>,
+    findings: Vec<Observation>,
     policy: Policy<'_>,
     lang: Lang,
 ) -> Checked {
@@ -108,20 +108,20 @@ fn judge(
             continue;
         }
         rejected |= severity == Severity::Reject;
-        reasons.push(f.reason(lang, severity));
+        reasons.push(f.finding(lang, severity));
     }
     if reasons.len() > MAX_FINDINGS {
         let more = reasons.len() - MAX_FINDINGS;
         reasons.truncate(MAX_FINDINGS);
         reasons.push(
-            Finding::new(
+            Observation::new(
                 Rule::FindingsTruncated,
                 Text::new(
                     format!("ほかに {more} 件の指摘があります。これらを修正して再送してください"),
                     format!("{more} more findings were not listed; correct these and send again"),
                 ),
             )
-            .reason(lang, Severity::Reject),
+            .finding(lang, Severity::Reject),
         );
     }
     // What must be corrected comes first; the warnings after it, each group in archive order.
@@ -170,7 +170,7 @@ struct Layout {
 
 impl Layout {
     /// Sorts the entries; `None` when the archive cannot be read as the format at all.
-    fn of(entries: &[Entry], findings: &mut Vec<Finding>) -> Option<Layout> {
+    fn of(entries: &[Entry], findings: &mut Vec<Observation>) -> Option<Layout> {
         let tops: std::collections::BTreeSet<&str> = entries
             .iter()
             .map(|e| e.name.split_once('/').map_or("", |(top, _)| top))
@@ -178,7 +178,7 @@ impl Layout {
         let top = match tops.into_iter().collect::<Vec<_>>().as_slice() {
             [top] if !top.is_empty() => (*top).to_owned(),
             _ => {
-                findings.push(Finding::new(
+                findings.push(Observation::new(
                     Rule::LayoutTopFolder,
                     Text::new(
                         "アーカイブの中身はすべて、zipファイルと同じ名前のフォルダ1つに入れてください",
@@ -208,7 +208,7 @@ impl Layout {
                 _ if in_dir(format::DATA_DIR) && !e.is_dir => data.push(relative),
                 _ if in_dir(format::CLAIMS_DIR) && !e.is_dir => claims.push(relative),
                 _ => findings.push(
-                    Finding::new(
+                    Observation::new(
                         Rule::LayoutUnexpected,
                         Text::new(
                             format!(
@@ -236,7 +236,7 @@ impl Layout {
         let _ = before;
         if index.is_none() {
             findings.push(
-                Finding::new(
+                Observation::new(
                     Rule::LayoutMissing,
                     Text::new(
                         format!("{} がありません", format::INDEX),
@@ -247,7 +247,7 @@ impl Layout {
             );
         }
         if data.is_empty() {
-            findings.push(Finding::new(
+            findings.push(Observation::new(
                 Rule::LayoutEmpty,
                 Text::new(
                     format!("{} にファイルがありません", format::DATA_DIR),
@@ -283,7 +283,7 @@ impl Layout {
                     ),
                 )
             };
-            let mut finding = Finding::new(Rule::LayoutClaimsSummary, Text::new(ja, en));
+            let mut finding = Observation::new(Rule::LayoutClaimsSummary, Text::new(ja, en));
             if summary.is_some() {
                 finding = finding.in_file(format::SUMMARY);
             }
@@ -309,7 +309,7 @@ struct Run<'a, R: Read + Seek> {
     catalog: &'a mut Catalog,
     expect: &'a Expect<'a>,
     policy: Policy<'a>,
-    findings: &'a mut Vec<Finding>,
+    findings: &'a mut Vec<Observation>,
     /// Files of each edition other than the current one: the first (and its root element's
     /// line), and how many.
     editions: BTreeMap<Edition, (String, Option<u32>, usize)>,
@@ -424,8 +424,8 @@ impl<R: Read + Seek> Run<'_, R> {
 
     /// Reads, parses and schema-checks one entry; `None` (with findings) when it fails.
     fn document(&mut self, entry: &Entry, role: Role) -> Option<xml::Tree> {
-        let fail = |findings: &mut Vec<Finding>, r: Reason| {
-            findings.push(Finding::from_reason(r));
+        let fail = |findings: &mut Vec<Observation>, r: Finding| {
+            findings.push(Observation::from_finding(r));
             None
         };
         let bytes = match self.archive.read(entry) {
@@ -452,7 +452,7 @@ impl<R: Read + Seek> Run<'_, R> {
             Some(doc)
         } else {
             self.findings
-                .extend(checked.findings.into_iter().map(Finding::from_reason));
+                .extend(checked.findings.into_iter().map(Observation::from_finding));
             None
         }
     }
@@ -472,7 +472,7 @@ impl<R: Read + Seek> Run<'_, R> {
                 (String::new(), String::new())
             };
             let finding = if accepted.iter().any(|e| e == edition.id()) {
-                Finding::new(
+                Observation::new(
                     Rule::EditionNonCurrent,
                     Text::new(
                         format!(
@@ -488,7 +488,7 @@ impl<R: Read + Seek> Run<'_, R> {
                     ),
                 )
             } else {
-                Finding::new(
+                Observation::new(
                     Rule::EditionNotAccepted,
                     Text::new(
                         format!(

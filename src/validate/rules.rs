@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use time::Date;
 
-use super::finding::{Finding, Rule, Text};
+use super::finding::{Observation, Rule, Text};
 use super::format::{self, ArchiveName, DocKind, Party, RecordName};
 use super::xml::{Element, Tree};
 use crate::config::{Config, Counterpart, CounterpartKind};
@@ -83,8 +83,8 @@ pub fn kind_of(party: Party) -> Option<CounterpartKind> {
     }
 }
 
-fn at(rule: Rule, file: &str, node: Option<&Element>, ja: String, en: String) -> Finding {
-    Finding::new(rule, Text::new(ja, en))
+fn at(rule: Rule, file: &str, node: Option<&Element>, ja: String, en: String) -> Observation {
+    Observation::new(rule, Text::new(ja, en))
         .in_file(file)
         .at_line(node.and_then(Element::line))
 }
@@ -98,7 +98,7 @@ fn id_with_root<'t>(node: &Element<'t>, root: &str) -> Option<(Element<'t>, &'t 
 }
 
 /// Reads the index and checks it against the uploader and the configuration.
-pub fn index(doc: &Tree, expect: &Expect<'_>, findings: &mut Vec<Finding>) -> Header {
+pub fn index(doc: &Tree, expect: &Expect<'_>, findings: &mut Vec<Observation>) -> Header {
     use format::index as el;
     let file = format::INDEX;
     let mut header = Header::default();
@@ -258,7 +258,7 @@ fn number_ok(
     what_en: &str,
     kind: NumberKind,
     number: &str,
-    findings: &mut Vec<Finding>,
+    findings: &mut Vec<Observation>,
 ) -> bool {
     let (kind_ja, _) = match kind {
         NumberKind::Institution => Party::Institution.names(),
@@ -304,7 +304,7 @@ pub fn date(
     what_en: &str,
     value: &str,
     today: Date,
-    findings: &mut Vec<Finding>,
+    findings: &mut Vec<Observation>,
 ) {
     match format::parse_date(value) {
         None => findings.push(at(
@@ -331,11 +331,11 @@ pub fn archive_name(
     top: &str,
     header: &Header,
     expect: &Expect<'_>,
-    findings: &mut Vec<Finding>,
+    findings: &mut Vec<Observation>,
 ) {
     let file_name = expect.file_name;
     let Some(name) = name else {
-        findings.push(Finding::new(
+        findings.push(Observation::new(
             Rule::ArchiveName,
             Text::new(
                 format!("ファイル名 {file_name} が「送信者番号_受信者番号_作成日送付回数_実施区分.zip」の形式ではありません"),
@@ -345,7 +345,7 @@ pub fn archive_name(
         return;
     };
     if name.sender != expect.sender.number {
-        findings.push(Finding::new(
+        findings.push(Observation::new(
             Rule::ArchiveSender,
             Text::new(
                 format!(
@@ -376,7 +376,7 @@ pub fn archive_name(
         name.service_event,
     ));
     for (ja, en, in_name, in_index) in differ {
-        findings.push(Finding::new(
+        findings.push(Observation::new(
             Rule::ArchiveNameMismatch,
             Text::new(
                 format!(
@@ -392,7 +392,7 @@ pub fn archive_name(
     }
     let stem = name.to_string();
     if top != stem {
-        findings.push(Finding::new(
+        findings.push(Observation::new(
             Rule::LayoutFolderName,
             Text::new(
                 format!("最上位フォルダ名 {top} がファイル名 {stem} と一致しません"),
@@ -433,7 +433,7 @@ pub fn record_names(
     bases: &[&str],
     header: &Header,
     archive: Option<&ArchiveName>,
-    findings: &mut Vec<Finding>,
+    findings: &mut Vec<Observation>,
 ) -> Vec<Option<RecordName>> {
     let dir = folder.dir();
     let kind = header.kind();
@@ -446,7 +446,7 @@ pub fn record_names(
         let path = format!("{dir}{base}");
         let name = RecordName::parse(base).filter(|n| n.folder == folder);
         let Some(name) = name else {
-            findings.push(Finding::new(
+            findings.push(Observation::new(
                 Rule::NamePattern,
                 Text::new(
                     format!("ファイル名が「{prefix}＋送信者番号10桁＋作成日8桁＋送付回数＋実施区分＋連番6桁.xml」の形式ではありません"),
@@ -461,7 +461,7 @@ pub fn record_names(
             && name.sender != format!("{sender:0>width$}", width = format::RECORD_SENDER_DIGITS)
         {
             findings.push(
-                Finding::new(
+                Observation::new(
                     Rule::NameSender,
                     Text::new(
                         format!(
@@ -492,7 +492,7 @@ pub fn record_names(
         }
         for (ja, en, in_name, expected) in differ {
             findings.push(
-                Finding::new(
+                Observation::new(
                     Rule::NameMismatch,
                     Text::new(
                         format!(
@@ -507,7 +507,7 @@ pub fn record_names(
         if name.kind != kind {
             let (ja, en) = kind_names(name.kind);
             findings.push(
-                Finding::new(
+                Observation::new(
                     Rule::ServiceEventMismatch,
                     Text::new(
                         format!(
@@ -534,7 +534,7 @@ pub fn record_names(
     if let Some((_, n)) = out_of_step {
         let first = sorted[0].serial;
         findings.push(
-            Finding::new(
+            Observation::new(
                 Rule::NameSerial,
                 Text::new(
                     format!("{dir} の連番が 000000 または 000001 から連続していません（{first:06} から始まり、{:06} で途切れています）", n.serial),
@@ -549,7 +549,7 @@ pub fn record_names(
 
 /// With claims, every DATA file has its CLAIMS partner (the same name but for the first
 /// letter) and the reverse.
-pub fn pairing(data: &[&str], claims: &[&str], findings: &mut Vec<Finding>) {
+pub fn pairing(data: &[&str], claims: &[&str], findings: &mut Vec<Observation>) {
     let key = |base: &str| base.get(1..).unwrap_or_default().to_owned();
     let data_keys: BTreeMap<String, &str> = data.iter().map(|b| (key(b), *b)).collect();
     let claim_keys: BTreeMap<String, &str> = claims.iter().map(|b| (key(b), *b)).collect();
@@ -569,7 +569,7 @@ pub fn pairing(data: &[&str], claims: &[&str], findings: &mut Vec<Finding>) {
     ] {
         for (k, base) in mine {
             if !others.contains_key(k) {
-                findings.push(Finding::new(
+                findings.push(Observation::new(
                     Rule::NameUnpaired,
                     Text::new(
                         format!("対応する {other_dir} のファイル（先頭の1文字だけが異なる名前）がありません"),
@@ -594,7 +594,7 @@ fn person_insurer(
     node: &Element,
     number: &str,
     header: &Header,
-    findings: &mut Vec<Finding>,
+    findings: &mut Vec<Observation>,
 ) {
     if !number_ok(
         path,
@@ -621,7 +621,7 @@ fn person_insurer(
 }
 
 /// The rules of one CDA document (DATA/h… or DATA/g…).
-pub fn cda(path: &str, doc: &Tree, header: &Header, today: Date, findings: &mut Vec<Finding>) {
+pub fn cda(path: &str, doc: &Tree, header: &Header, today: Date, findings: &mut Vec<Observation>) {
     let Some(root) = doc.root() else {
         return;
     };
@@ -700,7 +700,7 @@ pub fn claim(
     header: &Header,
     today: Date,
     totals: &mut Totals,
-    findings: &mut Vec<Finding>,
+    findings: &mut Vec<Observation>,
 ) {
     let Some(root) = doc.root() else {
         return;
@@ -753,7 +753,7 @@ pub fn claim(
 }
 
 /// A `serviceEventType` element (of a claim or the summary) against the index's.
-fn service_event(file: &str, node: &Element, header: &Header, findings: &mut Vec<Finding>) {
+fn service_event(file: &str, node: &Element, header: &Header, findings: &mut Vec<Observation>) {
     if let Some(code) = node.attribute("code")
         && let Some(event) = header.service_event
         && code != event.to_string()
@@ -775,7 +775,7 @@ fn service_event(file: &str, node: &Element, header: &Header, findings: &mut Vec
 }
 
 /// The summary against the index and the claims.
-pub fn summary(doc: &Tree, header: &Header, totals: &Totals, findings: &mut Vec<Finding>) {
+pub fn summary(doc: &Tree, header: &Header, totals: &Totals, findings: &mut Vec<Observation>) {
     use format::summary as el;
     let file = format::SUMMARY;
     let Some(root) = doc.root() else {
@@ -845,7 +845,7 @@ pub fn summary(doc: &Tree, header: &Header, totals: &Totals, findings: &mut Vec<
 }
 
 /// The index's record count against the files present.
-pub fn record_count(doc: &Tree, header: &Header, files: u64, findings: &mut Vec<Finding>) {
+pub fn record_count(doc: &Tree, header: &Header, files: u64, findings: &mut Vec<Observation>) {
     if header.record_count == Some(files) {
         return;
     }

@@ -24,7 +24,7 @@ use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
 use sha2::{Digest, Sha256};
 
 use super::xml::{self, MAX_FINDINGS_PER_FILE, SchemaError, Tree};
-use crate::receipts::Reason;
+use crate::events::Finding;
 
 pub use super::format::{CDA_NS as NS_CDA, NS_2007, NS_CURRENT};
 
@@ -322,7 +322,7 @@ pub struct Validated {
     /// and for a namespace of no edition.
     pub edition: Option<Edition>,
     /// `xsd.invalid` or `edition.unknown` findings, at most the per-file cap of schema findings.
-    pub findings: Vec<Reason>,
+    pub findings: Vec<Finding>,
 }
 
 impl Validated {
@@ -792,7 +792,7 @@ impl Catalog {
         role: Role,
         name: &str,
         text: &[u8],
-    ) -> Result<(Tree, Validated), Reason> {
+    ) -> Result<(Tree, Validated), Finding> {
         // Most files are of the current edition: validated against it as they are parsed, and
         // parsed again only when their root says otherwise.
         let (first, _, findings) = self.run(Edition::Current, role, name, text)?;
@@ -827,7 +827,7 @@ impl Catalog {
         if let Some((_, tree, result)) = best {
             return Ok((tree, result));
         }
-        let mut r = Reason::new(
+        let mut r = Finding::new(
             "edition.unknown",
             match namespace {
                 Some(ns) if !editions.is_empty() => format!(
@@ -859,7 +859,7 @@ impl Catalog {
         role: Role,
         name: &str,
         text: &[u8],
-    ) -> Result<(Tree, usize, Vec<Reason>), Reason> {
+    ) -> Result<(Tree, usize, Vec<Finding>), Finding> {
         let Some(context) = self.schemas.get_mut(&(edition, role)) else {
             return Ok((xml::parse(name, text)?, 0, Vec::new()));
         };

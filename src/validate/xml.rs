@@ -13,7 +13,7 @@ use libxml::bindings;
 use libxml::error::StructuredError;
 use libxml::schemas::SchemaValidationContext;
 
-use crate::receipts::Reason;
+use crate::events::Finding;
 
 /// At most this many schema findings are reported per file; the first ones are what a sender
 /// needs to correct.
@@ -29,9 +29,9 @@ pub struct SchemaError {
 
 /// Checks the encoding of `bytes` (UTF-8, BOM tolerated) and that no DTD is present. Returns
 /// the text without its BOM.
-pub fn check_text<'a>(name: &str, bytes: &'a [u8]) -> Result<&'a [u8], Reason> {
+pub fn check_text<'a>(name: &str, bytes: &'a [u8]) -> Result<&'a [u8], Finding> {
     let at = |rule: &str, line: u32, message: String| {
-        let mut r = Reason::new(rule, message).in_file(name);
+        let mut r = Finding::new(rule, message).in_file(name);
         r.line = Some(line);
         r
     };
@@ -83,7 +83,7 @@ const OPTIONS: bindings::xmlParserOption = bindings::xmlParserOption_XML_PARSE_N
     | bindings::xmlParserOption_XML_PARSE_NOWARNING;
 
 /// Parses `text` into a [`Tree`].
-pub fn parse(name: &str, text: &[u8]) -> Result<Tree, Reason> {
+pub fn parse(name: &str, text: &[u8]) -> Result<Tree, Finding> {
     read(name, text, None).map(|(tree, _)| tree)
 }
 
@@ -94,7 +94,7 @@ pub fn parse_valid(
     name: &str,
     text: &[u8],
     schema: &mut SchemaValidationContext,
-) -> Result<(Tree, Vec<StructuredError>), Reason> {
+) -> Result<(Tree, Vec<StructuredError>), Finding> {
     read(name, text, Some(schema))
 }
 
@@ -102,9 +102,10 @@ fn read(
     name: &str,
     text: &[u8],
     mut schema: Option<&mut SchemaValidationContext>,
-) -> Result<(Tree, Vec<StructuredError>), Reason> {
+) -> Result<(Tree, Vec<StructuredError>), Finding> {
     libxml::init_parser();
-    let too_large = || Reason::new("xml.malformed", "the file is too large to parse").in_file(name);
+    let too_large =
+        || Finding::new("xml.malformed", "the file is too large to parse").in_file(name);
     let len = i32::try_from(text.len()).map_err(|_| too_large())?;
     let mut builder = Builder {
         tree: Tree::default(),
@@ -126,7 +127,7 @@ fn read(
         handler.endElementNs = Some(end_element);
         let ctxt = bindings::xmlCreateMemoryParserCtxt(text.as_ptr().cast(), len);
         if ctxt.is_null() {
-            return Err(Reason::new("xml.malformed", "the file is empty").in_file(name));
+            return Err(Finding::new("xml.malformed", "the file is empty").in_file(name));
         }
         // The parse reports to `handler`; the context's own handler is put back before the
         // context frees it.
@@ -177,7 +178,7 @@ fn read(
     };
     if !well_formed || builder.tree.root().is_none() {
         return Err(sink.first.unwrap_or_else(|| {
-            Reason::new("xml.malformed", "the file is not well-formed XML").in_file(name)
+            Finding::new("xml.malformed", "the file is not well-formed XML").in_file(name)
         }));
     }
     Ok((builder.tree, errors))
@@ -464,7 +465,7 @@ impl<'t> Element<'t> {
 /// ones often follow from it.
 struct FirstError<'a> {
     name: &'a str,
-    first: Option<Reason>,
+    first: Option<Finding>,
 }
 
 unsafe extern "C" fn keep_first_error(data: *mut std::ffi::c_void, error: bindings::xmlErrorPtr) {
@@ -482,9 +483,9 @@ unsafe extern "C" fn keep_first_error(data: *mut std::ffi::c_void, error: bindin
     }
 }
 
-pub(crate) fn finding(rule: &str, name: &str, e: &StructuredError) -> Reason {
+pub(crate) fn finding(rule: &str, name: &str, e: &StructuredError) -> Finding {
     let message = e.message.as_deref().unwrap_or("invalid").trim().to_owned();
-    let mut r = Reason::new(rule, message).in_file(name);
+    let mut r = Finding::new(rule, message).in_file(name);
     r.line = e
         .line
         .and_then(|l| u32::try_from(l).ok())

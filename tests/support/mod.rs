@@ -386,8 +386,9 @@ pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 /// `(name, sha256)` of every file the pipeline accepted from an inbox (it takes completed
 /// uploads out of the inbox at once and records their SHA-256).
 pub fn accepted_files(tc: &TestConfig) -> Vec<(String, String)> {
-    use handoff::pipeline::events::EventLog;
-    let Ok(store) = handoff::spool::store::SqliteStore::open(&tc.state_dir().join("store")) else {
+    use handoff::events::EventLog;
+    let Ok(store) = handoff::pipeline::jobs::SqliteStore::open(&tc.state_dir().join("store"))
+    else {
         return Vec::new();
     };
     store
@@ -395,7 +396,7 @@ pub fn accepted_files(tc: &TestConfig) -> Vec<(String, String)> {
         .unwrap_or_default()
         .into_iter()
         .map(|(_, e)| e)
-        .filter(|e| e.hop == handoff::receipts::Hop::Accepted)
+        .filter(|e| e.hop == handoff::events::Hop::Accepted)
         .map(|e| (e.original_name, e.sha256))
         .collect()
 }
@@ -432,12 +433,12 @@ pub fn openssl_decrypt(path: &Path, counterpart: &str) -> Vec<u8> {
 /// The pipeline's event log as receipts see it, kept in memory: for tests of what consumes the
 /// log (an internal interface, not a peer).
 pub struct MemoryLog {
-    events: std::sync::Mutex<Vec<handoff::pipeline::events::FileEvent>>,
+    events: std::sync::Mutex<Vec<handoff::events::FileEvent>>,
     seq: tokio::sync::watch::Sender<u64>,
 }
 
 impl MemoryLog {
-    pub fn new(events: Vec<handoff::pipeline::events::FileEvent>) -> MemoryLog {
+    pub fn new(events: Vec<handoff::events::FileEvent>) -> MemoryLog {
         let n = events.len() as u64;
         MemoryLog {
             events: std::sync::Mutex::new(events),
@@ -445,22 +446,19 @@ impl MemoryLog {
         }
     }
 
-    pub fn push(&self, e: handoff::pipeline::events::FileEvent) {
+    pub fn push(&self, e: handoff::events::FileEvent) {
         let mut events = self.events.lock().unwrap();
         events.push(e);
         self.seq.send_replace(events.len() as u64);
     }
 }
 
-impl handoff::pipeline::events::EventLog for MemoryLog {
+impl handoff::events::EventLog for MemoryLog {
     fn events_after(
         &self,
         seq: u64,
         limit: usize,
-    ) -> Result<
-        Vec<(u64, handoff::pipeline::events::FileEvent)>,
-        handoff::pipeline::events::EventLogError,
-    > {
+    ) -> Result<Vec<(u64, handoff::events::FileEvent)>, handoff::events::EventLogError> {
         let events = self.events.lock().unwrap();
         Ok(events
             .iter()

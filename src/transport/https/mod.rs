@@ -25,7 +25,7 @@ pub use tls::TlsError;
 
 use crate::config::crl::{Crl, CrlError};
 
-use crate::daemon::Services;
+use crate::services::Services;
 
 /// Time allowed for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -20,8 +20,8 @@ use russh::{Preferred, compression};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::Services;
 use crate::keys;
+use crate::services::Services;
 use crate::transport::limits::Transport;
 
 /// How long a revoked or shut-down session gets to say goodbye before it is dropped.

@@ -15,7 +15,7 @@ use super::stream::{self, Activity};
 use super::view::{BoxView, MAX_SFTP_PACKET, SftpView};
 use crate::accounts::{Account, Role, break_glass};
 use crate::boxes::DropBox;
-use crate::daemon::Services;
+use crate::services::Services;
 use crate::transport::sessions::SessionGuard;
 
 pub struct SshSession {

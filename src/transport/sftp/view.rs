@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::boxes::{
     BoxError, BoxEvent, DropBox, Entry, FileName, Folder, UploadWriter, VirtualPath,
 };
-use crate::daemon::Services;
+use crate::services::Services;
 
 /// Largest SFTP packet accepted from a client, as OpenSSH's server allows.
 pub const MAX_SFTP_PACKET: u32 = 256 * 1024;

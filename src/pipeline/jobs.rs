@@ -11,8 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::pipeline::events::{EventLog, EventLogError, FileEvent};
-use crate::receipts::{Hop, Reason};
+use crate::events::{EventLog, EventLogError, FileEvent, Finding, Hop};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -103,7 +102,7 @@ pub struct Job {
     pub quarantined: bool,
     /// Findings the file was let through with (rules set to warn): they go into the
     /// `delivered` receipt, which both parties receive.
-    pub warnings: Vec<Reason>,
+    pub warnings: Vec<Finding>,
     /// The agency-addressed archive this one was sorted out of.
     pub parent: Option<String>,
     /// The account that uploaded the file, when known at accept: it goes into the `accepted`
@@ -113,7 +112,7 @@ pub struct Job {
 
 impl Job {
     /// The event of this job reaching `hop`, stamped now.
-    pub fn event(&self, hop: Hop, reasons: Vec<Reason>) -> FileEvent {
+    pub fn event(&self, hop: Hop, reasons: Vec<Finding>) -> FileEvent {
         FileEvent {
             file_id: self.file_id.clone(),
             hop,
@@ -146,7 +145,7 @@ pub struct Transition {
     pub sealed_sha256: Option<String>,
     pub quarantined: bool,
     /// Findings to keep for the `delivered` receipt (empty: keep what is recorded).
-    pub warnings: Vec<Reason>,
+    pub warnings: Vec<Finding>,
     pub event: Option<FileEvent>,
 }
 
@@ -544,7 +543,7 @@ impl JobStore for SqliteStore {
 
 /// The `warnings` column: the findings as JSON, or NULL for none (which also keeps what a
 /// transition finds recorded).
-fn warnings_json(warnings: &[Reason]) -> Result<Option<String>, StoreError> {
+fn warnings_json(warnings: &[Finding]) -> Result<Option<String>, StoreError> {
     if warnings.is_empty() {
         return Ok(None);
     }

@@ -1,0 +1,235 @@
+//! What happens to a file, in the words every part of the gateway shares: the [`Hop`]s of its
+//! life, the [`Finding`]s it is rejected or delivered with, and the [`FileEvent`] the pipeline
+//! records at each hop, from which receipts are issued. It sits below the pipeline, the job
+//! store and the receipts so that none of them has to import another for these words.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The hops of a file's life that each get a receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hop {
+    /// Upload closed, fsynced, hashed: the sender's responsibility ends.
+    Accepted,
+    /// Schema, scan or routing failed: handed back to the sender with reasons.
+    Rejected,
+    /// Sealed file durable in the recipient's outbox.
+    Delivered,
+    /// The recipient read the whole file or acknowledged it.
+    Retrieved,
+    /// Retention expired; the file was destroyed.
+    Purged,
+    /// An agency-addressed archive was sorted into one archive per insurer: the parent's work
+    /// ends, each child's begins (its `children` list them).
+    Split,
+}
+
+impl Hop {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hop::Accepted => "accepted",
+            Hop::Rejected => "rejected",
+            Hop::Delivered => "delivered",
+            Hop::Retrieved => "retrieved",
+            Hop::Purged => "purged",
+            Hop::Split => "split",
+        }
+    }
+}
+
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One archive sorted out of an agency-addressed parent, as its `split` receipt lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Child {
+    /// The child's own file id: its receipts carry the parent's id.
+    pub file_id: String,
+    /// The insurer (counterpart id) it is sealed and delivered to, and its insurer number.
+    pub recipient: String,
+    pub insurer: String,
+    /// The child archive's name (`<agency>_<insurer>_<date><N>_<X>.zip`).
+    pub original_name: String,
+    /// Persons (DATA files) it holds.
+    pub persons: u64,
+    pub size: u64,
+    /// SHA-256 of the child archive's plaintext.
+    pub sha256: String,
+}
+
+/// Why a file was rejected: a machine-readable rule id, where in the file, and a message the
+/// sender's operator can act on. The validator, the scanner and routing all report in this form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable rule id, e.g. `zip.traversal`, `xsd.invalid`, `scan.infected`, `route.not-allowed`.
+    pub rule: String,
+    /// Path inside the archive, where the rule concerns one entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+    pub message: String,
+    /// A finding the file was delivered with (its rule set to warn), rather than one it was
+    /// refused for. Absent (false) in the JSON of rejections, so older receipts read the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
+}
+
+impl Finding {
+    pub fn new(rule: impl Into<String>, message: impl Into<String>) -> Finding {
+        Finding {
+            rule: rule.into(),
+            file: None,
+            line: None,
+            column: None,
+            message: message.into(),
+            warning: false,
+        }
+    }
+
+    pub fn warning(mut self) -> Finding {
+        self.warning = true;
+        self
+    }
+
+    pub fn in_file(mut self, file: impl Into<String>) -> Finding {
+        self.file = Some(file.into());
+        self
+    }
+
+    pub fn at(mut self, line: u32, column: Option<u32>) -> Finding {
+        self.line = Some(line);
+        self.column = column;
+        self
+    }
+}
+
+impl Finding {
+    /// Rule, file and line without the message — the form for the NOC and the logs: a message
+    /// may quote a personal field's value (a birth date, a name), which only the sender's own
+    /// receipt may carry. The rule id says what is wrong.
+    pub fn redacted(&self) -> String {
+        let mut s = format!("[{}]", self.rule);
+        if self.warning {
+            s.push_str(" warning");
+        }
+        if let Some(file) = &self.file {
+            s.push(' ');
+            s.push_str(file);
+            if let Some(line) = self.line {
+                s.push_str(&format!(":{line}"));
+            }
+        }
+        s
+    }
+}
+
+/// One line for people about a hop's reasons: why a file was rejected, or what it was
+/// delivered with.
+pub fn summary_of<T: fmt::Display>(hop: Hop, reasons: &[T]) -> Option<String> {
+    let first = reasons.first()?;
+    let n = reasons.len();
+    Some(match (hop, n) {
+        (Hop::Rejected, 1) => format!("rejected: {first}"),
+        (Hop::Rejected, _) => format!("rejected with {n} problems; first: {first}"),
+        (hop, 1) => format!("{hop} with a warning: {first}"),
+        (hop, _) => format!("{hop} with {n} warnings; first: {first}"),
+    })
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}]", self.rule)?;
+        if self.warning {
+            f.write_str(" warning")?;
+        }
+        if let Some(file) = &self.file {
+            write!(f, " {file}")?;
+            if let Some(line) = self.line {
+                write!(f, ":{line}")?;
+                if let Some(col) = self.column {
+                    write!(f, ":{col}")?;
+                }
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A file reached a hop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEvent {
+    /// The gateway's id of the file, unique for its whole life.
+    pub file_id: String,
+    pub hop: Hop,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Counterpart id of the sender.
+    pub sender: String,
+    /// Counterpart id of the recipient, once known.
+    pub recipient: Option<String>,
+    /// The name the sender gave the file.
+    pub original_name: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the plaintext.
+    pub sha256: String,
+    /// Lower-case hex SHA-256 of the sealed file, for `delivered`.
+    pub sealed_sha256: Option<String>,
+    /// Why, for `rejected`.
+    pub reasons: Vec<Finding>,
+    /// The agency-addressed archive this one was sorted out of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// For `split`: the archives sorted out of this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Child>,
+    /// The account that caused the hop (DESIGN §10): who uploaded (`accepted`), retrieved, or
+    /// deleted a delivered file (`purged`); absent where the gateway itself acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+/// The durable, ordered log of file events: the job store appends one entry per hop of a file
+/// (at most one per file and hop) in the same transaction as the job's state change. Receipts
+/// are issued from this log, so after a crash they resume where they stopped and are never
+/// issued twice or missed.
+pub trait EventLog: Send + Sync {
+    /// Events with sequence number greater than `seq`, oldest first, at most `limit`.
+    fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<(u64, FileEvent)>, EventLogError>;
+
+    /// The highest sequence number so far; changes whenever an event is appended.
+    fn watch(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("event log: {0}")]
+pub struct EventLogError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivered_file_with_warnings_is_not_summarised_as_rejected() {
+        let warning = Finding::new("name.serial", "serials start at 000005").warning();
+        let rejection = Finding::new("date.invalid", "no such date");
+        assert_eq!(summary_of::<Finding>(Hop::Delivered, &[]), None);
+        assert_eq!(
+            summary_of(Hop::Delivered, std::slice::from_ref(&warning)).as_deref(),
+            Some("delivered with a warning: [name.serial] warning: serials start at 000005")
+        );
+        assert_eq!(
+            summary_of(Hop::Rejected, &[rejection, warning]).as_deref(),
+            Some("rejected with 2 problems; first: [date.invalid]: no such date")
+        );
+    }
+}
