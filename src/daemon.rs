@@ -82,8 +82,8 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     ));
     let pipeline = crate::pipeline::Pipeline::start(&services, box_events, shutdown.clone())?;
     let receipt_key = crate::keys::load_receipt_key(&gateway.receipt_key)?;
-    let ledger = crate::receipts::ledger::Ledger::open(&layout.store().join("receipts.db"))?;
-    crate::receipts::issuer::Issuer::new(ledger, receipt_key, layout.clone())
+    let ledger = crate::receipts::ledger::Ledger::open(&layout.receipt_ledger())?;
+    crate::receipts::issuer::Issuer::new(ledger, receipt_key, services.boxes.clone())
         .spawn(pipeline.event_log(), shutdown.clone());
     tokio::spawn(crate::metrics::alerts::watch(
         services.clone(),

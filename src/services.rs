@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::audit::Audit;
-use crate::boxes::{BoxEvent, Writers};
+use crate::boxes::{BoxEvent, BoxStore, LocalBoxes, Writers};
 use crate::config::live::LiveConfig;
 use crate::metrics::Metrics;
 use crate::state::StateLayout;
@@ -20,6 +20,8 @@ use crate::transport::sessions::SessionRegistry;
 pub struct Services {
     pub live: Arc<LiveConfig>,
     pub layout: StateLayout,
+    /// The box files, as the gateway itself reaches them (the pipeline, receipts, the NOC).
+    pub boxes: Arc<dyn BoxStore>,
     /// Transports report completed uploads, retrievals and acknowledgements here.
     pub box_events: mpsc::Sender<BoxEvent>,
     pub audit: Audit,
@@ -56,10 +58,12 @@ impl Services {
             limits.max_buffered_total.bytes(),
             metrics.upload_buffered_bytes.clone(),
         )?;
+        let layout = StateLayout::new(&snapshot.config.gateway.state_dir);
         let services = Services {
             writers: Arc::new(writers),
             metrics,
-            layout: StateLayout::new(&snapshot.config.gateway.state_dir),
+            layout: layout.clone(),
+            boxes: Arc::new(LocalBoxes::new(&layout)),
             limiter: Arc::new(Limiter::new(&snapshot.config.gateway.limits)),
             live,
             box_events: tx,

@@ -76,6 +76,11 @@ impl StateLayout {
         self.root.join("store")
     }
 
+    /// The receipt ledger (SQLite), beside the job store.
+    pub fn receipt_ledger(&self) -> PathBuf {
+        self.store().join("receipts.db")
+    }
+
     pub fn audit(&self) -> PathBuf {
         self.root.join("audit")
     }

@@ -13,10 +13,10 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 
+use handoff::boxes::outbox_name;
 use handoff::events::Hop;
 use handoff::events::{EventLog, FileEvent};
 use handoff::pipeline::jobs::{JobStore, SqliteStore};
-use handoff::pipeline::stages::outbox_name;
 use support::{ClamdInstance, Daemon, TestConfig, hand_off, wait_for};
 
 const CLINIC: &str = "clinic-2717654327";

@@ -533,21 +533,57 @@ fn the_noc_api_is_for_noc_accounts_only() {
     let out = curl(&tc, Some("noc-tokyo"), &["{base}/noc/status"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["boxes"].as_array().unwrap().len(), 6);
+    // The NOC reads receipts from the ledger, the record: a file planted in a box's receipts
+    // folder is not one.
     let receipts = tc.state_dir().join("boxes").join(CLINIC).join("receipts");
     fs::write(
         receipts.join("f1.accepted.json"),
         "{\"hop\": \"accepted\", \"file_id\": \"f1\"}",
     )
     .unwrap();
+    let src = tc.dir.path().join("noc.zip");
+    random_file(&src, 1000);
+    let out = curl(
+        &tc,
+        Some(CLINIC),
+        &["-T", &src.display().to_string(), "{base}/inbox/noc.zip"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let noc_receipts = || {
+        let out = curl(
+            &tc,
+            Some("noc-tokyo"),
+            &["{base}/noc/receipts?since=2000-01-01T00:00:00Z"],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        support::wait_for(30, || noc_receipts().contains("noc.zip")),
+        "the accepted receipt never reached the NOC: {}",
+        noc_receipts()
+    );
+    let lines: Vec<serde_json::Value> = noc_receipts()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // accepted, then rejected (random bytes are no archive), and nothing of the planted file.
+    assert!(!lines.is_empty() && lines.len() <= 2, "{lines:?}");
+    assert_eq!(lines[0]["hop"], "accepted");
+    for line in &lines {
+        assert_eq!(line["sender"], CLINIC);
+        assert_eq!(line["original_name"], "noc.zip");
+        assert_eq!(line["redacted"], true);
+        assert!(line.get("signature").is_none(), "{line}");
+        for finding in line["reasons"].as_array().unwrap() {
+            assert!(finding.get("message").is_none(), "{line}");
+        }
+    }
     let out = curl(
         &tc,
         Some("noc-tokyo"),
-        &["{base}/noc/receipts?since=2000-01-01T00:00:00Z"],
+        &["{base}/noc/receipts?since=2999-01-01T00:00:00Z"],
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "{\"file_id\":\"f1\",\"hop\":\"accepted\",\"redacted\":true}"
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
     let out = curl(
         &tc,
         Some(CLINIC),

@@ -112,11 +112,14 @@ fn overdue_files_raise_alerts_and_show_on_the_status_page() {
         event("NEW", Hop::Accepted, 0),
     ]);
     let key = handoff::keys::load_receipt_key(&loaded.config.gateway.receipt_key).unwrap();
-    let ledger =
-        handoff::receipts::ledger::Ledger::open(&layout.store().join("receipts.db")).unwrap();
-    handoff::receipts::issuer::Issuer::new(ledger, key, layout.clone())
-        .catch_up(&log)
-        .unwrap();
+    let ledger = handoff::receipts::ledger::Ledger::open(&layout.receipt_ledger()).unwrap();
+    handoff::receipts::issuer::Issuer::new(
+        ledger,
+        key,
+        std::sync::Arc::new(handoff::boxes::LocalBoxes::new(&layout)),
+    )
+    .catch_up(&log)
+    .unwrap();
 
     let d = Daemon::start(&tc);
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -172,12 +175,16 @@ fn a_modified_receipt_in_the_ledger_raises_the_chain_alert() {
         event("F1", Hop::Delivered),
         event("F2", Hop::Accepted),
     ]);
-    let db = layout.store().join("receipts.db");
+    let db = layout.receipt_ledger();
     let key = handoff::keys::load_receipt_key(&loaded.config.gateway.receipt_key).unwrap();
     let ledger = handoff::receipts::ledger::Ledger::open(&db).unwrap();
-    handoff::receipts::issuer::Issuer::new(ledger, key, layout.clone())
-        .catch_up(&log)
-        .unwrap();
+    handoff::receipts::issuer::Issuer::new(
+        ledger,
+        key,
+        std::sync::Arc::new(handoff::boxes::LocalBoxes::new(&layout)),
+    )
+    .catch_up(&log)
+    .unwrap();
     // Someone edits the stored delivered receipt of F1: its size no longer matches the signature.
     let conn = rusqlite::Connection::open(&db).unwrap();
     let changed = conn

@@ -2,6 +2,7 @@
 
 mod support;
 
+use handoff::boxes::{FileName, LocalBoxes};
 use handoff::events::EventLog;
 use handoff::events::Hop;
 use handoff::pipeline::accept::accept;
@@ -28,20 +29,22 @@ fn accepting_the_same_hand_off_file_again_makes_no_second_job() {
     let tc = TestConfig::new();
     let (config, layout, store, spool) = prepared(&tc);
     hand_off(&tc, CLINIC, "twice.zip", b"the same file");
+    let boxes = LocalBoxes::new(&layout);
+    let name = FileName::new("twice.zip").unwrap();
     let inbox_file = layout.inbox(CLINIC).join("twice.zip");
     // Keep a second link so the very same inode can be put back, as if the daemon had
     // crashed after committing the job but before removing the inbox file.
     let keep = tc.dir.path().join("kept-link");
     std::fs::hard_link(&inbox_file, &keep).unwrap();
 
-    let job = accept(&store, &spool, &layout, &config, CLINIC, "twice.zip")
+    let job = accept(&store, &spool, &boxes, &config, CLINIC, &name)
         .unwrap()
         .expect("first accept makes a job");
     assert_eq!(job.state, JobState::Accepted);
     assert!(!inbox_file.exists(), "inbox file not removed");
 
     std::fs::hard_link(&keep, &inbox_file).unwrap();
-    let again = accept(&store, &spool, &layout, &config, CLINIC, "twice.zip").unwrap();
+    let again = accept(&store, &spool, &boxes, &config, CLINIC, &name).unwrap();
     assert!(again.is_none(), "second accept made a job: {again:?}");
     assert!(
         !inbox_file.exists(),
@@ -82,10 +85,10 @@ fn concurrent_accepts_of_one_file_make_one_job() {
                     accept(
                         &store,
                         &spool,
-                        &layout,
+                        &LocalBoxes::new(&layout),
                         &config,
                         CLINIC,
-                        &format!("race-{i}.zip"),
+                        &FileName::new(&format!("race-{i}.zip")).unwrap(),
                     )
                     .unwrap();
                 }
@@ -103,9 +106,16 @@ fn spool_files_without_an_open_job_are_swept() {
     let tc = TestConfig::new();
     let (config, layout, store, spool) = prepared(&tc);
     hand_off(&tc, CLINIC, "kept.zip", b"kept");
-    let job = accept(&store, &spool, &layout, &config, CLINIC, "kept.zip")
-        .unwrap()
-        .unwrap();
+    let job = accept(
+        &store,
+        &spool,
+        &LocalBoxes::new(&layout),
+        &config,
+        CLINIC,
+        &FileName::new("kept.zip").unwrap(),
+    )
+    .unwrap()
+    .unwrap();
     // What a crash between writing the spool file and committing the job leaves.
     std::fs::write(
         layout.spool().join("0190aaaa-0000-7000-8000-000000000000"),
@@ -212,9 +222,16 @@ fn sealed_uploads_move_into_the_spool_without_a_copy() {
     let body = sealed_uploads(&tc, &layout, false);
     let good = layout.inbox(CLINIC).join("good.zip");
     let inode = std::fs::metadata(&good).unwrap().ino();
-    let job = accept(&store, &spool, &layout, &config, CLINIC, "good.zip")
-        .unwrap()
-        .expect("the sealed upload is accepted");
+    let job = accept(
+        &store,
+        &spool,
+        &LocalBoxes::new(&layout),
+        &config,
+        CLINIC,
+        &FileName::new("good.zip").unwrap(),
+    )
+    .unwrap()
+    .expect("the sealed upload is accepted");
     assert_eq!(job.size, body.len() as u64);
     assert_eq!(job.sha256, hex::encode(Sha256::digest(&body)));
     assert!(!good.exists());
@@ -233,9 +250,16 @@ fn sealed_uploads_move_into_the_spool_without_a_copy() {
     assert!(content == body);
 
     // A byte changed while the file waited: the seal catches it when the file is read.
-    let job = accept(&store, &spool, &layout, &config, CLINIC, "bad.zip")
-        .unwrap()
-        .expect("accepted with the hash taken as it arrived");
+    let job = accept(
+        &store,
+        &spool,
+        &LocalBoxes::new(&layout),
+        &config,
+        CLINIC,
+        &FileName::new("bad.zip").unwrap(),
+    )
+    .unwrap()
+    .expect("accepted with the hash taken as it arrived");
     let mut content = Vec::new();
     let read = spool
         .open(&job.file_id)
@@ -253,14 +277,31 @@ fn sealed_uploads_without_their_hash_are_opened_and_checked() {
     let tc = TestConfig::new();
     let (config, layout, store, spool) = prepared(&tc);
     let body = sealed_uploads(&tc, &layout, true);
-    let job = accept(&store, &spool, &layout, &config, CLINIC, "good.zip")
-        .unwrap()
-        .expect("the sealed upload is accepted");
+    let job = accept(
+        &store,
+        &spool,
+        &LocalBoxes::new(&layout),
+        &config,
+        CLINIC,
+        &FileName::new("good.zip").unwrap(),
+    )
+    .unwrap()
+    .expect("the sealed upload is accepted");
     assert_eq!(job.size, body.len() as u64);
     assert_eq!(job.sha256, hex::encode(Sha256::digest(&body)));
 
     let bad = layout.inbox(CLINIC).join("bad.zip");
-    assert!(accept(&store, &spool, &layout, &config, CLINIC, "bad.zip").is_err());
+    assert!(
+        accept(
+            &store,
+            &spool,
+            &LocalBoxes::new(&layout),
+            &config,
+            CLINIC,
+            &FileName::new("bad.zip").unwrap()
+        )
+        .is_err()
+    );
     assert!(bad.exists(), "a file whose seal fails is kept in the inbox");
     assert_eq!(store.open_jobs().unwrap().len(), 1);
 }

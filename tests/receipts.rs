@@ -61,9 +61,9 @@ fn fixture() -> Fixture {
 impl Fixture {
     fn issuer(&self) -> Issuer {
         Issuer::new(
-            Ledger::open(&self.layout.store().join("receipts.db")).unwrap(),
+            Ledger::open(&self.layout.receipt_ledger()).unwrap(),
             self.key.clone(),
-            self.layout.clone(),
+            std::sync::Arc::new(handoff::boxes::LocalBoxes::new(&self.layout)),
         )
     }
 

@@ -16,6 +16,7 @@
 
 mod fsops;
 mod path;
+mod store;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,9 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 pub use path::{FileName, Folder, MAX_NAME_BYTES, VirtualPath};
+pub use store::{
+    BoxCounts, BoxStore, InboxWatch, LocalBoxes, Waiting, file_id_of_outbox_name, outbox_name,
+};
 pub use writer::{UploadWriter, Writers};
 
 use crate::config::{Access, live::Snapshot};

@@ -21,7 +21,7 @@ pub struct Overdue {
 }
 
 pub fn overdue(services: &Services) -> Option<Overdue> {
-    let path = services.layout.store().join("receipts.db");
+    let path = services.layout.receipt_ledger();
     if !path.exists() {
         return None;
     }
@@ -83,7 +83,7 @@ impl ChainCheck {
         if self.broken {
             return None;
         }
-        let path = services.layout.store().join("receipts.db");
+        let path = services.layout.receipt_ledger();
         if !path.exists() {
             return None;
         }

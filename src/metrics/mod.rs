@@ -3,6 +3,7 @@
 //! ([`alerts`]).
 
 pub mod alerts;
+pub mod noc;
 pub mod server;
 
 use prometheus_client::encoding::text::encode;

@@ -74,19 +74,8 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn count(p: std::path::PathBuf) -> usize {
-    std::fs::read_dir(p)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 fn status_page(services: &Services) -> String {
-    let snapshot = services.live.snapshot();
-    let layout = &services.layout;
+    let status = super::noc::Status::gather(services);
     let clock = crate::audit::clock::status();
     let overdue = super::alerts::overdue(services);
     let mut h = String::new();
@@ -104,13 +93,12 @@ fn status_page(services: &Services) -> String {
             "<span class=\"bad\">NOT synchronised</span>"
         },
         clock.maxerror_us,
-        services.sessions.total()
+        status.sessions
     );
     let _ = write!(
         h,
         "<h2>Queues</h2><table><tr><th>spool</th><td>{}</td></tr><tr><th>quarantine</th><td>{}</td></tr></table>",
-        count(layout.spool()),
-        count(layout.quarantine())
+        status.spool, status.quarantine
     );
     let bans = services.limiter.bans();
     if bans.is_empty() {
@@ -130,14 +118,14 @@ fn status_page(services: &Services) -> String {
         h.push_str("</table>");
     }
     h.push_str("<h2>Boxes</h2><table><tr><th>counterpart</th><th>inbox (waiting)</th><th>outbox (not collected)</th><th>receipts</th></tr>");
-    for c in &snapshot.config.counterparts {
+    for b in &status.boxes {
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&c.id),
-            count(layout.inbox(&c.id)),
-            count(layout.outbox(&c.id)),
-            count(layout.receipts(&c.id))
+            esc(&b.id),
+            b.counts.inbox,
+            b.counts.outbox,
+            b.counts.receipts
         );
     }
     h.push_str("</table><h2>Overdue</h2>");
@@ -167,7 +155,7 @@ fn status_page(services: &Services) -> String {
         }
     }
     h.push_str("<h2>Last 100 receipts</h2>");
-    let path = layout.store().join("receipts.db");
+    let path = services.layout.receipt_ledger();
     match Ledger::open_read_only(&path).and_then(|l| l.last(100)) {
         Ok(list) if !list.is_empty() => {
             h.push_str("<table><tr><th>#</th><th>time</th><th>hop</th><th>file</th><th>name</th><th>sender</th><th>recipient</th><th>note</th></tr>");

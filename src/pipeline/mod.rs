@@ -14,7 +14,6 @@ pub mod stages;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,14 +21,13 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::boxes::{BoxEvent, FileName};
+use crate::boxes::{BoxEvent, BoxStore, FileName, InboxWatch, file_id_of_outbox_name, outbox_name};
 use crate::config::live::LiveConfig;
 use crate::events::{EventLog, FileEvent, Hop};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::jobs::{Job, JobState, JobStore, SqliteStore, StoreError, Transition};
 use crate::scan::{Clamd, ScanHealth};
-use crate::spool::{self, Spool};
-use crate::state::StateLayout;
+use crate::spool::Spool;
 use stages::{
     ArchiveValidator, CmsSealer, DeliverStage, Outcome, ScanStage, SealStage, Stage, StageCtx,
     ValidateStage,
@@ -74,7 +72,7 @@ pub enum PipelineError {
 struct Inner {
     store: Arc<SqliteStore>,
     spool: Spool,
-    layout: StateLayout,
+    boxes: Arc<dyn BoxStore>,
     live: Arc<LiveConfig>,
     stages: Vec<Box<dyn Stage>>,
     metrics: PipelineMetrics,
@@ -100,7 +98,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct Pipeline {
     inner: Arc<Inner>,
-    accept: mpsc::Sender<(String, String)>,
+    accept: mpsc::Sender<(String, FileName)>,
 }
 
 impl Pipeline {
@@ -150,7 +148,7 @@ impl Pipeline {
         let inner = Arc::new(Inner {
             store,
             spool,
-            layout,
+            boxes: services.boxes.clone(),
             live,
             stages,
             metrics: services.metrics.pipeline.clone(),
@@ -203,37 +201,33 @@ impl Pipeline {
     async fn rescan(&self) {
         let snapshot = self.inner.live.snapshot();
         for c in &snapshot.config.counterparts {
-            let Ok(entries) = std::fs::read_dir(self.inner.layout.inbox(&c.id)) else {
-                continue;
+            let waiting = match self.inner.boxes.waiting(&c.id) {
+                Ok(names) => names,
+                Err(e) => {
+                    tracing::warn!(counterpart = c.id, error = %e, "listing the inbox");
+                    continue;
+                }
             };
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
+            for name in waiting {
                 let _ = self.accept.send((c.id.clone(), name)).await;
             }
         }
     }
 
-    /// Watches every configured inbox; events lead to accept (removals are ignored).
-    fn watch_inboxes(&self) -> Result<notify::RecommendedWatcher, PipelineError> {
-        use notify::{EventKind, RecursiveMode, Watcher};
+    /// Watches every configured inbox; new files lead to accept.
+    fn watch_inboxes(&self) -> Result<InboxWatch, PipelineError> {
         let tx = self.accept.clone();
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                let Ok(ev) = res else { return };
-                if matches!(ev.kind, EventKind::Remove(_) | EventKind::Access(_)) {
-                    return;
-                }
-                for path in ev.paths {
-                    if let Some(key) = inbox_file(&path) {
-                        let _ = tx.blocking_send(key);
-                    }
-                }
-            })?;
         let snapshot = self.inner.live.snapshot();
-        for c in &snapshot.config.counterparts {
-            watcher.watch(&self.inner.layout.inbox(&c.id), RecursiveMode::NonRecursive)?;
-        }
-        Ok(watcher)
+        let owners: Vec<String> = snapshot
+            .config
+            .counterparts
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
+        let on_file = Box::new(move |owner, name| {
+            let _ = tx.blocking_send((owner, name));
+        });
+        Ok(self.inner.boxes.watch_inboxes(&owners, on_file)?)
     }
 
     async fn box_events(self, mut rx: mpsc::Receiver<BoxEvent>, shutdown: CancellationToken) {
@@ -244,7 +238,7 @@ impl Pipeline {
             };
             match ev {
                 BoxEvent::Uploaded { account, name, .. } => {
-                    let _ = self.accept.send((account, name.as_str().to_owned())).await;
+                    let _ = self.accept.send((account, name)).await;
                 }
                 // A file read by anyone but its recipient (a maintainer) is not retrieved
                 // (DESIGN §10); the transport's audit line records the read.
@@ -278,7 +272,7 @@ impl Pipeline {
         }
     }
 
-    async fn housekeeping(self, watcher: notify::RecommendedWatcher, shutdown: CancellationToken) {
+    async fn housekeeping(self, watcher: InboxWatch, shutdown: CancellationToken) {
         let _watcher = watcher;
         let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
         loop {
@@ -297,20 +291,9 @@ impl Pipeline {
     }
 }
 
-/// `(counterpart, name)` of a path `.../boxes/<counterpart>/inbox/<name>`.
-fn inbox_file(path: &Path) -> Option<(String, String)> {
-    let name = path.file_name()?.to_str()?;
-    let inbox = path.parent()?;
-    if inbox.file_name()? != "inbox" {
-        return None;
-    }
-    let counterpart = inbox.parent()?.file_name()?.to_str()?;
-    Some((counterpart.to_owned(), name.to_owned()))
-}
-
 async fn acceptor(
     inner: Arc<Inner>,
-    mut rx: mpsc::Receiver<(String, String)>,
+    mut rx: mpsc::Receiver<(String, FileName)>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -324,7 +307,7 @@ async fn acceptor(
             Ok(Ok(Some(id))) => inner.enqueue(id).await,
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(sender, name, error = %e, "accept failed; retried on the next rescan")
+                tracing::warn!(sender, %name, error = %e, "accept failed; retried on the next rescan")
             }
             Err(e) => tracing::error!(error = %e, "accept task failed"),
         }
@@ -511,12 +494,12 @@ impl Inner {
         (Duration::from_millis(500) * 2u32.saturating_pow((*n).min(8))).min(MAX_BACKOFF)
     }
 
-    fn accept(&self, sender: &str, name: &str) -> Result<Option<String>, PipelineError> {
+    fn accept(&self, sender: &str, name: &FileName) -> Result<Option<String>, PipelineError> {
         let snapshot = self.live.snapshot();
         let job = accept::accept(
             &*self.store,
             &self.spool,
-            &self.layout,
+            &*self.boxes,
             &snapshot.config,
             sender,
             name,
@@ -526,7 +509,7 @@ impl Inner {
             tracing::info!(
                 file_id = job.file_id,
                 sender,
-                name,
+                %name,
                 size = job.size,
                 "accepted"
             );
@@ -571,7 +554,7 @@ impl Inner {
                 spool: &self.spool,
                 store: &*self.store,
                 config: &snapshot.config,
-                layout: &self.layout,
+                boxes: &*self.boxes,
             };
             let started = Instant::now();
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -734,7 +717,7 @@ impl Inner {
 
     /// An outbox file was read to its end or deleted: the file's `retrieved` event, once.
     fn retrieved(&self, account: &str, name: &FileName) {
-        let Some(file_id) = stages::file_id_of_outbox_name(name.as_str()) else {
+        let Some(file_id) = file_id_of_outbox_name(name.as_str()) else {
             return;
         };
         // The file is visible in the outbox a moment before `delivered` is committed; a
@@ -755,7 +738,7 @@ impl Inner {
             }
         };
         if job.recipient.as_deref() != Some(account)
-            || stages::outbox_name(&job.file_id, &job.original_name) != name.as_str()
+            || outbox_name(&job.file_id, &job.original_name) != name.as_str()
         {
             return;
         }
@@ -772,7 +755,7 @@ impl Inner {
     /// A delivered file deleted from its recipient's outbox by another account (a maintainer
     /// or break-glass account): a `purged` receipt naming that account, never a retrieval.
     fn deleted_by_other(&self, recipient: &str, actor: &str, name: &FileName) {
-        let Some(file_id) = stages::file_id_of_outbox_name(name.as_str()) else {
+        let Some(file_id) = file_id_of_outbox_name(name.as_str()) else {
             return;
         };
         let mut job = match self.store.get(file_id) {
@@ -785,7 +768,7 @@ impl Inner {
         };
         if job.state != JobState::Delivered
             || job.recipient.as_deref() != Some(recipient)
-            || stages::outbox_name(&job.file_id, &job.original_name) != name.as_str()
+            || outbox_name(&job.file_id, &job.original_name) != name.as_str()
         {
             return;
         }
@@ -803,12 +786,8 @@ impl Inner {
         let now = OffsetDateTime::now_utc();
         for mut job in self.store.delivered_before(now - retention.outbox)? {
             if let Some(recipient) = job.recipient.clone() {
-                let outbox = self.layout.outbox(&recipient);
-                let path = outbox.join(stages::outbox_name(&job.file_id, &job.original_name));
-                match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-                    _ => spool::sync_dir(&outbox)?,
-                }
+                self.boxes
+                    .purge(&recipient, &outbox_name(&job.file_id, &job.original_name))?;
                 self.purged(&mut job, &recipient)?;
             }
         }

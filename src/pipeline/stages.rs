@@ -5,14 +5,14 @@
 use std::io::{self, Read, Seek, Write};
 use std::sync::Arc;
 
+use crate::boxes::{self, BoxStore};
 use crate::config::{Config, Counterpart, CounterpartKind, Inbound};
 use crate::events::Finding;
 use crate::pipeline::jobs::{Job, JobState, JobStore};
 use crate::scan::{Clamd, ScanHealth, Verdict};
 use crate::seal::{OpenOptions, OpeningKey, SealError};
 pub use crate::spool::ReadSeek;
-use crate::spool::{self, Spool};
-use crate::state::StateLayout;
+use crate::spool::Spool;
 use crate::validate;
 
 /// What a stage may touch.
@@ -21,7 +21,7 @@ pub struct StageCtx<'a> {
     /// For stages that record more than their own job's transition (the split plan).
     pub store: &'a dyn JobStore,
     pub config: &'a Config,
-    pub layout: &'a StateLayout,
+    pub boxes: &'a dyn BoxStore,
 }
 
 /// What a stage decided.
@@ -446,25 +446,6 @@ impl Stage for SealStage {
     }
 }
 
-/// The deterministic outbox name of a file: `{file-id}_{original-name}.p7m`, or
-/// `{file-id}.p7m` when that would be longer than a file name may be. The file id (a UUID)
-/// contains no `_`, so the id is everything before the first `_` or `.`.
-pub fn outbox_name(file_id: &str, original_name: &str) -> String {
-    let full = format!("{file_id}_{original_name}.p7m");
-    if full.len() <= crate::boxes::MAX_NAME_BYTES {
-        full
-    } else {
-        format!("{file_id}.p7m")
-    }
-}
-
-/// The file id an outbox name was made from.
-pub fn file_id_of_outbox_name(name: &str) -> Option<&str> {
-    let end = name.find(['_', '.'])?;
-    let id = &name[..end];
-    uuid::Uuid::parse_str(id).ok().map(|_| id)
-}
-
 /// Writes the sealed file into the recipient's outbox: a temporary file in the spool (same
 /// file system), fsync, rename into the outbox, fsync the outbox.
 pub struct DeliverStage;
@@ -480,16 +461,12 @@ impl Stage for DeliverStage {
         let Some(recipient) = job.recipient.as_deref() else {
             return Outcome::Failed("sealed job without recipient".into());
         };
-        let outbox = ctx.layout.outbox(recipient);
-        let name = outbox_name(&job.file_id, &job.original_name);
+        let name = boxes::outbox_name(&job.file_id, &job.original_name);
         let tmp = ctx.spool.tmp_path(&job.file_id, "deliver");
-        let result = (|| -> io::Result<String> {
-            let mut sealed = ctx.spool.open_sealed(&job.file_id)?;
-            let written = spool::write_synced_with(&tmp, |w| io::copy(&mut sealed, w).map(drop))?;
-            std::fs::rename(&tmp, outbox.join(&name))?;
-            spool::sync_dir(&outbox)?;
-            Ok(written.sha256)
-        })();
+        let result = ctx
+            .spool
+            .open_sealed(&job.file_id)
+            .and_then(|mut sealed| ctx.boxes.deliver(recipient, &name, &mut sealed, &tmp));
         match result {
             Ok(sha) => Outcome::Advance {
                 to: JobState::Delivered,
@@ -497,7 +474,7 @@ impl Stage for DeliverStage {
                 sealed_sha256: Some(sha),
                 warnings: Vec::new(),
             },
-            Err(e) => Outcome::Retry(format!("delivering to {}: {e}", outbox.display())),
+            Err(e) => Outcome::Retry(format!("delivering to {recipient}: {e}")),
         }
     }
 }

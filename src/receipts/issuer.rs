@@ -1,9 +1,6 @@
 //! Turns the pipeline's event log into receipts: one per file and hop, in log order, chained,
 //! signed, stored in the ledger, and written into the boxes of the parties concerned.
 
-use std::fs;
-use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -11,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 use super::Hop;
 use super::ledger::{Ledger, LedgerError};
 use super::receipt::Receipt;
+use crate::boxes::BoxStore;
 use crate::events::{EventLog, FileEvent};
-use crate::state::StateLayout;
 
 /// Receipts whose box files are re-written at start-up, in case a crash came between the ledger
 /// commit and the file write.
@@ -25,9 +22,10 @@ pub enum IssueError {
     Ledger(#[from] LedgerError),
     #[error("event log: {0}")]
     Log(String),
-    #[error("writing receipt file {path}: {source}")]
+    #[error("writing receipt {receipt} into the box of {owner}: {source}")]
     File {
-        path: String,
+        owner: String,
+        receipt: String,
         source: std::io::Error,
     },
 }
@@ -35,16 +33,12 @@ pub enum IssueError {
 pub struct Issuer {
     ledger: Ledger,
     key: ed25519_dalek::SigningKey,
-    layout: StateLayout,
+    boxes: Arc<dyn BoxStore>,
 }
 
 impl Issuer {
-    pub fn new(ledger: Ledger, key: ed25519_dalek::SigningKey, layout: StateLayout) -> Issuer {
-        Issuer {
-            ledger,
-            key,
-            layout,
-        }
+    pub fn new(ledger: Ledger, key: ed25519_dalek::SigningKey, boxes: Arc<dyn BoxStore>) -> Issuer {
+        Issuer { ledger, key, boxes }
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -108,11 +102,14 @@ impl Issuer {
     fn write_files(&self, r: &Receipt) -> Result<(), IssueError> {
         let body = format!("{}\n", r.to_canonical_json());
         for owner in Self::boxes_of(r) {
-            let dir = self.layout.receipts(owner);
-            if !dir.is_dir() {
-                continue; // the counterpart was removed; the ledger keeps the record
-            }
-            write_atomic(&dir, &format!("{}.json", r.id), body.as_bytes())?;
+            // A removed counterpart has no box any more; the ledger keeps the record.
+            self.boxes
+                .write_receipt(owner, &r.id, body.as_bytes())
+                .map_err(|source| IssueError::File {
+                    owner: owner.to_owned(),
+                    receipt: r.id.clone(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -174,17 +171,4 @@ impl Issuer {
             }
         })
     }
-}
-
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), IssueError> {
-    let err = |source| IssueError::File {
-        path: dir.join(name).display().to_string(),
-        source,
-    };
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    fs::rename(&tmp, dir.join(name)).map_err(err)?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::boxes::Waiting;
 use crate::direct_io::SequentialFile;
 use crate::keys::MasterKey;
 use crate::seal::at_rest::{self, AtRestReader, AtRestWriter};
@@ -124,26 +125,26 @@ impl Spool {
         hashed.ok_or_else(|| io::Error::other("nothing was written"))
     }
 
-    /// Takes the upload at `path` (in an inbox, open as `file`) into the spool as `file_id`.
-    /// An upload the transports sealed and hashed as it arrived is linked in as it is: the same
-    /// file, neither read nor copied. One sealed without its hash is opened (a changed or cut
-    /// file fails, and stays in the inbox) and stored again; any other file — one an operator
-    /// placed in an inbox by hand — is read as it is.
-    pub fn take_upload(&self, file_id: &str, path: &Path, file: File) -> io::Result<Written> {
-        if !at_rest::is_sealed_upload(&self.master, &file) {
-            return self.store(file_id, io::BufReader::with_capacity(1 << 17, file));
+    /// Takes an upload waiting in an inbox into the spool as `file_id`. An upload the
+    /// transports sealed and hashed as it arrived is linked in as it is: the same file, neither
+    /// read nor copied. One sealed without its hash is opened (a changed or cut file fails, and
+    /// stays in the inbox) and stored again; any other file — one an operator placed in an inbox
+    /// by hand — is read as it is.
+    pub fn take_upload(&self, file_id: &str, waiting: Waiting) -> io::Result<Written> {
+        if !at_rest::is_sealed_upload(&self.master, &waiting.file) {
+            return self.store(file_id, io::BufReader::with_capacity(1 << 17, waiting.file));
         }
-        if let Some(sha256) = crate::boxes::committed_sha256(&file) {
-            let size = at_rest::plaintext_len(file.metadata()?.len())
+        if let Some(sha256) = crate::boxes::committed_sha256(&waiting.file) {
+            let size = at_rest::plaintext_len(waiting.file.metadata()?.len())
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "truncated upload"))?;
-            // The inbox and the spool share a file system in the state directory; should they
+            // The boxes and the spool share a file system in the state directory; should they
             // not, the upload is copied below instead.
-            if fs::hard_link(path, self.plain_path(file_id)).is_ok() {
+            if waiting.link_to(&self.plain_path(file_id)).is_ok() {
                 sync_dir(&self.dir)?;
                 return Ok(Written { size, sha256 });
             }
         }
-        let file = io::BufReader::with_capacity(1 << 17, file);
+        let file = io::BufReader::with_capacity(1 << 17, waiting.file);
         let upload = AtRestReader::new(&self.master, file_id, file)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         self.store(file_id, upload)
@@ -370,6 +371,30 @@ impl<W: Write> Write for HashingWriter<W> {
 /// fsyncs a directory so a rename or unlink in it is durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// How many files wait in the spool and in quarantine, for the NOC.
+#[derive(Debug, Clone, Copy)]
+pub struct Counts {
+    pub spool: usize,
+    pub quarantine: usize,
+}
+
+/// Counts the files of the spool and the quarantine, temporaries not included.
+pub fn counts(layout: &StateLayout) -> Counts {
+    let count = |dir: PathBuf| {
+        fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().ends_with(TMP))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    Counts {
+        spool: count(layout.spool()),
+        quarantine: count(layout.quarantine()),
+    }
 }
 
 /// Lower-case hex SHA-256 of a stream.

@@ -30,6 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::Shared;
 use crate::accounts::{Account, Role};
 use crate::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder};
+use crate::metrics::noc;
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -671,14 +672,7 @@ async fn noc(conn: &Arc<Connection>, req: &Request<()>, segs: &[String]) -> Rout
             "the NOC API is read-only",
         ));
     }
-    let services = &conn.shared.services;
-    let snapshot = services.live.snapshot();
-    let layout = &services.layout;
-    let count = |p: std::path::PathBuf| {
-        std::fs::read_dir(p)
-            .map(|d| d.flatten().count())
-            .unwrap_or(0)
-    };
+    let services = conn.shared.services.clone();
     match segs
         .iter()
         .map(String::as_str)
@@ -686,21 +680,10 @@ async fn noc(conn: &Arc<Connection>, req: &Request<()>, segs: &[String]) -> Rout
         .as_slice()
     {
         ["noc", "status"] => {
-            let boxes: Vec<_> = snapshot
-                .config
-                .counterparts
-                .iter()
-                .map(|c| json!({"id": c.id, "inbox": count(layout.inbox(&c.id)), "outbox": count(layout.outbox(&c.id)), "receipts": count(layout.receipts(&c.id))}))
-                .collect();
-            let status = json!({
-                "time": rfc3339(SystemTime::now()),
-                "sessions": services.sessions.total(),
-                "spool": count(layout.spool()),
-                "quarantine": count(layout.quarantine()),
-                "scanner": {"up": services.scan_health.is_up(), "error": services.scan_health.last_error()},
-                "boxes": boxes,
-            });
-            Ok((json_response(StatusCode::OK, status), 0))
+            let status = tokio::task::spawn_blocking(move || noc::Status::gather(&services))
+                .await
+                .map_err(|_| ApiError::internal())?;
+            Ok((json_response(StatusCode::OK, json!(status)), 0))
         }
         ["noc", "receipts"] => {
             let since = req
@@ -710,10 +693,9 @@ async fn noc(conn: &Arc<Connection>, req: &Request<()>, segs: &[String]) -> Rout
                 .map(|v| decode_segment(v).unwrap_or_default())
                 .filter(|v| !v.is_empty());
             let since = match since {
-                None => SystemTime::UNIX_EPOCH,
+                None => time::OffsetDateTime::UNIX_EPOCH,
                 Some(v) => {
                     time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc3339)
-                        .map(SystemTime::from)
                         .map_err(|_| {
                             ApiError::new(
                                 StatusCode::BAD_REQUEST,
@@ -723,33 +705,17 @@ async fn noc(conn: &Arc<Connection>, req: &Request<()>, segs: &[String]) -> Rout
                         })?
                 }
             };
-            let mut found: std::collections::BTreeMap<(SystemTime, String), String> =
-                std::collections::BTreeMap::new();
-            for c in &snapshot.config.counterparts {
-                let Ok(dir) = std::fs::read_dir(layout.receipts(&c.id)) else {
-                    continue;
-                };
-                for f in dir.flatten() {
-                    let modified = f
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .unwrap_or(SystemTime::UNIX_EPOCH);
-                    let name = f.file_name().to_string_lossy().into_owned();
-                    if modified < since || name.starts_with('.') {
-                        continue;
-                    }
-                    if let Ok(text) = std::fs::read_to_string(f.path())
-                        && let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text)
-                    {
-                        // Finding messages may quote personal data: not for the NOC.
-                        crate::receipts::redact_for_noc(&mut v);
-                        found.insert((modified, name), v.to_string());
-                    }
-                }
-            }
+            let receipts =
+                tokio::task::spawn_blocking(move || noc::receipts_since(&services, since))
+                    .await
+                    .map_err(|_| ApiError::internal())?
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "reading the receipt ledger for the NOC");
+                        ApiError::internal()
+                    })?;
             let mut body = String::new();
-            for line in found.into_values() {
-                body.push_str(&line);
+            for receipt in receipts {
+                body.push_str(&receipt.to_string());
                 body.push('\n');
             }
             let len = body.len() as u64;

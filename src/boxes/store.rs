@@ -1,0 +1,305 @@
+//! The gateway's side of the boxes: what the pipeline, the receipt issuer and the NOC do with
+//! box files, as opposed to what a counterpart's session does ([`super::DropBox`]).
+//!
+//! [`BoxStore`] is the one way the rest of the gateway reaches box files: take an upload waiting
+//! in an inbox, deliver a sealed file into an outbox, purge it, write a receipt file, count what
+//! a box holds. Nothing outside `boxes/` joins a path under a box. [`LocalBoxes`] keeps boxes as
+//! folders of the state directory; a backend that keeps them in a database or an object store
+//! implements the same trait.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::{FileName, Folder, MAX_NAME_BYTES};
+use crate::state::StateLayout;
+
+/// What the gateway itself does with box files.
+pub trait BoxStore: Send + Sync {
+    /// The names waiting in a counterpart's inbox (empty if it has no box).
+    fn waiting(&self, owner: &str) -> io::Result<Vec<FileName>>;
+
+    /// Opens an upload waiting in an inbox for the hand-off into the spool; `None` if there is
+    /// no such file or it is not a regular file.
+    fn take(&self, owner: &str, name: &FileName) -> io::Result<Option<Waiting>>;
+
+    /// Removes a file handed off to the spool from its inbox, durably. A file already gone is
+    /// not an error (a crash may have come after the removal).
+    fn handed_off(&self, owner: &str, name: &FileName) -> io::Result<()>;
+
+    /// Writes `sealed` durably into the recipient's outbox under `name`, all at once or not at
+    /// all: it is staged at `scratch` (a path of the spool, on the same file system) first.
+    /// Returns the SHA-256 of what was written.
+    fn deliver(
+        &self,
+        recipient: &str,
+        name: &str,
+        sealed: &mut dyn Read,
+        scratch: &Path,
+    ) -> io::Result<String>;
+
+    /// Removes a delivered file from the recipient's outbox, durably; gone already is fine.
+    fn purge(&self, recipient: &str, name: &str) -> io::Result<()>;
+
+    /// Writes a receipt file into a box, atomically. `false` if the counterpart has no box any
+    /// more (it was removed from the config; the ledger keeps the record).
+    fn write_receipt(&self, owner: &str, receipt_id: &str, body: &[u8]) -> io::Result<bool>;
+
+    /// How many files each folder of a box holds, for the NOC.
+    fn counts(&self, owner: &str) -> BoxCounts;
+
+    /// Calls `on_file` for every file that appears in the inboxes of `owners` until the
+    /// returned guard is dropped.
+    fn watch_inboxes(
+        &self,
+        owners: &[String],
+        on_file: Box<dyn Fn(String, FileName) + Send + Sync>,
+    ) -> io::Result<InboxWatch>;
+}
+
+/// The files of one box, by folder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BoxCounts {
+    pub inbox: usize,
+    pub outbox: usize,
+    pub receipts: usize,
+}
+
+/// An upload waiting in an inbox, open for the hand-off into the spool.
+#[derive(Debug)]
+pub struct Waiting {
+    pub file: File,
+    /// Identifies this very file (device, inode, size, modification time, name), so a job is
+    /// made once per upload even if it is taken twice, or again after a crash.
+    pub key: String,
+    path: PathBuf,
+}
+
+impl Waiting {
+    /// Links the upload, as it is, to `to` (a path of the spool), so the hand-off copies nothing.
+    /// Fails where the two are not on one file system; the caller then copies.
+    pub fn link_to(&self, to: &Path) -> io::Result<()> {
+        fs::hard_link(&self.path, to)
+    }
+}
+
+/// Keeps an inbox watch running; dropping it stops the watch.
+pub struct InboxWatch(#[allow(dead_code)] Box<dyn Send>);
+
+/// Boxes as folders of the state directory (`boxes/<counterpart>/{inbox,outbox,receipts}`).
+#[derive(Debug, Clone)]
+pub struct LocalBoxes {
+    layout: StateLayout,
+}
+
+impl LocalBoxes {
+    pub fn new(layout: &StateLayout) -> LocalBoxes {
+        LocalBoxes {
+            layout: layout.clone(),
+        }
+    }
+
+    fn folder(&self, owner: &str, folder: Folder) -> PathBuf {
+        self.layout.box_dir(owner).join(folder.as_str())
+    }
+}
+
+impl BoxStore for LocalBoxes {
+    fn waiting(&self, owner: &str) -> io::Result<Vec<FileName>> {
+        let entries = match fs::read_dir(self.folder(owner, Folder::Inbox)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(entries
+            .flatten()
+            .filter_map(|e| FileName::new(e.file_name().to_str()?).ok())
+            .collect())
+    }
+
+    fn take(&self, owner: &str, name: &FileName) -> io::Result<Option<Waiting>> {
+        let path = self.folder(owner, Folder::Inbox).join(name.as_str());
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let key = format!(
+            "{}:{}:{}:{}.{:09}:{name}",
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        );
+        Ok(Some(Waiting { file, key, path }))
+    }
+
+    fn handed_off(&self, owner: &str, name: &FileName) -> io::Result<()> {
+        let inbox = self.folder(owner, Folder::Inbox);
+        remove_durably(&inbox, name.as_str())
+    }
+
+    fn deliver(
+        &self,
+        recipient: &str,
+        name: &str,
+        sealed: &mut dyn Read,
+        scratch: &Path,
+    ) -> io::Result<String> {
+        let name = checked(name)?;
+        let outbox = self.folder(recipient, Folder::Outbox);
+        let written = crate::spool::write_synced_with(scratch, |w| io::copy(sealed, w).map(drop))?;
+        fs::rename(scratch, outbox.join(name.as_str())).map_err(|e| in_dir(e, &outbox))?;
+        crate::spool::sync_dir(&outbox)?;
+        Ok(written.sha256)
+    }
+
+    fn purge(&self, recipient: &str, name: &str) -> io::Result<()> {
+        let name = checked(name)?;
+        remove_durably(&self.folder(recipient, Folder::Outbox), name.as_str())
+    }
+
+    fn write_receipt(&self, owner: &str, receipt_id: &str, body: &[u8]) -> io::Result<bool> {
+        let dir = self.folder(owner, Folder::Receipts);
+        if !dir.is_dir() {
+            return Ok(false);
+        }
+        let name = checked(&format!("{receipt_id}.json"))?;
+        // A hidden temporary name: listings show complete receipts only.
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(body)?;
+            f.sync_all()?;
+            fs::rename(&tmp, dir.join(name.as_str()))?;
+            crate::spool::sync_dir(&dir)
+        };
+        write().map_err(|e| in_dir(e, &dir))?;
+        Ok(true)
+    }
+
+    fn counts(&self, owner: &str) -> BoxCounts {
+        // Names starting with '.' are temporaries (a receipt being written).
+        let count = |folder| {
+            fs::read_dir(self.folder(owner, folder))
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        BoxCounts {
+            inbox: count(Folder::Inbox),
+            outbox: count(Folder::Outbox),
+            receipts: count(Folder::Receipts),
+        }
+    }
+
+    fn watch_inboxes(
+        &self,
+        owners: &[String],
+        on_file: Box<dyn Fn(String, FileName) + Send + Sync>,
+    ) -> io::Result<InboxWatch> {
+        use notify::{EventKind, RecursiveMode, Watcher};
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
+            if matches!(ev.kind, EventKind::Remove(_) | EventKind::Access(_)) {
+                return;
+            }
+            for path in ev.paths {
+                if let Some((owner, name)) = inbox_file(&path) {
+                    on_file(owner, name);
+                }
+            }
+        })
+        .map_err(io::Error::other)?;
+        for owner in owners {
+            watcher
+                .watch(
+                    &self.folder(owner, Folder::Inbox),
+                    RecursiveMode::NonRecursive,
+                )
+                .map_err(io::Error::other)?;
+        }
+        Ok(InboxWatch(Box::new(watcher)))
+    }
+}
+
+/// `(counterpart, name)` of a path `.../boxes/<counterpart>/inbox/<name>`.
+fn inbox_file(path: &Path) -> Option<(String, FileName)> {
+    let name = FileName::new(path.file_name()?.to_str()?).ok()?;
+    let inbox = path.parent()?;
+    if inbox.file_name()? != Folder::Inbox.as_str() {
+        return None;
+    }
+    let owner = inbox.parent()?.file_name()?.to_str()?;
+    Some((owner.to_owned(), name))
+}
+
+fn checked(name: &str) -> io::Result<FileName> {
+    FileName::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+}
+
+fn remove_durably(dir: &Path, name: &str) -> io::Result<()> {
+    match fs::remove_file(dir.join(name)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(in_dir(e, dir)),
+        _ => {}
+    }
+    crate::spool::sync_dir(dir)
+}
+
+/// The error with the folder it happened in, for the operator's log.
+fn in_dir(e: io::Error, dir: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", dir.display()))
+}
+
+/// The deterministic outbox name of a file: `{file-id}_{original-name}.p7m`, or
+/// `{file-id}.p7m` when that would be longer than a file name may be. The file id (a UUID)
+/// contains no `_`, so the id is everything before the first `_` or `.`.
+pub fn outbox_name(file_id: &str, original_name: &str) -> String {
+    let full = format!("{file_id}_{original_name}.p7m");
+    if full.len() <= MAX_NAME_BYTES {
+        full
+    } else {
+        format!("{file_id}.p7m")
+    }
+}
+
+/// The file id an outbox name was made from.
+pub fn file_id_of_outbox_name(name: &str) -> Option<&str> {
+    let end = name.find(['_', '.'])?;
+    let id = &name[..end];
+    uuid::Uuid::parse_str(id).ok().map(|_| id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_paths_name_their_owner_and_nothing_else_counts() {
+        let (owner, name) = inbox_file(Path::new("/s/boxes/clinic-a/inbox/x.zip")).unwrap();
+        assert_eq!((owner.as_str(), name.as_str()), ("clinic-a", "x.zip"));
+        assert!(inbox_file(Path::new("/s/boxes/clinic-a/outbox/x.zip")).is_none());
+        assert!(inbox_file(Path::new("/s/boxes/clinic-a/inbox/.x.zip.tmp")).is_none());
+    }
+
+    #[test]
+    fn outbox_names_carry_their_file_id() {
+        let id = "0190a5c4-1b2c-7d3e-8f40-123456789abc";
+        let name = outbox_name(id, "a.zip");
+        assert_eq!(name, format!("{id}_a.zip.p7m"));
+        assert_eq!(file_id_of_outbox_name(&name), Some(id));
+        let long = outbox_name(id, &"n".repeat(250));
+        assert_eq!(long, format!("{id}.p7m"));
+        assert_eq!(file_id_of_outbox_name(&long), Some(id));
+        assert_eq!(file_id_of_outbox_name("not-a-uuid_a.zip.p7m"), None);
+    }
+}

@@ -1,0 +1,87 @@
+//! What the NOC sees, gathered in one place for both of its views: the HTML status page of the
+//! metrics listener and the NOC API over HTTPS. Box counts come from the boxes, receipts from the
+//! ledger (the record), never from files read by modification time.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::boxes::BoxCounts;
+use crate::receipts::ledger::{Ledger, LedgerError};
+use crate::services::Services;
+
+/// The gateway's state at one moment.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub time: String,
+    pub sessions: usize,
+    /// Files in the spool and in quarantine.
+    pub spool: usize,
+    pub quarantine: usize,
+    pub scanner: Scanner,
+    pub boxes: Vec<BoxStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Scanner {
+    pub up: bool,
+    pub error: Option<String>,
+}
+
+/// One counterpart's box: what waits in it, per folder.
+#[derive(Debug, Serialize)]
+pub struct BoxStatus {
+    pub id: String,
+    #[serde(flatten)]
+    pub counts: BoxCounts,
+}
+
+impl Status {
+    /// Reads the state now. Touches the file system: call from a blocking context.
+    pub fn gather(services: &Services) -> Status {
+        let snapshot = services.live.snapshot();
+        let queues = crate::spool::counts(&services.layout);
+        Status {
+            time: crate::audit::clock::rfc3339(SystemTime::now().into()),
+            sessions: services.sessions.total(),
+            spool: queues.spool,
+            quarantine: queues.quarantine,
+            scanner: Scanner {
+                up: services.scan_health.is_up(),
+                error: services.scan_health.last_error(),
+            },
+            boxes: snapshot
+                .config
+                .counterparts
+                .iter()
+                .map(|c| BoxStatus {
+                    id: c.id.clone(),
+                    counts: services.boxes.counts(&c.id),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The receipts issued at or after `since`, oldest first, each as the NOC may see it: without
+/// the messages of its findings, which may quote personal data (see
+/// [`crate::receipts::redact_for_noc`]).
+pub fn receipts_since(
+    services: &Services,
+    since: time::OffsetDateTime,
+) -> Result<Vec<serde_json::Value>, LedgerError> {
+    let path = services.layout.receipt_ledger();
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let ledger = Ledger::open_read_only(&path)?;
+    Ok(ledger
+        .since(since)?
+        .into_iter()
+        .filter_map(|r| serde_json::to_value(&r).ok())
+        .map(|mut v| {
+            crate::receipts::redact_for_noc(&mut v);
+            v
+        })
+        .collect())
+}
