@@ -8,6 +8,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::accounts::{AccountId, CounterpartId};
+
 /// The hops of a file's life that each get a receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,7 +54,7 @@ pub struct Child {
     /// The child's own file id: its receipts carry the parent's id.
     pub file_id: String,
     /// The insurer (counterpart id) it is sealed and delivered to, and its insurer number.
-    pub recipient: String,
+    pub recipient: CounterpartId,
     pub insurer: String,
     /// The child archive's name (`<agency>_<insurer>_<date><N>_<X>.zip`).
     pub original_name: String,
@@ -172,10 +174,9 @@ pub struct FileEvent {
     pub hop: Hop,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
-    /// Counterpart id of the sender.
-    pub sender: String,
-    /// Counterpart id of the recipient, once known.
-    pub recipient: Option<String>,
+    pub sender: CounterpartId,
+    /// The recipient, once known.
+    pub recipient: Option<CounterpartId>,
     /// The name the sender gave the file.
     pub original_name: String,
     /// Plaintext size in bytes.
@@ -195,7 +196,7 @@ pub struct FileEvent {
     /// The account that caused the hop (DESIGN §10): who uploaded (`accepted`), retrieved, or
     /// deleted a delivered file (`purged`); absent where the gateway itself acted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actor: Option<String>,
+    pub actor: Option<AccountId>,
 }
 
 /// The durable, ordered log of file events: the job store appends one entry per hop of a file

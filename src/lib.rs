@@ -22,5 +22,6 @@ pub mod services;
 pub mod sorting;
 pub mod spool;
 pub mod state;
+pub mod sync;
 pub mod transport;
 pub mod validate;

@@ -1094,7 +1094,7 @@ fn print_trace(
         first.sender,
         hops.iter()
             .rev()
-            .find_map(|r| r.recipient.clone())
+            .find_map(|r| r.recipient.as_ref().map(ToString::to_string))
             .unwrap_or_else(|| "-".into())
     );
     let parse = |t: &str| {

@@ -19,6 +19,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::accounts::{AccountId, CounterpartId};
 use crate::config::Config;
 
 /// The three folders of every box.
@@ -43,25 +44,26 @@ impl StateLayout {
     }
 
     /// The box of one counterpart.
-    pub fn box_dir(&self, counterpart: &str) -> PathBuf {
-        self.boxes().join(counterpart)
+    pub fn box_dir(&self, counterpart: &CounterpartId) -> PathBuf {
+        // A checked id is one safe folder name.
+        self.boxes().join(counterpart.as_str())
     }
 
-    pub fn inbox(&self, counterpart: &str) -> PathBuf {
+    pub fn inbox(&self, counterpart: &CounterpartId) -> PathBuf {
         self.box_dir(counterpart).join("inbox")
     }
 
-    pub fn outbox(&self, counterpart: &str) -> PathBuf {
+    pub fn outbox(&self, counterpart: &CounterpartId) -> PathBuf {
         self.box_dir(counterpart).join("outbox")
     }
 
-    pub fn receipts(&self, counterpart: &str) -> PathBuf {
+    pub fn receipts(&self, counterpart: &CounterpartId) -> PathBuf {
         self.box_dir(counterpart).join("receipts")
     }
 
     /// Partial uploads of one account.
-    pub fn staging(&self, account: &str) -> PathBuf {
-        self.root.join("staging").join(account)
+    pub fn staging(&self, account: &AccountId) -> PathBuf {
+        self.root.join("staging").join(account.as_str())
     }
 
     pub fn spool(&self) -> PathBuf {
@@ -112,7 +114,7 @@ impl StateLayout {
         for c in &config.counterparts {
             dirs.push(self.box_dir(&c.id));
             dirs.extend(BOX_FOLDERS.iter().map(|f| self.box_dir(&c.id).join(f)));
-            dirs.push(self.staging(&c.id));
+            dirs.push(self.staging(&c.id.account()));
         }
         for d in dirs {
             private_dir(&d)?;

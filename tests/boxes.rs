@@ -46,15 +46,15 @@ impl Fixture {
             &self.layout,
             &self.live.snapshot(),
             &self.master,
-            account,
-            owner,
+            &support::account(account),
+            &support::counterpart(owner),
         )
     }
 
     /// What a file waiting in the inbox holds, opened with the master key; fails the test if
     /// its bytes on disk are not sealed.
     fn read_inbox(&self, file: &str) -> Vec<u8> {
-        let path = self.layout.inbox(CLINIC).join(file);
+        let path = self.layout.inbox(&support::counterpart(CLINIC)).join(file);
         assert!(
             at_rest::is_sealed_upload(&self.master, &fs::File::open(&path).unwrap()),
             "{file} is not sealed on disk"
@@ -87,8 +87,8 @@ fn committed_upload_appears_in_inbox_and_staging_is_empty() {
     assert_eq!(
         committed.event,
         BoxEvent::Uploaded {
-            account: CLINIC.into(),
-            actor: CLINIC.into(),
+            account: support::counterpart(CLINIC),
+            actor: support::account(CLINIC),
             name: name("a.zip")
         }
     );
@@ -96,9 +96,15 @@ fn committed_upload_appears_in_inbox_and_staging_is_empty() {
     // The upload carries the SHA-256 of what was uploaded, for the accept.
     let sha = hex::encode(Sha256::digest(b"helloworld"));
     assert_eq!(committed.sha256, sha);
-    let waiting = fs::File::open(f.layout.inbox(CLINIC).join("a.zip")).unwrap();
+    let waiting =
+        fs::File::open(f.layout.inbox(&support::counterpart(CLINIC)).join("a.zip")).unwrap();
     assert_eq!(committed_sha256(&waiting), Some(sha));
-    assert_eq!(fs::read_dir(f.layout.staging(CLINIC)).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(f.layout.staging(&support::account(CLINIC)))
+            .unwrap()
+            .count(),
+        0
+    );
     let listed = b.list(Folder::Inbox).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].size, 10);
@@ -110,10 +116,25 @@ fn dropped_upload_leaves_nothing() {
     let b = f.open(CLINIC, CLINIC).unwrap();
     let mut up = b.begin_upload(name("a.zip")).unwrap();
     up.append(b"partial").unwrap();
-    assert_eq!(fs::read_dir(f.layout.staging(CLINIC)).unwrap().count(), 1);
+    assert_eq!(
+        fs::read_dir(f.layout.staging(&support::account(CLINIC)))
+            .unwrap()
+            .count(),
+        1
+    );
     drop(up);
-    assert_eq!(fs::read_dir(f.layout.staging(CLINIC)).unwrap().count(), 0);
-    assert_eq!(fs::read_dir(f.layout.inbox(CLINIC)).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(f.layout.staging(&support::account(CLINIC)))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        fs::read_dir(f.layout.inbox(&support::counterpart(CLINIC)))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -169,16 +190,31 @@ fn folders_allow_only_their_operations() {
         b.acknowledge(Folder::Inbox, &name("a.zip")),
         Err(BoxError::PermissionDenied(_))
     ));
-    fs::write(f.layout.receipts(CLINIC).join("r.json"), b"{}").unwrap();
+    fs::write(
+        f.layout
+            .receipts(&support::counterpart(CLINIC))
+            .join("r.json"),
+        b"{}",
+    )
+    .unwrap();
     assert!(matches!(
         b.acknowledge(Folder::Receipts, &name("r.json")),
         Err(BoxError::PermissionDenied(_))
     ));
-    fs::write(f.layout.outbox(CLINIC).join("o.p7m"), b"sealed").unwrap();
+    fs::write(
+        f.layout.outbox(&support::counterpart(CLINIC)).join("o.p7m"),
+        b"sealed",
+    )
+    .unwrap();
     let (_, entry) = b.open_read(Folder::Outbox, &name("o.p7m")).unwrap();
     assert_eq!(entry.size, 6);
     b.acknowledge(Folder::Outbox, &name("o.p7m")).unwrap();
-    assert!(!f.layout.outbox(CLINIC).join("o.p7m").exists());
+    assert!(
+        !f.layout
+            .outbox(&support::counterpart(CLINIC))
+            .join("o.p7m")
+            .exists()
+    );
 }
 
 #[test]
@@ -186,7 +222,11 @@ fn planted_symlinks_are_never_followed() {
     let f = fixture(|t| t);
     let secret = f.tc.dir.path().join("secret.txt");
     fs::write(&secret, b"outside the box").unwrap();
-    std::os::unix::fs::symlink(&secret, f.layout.outbox(CLINIC).join("link")).unwrap();
+    std::os::unix::fs::symlink(
+        &secret,
+        f.layout.outbox(&support::counterpart(CLINIC)).join("link"),
+    )
+    .unwrap();
     let b = f.open(CLINIC, CLINIC).unwrap();
     assert!(b.open_read(Folder::Outbox, &name("link")).is_err());
     assert!(
@@ -230,9 +270,9 @@ fn state_directories_are_private() {
     let f = fixture(|t| t);
     for d in [
         f.layout.root().to_path_buf(),
-        f.layout.inbox(CLINIC),
+        f.layout.inbox(&support::counterpart(CLINIC)),
         f.layout.spool(),
-        f.layout.staging(CLINIC),
+        f.layout.staging(&support::account(CLINIC)),
     ] {
         let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{}", d.display());
@@ -306,8 +346,18 @@ fn rewrites_gaps_and_too_much_ahead_are_refused() {
     }
     // The gap is still open at commit.
     assert!(matches!(up.commit(), Err(BoxError::OutOfOrder(_))));
-    assert_eq!(fs::read_dir(f.layout.inbox(CLINIC)).unwrap().count(), 0);
-    assert_eq!(fs::read_dir(f.layout.staging(CLINIC)).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(f.layout.inbox(&support::counterpart(CLINIC)))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        fs::read_dir(f.layout.staging(&support::account(CLINIC)))
+            .unwrap()
+            .count(),
+        0
+    );
 
     // Held ahead of a gap: at most 16 MiB.
     let mut up = b.begin_upload(name("b.zip")).unwrap();
@@ -332,7 +382,7 @@ fn uploads_never_reach_the_disk_in_plaintext() {
     for piece in data.chunks(32_768) {
         up.append(piece).unwrap();
     }
-    let staged: Vec<_> = fs::read_dir(f.layout.staging(CLINIC))
+    let staged: Vec<_> = fs::read_dir(f.layout.staging(&support::account(CLINIC)))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -342,7 +392,7 @@ fn uploads_never_reach_the_disk_in_plaintext() {
     let contains = |hay: &[u8]| hay.windows(marker.len()).any(|w| w == marker);
     assert!(!contains(&partial), "plaintext in the partial upload");
     up.commit().unwrap();
-    let waiting = fs::read(f.layout.inbox(CLINIC).join("c.zip")).unwrap();
+    let waiting = fs::read(f.layout.inbox(&support::counterpart(CLINIC)).join("c.zip")).unwrap();
     assert!(!contains(&waiting), "plaintext in the inbox");
     assert!(f.read_inbox("c.zip") == data);
     // Listings show the size that was uploaded, not the sealed one.
@@ -363,7 +413,10 @@ fn large_upload_bypasses_the_page_cache() {
         up.append(piece).unwrap();
     }
     up.commit().unwrap();
-    let path = f.layout.inbox(CLINIC).join("big.zip");
+    let path = f
+        .layout
+        .inbox(&support::counterpart(CLINIC))
+        .join("big.zip");
     let out = std::process::Command::new("fincore")
         .args(["--bytes", "--noheadings", "--output", "RES"])
         .arg(&path)
@@ -425,14 +478,24 @@ async fn the_upload_writer_reports_errors_later_and_discards_when_dropped() {
         .await
         .unwrap();
     drop(w);
-    let staging = f.layout.staging(CLINIC);
+    let staging = f.layout.staging(&support::account(CLINIC));
     let emptied = (0..100).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(10));
         fs::read_dir(&staging).unwrap().count() == 0
     });
     assert!(emptied, "a dropped upload's partial file stayed");
-    assert!(!f.layout.inbox(CLINIC).join("y.zip").exists());
-    assert!(!f.layout.inbox(CLINIC).join("x.zip").exists());
+    assert!(
+        !f.layout
+            .inbox(&support::counterpart(CLINIC))
+            .join("y.zip")
+            .exists()
+    );
+    assert!(
+        !f.layout
+            .inbox(&support::counterpart(CLINIC))
+            .join("x.zip")
+            .exists()
+    );
 }
 
 #[tokio::test]
@@ -458,13 +521,13 @@ async fn data_written_ahead_of_gaps_is_held_within_the_accounts_budget() {
         "{refused:?}"
     );
     assert_eq!(
-        writers.buffered(CLINIC),
+        writers.buffered(&support::account(CLINIC)),
         3 << 18,
         "the refused upload gave its part back"
     );
     first.write_at(0, piece()).await.unwrap();
     first.commit().await.unwrap();
-    assert_eq!(writers.buffered(CLINIC), 0);
+    assert_eq!(writers.buffered(&support::account(CLINIC)), 0);
     assert_eq!(writers.buffered_total(), 0);
     assert_eq!(f.read_inbox("p.zip").len(), 1 << 20);
 }

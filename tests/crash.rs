@@ -48,12 +48,6 @@ impl Rng {
     }
 }
 
-fn eicar() -> Vec<u8> {
-    let mut v = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$".to_vec();
-    v.extend_from_slice(b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*");
-    v
-}
-
 fn all_events(tc: &TestConfig) -> Vec<FileEvent> {
     let store = SqliteStore::open(&tc.state_dir().join("store")).expect("open store");
     store
@@ -102,7 +96,7 @@ fn agency_archive(rng: &mut Rng, k: u8, persons: usize) -> (String, Vec<u8>, boo
     spec.seed = rng.next();
     let infected = rng.below(8) == 0;
     if infected {
-        spec.extra_files = vec![("XSD/eicar.com".to_owned(), eicar())];
+        spec.extra_files = vec![("XSD/eicar.com".to_owned(), support::eicar())];
     }
     let body = write_valid(&spec, Vec::new()).expect("generate an archive");
     (spec.archive_name().file_name(), body, infected)
@@ -154,8 +148,14 @@ fn kill_9_at_random_points_loses_and_doubles_nothing() {
     let master = std::sync::Arc::new(
         handoff::keys::load_master_key(&config.gateway.master_key).expect("master key"),
     );
-    let dropbox = handoff::boxes::DropBox::open(&layout, &live.snapshot(), &master, CLINIC, CLINIC)
-        .expect("the clinic's box");
+    let dropbox = handoff::boxes::DropBox::open(
+        &layout,
+        &live.snapshot(),
+        &master,
+        &support::account(CLINIC),
+        &support::counterpart(CLINIC),
+    )
+    .expect("the clinic's box");
 
     let mut fed: HashMap<String, Vec<u8>> = HashMap::new();
     // Agency-addressed parents by name: their bytes, and whether they carry EICAR.
@@ -185,7 +185,7 @@ fn kill_9_at_random_points_loses_and_doubles_nothing() {
             let persons = 1 + rng.below(100) as usize;
             let extra = if rng.below(10) == 0 {
                 infected.insert(name.clone());
-                vec![("XSD/eicar.com".to_owned(), eicar())]
+                vec![("XSD/eicar.com".to_owned(), support::eicar())]
             } else {
                 Vec::new()
             };
@@ -426,7 +426,7 @@ fn kill_9_at_random_points_loses_and_doubles_nothing() {
                 );
             }
             expected
-                .entry(child.recipient.clone())
+                .entry(child.recipient.to_string())
                 .or_default()
                 .insert(out_name);
         }

@@ -44,11 +44,14 @@ fn status_of(out: &Output) -> u16 {
 
 fn start(tc: &TestConfig) -> Daemon {
     let d = Daemon::start(tc);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", tc.https_port)).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        support::wait_for(10, || std::net::TcpStream::connect((
+            "127.0.0.1",
+            tc.https_port
+        ))
+        .is_ok()),
+        "HTTPS never listened"
+    );
     d
 }
 
@@ -301,19 +304,18 @@ fn an_upload_cut_mid_body_never_reaches_the_inbox() {
         .spawn()
         .unwrap();
     let staging = tc.state_dir().join("staging").join(CLINIC);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !staging.exists() || fs::read_dir(&staging).unwrap().count() == 0 {
-        assert!(Instant::now() < deadline, "upload never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        support::wait_for(10, || staging.exists()
+            && fs::read_dir(&staging).unwrap().count() > 0),
+        "upload never started"
+    );
     std::thread::sleep(Duration::from_millis(1500));
     child.kill().unwrap();
     child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while fs::read_dir(&staging).unwrap().count() != 0 {
-        assert!(Instant::now() < deadline, "partial upload not discarded");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        support::wait_for(5, || fs::read_dir(&staging).unwrap().count() == 0),
+        "partial upload not discarded"
+    );
     assert_eq!(
         fs::read_dir(tc.state_dir().join("boxes").join(CLINIC).join("inbox"))
             .unwrap()

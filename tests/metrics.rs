@@ -4,7 +4,6 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use handoff::events::FileEvent;
 use handoff::events::Hop;
@@ -93,8 +92,8 @@ fn overdue_files_raise_alerts_and_show_on_the_status_page() {
         file_id: file.into(),
         hop,
         at: time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago),
-        sender: "clinic-1312345679".into(),
-        recipient: Some("insurer-06130017".into()),
+        sender: support::counterpart("clinic-1312345679"),
+        recipient: Some(support::counterpart("insurer-06130017")),
         original_name: "a.zip".into(),
         size: 1,
         sha256: "00".repeat(32),
@@ -122,15 +121,11 @@ fn overdue_files_raise_alerts_and_show_on_the_status_page() {
     .unwrap();
 
     let d = Daemon::start(&tc);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while d.audit_lines("alert.accept_overdue").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no overdue alert:\n{}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        support::wait_for(15, || !d.audit_lines("alert.accept_overdue").is_empty()),
+        "no overdue alert:\n{}",
+        d.log_text()
+    );
     let alerts = d.audit_lines("alert.accept_overdue");
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert!(alerts[0].contains("STUCK"));
@@ -159,8 +154,8 @@ fn a_modified_receipt_in_the_ledger_raises_the_chain_alert() {
         file_id: file.into(),
         hop,
         at: time::OffsetDateTime::now_utc(),
-        sender: "clinic-1312345679".into(),
-        recipient: Some("insurer-06130017".into()),
+        sender: support::counterpart("clinic-1312345679"),
+        recipient: Some(support::counterpart("insurer-06130017")),
         original_name: "a.zip".into(),
         size: 1,
         sha256: "00".repeat(32),
@@ -197,15 +192,13 @@ fn a_modified_receipt_in_the_ledger_raises_the_chain_alert() {
     drop(conn);
 
     let d = Daemon::start(&tc);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while d.audit_lines("alert.receipt_chain_broken").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no chain alert:\n{}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        support::wait_for(15, || !d
+            .audit_lines("alert.receipt_chain_broken")
+            .is_empty()),
+        "no chain alert:\n{}",
+        d.log_text()
+    );
     let alerts = d.audit_lines("alert.receipt_chain_broken");
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert!(alerts[0].contains("F1.delivered"), "{alerts:?}");

@@ -19,12 +19,6 @@ const INSURER: &str = "insurer-06130017";
 const CLINIC_NO: &str = "2717654327";
 const INSURER_NO: &str = "06130017";
 
-fn eicar() -> Vec<u8> {
-    let mut v = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$".to_vec();
-    v.extend_from_slice(b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*");
-    v
-}
-
 fn events(tc: &TestConfig) -> Vec<FileEvent> {
     let store = SqliteStore::open(&tc.state_dir().join("store")).expect("open store");
     store
@@ -131,7 +125,7 @@ fn eicar_inside_a_valid_archive_is_quarantined_and_rejected() {
         INSURER_NO,
         3,
         2,
-        vec![("XSD/eicar.com".into(), eicar())],
+        vec![("XSD/eicar.com".into(), support::eicar())],
     );
     hand_off(&tc, CLINIC, "eicar-inside.zip", &archive);
 
@@ -165,7 +159,7 @@ fn files_that_fail_the_schema_check_are_rejected_before_scanning() {
     let daemon = Daemon::start(&tc);
     // Plain EICAR is not an archive: the schema check refuses it, nothing reaches clamd or
     // the quarantine.
-    hand_off(&tc, CLINIC, "plain-eicar.com", &eicar());
+    hand_off(&tc, CLINIC, "plain-eicar.com", &support::eicar());
     let mut spec = Spec::example(
         3,
         handoff::validate::today(time::UtcOffset::UTC)
@@ -332,7 +326,7 @@ fn retention_purges_unretrieved_deliveries_and_old_quarantine() {
             INSURER_NO,
             1,
             9,
-            vec![("XSD/eicar.com".into(), eicar())],
+            vec![("XSD/eicar.com".into(), support::eicar())],
         ),
     );
     assert!(wait_for(30, || {

@@ -31,20 +31,37 @@ fn accepting_the_same_hand_off_file_again_makes_no_second_job() {
     hand_off(&tc, CLINIC, "twice.zip", b"the same file");
     let boxes = LocalBoxes::new(&layout);
     let name = FileName::new("twice.zip").unwrap();
-    let inbox_file = layout.inbox(CLINIC).join("twice.zip");
+    let inbox_file = layout
+        .inbox(&support::counterpart(CLINIC))
+        .join("twice.zip");
     // Keep a second link so the very same inode can be put back, as if the daemon had
     // crashed after committing the job but before removing the inbox file.
     let keep = tc.dir.path().join("kept-link");
     std::fs::hard_link(&inbox_file, &keep).unwrap();
 
-    let job = accept(&store, &spool, &boxes, &config, CLINIC, &name)
-        .unwrap()
-        .expect("first accept makes a job");
+    let job = accept(
+        &store,
+        &spool,
+        &boxes,
+        &config,
+        &support::counterpart(CLINIC),
+        &name,
+    )
+    .unwrap()
+    .expect("first accept makes a job");
     assert_eq!(job.state, JobState::Accepted);
     assert!(!inbox_file.exists(), "inbox file not removed");
 
     std::fs::hard_link(&keep, &inbox_file).unwrap();
-    let again = accept(&store, &spool, &boxes, &config, CLINIC, &name).unwrap();
+    let again = accept(
+        &store,
+        &spool,
+        &boxes,
+        &config,
+        &support::counterpart(CLINIC),
+        &name,
+    )
+    .unwrap();
     assert!(again.is_none(), "second accept made a job: {again:?}");
     assert!(
         !inbox_file.exists(),
@@ -87,7 +104,7 @@ fn concurrent_accepts_of_one_file_make_one_job() {
                         &spool,
                         &LocalBoxes::new(&layout),
                         &config,
-                        CLINIC,
+                        &support::counterpart(CLINIC),
                         &FileName::new(&format!("race-{i}.zip")).unwrap(),
                     )
                     .unwrap();
@@ -98,7 +115,12 @@ fn concurrent_accepts_of_one_file_make_one_job() {
     assert_eq!(store.open_jobs().unwrap().len(), 20);
     assert_eq!(store.events_after(0, 1000).unwrap().len(), 20);
     assert_eq!(std::fs::read_dir(layout.spool()).unwrap().count(), 20);
-    assert_eq!(std::fs::read_dir(layout.inbox(CLINIC)).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(layout.inbox(&support::counterpart(CLINIC)))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -111,7 +133,7 @@ fn spool_files_without_an_open_job_are_swept() {
         &spool,
         &LocalBoxes::new(&layout),
         &config,
-        CLINIC,
+        &support::counterpart(CLINIC),
         &FileName::new("kept.zip").unwrap(),
     )
     .unwrap()
@@ -190,13 +212,20 @@ fn sealed_uploads(tc: &TestConfig, layout: &StateLayout, strip_hash: bool) -> Ve
     let master = std::sync::Arc::new(
         handoff::keys::load_master_key(&config.gateway.master_key).expect("master key"),
     );
-    let dropbox = DropBox::open(layout, &live.snapshot(), &master, CLINIC, CLINIC).unwrap();
+    let dropbox = DropBox::open(
+        layout,
+        &live.snapshot(),
+        &master,
+        &support::account(CLINIC),
+        &support::counterpart(CLINIC),
+    )
+    .unwrap();
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     for name in ["good.zip", "bad.zip"] {
         let mut up = dropbox.begin_upload(FileName::new(name).unwrap()).unwrap();
         up.append(&body).unwrap();
         up.commit().unwrap();
-        let path = layout.inbox(CLINIC).join(name);
+        let path = layout.inbox(&support::counterpart(CLINIC)).join(name);
         let mut bytes = std::fs::read(&path).unwrap();
         if name == "bad.zip" {
             bytes[100_000] ^= 1;
@@ -220,14 +249,14 @@ fn sealed_uploads_move_into_the_spool_without_a_copy() {
     let tc = TestConfig::new();
     let (config, layout, store, spool) = prepared(&tc);
     let body = sealed_uploads(&tc, &layout, false);
-    let good = layout.inbox(CLINIC).join("good.zip");
+    let good = layout.inbox(&support::counterpart(CLINIC)).join("good.zip");
     let inode = std::fs::metadata(&good).unwrap().ino();
     let job = accept(
         &store,
         &spool,
         &LocalBoxes::new(&layout),
         &config,
-        CLINIC,
+        &support::counterpart(CLINIC),
         &FileName::new("good.zip").unwrap(),
     )
     .unwrap()
@@ -255,7 +284,7 @@ fn sealed_uploads_move_into_the_spool_without_a_copy() {
         &spool,
         &LocalBoxes::new(&layout),
         &config,
-        CLINIC,
+        &support::counterpart(CLINIC),
         &FileName::new("bad.zip").unwrap(),
     )
     .unwrap()
@@ -282,7 +311,7 @@ fn sealed_uploads_without_their_hash_are_opened_and_checked() {
         &spool,
         &LocalBoxes::new(&layout),
         &config,
-        CLINIC,
+        &support::counterpart(CLINIC),
         &FileName::new("good.zip").unwrap(),
     )
     .unwrap()
@@ -290,14 +319,14 @@ fn sealed_uploads_without_their_hash_are_opened_and_checked() {
     assert_eq!(job.size, body.len() as u64);
     assert_eq!(job.sha256, hex::encode(Sha256::digest(&body)));
 
-    let bad = layout.inbox(CLINIC).join("bad.zip");
+    let bad = layout.inbox(&support::counterpart(CLINIC)).join("bad.zip");
     assert!(
         accept(
             &store,
             &spool,
             &LocalBoxes::new(&layout),
             &config,
-            CLINIC,
+            &support::counterpart(CLINIC),
             &FileName::new("bad.zip").unwrap()
         )
         .is_err()

@@ -22,8 +22,8 @@ fn event(file: &str, hop: Hop) -> FileEvent {
         file_id: file.to_owned(),
         hop,
         at: time::OffsetDateTime::now_utc(),
-        sender: CLINIC.to_owned(),
-        recipient: Some(INSURER.to_owned()),
+        sender: support::counterpart(CLINIC),
+        recipient: Some(support::counterpart(INSURER)),
         original_name: "checkup.zip".to_owned(),
         size: 1234,
         sha256: "ab".repeat(32),
@@ -68,7 +68,7 @@ impl Fixture {
     }
 
     fn box_receipts(&self, who: &str) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.layout.receipts(who))
+        let mut v: Vec<String> = fs::read_dir(self.layout.receipts(&support::counterpart(who)))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
@@ -179,7 +179,10 @@ fn a_receipt_file_verifies_with_the_documented_python_procedure() {
     f.issuer().catch_up(&log).unwrap();
     let script = support::repo_root().join("docs/verify-receipt.py");
     let public = support::repo_root().join("certs-example/receipt.pub");
-    let file = f.layout.receipts(CLINIC).join("F9.rejected.json");
+    let file = f
+        .layout
+        .receipts(&support::counterpart(CLINIC))
+        .join("F9.rejected.json");
     // Debian's interpreter, where python3-cryptography is installed.
     let python = if std::path::Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"

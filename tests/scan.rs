@@ -7,12 +7,6 @@ use handoff::config::ClamdAddress;
 use handoff::scan::{Clamd, Verdict};
 use support::ClamdInstance;
 
-fn eicar() -> Vec<u8> {
-    let mut v = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$".to_vec();
-    v.extend_from_slice(b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*");
-    v
-}
-
 fn client(clamd: &ClamdInstance) -> Clamd {
     Clamd::new(ClamdAddress::Unix(clamd.socket()))
 }
@@ -25,7 +19,7 @@ fn clean_infected_and_embedded_verdicts() {
     c.ping().expect("ping");
     let clean: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
     assert_eq!(c.scan(&clean[..]).unwrap(), Verdict::Clean);
-    match c.scan(&eicar()[..]).unwrap() {
+    match c.scan(&support::eicar()[..]).unwrap() {
         Verdict::Found(name) => {
             assert!(name.starts_with("Handoff-Test-EICAR") && name.ends_with(".UNOFFICIAL"))
         }
@@ -33,7 +27,7 @@ fn clean_infected_and_embedded_verdicts() {
     }
     // Embedded in a larger file: only the body signature catches it.
     let mut embedded = vec![b'z'; 100_000];
-    embedded.extend_from_slice(&eicar());
+    embedded.extend_from_slice(&support::eicar());
     embedded.extend_from_slice(&[b'q'; 100_000]);
     match c.scan(&embedded[..]).unwrap() {
         Verdict::Found(name) => assert!(name.starts_with("Handoff-Test-EICAR"), "{name}"),

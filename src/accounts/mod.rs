@@ -5,6 +5,9 @@
 //! changed while connected.
 
 pub mod break_glass;
+mod id;
+
+pub use id::{AccountId, CounterpartId, IdError};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -57,7 +60,7 @@ impl CertMatch {
 /// One login identity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Account {
-    pub id: String,
+    pub id: AccountId,
     pub role: Role,
     /// The institution or insurer number, for counterparts.
     pub number: Option<String>,
@@ -69,7 +72,7 @@ pub struct Account {
     pub enabled: bool,
     /// The counterpart boxes this account may open: its own for a counterpart, the granted
     /// scope for maintainers and break-glass.
-    pub boxes: Vec<String>,
+    pub boxes: Vec<CounterpartId>,
     pub access: Access,
 }
 
@@ -117,7 +120,7 @@ impl Account {
 /// All accounts of one config, by id.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Directory {
-    accounts: BTreeMap<String, Account>,
+    accounts: BTreeMap<AccountId, Account>,
 }
 
 fn parse_keys(lines: &[String]) -> Vec<russh::keys::PublicKey> {
@@ -135,9 +138,9 @@ impl Directory {
         let mut accounts = BTreeMap::new();
         for c in &config.counterparts {
             accounts.insert(
-                c.id.clone(),
+                c.id.account(),
                 Account {
-                    id: c.id.clone(),
+                    id: c.id.account(),
                     role: match c.kind {
                         CounterpartKind::Clinic => Role::Clinic,
                         CounterpartKind::Insurer => Role::Insurer,
@@ -276,7 +279,7 @@ impl fmt::Display for AccountChange {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountEvent {
-    pub account: String,
+    pub account: AccountId,
     pub change: AccountChange,
 }
 

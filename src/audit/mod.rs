@@ -20,10 +20,8 @@ use std::sync::{Arc, mpsc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::receipts::canonical;
+use crate::receipts::canonical::{self, GENESIS};
 use crate::state::StateLayout;
-
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

@@ -36,6 +36,7 @@ pub use store::{
 };
 pub use writer::{UploadWriter, Writers};
 
+use crate::accounts::{AccountId, CounterpartId};
 use crate::config::{Access, live::Snapshot};
 use crate::direct_io::SequentialFile;
 use crate::keys::MasterKey;
@@ -103,9 +104,9 @@ pub struct Committed {
 const ACTOR_XATTR: &str = "user.handoff.actor";
 
 /// The account that uploaded a committed file, if it carries one.
-pub fn committed_actor(file: &File) -> Option<String> {
+pub fn committed_actor(file: &File) -> Option<AccountId> {
     let value = fsops::get_xattr(file, ACTOR_XATTR, 64)?;
-    String::from_utf8(value).ok().filter(|a| !a.is_empty())
+    AccountId::new(std::str::from_utf8(&value).ok()?).ok()
 }
 
 /// What transports tell the pipeline about box files. `account` is the counterpart whose box
@@ -115,27 +116,27 @@ pub fn committed_actor(file: &File) -> Option<String> {
 pub enum BoxEvent {
     /// A complete upload is now in `inbox/` (the accept event).
     Uploaded {
-        account: String,
-        actor: String,
+        account: CounterpartId,
+        actor: AccountId,
         name: FileName,
     },
     /// The whole of an outbox file was read.
     Retrieved {
-        account: String,
-        actor: String,
+        account: CounterpartId,
+        actor: AccountId,
         name: FileName,
     },
     /// An outbox file was deleted (acknowledged, when its counterpart did it).
     Acknowledged {
-        account: String,
-        actor: String,
+        account: CounterpartId,
+        actor: AccountId,
         name: FileName,
     },
 }
 
 impl BoxEvent {
     /// The counterpart whose box it happened in.
-    pub fn owner(&self) -> &str {
+    pub fn owner(&self) -> &CounterpartId {
         match self {
             BoxEvent::Uploaded { account, .. }
             | BoxEvent::Retrieved { account, .. }
@@ -162,9 +163,9 @@ const AHEAD_LIMIT: usize = 16 << 20;
 /// The box of one counterpart, opened for one account's session.
 #[derive(Debug)]
 pub struct DropBox {
-    owner: String,
+    owner: CounterpartId,
     /// The account of the session that opened it.
-    actor: String,
+    actor: AccountId,
     folders: [OwnedFd; 3],
     staging: OwnedFd,
     state_root: PathBuf,
@@ -181,15 +182,15 @@ impl DropBox {
         layout: &StateLayout,
         snapshot: &Snapshot,
         master: &Arc<MasterKey>,
-        account: &str,
-        owner: &str,
+        account: &AccountId,
+        owner: &CounterpartId,
     ) -> Result<DropBox, BoxError> {
         let acct = snapshot
             .accounts
             .get(account)
-            .ok_or_else(|| BoxError::NoBox(account.to_owned()))?;
+            .ok_or_else(|| BoxError::NoBox(account.to_string()))?;
         if !acct.boxes.iter().any(|b| b == owner) || snapshot.config.counterpart(owner).is_none() {
-            return Err(BoxError::NoBox(owner.to_owned()));
+            return Err(BoxError::NoBox(owner.to_string()));
         }
         let root = fsops::open_dir(&layout.box_dir(owner))?;
         let folders = [
@@ -213,12 +214,12 @@ impl DropBox {
     }
 
     /// The counterpart whose box this is.
-    pub fn owner(&self) -> &str {
+    pub fn owner(&self) -> &CounterpartId {
         &self.owner
     }
 
     /// The account acting in the box: its owner, or a maintainer or break-glass account.
-    pub fn actor(&self) -> &str {
+    pub fn actor(&self) -> &AccountId {
         &self.actor
     }
 
@@ -395,8 +396,8 @@ pub struct Upload {
     staging: OwnedFd,
     inbox: OwnedFd,
     name: FileName,
-    owner: String,
-    actor: String,
+    owner: CounterpartId,
+    actor: AccountId,
     limit: u64,
     /// Highest byte offset written so far.
     size: u64,
@@ -434,7 +435,7 @@ impl Upload {
     }
 
     /// The account that acts: its budget of data held ahead of gaps is shared by its uploads.
-    pub fn actor(&self) -> &str {
+    pub fn actor(&self) -> &AccountId {
         &self.actor
     }
 

@@ -13,48 +13,54 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::{FileName, Folder, MAX_NAME_BYTES};
+use crate::accounts::CounterpartId;
 use crate::state::StateLayout;
 
 /// What the gateway itself does with box files.
 pub trait BoxStore: Send + Sync {
     /// The names waiting in a counterpart's inbox (empty if it has no box).
-    fn waiting(&self, owner: &str) -> io::Result<Vec<FileName>>;
+    fn waiting(&self, owner: &CounterpartId) -> io::Result<Vec<FileName>>;
 
     /// Opens an upload waiting in an inbox for the hand-off into the spool; `None` if there is
     /// no such file or it is not a regular file.
-    fn take(&self, owner: &str, name: &FileName) -> io::Result<Option<Waiting>>;
+    fn take(&self, owner: &CounterpartId, name: &FileName) -> io::Result<Option<Waiting>>;
 
     /// Removes a file handed off to the spool from its inbox, durably. A file already gone is
     /// not an error (a crash may have come after the removal).
-    fn handed_off(&self, owner: &str, name: &FileName) -> io::Result<()>;
+    fn handed_off(&self, owner: &CounterpartId, name: &FileName) -> io::Result<()>;
 
     /// Writes `sealed` durably into the recipient's outbox under `name`, all at once or not at
     /// all: it is staged at `scratch` (a path of the spool, on the same file system) first.
     /// Returns the SHA-256 of what was written.
     fn deliver(
         &self,
-        recipient: &str,
+        recipient: &CounterpartId,
         name: &str,
         sealed: &mut dyn Read,
         scratch: &Path,
     ) -> io::Result<String>;
 
     /// Removes a delivered file from the recipient's outbox, durably; gone already is fine.
-    fn purge(&self, recipient: &str, name: &str) -> io::Result<()>;
+    fn purge(&self, recipient: &CounterpartId, name: &str) -> io::Result<()>;
 
     /// Writes a receipt file into a box, atomically. `false` if the counterpart has no box any
     /// more (it was removed from the config; the ledger keeps the record).
-    fn write_receipt(&self, owner: &str, receipt_id: &str, body: &[u8]) -> io::Result<bool>;
+    fn write_receipt(
+        &self,
+        owner: &CounterpartId,
+        receipt_id: &str,
+        body: &[u8],
+    ) -> io::Result<bool>;
 
     /// How many files each folder of a box holds, for the NOC.
-    fn counts(&self, owner: &str) -> BoxCounts;
+    fn counts(&self, owner: &CounterpartId) -> BoxCounts;
 
     /// Calls `on_file` for every file that appears in the inboxes of `owners` until the
     /// returned guard is dropped.
     fn watch_inboxes(
         &self,
-        owners: &[String],
-        on_file: Box<dyn Fn(String, FileName) + Send + Sync>,
+        owners: &[CounterpartId],
+        on_file: Box<dyn Fn(CounterpartId, FileName) + Send + Sync>,
     ) -> io::Result<InboxWatch>;
 }
 
@@ -100,13 +106,13 @@ impl LocalBoxes {
         }
     }
 
-    fn folder(&self, owner: &str, folder: Folder) -> PathBuf {
+    fn folder(&self, owner: &CounterpartId, folder: Folder) -> PathBuf {
         self.layout.box_dir(owner).join(folder.as_str())
     }
 }
 
 impl BoxStore for LocalBoxes {
-    fn waiting(&self, owner: &str) -> io::Result<Vec<FileName>> {
+    fn waiting(&self, owner: &CounterpartId) -> io::Result<Vec<FileName>> {
         let entries = match fs::read_dir(self.folder(owner, Folder::Inbox)) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -118,7 +124,7 @@ impl BoxStore for LocalBoxes {
             .collect())
     }
 
-    fn take(&self, owner: &str, name: &FileName) -> io::Result<Option<Waiting>> {
+    fn take(&self, owner: &CounterpartId, name: &FileName) -> io::Result<Option<Waiting>> {
         let path = self.folder(owner, Folder::Inbox).join(name.as_str());
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -140,14 +146,14 @@ impl BoxStore for LocalBoxes {
         Ok(Some(Waiting { file, key, path }))
     }
 
-    fn handed_off(&self, owner: &str, name: &FileName) -> io::Result<()> {
+    fn handed_off(&self, owner: &CounterpartId, name: &FileName) -> io::Result<()> {
         let inbox = self.folder(owner, Folder::Inbox);
         remove_durably(&inbox, name.as_str())
     }
 
     fn deliver(
         &self,
-        recipient: &str,
+        recipient: &CounterpartId,
         name: &str,
         sealed: &mut dyn Read,
         scratch: &Path,
@@ -160,12 +166,17 @@ impl BoxStore for LocalBoxes {
         Ok(written.sha256)
     }
 
-    fn purge(&self, recipient: &str, name: &str) -> io::Result<()> {
+    fn purge(&self, recipient: &CounterpartId, name: &str) -> io::Result<()> {
         let name = checked(name)?;
         remove_durably(&self.folder(recipient, Folder::Outbox), name.as_str())
     }
 
-    fn write_receipt(&self, owner: &str, receipt_id: &str, body: &[u8]) -> io::Result<bool> {
+    fn write_receipt(
+        &self,
+        owner: &CounterpartId,
+        receipt_id: &str,
+        body: &[u8],
+    ) -> io::Result<bool> {
         let dir = self.folder(owner, Folder::Receipts);
         if !dir.is_dir() {
             return Ok(false);
@@ -184,7 +195,7 @@ impl BoxStore for LocalBoxes {
         Ok(true)
     }
 
-    fn counts(&self, owner: &str) -> BoxCounts {
+    fn counts(&self, owner: &CounterpartId) -> BoxCounts {
         // Names starting with '.' are temporaries (a receipt being written).
         let count = |folder| {
             fs::read_dir(self.folder(owner, folder))
@@ -204,8 +215,8 @@ impl BoxStore for LocalBoxes {
 
     fn watch_inboxes(
         &self,
-        owners: &[String],
-        on_file: Box<dyn Fn(String, FileName) + Send + Sync>,
+        owners: &[CounterpartId],
+        on_file: Box<dyn Fn(CounterpartId, FileName) + Send + Sync>,
     ) -> io::Result<InboxWatch> {
         use notify::{EventKind, RecursiveMode, Watcher};
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -233,14 +244,14 @@ impl BoxStore for LocalBoxes {
 }
 
 /// `(counterpart, name)` of a path `.../boxes/<counterpart>/inbox/<name>`.
-fn inbox_file(path: &Path) -> Option<(String, FileName)> {
+fn inbox_file(path: &Path) -> Option<(CounterpartId, FileName)> {
     let name = FileName::new(path.file_name()?.to_str()?).ok()?;
     let inbox = path.parent()?;
     if inbox.file_name()? != Folder::Inbox.as_str() {
         return None;
     }
-    let owner = inbox.parent()?.file_name()?.to_str()?;
-    Some((owner.to_owned(), name))
+    let owner = CounterpartId::new(inbox.parent()?.file_name()?.to_str()?).ok()?;
+    Some((owner, name))
 }
 
 fn checked(name: &str) -> io::Result<FileName> {

@@ -30,6 +30,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{BoxError, Committed, FileName, Upload};
 
+use crate::sync::Recover;
+
 /// Writes an upload may have queued before the transport waits for its writer.
 const QUEUE: u32 = 4;
 
@@ -118,10 +120,6 @@ struct Slot {
 
 type SharedSlot = Arc<Slot>;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Contiguous pieces of one upload from an offset; the permit is its place in the upload's queue.
 struct Job {
     slot: SharedSlot,
@@ -132,7 +130,7 @@ struct Job {
 
 impl Job {
     fn run(self) {
-        let mut upload = lock(&self.slot.upload);
+        let mut upload = self.slot.upload.locked();
         let Some(writing) = upload.as_mut() else {
             return;
         };
@@ -152,7 +150,7 @@ impl Job {
         if let Some(e) = failed {
             // Dropping the upload discards its partial file and gives back its budget.
             *upload = None;
-            *lock(&self.slot.error) = Some(e);
+            *self.slot.error.locked() = Some(e);
             self.slot.failed.store(true, Ordering::Release);
         }
     }
@@ -221,7 +219,7 @@ impl Writers {
 
     /// The budget the uploads of `account` share; it lives as long as one of them does.
     fn budget(&self, account: &str) -> Arc<AheadBudget> {
-        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut budgets = self.budgets.locked();
         if let Some(b) = budgets.get(account).and_then(Weak::upgrade) {
             return b;
         }
@@ -237,7 +235,7 @@ impl Writers {
 
     /// Bytes the uploads of `account` hold ahead of gaps now.
     pub fn buffered(&self, account: &str) -> usize {
-        let budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        let budgets = self.budgets.locked();
         budgets
             .get(account)
             .and_then(Weak::upgrade)
@@ -325,7 +323,13 @@ impl UploadWriter {
             return None;
         }
         self.failed = true;
-        Some(lock(&self.slot.error).take().unwrap_or_else(failed_earlier))
+        Some(
+            self.slot
+                .error
+                .locked()
+                .take()
+                .unwrap_or_else(failed_earlier),
+        )
     }
 
     /// Queues `pieces`, contiguous from `offset`, as SFTP writes them. The size limit is
@@ -376,7 +380,12 @@ impl UploadWriter {
         if let Some(e) = self.error() {
             return Err(e);
         }
-        let mut upload = lock(&self.slot.upload).take().ok_or_else(failed_earlier)?;
+        let mut upload = self
+            .slot
+            .upload
+            .locked()
+            .take()
+            .ok_or_else(failed_earlier)?;
         upload.rename(self.name.clone());
         tokio::task::spawn_blocking(move || upload.commit())
             .await

@@ -16,7 +16,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Config, ConfigError, Diagnostic, Loaded, load};
-use crate::accounts::{self, AccountChange, AccountEvent, Directory};
+use crate::accounts::{self, AccountChange, AccountEvent, AccountId, Directory};
+use crate::sync::Recover;
 
 /// One validated config together with the accounts derived from it.
 #[derive(Debug)]
@@ -46,7 +47,7 @@ pub struct LiveConfig {
     current: ArcSwap<Snapshot>,
     events: broadcast::Sender<AccountEvent>,
     /// Accounts whose expiry has been announced, so it is announced once.
-    expired: Mutex<HashSet<String>>,
+    expired: Mutex<HashSet<AccountId>>,
     /// Serialises reloads from the watcher, SIGHUP and callers.
     reloading: Mutex<()>,
 }
@@ -83,6 +84,11 @@ impl LiveConfig {
         self.current.load_full()
     }
 
+    /// The limits in force now (`[gateway.limits]`), as a reload may have changed them.
+    pub fn limits(&self) -> super::Limits {
+        self.current.load().config.gateway.limits.clone()
+    }
+
     /// Account events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<AccountEvent> {
         self.events.subscribe()
@@ -90,12 +96,12 @@ impl LiveConfig {
 
     /// Reads and validates the file again; swaps it in only if it is valid as a whole.
     pub fn reload(&self) -> Result<Vec<AccountEvent>, ConfigError> {
-        let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.reloading.locked();
         let new: Snapshot = load(&self.path)?.into();
         let old = self.current.load_full();
         let events = accounts::diff(&old.accounts, &new.accounts);
         {
-            let mut expired = self.expired.lock().unwrap_or_else(|p| p.into_inner());
+            let mut expired = self.expired.locked();
             // Forget accounts that are gone or whose expiry moved; the tick re-announces them.
             for e in &events {
                 if e.change.ends_sessions() {
@@ -116,7 +122,7 @@ impl LiveConfig {
     /// Announces every account whose `expires` has passed at `now` and was not announced yet.
     pub fn check_expiry(&self, now: OffsetDateTime) -> Vec<AccountEvent> {
         let snap = self.snapshot();
-        let mut expired = self.expired.lock().unwrap_or_else(|p| p.into_inner());
+        let mut expired = self.expired.locked();
         let mut events = Vec::new();
         for a in snap.accounts.iter() {
             if a.expires.is_some_and(|t| t <= now) && expired.insert(a.id.clone()) {

@@ -24,6 +24,11 @@ pub use validate::{expiry_instant, normalize_fingerprint};
 /// sorted by insurer (docs/sorting.md). Reserved: no counterpart may be called so.
 pub const AGENCY_ROUTE: &str = "agency";
 
+/// [`AGENCY_ROUTE`] as the recipient of a file addressed to the agency.
+pub fn agency_route() -> crate::accounts::CounterpartId {
+    crate::accounts::CounterpartId::new(AGENCY_ROUTE).expect("\"agency\" is a valid id")
+}
+
 /// A config that passed validation, with the warnings it produced.
 #[derive(Debug, Clone)]
 pub struct Loaded {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::size::ByteSize;
+use crate::accounts::{AccountId, CounterpartId};
 pub use crate::validate::finding::{Lang, RuleSettings, Severity as RuleSeverity};
 
 /// The whole configuration file.
@@ -317,7 +318,7 @@ impl CounterpartKind {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Counterpart {
-    pub id: String,
+    pub id: CounterpartId,
     pub kind: CounterpartKind,
     pub number: String,
     pub name: Option<String>,
@@ -329,7 +330,7 @@ pub struct Counterpart {
     pub encryption_cert: Option<PathBuf>,
     /// Ids of the counterparts this one may send files to.
     #[serde(default)]
-    pub routes: Vec<String>,
+    pub routes: Vec<CounterpartId>,
     pub max_upload_size: Option<ByteSize>,
     /// What this counterpart's uploads are: as they are, or CMS encrypted for the gateway.
     #[serde(default)]
@@ -367,14 +368,14 @@ pub enum Access {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Maintainer {
-    pub id: String,
+    pub id: AccountId,
     pub name: String,
     #[serde(default)]
     pub ssh_keys: Vec<String>,
     pub expires: toml::value::Datetime,
     /// Ids of the counterparts whose boxes this person may open.
     #[serde(default)]
-    pub scope: Vec<String>,
+    pub scope: Vec<CounterpartId>,
     #[serde(default)]
     pub access: Access,
 }
@@ -384,7 +385,7 @@ pub struct Maintainer {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BreakGlass {
-    pub id: String,
+    pub id: AccountId,
     #[serde(default)]
     pub ssh_keys: Vec<String>,
     #[serde(default)]
@@ -396,7 +397,7 @@ pub struct BreakGlass {
     #[serde(default = "default_max_session", with = "humantime_serde")]
     pub max_session: Duration,
     #[serde(default)]
-    pub scope: Vec<String>,
+    pub scope: Vec<CounterpartId>,
     pub reason: Option<String>,
 }
 
@@ -411,7 +412,7 @@ impl BreakGlass {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         let fields = [
-            self.id.clone(),
+            self.id.to_string(),
             self.ssh_keys.join("\n"),
             self.enabled.to_string(),
             self.expires
@@ -419,7 +420,11 @@ impl BreakGlass {
                 .map(ToString::to_string)
                 .unwrap_or_default(),
             self.max_session.as_secs().to_string(),
-            self.scope.join("\n"),
+            self.scope
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
             self.reason.clone().unwrap_or_default(),
         ];
         for f in fields {
@@ -434,7 +439,7 @@ impl BreakGlass {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Noc {
-    pub id: String,
+    pub id: AccountId,
     pub name: Option<String>,
     pub cert_subject: Option<String>,
     pub cert_fingerprint: Option<String>,

@@ -11,6 +11,7 @@ use time::{OffsetDateTime, UtcOffset};
 use super::ClamdAddress;
 use super::diagnostic::{KeyPath, Severity};
 use super::model::*;
+use crate::accounts::CounterpartId;
 use crate::key_path;
 use crate::numbers;
 
@@ -372,15 +373,6 @@ fn secret_file(p: &Path, path: KeyPath, f: &mut Findings) {
     }
 }
 
-fn valid_id(id: &str) -> bool {
-    let b = id.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
-}
-
 /// Normalises a SHA-256 fingerprint written with or without colons, in either case.
 pub fn normalize_fingerprint(s: &str) -> Option<String> {
     let hex: String = s
@@ -399,9 +391,6 @@ struct Seen<'a> {
 
 impl<'a> Seen<'a> {
     fn id(&mut self, id: &'a str, path: KeyPath, f: &mut Findings) {
-        if !valid_id(id) {
-            f.error(path.clone(), format!("{id:?} is not a valid id: use 1-64 of a-z 0-9 . _ - starting with a letter or digit"));
-        }
         if let Some(first) = self.ids.get(id) {
             f.error(path, format!("duplicate id {id:?} (first used at {first})"));
         } else {
@@ -693,7 +682,7 @@ fn accounts(config: &Config, zone: UtcOffset, now: OffsetDateTime, f: &mut Findi
     }
 }
 
-fn scope(config: &Config, ids: &[String], path: KeyPath, f: &mut Findings) {
+fn scope(config: &Config, ids: &[CounterpartId], path: KeyPath, f: &mut Findings) {
     for (j, id) in ids.iter().enumerate() {
         if config.counterpart(id).is_none() {
             f.error(

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::accounts::CounterpartId;
 use crate::boxes::BoxCounts;
 use crate::receipts::ledger::{Ledger, LedgerError};
 use crate::services::Services;
@@ -31,7 +32,7 @@ pub struct Scanner {
 /// One counterpart's box: what waits in it, per folder.
 #[derive(Debug, Serialize)]
 pub struct BoxStatus {
-    pub id: String,
+    pub id: CounterpartId,
     #[serde(flatten)]
     pub counts: BoxCounts,
 }

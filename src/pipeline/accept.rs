@@ -9,6 +9,7 @@
 use time::OffsetDateTime;
 
 use super::PipelineError;
+use crate::accounts::CounterpartId;
 use crate::boxes::{BoxStore, FileName};
 use crate::config::Config;
 use crate::pipeline::jobs::{Job, JobState, JobStore};
@@ -21,7 +22,7 @@ pub fn accept(
     spool: &Spool,
     boxes: &dyn BoxStore,
     config: &Config,
-    sender: &str,
+    sender: &CounterpartId,
     name: &FileName,
 ) -> Result<Option<Job>, PipelineError> {
     if config.counterpart(sender).is_none() {
@@ -41,7 +42,7 @@ pub fn accept(
     let written = spool.take_upload(&file_id, waiting)?;
     let job = Job {
         file_id: file_id.clone(),
-        sender: sender.to_owned(),
+        sender: sender.clone(),
         original_name: name.as_str().to_owned(),
         size: written.size,
         sha256: written.sha256,

@@ -11,7 +11,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use crate::accounts::{AccountId, CounterpartId};
 use crate::events::{EventLog, EventLogError, FileEvent, Finding, Hop};
+use crate::sync::Recover;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -85,7 +87,7 @@ impl JobState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     pub file_id: String,
-    pub sender: String,
+    pub sender: CounterpartId,
     pub original_name: String,
     pub size: u64,
     pub sha256: String,
@@ -93,7 +95,7 @@ pub struct Job {
     /// makes accepting the same hand-off file twice impossible.
     pub inbox_key: String,
     pub state: JobState,
-    pub recipient: Option<String>,
+    pub recipient: Option<CounterpartId>,
     pub sealed_sha256: Option<String>,
     pub accepted_at: OffsetDateTime,
     pub delivered_at: Option<OffsetDateTime>,
@@ -107,7 +109,7 @@ pub struct Job {
     pub parent: Option<String>,
     /// The account that uploaded the file, when known at accept: it goes into the `accepted`
     /// event (the job row does not keep it; read back it is `None`).
-    pub accepted_by: Option<String>,
+    pub accepted_by: Option<AccountId>,
 }
 
 impl Job {
@@ -129,7 +131,7 @@ impl Job {
             actor: match hop {
                 Hop::Accepted => self.accepted_by.clone(),
                 // Only the recipient itself retrieves.
-                Hop::Retrieved => self.recipient.clone(),
+                Hop::Retrieved => self.recipient.as_ref().map(CounterpartId::account),
                 _ => None,
             },
         }
@@ -141,7 +143,7 @@ impl Job {
 pub struct Transition {
     pub file_id: String,
     pub to: JobState,
-    pub recipient: Option<String>,
+    pub recipient: Option<CounterpartId>,
     pub sealed_sha256: Option<String>,
     pub quarantined: bool,
     /// Findings to keep for the `delivered` receipt (empty: keep what is recorded).
@@ -268,6 +270,20 @@ fn from_nanos(n: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+/// Counterpart ids are stored as their text and checked again when read.
+impl rusqlite::types::ToSql for CounterpartId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for CounterpartId {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        CounterpartId::new(value.as_str()?)
+            .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+    }
+}
+
 fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     let state: String = row.get(6)?;
     let Some(state) = JobState::parse(&state) else {
@@ -330,7 +346,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = self.conn.locked();
         f(&mut conn)
     }
 

@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::{AccountId, CounterpartId};
 use crate::boxes::{BoxEvent, BoxStore, FileName, InboxWatch, file_id_of_outbox_name, outbox_name};
 use crate::config::live::LiveConfig;
 use crate::events::{EventLog, FileEvent, Hop};
@@ -28,6 +29,7 @@ use crate::metrics::PipelineMetrics;
 use crate::pipeline::jobs::{Job, JobState, JobStore, SqliteStore, StoreError, Transition};
 use crate::scan::{Clamd, ScanHealth};
 use crate::spool::Spool;
+use crate::sync::Recover;
 use stages::{
     ArchiveValidator, CmsSealer, DeliverStage, Outcome, ScanStage, SealStage, Stage, StageCtx,
     ValidateStage,
@@ -98,7 +100,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct Pipeline {
     inner: Arc<Inner>,
-    accept: mpsc::Sender<(String, FileName)>,
+    accept: mpsc::Sender<(CounterpartId, FileName)>,
 }
 
 impl Pipeline {
@@ -204,7 +206,7 @@ impl Pipeline {
             let waiting = match self.inner.boxes.waiting(&c.id) {
                 Ok(names) => names,
                 Err(e) => {
-                    tracing::warn!(counterpart = c.id, error = %e, "listing the inbox");
+                    tracing::warn!(counterpart = %c.id, error = %e, "listing the inbox");
                     continue;
                 }
             };
@@ -218,7 +220,7 @@ impl Pipeline {
     fn watch_inboxes(&self) -> Result<InboxWatch, PipelineError> {
         let tx = self.accept.clone();
         let snapshot = self.inner.live.snapshot();
-        let owners: Vec<String> = snapshot
+        let owners: Vec<CounterpartId> = snapshot
             .config
             .counterparts
             .iter()
@@ -293,7 +295,7 @@ impl Pipeline {
 
 async fn acceptor(
     inner: Arc<Inner>,
-    mut rx: mpsc::Receiver<(String, FileName)>,
+    mut rx: mpsc::Receiver<(CounterpartId, FileName)>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -307,7 +309,7 @@ async fn acceptor(
             Ok(Ok(Some(id))) => inner.enqueue(id).await,
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(sender, %name, error = %e, "accept failed; retried on the next rescan")
+                tracing::warn!(%sender, %name, error = %e, "accept failed; retried on the next rescan")
             }
             Err(e) => tracing::error!(error = %e, "accept task failed"),
         }
@@ -341,7 +343,7 @@ async fn worker(
                     .unwrap_or(Some(MAX_BACKOFF))
             }
         };
-        let spawned = std::mem::take(&mut *inner.spawned.lock().unwrap_or_else(|p| p.into_inner()));
+        let spawned = std::mem::take(&mut *inner.spawned.locked());
         for child in spawned {
             inner.enqueue(child).await;
         }
@@ -412,11 +414,7 @@ async fn health_checks(
 
 impl Inner {
     async fn enqueue(&self, file_id: String) {
-        let fresh = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(file_id.clone());
+        let fresh = self.in_flight.locked().insert(file_id.clone());
         if fresh {
             self.metrics.queue_depth.inc();
             let _ = self.work.send(file_id).await;
@@ -424,18 +422,9 @@ impl Inner {
     }
 
     fn forget(&self, file_id: &str) {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(file_id);
-        self.attempts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(file_id);
-        self.internal_failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(file_id);
+        self.in_flight.locked().remove(file_id);
+        self.attempts.locked().remove(file_id);
+        self.internal_failures.locked().remove(file_id);
     }
 
     /// A stage panicked or failed internally on a job: the wait before it is tried again or,
@@ -444,10 +433,7 @@ impl Inner {
     /// here: a panic's message may quote the file.
     fn internal_failure(&self, file_id: &str, stage: &str) -> Option<Duration> {
         let n = {
-            let mut failures = self
-                .internal_failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut failures = self.internal_failures.locked();
             let n = failures.entry(file_id.to_owned()).or_insert(0);
             *n = n.saturating_add(1);
             *n
@@ -488,13 +474,17 @@ impl Inner {
     }
 
     fn backoff(&self, file_id: &str) -> Duration {
-        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut attempts = self.attempts.locked();
         let n = attempts.entry(file_id.to_owned()).or_insert(0);
         *n = n.saturating_add(1);
         (Duration::from_millis(500) * 2u32.saturating_pow((*n).min(8))).min(MAX_BACKOFF)
     }
 
-    fn accept(&self, sender: &str, name: &FileName) -> Result<Option<String>, PipelineError> {
+    fn accept(
+        &self,
+        sender: &CounterpartId,
+        name: &FileName,
+    ) -> Result<Option<String>, PipelineError> {
         let snapshot = self.live.snapshot();
         let job = accept::accept(
             &*self.store,
@@ -508,7 +498,7 @@ impl Inner {
             self.count(Hop::Accepted, sender, &job.file_id);
             tracing::info!(
                 file_id = job.file_id,
-                sender,
+                %sender,
                 %name,
                 size = job.size,
                 "accepted"
@@ -605,7 +595,7 @@ impl Inner {
         &self,
         mut job: Job,
         to: JobState,
-        recipient: Option<String>,
+        recipient: Option<CounterpartId>,
         sealed_sha256: Option<String>,
         warnings: Vec<crate::events::Finding>,
     ) -> Result<(), PipelineError> {
@@ -671,8 +661,7 @@ impl Inner {
             "split"
         );
         self.spawned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .extend(children.into_iter().map(|c| c.file_id));
         Ok(())
     }
@@ -707,7 +696,7 @@ impl Inner {
             .join("; ");
         tracing::warn!(
             file_id = job.file_id,
-            sender = job.sender,
+            sender = %job.sender,
             quarantine,
             why,
             "rejected"
@@ -716,7 +705,7 @@ impl Inner {
     }
 
     /// An outbox file was read to its end or deleted: the file's `retrieved` event, once.
-    fn retrieved(&self, account: &str, name: &FileName) {
+    fn retrieved(&self, account: &CounterpartId, name: &FileName) {
         let Some(file_id) = file_id_of_outbox_name(name.as_str()) else {
             return;
         };
@@ -737,7 +726,7 @@ impl Inner {
                 }
             }
         };
-        if job.recipient.as_deref() != Some(account)
+        if job.recipient.as_ref() != Some(account)
             || outbox_name(&job.file_id, &job.original_name) != name.as_str()
         {
             return;
@@ -745,7 +734,7 @@ impl Inner {
         match self.store.mark_retrieved(file_id) {
             Ok(true) => {
                 self.count(Hop::Retrieved, account, file_id);
-                tracing::info!(file_id, recipient = account, "retrieved");
+                tracing::info!(file_id, recipient = %account, "retrieved");
             }
             Ok(false) => {}
             Err(e) => tracing::error!(file_id, error = %e, "recording retrieval"),
@@ -754,7 +743,7 @@ impl Inner {
 
     /// A delivered file deleted from its recipient's outbox by another account (a maintainer
     /// or break-glass account): a `purged` receipt naming that account, never a retrieval.
-    fn deleted_by_other(&self, recipient: &str, actor: &str, name: &FileName) {
+    fn deleted_by_other(&self, recipient: &CounterpartId, actor: &AccountId, name: &FileName) {
         let Some(file_id) = file_id_of_outbox_name(name.as_str()) else {
             return;
         };
@@ -767,13 +756,13 @@ impl Inner {
             }
         };
         if job.state != JobState::Delivered
-            || job.recipient.as_deref() != Some(recipient)
+            || job.recipient.as_ref() != Some(recipient)
             || outbox_name(&job.file_id, &job.original_name) != name.as_str()
         {
             return;
         }
         match self.purged_by(&mut job, recipient, Some(actor)) {
-            Ok(()) => tracing::warn!(file_id, recipient, actor, "deleted by another account"),
+            Ok(()) => tracing::warn!(file_id, %recipient, %actor, "deleted by another account"),
             Err(e) => tracing::error!(file_id, error = %e, "recording a deletion"),
         }
     }
@@ -814,11 +803,11 @@ impl Inner {
         &self,
         job: &mut Job,
         counterpart: &str,
-        actor: Option<&str>,
+        actor: Option<&AccountId>,
     ) -> Result<(), PipelineError> {
         job.state = JobState::Purged;
         let mut event: FileEvent = job.event(Hop::Purged, Vec::new());
-        event.actor = actor.map(str::to_owned);
+        event.actor = actor.cloned();
         self.store.transition(&Transition {
             file_id: job.file_id.clone(),
             to: JobState::Purged,

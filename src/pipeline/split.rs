@@ -41,7 +41,7 @@ fn agency_sender(agency: &str, language: crate::config::Lang) -> Counterpart {
         rules.insert(rule.to_owned(), crate::config::RuleSeverity::Off);
     }
     Counterpart {
-        id: AGENCY_ROUTE.to_owned(),
+        id: crate::config::agency_route(),
         kind: CounterpartKind::Insurer,
         number: agency.to_owned(),
         name: None,

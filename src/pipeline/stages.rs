@@ -5,6 +5,7 @@
 use std::io::{self, Read, Seek, Write};
 use std::sync::Arc;
 
+use crate::accounts::CounterpartId;
 use crate::boxes::{self, BoxStore};
 use crate::config::{Config, Counterpart, CounterpartKind, Inbound};
 use crate::events::Finding;
@@ -30,7 +31,7 @@ pub enum Outcome {
     /// Move the job on to `to`, recording what the stage learnt.
     Advance {
         to: JobState,
-        recipient: Option<String>,
+        recipient: Option<CounterpartId>,
         sealed_sha256: Option<String>,
         /// Findings the file goes on with, for the `delivered` receipt.
         warnings: Vec<Finding>,
@@ -174,7 +175,7 @@ impl Sealer for CmsSealer {
 /// The recipient of a file from `sender`: the counterpart with the receiver number the
 /// validator read (of the other kind), or without one the sender's only route. The pair must
 /// be an allowed route; nothing is guessed.
-pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String, Finding> {
+pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<CounterpartId, Finding> {
     let Some(from) = config.counterpart(sender) else {
         return Err(Finding::new(
             "route.unknown-sender",
@@ -183,7 +184,7 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
     };
     if routing.agency {
         return if config.may_send_to_agency(sender) {
-            Ok(crate::config::AGENCY_ROUTE.to_owned())
+            Ok(crate::config::agency_route())
         } else {
             Err(Finding::new(
                 "route.not-allowed",
@@ -458,7 +459,7 @@ impl Stage for DeliverStage {
         JobState::Sealed
     }
     fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome {
-        let Some(recipient) = job.recipient.as_deref() else {
+        let Some(recipient) = job.recipient.as_ref() else {
             return Outcome::Failed("sealed job without recipient".into());
         };
         let name = boxes::outbox_name(&job.file_id, &job.original_name);

@@ -4,6 +4,9 @@
 
 use serde_json::Value;
 
+/// The `previous` hash of the first link of a chain, the receipts' and the audit log's alike.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
 pub fn to_string(v: &Value) -> String {
     let mut out = String::new();
     write(v, &mut out);

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::Hop;
 use super::ledger::{Ledger, LedgerError};
 use super::receipt::Receipt;
+use crate::accounts::CounterpartId;
 use crate::boxes::BoxStore;
 use crate::events::{EventLog, FileEvent};
 
@@ -88,8 +89,8 @@ impl Issuer {
 
     /// The boxes a receipt belongs in: always the sender's; the recipient's once the file has
     /// reached it (delivered, retrieved, purged).
-    fn boxes_of(r: &Receipt) -> Vec<&str> {
-        let mut v = vec![r.sender.as_str()];
+    fn boxes_of(r: &Receipt) -> Vec<&CounterpartId> {
+        let mut v = vec![&r.sender];
         if matches!(r.hop, Hop::Delivered | Hop::Retrieved | Hop::Purged)
             && let Some(rec) = &r.recipient
             && rec != &r.sender
@@ -106,7 +107,7 @@ impl Issuer {
             self.boxes
                 .write_receipt(owner, &r.id, body.as_bytes())
                 .map_err(|source| IssueError::File {
-                    owner: owner.to_owned(),
+                    owner: owner.to_string(),
                     receipt: r.id.clone(),
                     source,
                 })?;

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::receipt::{GENESIS, Receipt};
+use super::canonical::GENESIS;
+use super::receipt::Receipt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {

@@ -10,7 +10,8 @@ pub mod issuer;
 pub mod ledger;
 mod receipt;
 
-pub use receipt::{GENESIS, Receipt, ReceiptError, verify_chain};
+pub use canonical::GENESIS;
+pub use receipt::{Receipt, ReceiptError, verify_chain};
 
 use crate::events::{Finding, Hop, summary_of};
 

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::canonical;
+use super::canonical::{self, GENESIS};
+use crate::accounts::{AccountId, CounterpartId};
 use crate::events::{Child, Finding, Hop};
 
 /// The signed record of one hop of one file (DESIGN §3).
@@ -23,8 +24,8 @@ pub struct Receipt {
     pub time: String,
     /// Whether the kernel reported the system clock synchronised when the receipt was made.
     pub clock_synchronised: bool,
-    pub sender: String,
-    pub recipient: Option<String>,
+    pub sender: CounterpartId,
+    pub recipient: Option<CounterpartId>,
     pub original_name: String,
     pub size: u64,
     /// SHA-256 of the plaintext, hex.
@@ -49,12 +50,10 @@ pub struct Receipt {
     /// `retrieved`, or the maintainer or break-glass account that deleted a delivered file
     /// (`purged`). Absent where the gateway acted; receipts made before it verify unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actor: Option<String>,
+    pub actor: Option<AccountId>,
     /// Base64 Ed25519 signature over the canonical JSON of every other field.
     pub signature: String,
 }
-
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReceiptError {

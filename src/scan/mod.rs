@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::config::ClamdAddress;
+use crate::sync::Recover;
 
 /// Bytes per INSTREAM chunk.
 const CHUNK: usize = 64 * 1024;
@@ -180,10 +181,7 @@ impl ScanHealth {
 
     /// Why the last check failed, while it is down.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.last_error.locked().clone()
     }
 
     pub fn record(&self, result: &Result<(), ScanError>) {
@@ -195,12 +193,12 @@ impl ScanHealth {
 
     pub fn set_up(&self) {
         self.up.store(true, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.last_error.locked() = None;
     }
 
     pub fn set_down(&self, why: String) {
         self.up.store(false, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        *self.last_error.locked() = Some(why);
     }
 }
 

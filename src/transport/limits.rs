@@ -22,6 +22,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::bans::{self, BanEntry};
 use crate::config::Limits as LimitsConfig;
+use crate::sync::Recover;
 
 /// Where failed logins come from, as bans see it: an IPv4 address, or the /64 of an IPv6
 /// address (a host gets a whole /64 and can change the rest at will). IPv4-mapped IPv6
@@ -285,7 +286,7 @@ impl Limiter {
         let wall = SystemTime::now();
         let mut n = 0;
         {
-            let mut map = self.bans.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.bans.locked();
             for e in restored {
                 let Some(left) = e.until().duration_since(wall).ok() else {
                     continue;
@@ -316,7 +317,7 @@ impl Limiter {
         let Some(path) = self.ban_file.get() else {
             return;
         };
-        let _one_at_a_time = self.persisting.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self.persisting.locked();
         if let Err(e) = bans::write_list(path, &self.bans()) {
             tracing::warn!(error = %e, file = %path.display(), "cannot write the ban list");
         }
@@ -325,7 +326,7 @@ impl Limiter {
     /// The bans in force, sources first.
     pub fn bans(&self) -> Vec<BanEntry> {
         let now = Instant::now();
-        let map = self.bans.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.bans.locked();
         let mut list: Vec<BanEntry> = map
             .iter()
             .filter(|(_, b)| b.until > now)
@@ -336,7 +337,7 @@ impl Limiter {
     }
 
     fn banned(&self, key: &BanKey) -> Result<(), Refused> {
-        let mut bans = self.bans.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bans = self.bans.locked();
         match bans.get(key) {
             Some(b) if b.until > Instant::now() => Err(Refused::Banned {
                 key: key.clone(),
@@ -465,7 +466,7 @@ impl Limiter {
         }
         let mut new_bans = Vec::new();
         {
-            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            let mut failures = self.failures.locked();
             for (key, score, max) in keys {
                 let events = failures.entry(key.clone()).or_default();
                 events.push_back((now, score));
@@ -487,7 +488,7 @@ impl Limiter {
         }
         {
             let wall = SystemTime::now();
-            let mut bans = self.bans.lock().unwrap_or_else(|p| p.into_inner());
+            let mut bans = self.bans.locked();
             for (key, score) in &new_bans {
                 tracing::warn!(ban = %key, score, seconds = self.ban_time.as_secs(), "banned after repeated authentication failures");
                 bans.insert(
@@ -511,17 +512,14 @@ impl Limiter {
         let hit =
             |k: &BanKey| k.source() == source && account.is_none_or(|a| k.account() == Some(a));
         let lifted: Vec<BanKey> = {
-            let mut bans = self.bans.lock().unwrap_or_else(|p| p.into_inner());
+            let mut bans = self.bans.locked();
             let keys: Vec<BanKey> = bans.keys().filter(|k| hit(k)).cloned().collect();
             for k in &keys {
                 bans.remove(k);
             }
             keys
         };
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|k, _| !hit(k));
+        self.failures.locked().retain(|k, _| !hit(k));
         if !lifted.is_empty() {
             self.persist();
         }
@@ -536,16 +534,13 @@ impl Limiter {
         self.requests_by_ip.retain_recent();
         self.requests_by_account.retain_recent();
         let now = Instant::now();
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, events| {
-                events
-                    .back()
-                    .is_some_and(|(t, _)| now.duration_since(*t) <= self.ban_time)
-            });
+        self.failures.locked().retain(|_, events| {
+            events
+                .back()
+                .is_some_and(|(t, _)| now.duration_since(*t) <= self.ban_time)
+        });
         let ended = {
-            let mut bans = self.bans.lock().unwrap_or_else(|p| p.into_inner());
+            let mut bans = self.bans.locked();
             let before = bans.len();
             bans.retain(|_, b| b.until > now);
             before != bans.len()

@@ -3,6 +3,7 @@
 //! the registry of live sessions that revocation acts on.
 
 pub mod bans;
+pub mod gate;
 pub mod https;
 pub mod limits;
 pub mod sessions;

@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::AccountEvent;
+use crate::sync::Recover;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("account {account} already has {max} sessions")]
@@ -38,7 +39,7 @@ impl SessionRegistry {
         account: &str,
         max: u32,
     ) -> Result<SessionGuard, TooManySessions> {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.locked();
         let sessions = live.entry(account.to_owned()).or_default();
         if sessions.len() >= max as usize {
             return Err(TooManySessions {
@@ -59,7 +60,7 @@ impl SessionRegistry {
 
     /// Cancels every session of `account`; returns how many there were.
     pub fn revoke(&self, account: &str) -> usize {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let live = self.live.locked();
         let Some(sessions) = live.get(account) else {
             return 0;
         };
@@ -71,13 +72,13 @@ impl SessionRegistry {
 
     /// Sessions of `account` now.
     pub fn count(&self, account: &str) -> usize {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let live = self.live.locked();
         live.get(account).map_or(0, HashMap::len)
     }
 
     /// Total live sessions.
     pub fn total(&self) -> usize {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let live = self.live.locked();
         live.values().map(HashMap::len).sum()
     }
 
@@ -100,7 +101,7 @@ impl SessionRegistry {
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::error!(missed = n, "account events lagged; closing every session to be safe");
-                        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+                        let live = self.live.locked();
                         live.values().flat_map(HashMap::values).for_each(CancellationToken::cancel);
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -130,7 +131,7 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        let mut live = self.registry.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.registry.live.locked();
         if let Some(sessions) = live.get_mut(&self.account) {
             sessions.remove(&self.id);
             if sessions.is_empty() {
@@ -143,7 +144,7 @@ impl Drop for SessionGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accounts::AccountChange;
+    use crate::accounts::{AccountChange, AccountId};
 
     #[tokio::test]
     async fn revocation_cancels_only_that_accounts_sessions() {
@@ -156,7 +157,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         tokio::spawn(reg.clone().enforce(rx, shutdown.clone()));
         tx.send(AccountEvent {
-            account: "a".into(),
+            account: AccountId::new("a").unwrap(),
             change: AccountChange::Removed,
         })
         .unwrap();

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::xml::{self, MAX_FINDINGS_PER_FILE, SchemaError, Tree};
 use crate::events::Finding;
+use crate::sync::Recover;
 
 pub use super::format::{CDA_NS as NS_CDA, NS_2007, NS_CURRENT};
 
@@ -682,16 +683,11 @@ impl Verified {
     fn cached(dir: &Path) -> Arc<Verified> {
         static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Verified>>>> = OnceLock::new();
         let cache = CACHE.get_or_init(Default::default);
-        if let Some(v) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(dir) {
+        if let Some(v) = cache.locked().get(dir) {
             return v.clone();
         }
         let v = Arc::new(Verified::of(dir));
-        cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(dir.to_path_buf())
-            .or_insert(v)
-            .clone()
+        cache.locked().entry(dir.to_path_buf()).or_insert(v).clone()
     }
 }
 

@@ -369,6 +369,23 @@ pub fn hand_off(tc: &TestConfig, counterpart: &str, name: &str, bytes: &[u8]) {
     std::fs::rename(&tmp, inbox.join(name)).expect("rename into inbox");
 }
 
+/// A counterpart id the test knows to be valid.
+pub fn counterpart(id: &str) -> handoff::accounts::CounterpartId {
+    handoff::accounts::CounterpartId::new(id).expect("a valid counterpart id")
+}
+
+/// An account id the test knows to be valid.
+pub fn account(id: &str) -> handoff::accounts::AccountId {
+    handoff::accounts::AccountId::new(id).expect("a valid account id")
+}
+
+/// The EICAR test file: every virus scanner detects it, and it is harmless.
+pub fn eicar() -> Vec<u8> {
+    let mut v = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$".to_vec();
+    v.extend_from_slice(b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*");
+    v
+}
+
 /// Waits up to `secs` for `cond`, polling.
 pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);

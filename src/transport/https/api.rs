@@ -28,9 +28,10 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::Shared;
-use crate::accounts::{Account, Role};
+use crate::accounts::{Account, CounterpartId, Role};
 use crate::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder};
 use crate::metrics::noc;
+use crate::sync::Recover;
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -236,19 +237,9 @@ async fn route(conn: &Arc<Connection>, req: Request<()>, body: &mut Option<Incom
         return Err(e);
     }
     let _permit = {
-        let max = services
-            .live
-            .snapshot()
-            .config
-            .gateway
-            .limits
-            .max_requests_per_account as usize;
+        let max = services.live.limits().max_requests_per_account as usize;
         let sem = {
-            let mut map = conn
-                .shared
-                .in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut map = conn.shared.in_flight.locked();
             map.entry(account.id.clone())
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(max.max(1))))
                 .clone()
@@ -276,10 +267,14 @@ async fn route(conn: &Arc<Connection>, req: Request<()>, body: &mut Option<Incom
     }
     let snapshot = services.live.snapshot();
     let (owner, rest) = if account.is_counterpart() {
-        (account.id.clone(), &segs[..])
+        (account.id.as_counterpart(), &segs[..])
     } else {
         match segs.split_first() {
-            Some((first, rest)) => (first.clone(), rest),
+            Some((first, rest)) => (
+                // Not an id at all: no box of that name either.
+                CounterpartId::new(first).map_err(|_| BoxError::NoBox(first.clone()))?,
+                rest,
+            ),
             None => {
                 return Ok((
                     json_response(StatusCode::OK, json!({"boxes": account.boxes})),
@@ -402,12 +397,7 @@ async fn digest(
     e: &crate::boxes::Entry,
 ) -> Result<String, ApiError> {
     let key = (dropbox.owner().to_owned(), e.name.as_str().to_owned());
-    if let Some((size, modified, sha)) = conn
-        .shared
-        .digests
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
+    if let Some((size, modified, sha)) = conn.shared.digests.locked().get(&key)
         && *size == e.size
         && *modified == e.modified
     {
@@ -420,8 +410,7 @@ async fn digest(
         .map_err(|e| ApiError::from(BoxError::Io(e)))?;
     conn.shared
         .digests
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .locked()
         .insert(key, (e.size, e.modified, sha.clone()));
     Ok(sha)
 }
@@ -442,15 +431,7 @@ async fn upload(
     if declared.is_some_and(|n| n > limit) {
         return Err(BoxError::TooLarge { limit }.into());
     }
-    let idle = conn
-        .shared
-        .services
-        .live
-        .snapshot()
-        .config
-        .gateway
-        .limits
-        .body_idle_timeout;
+    let idle = conn.shared.services.live.limits().body_idle_timeout;
     if !conn.shared.services.audit.writable() {
         return Err(BoxError::Unavailable.into());
     }

@@ -23,9 +23,11 @@ use tokio_util::sync::CancellationToken;
 pub use identity::CertIdentity;
 pub use tls::TlsError;
 
+use crate::accounts::{AccountId, CounterpartId};
 use crate::config::crl::{Crl, CrlError};
 
 use crate::services::Services;
+use crate::transport::gate;
 
 /// Time allowed for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,9 +112,9 @@ pub(crate) struct Shared {
     tls: tls::TlsConfigs,
     crl: tokio::sync::watch::Sender<CrlState>,
     /// Requests in flight per account, bounded by `max_requests_per_account`.
-    in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
+    in_flight: Mutex<HashMap<AccountId, Arc<Semaphore>>>,
     /// SHA-256 of outbox files by (box, name), valid while size and mtime are unchanged.
-    digests: Mutex<HashMap<(String, String), CachedDigest>>,
+    digests: Mutex<HashMap<(CounterpartId, String), CachedDigest>>,
 }
 
 pub struct HttpsServer {
@@ -138,49 +140,15 @@ impl HttpsServer {
     /// Serves HTTPS on `listener` until `shutdown`.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
         tokio::spawn(watch_crls(self.shared.clone(), shutdown.clone()));
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "https accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let services = &self.shared.services;
-            if !services.audit.writable() {
-                // Fail closed: nothing happens that the audit log cannot record (alerted once).
-                tracing::debug!(%peer, "connection closed: the audit log cannot be written");
-                continue;
-            }
-            if let Err(refused) = services.limiter.check_connection(peer.ip()) {
-                services.audit.record(
-                    "https.connection_refused",
-                    None,
-                    Some(peer),
-                    serde_json::json!({"reason": refused.to_string()}),
-                );
-                continue;
-            }
-            let slot = match services
-                .limiter
-                .connection_slot(crate::transport::limits::Transport::Https)
-            {
-                Ok(s) => s,
-                Err(full) => {
-                    services.audit.record(
-                        "https.connection_refused",
-                        None,
-                        Some(peer),
-                        serde_json::json!({"reason": full.to_string()}),
-                    );
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
+        let transport = crate::transport::limits::Transport::Https;
+        while let Some(admitted) =
+            gate::admit(&listener, &self.shared.services, transport, &shutdown).await
+        {
+            let gate::Admitted {
+                socket: tcp,
+                peer,
+                slot,
+            } = admitted;
             let shared = self.shared.clone();
             let end = shutdown.child_token();
             tokio::spawn(async move {
@@ -256,7 +224,7 @@ async fn close_when_crl_refuses(
     issuer: Vec<u8>,
     serial: Vec<u8>,
     peer: SocketAddr,
-    account: Option<String>,
+    account: Option<AccountId>,
     end: CancellationToken,
 ) {
     let mut changes = shared.crl.subscribe();

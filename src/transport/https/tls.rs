@@ -12,6 +12,7 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use rustls::server::WebPkiClientVerifier;
 
 use crate::config::live::Snapshot;
+use crate::sync::Recover;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -125,7 +126,7 @@ impl TlsConfigs {
 
     pub fn current(&self, snapshot: &Arc<Snapshot>) -> Arc<rustls::ServerConfig> {
         let key = Arc::as_ptr(snapshot) as usize;
-        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = self.cached.locked();
         if cached.0 != key {
             match server_config(snapshot) {
                 Ok(c) => *cached = (key, c),

@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::keys;
 use crate::services::Services;
+use crate::sync::Recover;
+use crate::transport::gate;
 use crate::transport::limits::Transport;
 
 /// How long a revoked or shut-down session gets to say goodbye before it is dropped.
@@ -43,13 +45,9 @@ struct SilentList {
 }
 
 impl Silent {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SilentList> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Records a new connection as silent until the returned guard is dropped.
     fn add(&self, peer: SocketAddr, cut: CancellationToken) -> Heard {
-        let mut list = self.lock();
+        let mut list = self.0.locked();
         list.next += 1;
         let id = list.next;
         list.queue.push_back((id, peer, cut));
@@ -61,7 +59,7 @@ impl Silent {
 
     /// Takes the oldest silent connection off the list: its peer and the token that cuts it.
     fn displace_oldest(&self) -> Option<(SocketAddr, CancellationToken)> {
-        self.lock().queue.pop_front().map(|(_, p, c)| (p, c))
+        self.0.locked().queue.pop_front().map(|(_, p, c)| (p, c))
     }
 }
 
@@ -73,7 +71,11 @@ struct Heard {
 
 impl Drop for Heard {
     fn drop(&mut self) {
-        self.silent.lock().queue.retain(|(id, _, _)| *id != self.id);
+        self.silent
+            .0
+            .locked()
+            .queue
+            .retain(|(id, _, _)| *id != self.id);
     }
 }
 
@@ -195,18 +197,8 @@ async fn serve(
     shutdown: CancellationToken,
 ) {
     let silent = Silent::default();
-    loop {
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "sftp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some(admitted) = gate::admit(&listener, &services, Transport::Sftp, &shutdown).await {
+        let gate::Admitted { socket, peer, slot } = admitted;
         let refuse = |reason: String| {
             services.audit.record(
                 "sftp.connection_refused",
@@ -214,25 +206,6 @@ async fn serve(
                 Some(peer),
                 serde_json::json!({"reason": reason}),
             );
-        };
-        if !services.audit.writable() {
-            // Fail closed: nothing happens that the audit log cannot record (alerted once).
-            tracing::debug!(%peer, "connection closed: the audit log cannot be written");
-            continue;
-        }
-        if let Err(refused) = services.limiter.check_connection(peer.ip()) {
-            refuse(refused.to_string());
-            continue;
-        }
-        // Closed on arrival when the gateway holds as many connections, or as many that have
-        // not logged in yet, as it allows; the slots are held until the connection ends, or
-        // the client authenticates.
-        let slot = match services.limiter.connection_slot(Transport::Sftp) {
-            Ok(s) => s,
-            Err(full) => {
-                refuse(full.to_string());
-                continue;
-            }
         };
         // When every slot is held, the oldest connection that has not even sent its version
         // line gives its slot up to this one: idle connections cannot keep clients out.
@@ -255,8 +228,7 @@ async fn serve(
                 }
             },
         };
-        let _ = socket.set_nodelay(true);
-        let limits = services.live.snapshot().config.gateway.limits.clone();
+        let limits = services.live.limits();
         let connection_end = shutdown.child_token();
         let config = config.clone();
         let services = services.clone();

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::stream::{self, Activity};
 use super::view::{BoxView, MAX_SFTP_PACKET, SftpView};
-use crate::accounts::{Account, Role, break_glass};
+use crate::accounts::{Account, AccountId, Role, break_glass};
 use crate::boxes::DropBox;
 use crate::services::Services;
 use crate::transport::sessions::SessionGuard;
@@ -23,7 +23,7 @@ pub struct SshSession {
     peer: SocketAddr,
     connection_end: CancellationToken,
     /// The authenticated account, once there is one.
-    account: Option<String>,
+    account: Option<AccountId>,
     guard: Option<SessionGuard>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// Channels open now, bounded by `max_channels_per_connection`.
@@ -305,14 +305,7 @@ impl SshSession {
 
     /// Registers the session and builds its box view; the last step before `Accept`.
     fn admit(&mut self, account: &Account, method: &str) -> Result<(), FailClass> {
-        let max = self
-            .services
-            .live
-            .snapshot()
-            .config
-            .gateway
-            .limits
-            .max_sessions_per_account;
+        let max = self.services.live.limits().max_sessions_per_account;
         let guard = self
             .services
             .sessions
@@ -361,14 +354,7 @@ impl SshSession {
 
     /// Closes the connection once its channels have not moved for `idle_timeout`.
     fn watch_idle(&self, account: &str) {
-        let timeout = self
-            .services
-            .live
-            .snapshot()
-            .config
-            .gateway
-            .limits
-            .idle_timeout;
+        let timeout = self.services.live.limits().idle_timeout;
         let activity = self.activity.clone();
         activity.touch();
         let end = self.connection_end.clone();
@@ -406,7 +392,7 @@ impl SshSession {
                 &snapshot,
                 &self.services.master,
                 &account.id,
-                &account.id,
+                &account.id.as_counterpart(),
             )?))
         } else {
             let mut boxes = BTreeMap::new();
@@ -566,14 +552,7 @@ impl russh::server::Handler for SshSession {
                 .await;
             return Ok(());
         }
-        let max = self
-            .services
-            .live
-            .snapshot()
-            .config
-            .gateway
-            .limits
-            .max_channels_per_connection;
+        let max = self.services.live.limits().max_channels_per_connection;
         if self.open_channels.load(Ordering::Relaxed) >= max as usize {
             self.refuse_channel_use("channel over max_channels_per_connection");
             reply

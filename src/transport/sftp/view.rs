@@ -20,6 +20,7 @@ use russh_sftp::protocol::{
 use russh_sftp::server::StatusReply;
 use serde_json::json;
 
+use crate::accounts::{AccountId, CounterpartId};
 use crate::boxes::{
     BoxError, BoxEvent, DropBox, Entry, FileName, Folder, UploadWriter, VirtualPath,
 };
@@ -41,7 +42,7 @@ pub enum BoxView {
     /// A counterpart's own box at the root.
     Own(DropBox),
     /// Boxes by counterpart id under the root (maintainers, break-glass).
-    Scoped(BTreeMap<String, DropBox>),
+    Scoped(BTreeMap<CounterpartId, DropBox>),
 }
 
 /// Where a path points after resolution.
@@ -55,7 +56,7 @@ enum Location<'a> {
 enum OpenHandle {
     Read {
         file: StdFile,
-        owner: String,
+        owner: CounterpartId,
         folder: Folder,
         name: FileName,
         size: u64,
@@ -72,12 +73,12 @@ enum OpenHandle {
 
 pub struct SftpView {
     services: Services,
-    account: String,
+    account: AccountId,
     peer: Option<SocketAddr>,
     view: BoxView,
     handles: HashMap<String, OpenHandle>,
     next_handle: u64,
-    retrieved: HashSet<(String, FileName)>,
+    retrieved: HashSet<(CounterpartId, FileName)>,
     downloaded: Counter,
     /// Files and directories this session may hold open at once (`max_handles_per_session`).
     max_handles: usize,
@@ -186,18 +187,12 @@ fn page(entries: &mut VecDeque<File>) -> Vec<File> {
 impl SftpView {
     pub fn new(
         services: Services,
-        account: String,
+        account: AccountId,
         peer: Option<SocketAddr>,
         view: BoxView,
     ) -> SftpView {
         let downloaded = services.metrics.transferred("sftp", "download");
-        let max_handles = services
-            .live
-            .snapshot()
-            .config
-            .gateway
-            .limits
-            .max_handles_per_session as usize;
+        let max_handles = services.live.limits().max_handles_per_session as usize;
         SftpView {
             max_handles,
             services,
@@ -349,7 +344,7 @@ impl SftpView {
 
     fn finish_read(
         &mut self,
-        owner: &str,
+        owner: &CounterpartId,
         folder: Folder,
         name: &FileName,
         size: u64,
@@ -359,10 +354,10 @@ impl SftpView {
         self.audit("box.close", json!({"box": owner, "folder": folder.as_str(), "name": name.as_str(), "bytes_read": bytes, "size": size}));
         if folder == Folder::Outbox
             && covered >= size
-            && self.retrieved.insert((owner.to_owned(), name.clone()))
+            && self.retrieved.insert((owner.clone(), name.clone()))
         {
             // Only the box's own counterpart retrieves; anyone else read it (DESIGN §10).
-            let event = if self.account == owner {
+            let event = if self.account == *owner {
                 "box.retrieved"
             } else {
                 "box.read"
@@ -372,7 +367,7 @@ impl SftpView {
                 json!({"box": owner, "name": name.as_str(), "size": size}),
             );
             self.emit(BoxEvent::Retrieved {
-                account: owner.to_owned(),
+                account: owner.clone(),
                 actor: self.account.clone(),
                 name: name.clone(),
             });
@@ -438,7 +433,7 @@ impl russh_sftp::server::Handler for SftpView {
             let upload = b
                 .begin_upload(name.clone())
                 .map_err(|e| self.denied("open", &filename, e))?;
-            let owner = b.owner().to_owned();
+            let owner = b.owner().clone();
             self.audit(
                 "box.open",
                 json!({"box": owner, "folder": "inbox", "name": name.as_str(), "mode": "write"}),
@@ -448,7 +443,7 @@ impl russh_sftp::server::Handler for SftpView {
             let (file, entry) = b
                 .open_read(folder, &name)
                 .map_err(|e| self.denied("open", &filename, e))?;
-            let owner = b.owner().to_owned();
+            let owner = b.owner().clone();
             self.audit("box.open", json!({"box": owner, "folder": folder.as_str(), "name": name.as_str(), "mode": "read"}));
             OpenHandle::Read {
                 file,
