@@ -8,7 +8,9 @@
 
 pub mod accept;
 pub mod fault;
+mod intake;
 pub mod jobs;
+mod retention;
 pub mod split;
 pub mod stages;
 
@@ -17,14 +19,13 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{AccountId, CounterpartId};
-use crate::boxes::{BoxEvent, BoxStore, FileName, InboxWatch, file_id_of_outbox_name, outbox_name};
+use crate::accounts::CounterpartId;
+use crate::boxes::{BoxEvent, BoxStore, FileName, InboxWatch};
 use crate::config::live::LiveConfig;
-use crate::events::{EventLog, FileEvent, Hop};
+use crate::events::{EventLog, Hop};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::jobs::{Job, JobState, JobStore, SqliteStore, StoreError, Transition};
 use crate::scan::{Clamd, ScanHealth};
@@ -172,7 +173,7 @@ impl Pipeline {
         for _ in 0..WORKERS {
             tokio::spawn(worker(inner.clone(), work_rx.clone(), shutdown.clone()));
         }
-        tokio::spawn(acceptor(inner.clone(), accept_rx, shutdown.clone()));
+        tokio::spawn(intake::acceptor(inner.clone(), accept_rx, shutdown.clone()));
         tokio::spawn(pipeline.clone().box_events(box_events, shutdown.clone()));
         let watcher = pipeline.watch_inboxes()?;
         tokio::spawn(pipeline.clone().housekeeping(watcher, shutdown.clone()));
@@ -199,81 +200,6 @@ impl Pipeline {
         self.inner.store.clone()
     }
 
-    /// Queues every file waiting in an inbox.
-    async fn rescan(&self) {
-        let snapshot = self.inner.live.snapshot();
-        for c in &snapshot.config.counterparts {
-            let waiting = match self.inner.boxes.waiting(&c.id) {
-                Ok(names) => names,
-                Err(e) => {
-                    tracing::warn!(counterpart = %c.id, error = %e, "listing the inbox");
-                    continue;
-                }
-            };
-            for name in waiting {
-                let _ = self.accept.send((c.id.clone(), name)).await;
-            }
-        }
-    }
-
-    /// Watches every configured inbox; new files lead to accept.
-    fn watch_inboxes(&self) -> Result<InboxWatch, PipelineError> {
-        let tx = self.accept.clone();
-        let snapshot = self.inner.live.snapshot();
-        let owners: Vec<CounterpartId> = snapshot
-            .config
-            .counterparts
-            .iter()
-            .map(|c| c.id.clone())
-            .collect();
-        let on_file = Box::new(move |owner, name| {
-            let _ = tx.blocking_send((owner, name));
-        });
-        Ok(self.inner.boxes.watch_inboxes(&owners, on_file)?)
-    }
-
-    async fn box_events(self, mut rx: mpsc::Receiver<BoxEvent>, shutdown: CancellationToken) {
-        loop {
-            let ev = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                ev = rx.recv() => match ev { Some(ev) => ev, None => return },
-            };
-            match ev {
-                BoxEvent::Uploaded { account, name, .. } => {
-                    let _ = self.accept.send((account, name)).await;
-                }
-                // A file read by anyone but its recipient (a maintainer) is not retrieved
-                // (DESIGN §10); the transport's audit line records the read.
-                BoxEvent::Retrieved {
-                    account,
-                    actor,
-                    name,
-                }
-                | BoxEvent::Acknowledged {
-                    account,
-                    actor,
-                    name,
-                } if actor == account => {
-                    let inner = self.inner.clone();
-                    let _ =
-                        tokio::task::spawn_blocking(move || inner.retrieved(&account, &name)).await;
-                }
-                BoxEvent::Retrieved { .. } => {}
-                BoxEvent::Acknowledged {
-                    account,
-                    actor,
-                    name,
-                } => {
-                    let inner = self.inner.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        inner.deleted_by_other(&account, &actor, &name)
-                    })
-                    .await;
-                }
-            }
-        }
-    }
-
     async fn housekeeping(self, watcher: InboxWatch, shutdown: CancellationToken) {
         let _watcher = watcher;
         let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
@@ -289,29 +215,6 @@ impl Pipeline {
                 Err(e) => tracing::warn!(error = %e, "retention task failed"),
                 Ok(Ok(())) => {}
             }
-        }
-    }
-}
-
-async fn acceptor(
-    inner: Arc<Inner>,
-    mut rx: mpsc::Receiver<(CounterpartId, FileName)>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let (sender, name) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            m = rx.recv() => match m { Some(m) => m, None => return },
-        };
-        let i = inner.clone();
-        let (s, n) = (sender.clone(), name.clone());
-        match tokio::task::spawn_blocking(move || i.accept(&s, &n)).await {
-            Ok(Ok(Some(id))) => inner.enqueue(id).await,
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(%sender, %name, error = %e, "accept failed; retried on the next rescan")
-            }
-            Err(e) => tracing::error!(error = %e, "accept task failed"),
         }
     }
 }
@@ -478,33 +381,6 @@ impl Inner {
         let n = attempts.entry(file_id.to_owned()).or_insert(0);
         *n = n.saturating_add(1);
         (Duration::from_millis(500) * 2u32.saturating_pow((*n).min(8))).min(MAX_BACKOFF)
-    }
-
-    fn accept(
-        &self,
-        sender: &CounterpartId,
-        name: &FileName,
-    ) -> Result<Option<String>, PipelineError> {
-        let snapshot = self.live.snapshot();
-        let job = accept::accept(
-            &*self.store,
-            &self.spool,
-            &*self.boxes,
-            &snapshot.config,
-            sender,
-            name,
-        )?;
-        Ok(job.map(|job| {
-            self.count(Hop::Accepted, sender, &job.file_id);
-            tracing::info!(
-                file_id = job.file_id,
-                %sender,
-                %name,
-                size = job.size,
-                "accepted"
-            );
-            job.file_id
-        }))
     }
 
     /// Counts a file reaching a hop and audits it.
@@ -701,124 +577,6 @@ impl Inner {
             why,
             "rejected"
         );
-        Ok(())
-    }
-
-    /// An outbox file was read to its end or deleted: the file's `retrieved` event, once.
-    fn retrieved(&self, account: &CounterpartId, name: &FileName) {
-        let Some(file_id) = file_id_of_outbox_name(name.as_str()) else {
-            return;
-        };
-        // The file is visible in the outbox a moment before `delivered` is committed; a
-        // retrieval in that moment waits for the commit rather than being lost.
-        let mut waited = Duration::ZERO;
-        let job = loop {
-            match self.store.get(file_id) {
-                Ok(Some(job)) if job.state == JobState::Sealed && waited < DELIVERY_COMMIT_WAIT => {
-                    std::thread::sleep(Duration::from_millis(50));
-                    waited += Duration::from_millis(50);
-                }
-                Ok(Some(job)) => break job,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::error!(file_id, error = %e, "reading job");
-                    return;
-                }
-            }
-        };
-        if job.recipient.as_ref() != Some(account)
-            || outbox_name(&job.file_id, &job.original_name) != name.as_str()
-        {
-            return;
-        }
-        match self.store.mark_retrieved(file_id) {
-            Ok(true) => {
-                self.count(Hop::Retrieved, account, file_id);
-                tracing::info!(file_id, recipient = %account, "retrieved");
-            }
-            Ok(false) => {}
-            Err(e) => tracing::error!(file_id, error = %e, "recording retrieval"),
-        }
-    }
-
-    /// A delivered file deleted from its recipient's outbox by another account (a maintainer
-    /// or break-glass account): a `purged` receipt naming that account, never a retrieval.
-    fn deleted_by_other(&self, recipient: &CounterpartId, actor: &AccountId, name: &FileName) {
-        let Some(file_id) = file_id_of_outbox_name(name.as_str()) else {
-            return;
-        };
-        let mut job = match self.store.get(file_id) {
-            Ok(Some(job)) => job,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(file_id, error = %e, "reading job");
-                return;
-            }
-        };
-        if job.state != JobState::Delivered
-            || job.recipient.as_ref() != Some(recipient)
-            || outbox_name(&job.file_id, &job.original_name) != name.as_str()
-        {
-            return;
-        }
-        match self.purged_by(&mut job, recipient, Some(actor)) {
-            Ok(()) => tracing::warn!(file_id, %recipient, %actor, "deleted by another account"),
-            Err(e) => tracing::error!(file_id, error = %e, "recording a deletion"),
-        }
-    }
-
-    /// Purges delivered files past `retention.outbox` and quarantined files past
-    /// `retention.quarantine`; updates the oldest-undelivered gauge.
-    fn retention(&self) -> Result<(), PipelineError> {
-        let snapshot = self.live.snapshot();
-        let retention = &snapshot.config.gateway.retention;
-        let now = OffsetDateTime::now_utc();
-        for mut job in self.store.delivered_before(now - retention.outbox)? {
-            if let Some(recipient) = job.recipient.clone() {
-                self.boxes
-                    .purge(&recipient, &outbox_name(&job.file_id, &job.original_name))?;
-                self.purged(&mut job, &recipient)?;
-            }
-        }
-        for id in self.spool.expire_quarantine(retention.quarantine)? {
-            if let Some(mut job) = self.store.get(&id)? {
-                let sender = job.sender.clone();
-                self.purged(&mut job, &sender)?;
-            }
-        }
-        let open = self.store.open_jobs()?;
-        let oldest = open
-            .first()
-            .map(|j| (now - j.accepted_at).whole_seconds().max(0))
-            .unwrap_or(0);
-        self.metrics.oldest_undelivered_seconds.set(oldest);
-        Ok(())
-    }
-
-    fn purged(&self, job: &mut Job, counterpart: &str) -> Result<(), PipelineError> {
-        self.purged_by(job, counterpart, None)
-    }
-
-    fn purged_by(
-        &self,
-        job: &mut Job,
-        counterpart: &str,
-        actor: Option<&AccountId>,
-    ) -> Result<(), PipelineError> {
-        job.state = JobState::Purged;
-        let mut event: FileEvent = job.event(Hop::Purged, Vec::new());
-        event.actor = actor.cloned();
-        self.store.transition(&Transition {
-            file_id: job.file_id.clone(),
-            to: JobState::Purged,
-            recipient: None,
-            sealed_sha256: None,
-            quarantined: false,
-            warnings: Vec::new(),
-            event: Some(event),
-        })?;
-        self.count(Hop::Purged, counterpart, &job.file_id);
-        tracing::info!(file_id = job.file_id, "purged");
         Ok(())
     }
 }
