@@ -20,5 +20,6 @@ pub mod seal;
 pub mod sorting;
 pub mod spool;
 pub mod state;
+pub mod sys;
 pub mod transport;
 pub mod validate;

@@ -249,10 +249,7 @@ fn main() -> ExitCode {
 /// tools do, by SIGPIPE, instead of panicking in `println!` (Rust starts with SIGPIPE ignored).
 /// The daemon keeps it ignored: a peer that closes a socket is an error to handle there.
 fn end_quietly_on_closed_output() {
-    // SAFETY: called before any thread is started; restores the default disposition.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    handoff::sys::die_on_broken_pipe();
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

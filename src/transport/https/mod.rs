@@ -298,7 +298,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
     let _end_on_exit = end.clone().drop_guard();
     let services = &shared.services;
     let snapshot = services.live.snapshot();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+    let (tcp, reset) = crate::transport::Resettable::new(tcp);
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current(&snapshot));
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
@@ -460,9 +460,9 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
         r = conn.as_mut() => Some(r),
         _ = answered.cancelled() => None,
         _ = end.cancelled() => {
-            // Revoked or shutting down: reset the connection now, mid-request included. The
-            // socket is still owned by `conn`, dropped just below.
-            crate::transport::abort_on_close(fd);
+            // Revoked or shutting down: reset the connection now, mid-request included, when
+            // `conn`, which owns the socket, is dropped just below.
+            reset.arm();
             Some(Ok(()))
         }
     };
