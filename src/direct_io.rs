@@ -4,7 +4,7 @@
 //! sealed file in an outbox. Through the page cache every byte costs a kernel copy into a freshly
 //! allocated page and the bookkeeping of a dirty page, and on the transports that cost was what
 //! bounded throughput. Direct writes hand whole aligned blocks to the disk instead. Only the part
-//! of a file past [`DIRECT_FROM`] is written this way, so small files (most checkup archives)
+//! of a file past `DIRECT_FROM` is written this way, so small files (most checkup archives)
 //! stay cached for the stage that reads them next; the unaligned tail goes through the page
 //! cache at the end. Where the file system refuses direct I/O the file is simply written
 //! through the page cache.

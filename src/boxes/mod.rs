@@ -435,7 +435,7 @@ impl Upload {
     }
 
     /// Writes at an offset, as SFTP does. Requests may arrive out of order: a piece ahead of a
-    /// gap waits in memory (up to [`AHEAD_LIMIT`], and within the account's budget once the
+    /// gap waits in memory (up to `AHEAD_LIMIT`, and within the account's budget once the
     /// upload has one) until the gap is filled. Rewriting bytes
     /// already written is refused — the sealed file cannot be changed in place, and no
     /// upload client needs it.

@@ -2,7 +2,7 @@
 //!
 //! A connection is admitted only with a client certificate that chains to a configured CA and is
 //! not revoked; the certificate is then mapped to one account by subject or fingerprint. The box
-//! operations go through [`crate::boxes`], exactly as SFTP's do; see [`api`] for the routes and
+//! operations go through [`crate::boxes`], exactly as SFTP's do; see `api` for the routes and
 //! docs/https.md for the protocol.
 
 mod api;
