@@ -10,6 +10,7 @@ pub mod boxes;
 pub mod config;
 pub mod daemon;
 pub mod direct_io;
+pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod numbers;

@@ -27,7 +27,7 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("audit log {}: {source}", path.display())]
+    #[error("audit log {}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -71,7 +71,7 @@ pub enum BoxError {
     Unavailable,
     #[error("no box for account {0}")]
     NoBox(String),
-    #[error("i/o error: {0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
 }
 

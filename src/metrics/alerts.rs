@@ -10,6 +10,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::Services;
+use crate::error::Chain;
 use crate::receipts::ledger::Ledger;
 
 const CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -97,7 +98,7 @@ impl ChainCheck {
             Ok(fresh) => fresh,
             Err(e) => {
                 self.broken = true;
-                return Some(e.to_string());
+                return Some(Chain(&e).to_string());
             }
         };
         if fresh.is_empty() {

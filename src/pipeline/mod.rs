@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::boxes::{BoxEvent, FileName};
 use crate::config::live::LiveConfig;
+use crate::error::Chain;
 use crate::metrics::PipelineMetrics;
 use crate::receipts::Hop;
 use crate::scan::{Clamd, ScanHealth};
@@ -63,11 +64,11 @@ const INTERNAL_ERROR_MESSAGE: &str = "ゲートウェイ内部で処理できま
 pub enum PipelineError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("spool: {0}")]
+    #[error("spool")]
     Io(#[from] io::Error),
-    #[error("watching the inboxes: {0}")]
+    #[error("watching the inboxes")]
     Watch(#[from] notify::Error),
-    #[error("master key: {0}")]
+    #[error("master key")]
     Key(#[from] crate::keys::KeyError),
 }
 
@@ -290,7 +291,7 @@ impl Pipeline {
             self.rescan().await;
             let inner = self.inner.clone();
             match tokio::task::spawn_blocking(move || inner.retention()).await {
-                Ok(Err(e)) => tracing::warn!(error = %e, "applying retention"),
+                Ok(Err(e)) => tracing::warn!(error = %Chain(&e), "applying retention"),
                 Err(e) => tracing::warn!(error = %e, "retention task failed"),
                 Ok(Ok(())) => {}
             }
@@ -325,7 +326,7 @@ async fn acceptor(
             Ok(Ok(Some(id))) => inner.enqueue(id).await,
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(sender, name, error = %e, "accept failed; retried on the next rescan")
+                tracing::warn!(sender, name, error = %Chain(&e), "accept failed; retried on the next rescan")
             }
             Err(e) => tracing::error!(error = %e, "accept task failed"),
         }
@@ -410,12 +411,12 @@ async fn health_checks(
             match &result {
                 Ok(()) => tracing::info!("clamd is up"),
                 Err(e) => {
-                    tracing::warn!(alert = "scanner_down", error = %e, "ALERT: clamd is down: files wait unscanned");
+                    tracing::warn!(alert = "scanner_down", error = %Chain(e), "ALERT: clamd is down: files wait unscanned");
                     services.audit.record(
                         "alert.scanner_down",
                         None,
                         None,
-                        serde_json::json!({ "error": e.to_string() }),
+                        serde_json::json!({ "error": Chain(e).to_string() }),
                     );
                     metrics
                         .alerts
@@ -485,14 +486,14 @@ impl Inner {
             Ok(Some(job)) if job.state.is_open() => job,
             Ok(_) => return None,
             Err(e) => {
-                tracing::error!(file_id, error = %e, "reading job");
+                tracing::error!(file_id, error = %Chain(&e), "reading job");
                 return Some(self.backoff(file_id));
             }
         };
         let sender = job.sender.clone();
         let reason = crate::receipts::Reason::new(INTERNAL_ERROR_RULE, INTERNAL_ERROR_MESSAGE);
         if let Err(e) = self.reject(job, vec![reason], true) {
-            tracing::error!(file_id, error = %e, "recording the rejection of a file that keeps failing");
+            tracing::error!(file_id, error = %Chain(&e), "recording the rejection of a file that keeps failing");
             return Some(self.backoff(file_id));
         }
         let detail = serde_json::json!({"file_id": file_id, "stage": stage, "attempts": n});
@@ -559,7 +560,7 @@ impl Inner {
                 Ok(Some(job)) if job.state.is_open() => job,
                 Ok(_) => return None,
                 Err(e) => {
-                    tracing::error!(file_id, error = %e, "reading job");
+                    tracing::error!(file_id, error = %Chain(&e), "reading job");
                     return Some(self.backoff(file_id));
                 }
             };
@@ -613,7 +614,7 @@ impl Inner {
                 }
             };
             if let Err(e) = result {
-                tracing::error!(file_id, error = %e, "recording a job transition");
+                tracing::error!(file_id, error = %Chain(&e), "recording a job transition");
                 return Some(self.backoff(file_id));
             }
         }
@@ -750,7 +751,7 @@ impl Inner {
                 Ok(Some(job)) => break job,
                 Ok(None) => return,
                 Err(e) => {
-                    tracing::error!(file_id, error = %e, "reading job");
+                    tracing::error!(file_id, error = %Chain(&e), "reading job");
                     return;
                 }
             }
@@ -766,7 +767,7 @@ impl Inner {
                 tracing::info!(file_id, recipient = account, "retrieved");
             }
             Ok(false) => {}
-            Err(e) => tracing::error!(file_id, error = %e, "recording retrieval"),
+            Err(e) => tracing::error!(file_id, error = %Chain(&e), "recording retrieval"),
         }
     }
 
@@ -780,7 +781,7 @@ impl Inner {
             Ok(Some(job)) => job,
             Ok(None) => return,
             Err(e) => {
-                tracing::error!(file_id, error = %e, "reading job");
+                tracing::error!(file_id, error = %Chain(&e), "reading job");
                 return;
             }
         };
@@ -792,7 +793,7 @@ impl Inner {
         }
         match self.purged_by(&mut job, recipient, Some(actor)) {
             Ok(()) => tracing::warn!(file_id, recipient, actor, "deleted by another account"),
-            Err(e) => tracing::error!(file_id, error = %e, "recording a deletion"),
+            Err(e) => tracing::error!(file_id, error = %Chain(&e), "recording a deletion"),
         }
     }
 

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::Hop;
 use super::ledger::{Ledger, LedgerError};
 use super::receipt::Receipt;
+use crate::error::Chain;
 use crate::pipeline::events::{EventLog, FileEvent};
 use crate::state::StateLayout;
 
@@ -25,7 +26,7 @@ pub enum IssueError {
     Ledger(#[from] LedgerError),
     #[error("event log: {0}")]
     Log(String),
-    #[error("writing receipt file {path}: {source}")]
+    #[error("writing receipt file {path}")]
     File {
         path: String,
         source: std::io::Error,
@@ -153,12 +154,12 @@ impl Issuer {
     ) -> std::thread::JoinHandle<()> {
         std::thread::spawn(move || {
             if let Err(e) = self.repair() {
-                tracing::error!(error = %e, "repairing receipt files");
+                tracing::error!(error = %Chain(&e), "repairing receipt files");
             }
             let mut watch = log.watch();
             loop {
                 if let Err(e) = self.catch_up(log.as_ref()) {
-                    tracing::error!(error = %e, "issuing receipts; retrying");
+                    tracing::error!(error = %Chain(&e), "issuing receipts; retrying");
                     std::thread::sleep(std::time::Duration::from_secs(1));
                     continue;
                 }

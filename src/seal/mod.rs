@@ -28,7 +28,7 @@ pub enum SealError {
     Malformed(&'static str),
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
-    #[error("i/o: {0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

@@ -11,12 +11,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use crate::error::Chain;
 use crate::pipeline::events::{EventLog, EventLogError, FileEvent};
 use crate::receipts::{Hop, Reason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("job store: {0}")]
+    #[error("job store")]
     Sql(#[from] rusqlite::Error),
     #[error("job store: bad record: {0}")]
     Corrupt(String),
@@ -610,7 +611,7 @@ impl EventLog for SqliteStore {
             }
             Ok(out)
         })
-        .map_err(|e| EventLogError(e.to_string()))
+        .map_err(|e| EventLogError(Chain(&e).to_string()))
     }
 
     fn watch(&self) -> watch::Receiver<u64> {

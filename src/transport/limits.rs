@@ -22,6 +22,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::bans::{self, BanEntry};
 use crate::config::Limits as LimitsConfig;
+use crate::error::Chain;
 
 /// Where failed logins come from, as bans see it: an IPv4 address, or the /64 of an IPv6
 /// address (a host gets a whole /64 and can change the rest at will). IPv4-mapped IPv6
@@ -318,7 +319,7 @@ impl Limiter {
         };
         let _one_at_a_time = self.persisting.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = bans::write_list(path, &self.bans()) {
-            tracing::warn!(error = %e, file = %path.display(), "cannot write the ban list");
+            tracing::warn!(error = %Chain(&e), file = %path.display(), "cannot write the ban list");
         }
     }
 

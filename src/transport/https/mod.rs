@@ -24,6 +24,7 @@ pub use identity::CertIdentity;
 pub use tls::TlsError;
 
 use crate::config::crl::{Crl, CrlError};
+use crate::error::Chain;
 
 use crate::daemon::Services;
 
@@ -123,7 +124,7 @@ impl HttpsServer {
     pub fn new(services: Services) -> Result<HttpsServer, TlsError> {
         let snapshot = services.live.snapshot();
         let tls = tls::TlsConfigs::new(&snapshot)?;
-        let crl = CrlState::of(&snapshot).map_err(|e| TlsError::Crl(e.to_string()))?;
+        let crl = CrlState::of(&snapshot).map_err(|e| TlsError::Crl(Chain(&e).to_string()))?;
         Ok(HttpsServer {
             shared: Arc::new(Shared {
                 services,
@@ -217,7 +218,7 @@ async fn watch_crls(shared: Arc<Shared>, shutdown: CancellationToken) {
                 }
                 // Validated with the config a moment ago; changed since. The old list stays.
                 Err(e) => {
-                    tracing::error!(error = %e, "CRL unreadable; the previous CRLs stay in force")
+                    tracing::error!(error = %Chain(&e), "CRL unreadable; the previous CRLs stay in force")
                 }
             }
         }

@@ -79,7 +79,7 @@ impl Drop for Heard {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SftpError {
-    #[error("loading host key: {0}")]
+    #[error("loading host key")]
     HostKey(#[from] keys::KeyError),
     #[error("no host key configured")]
     NoHostKey,

@@ -16,6 +16,7 @@ use super::view::{BoxView, MAX_SFTP_PACKET, SftpView};
 use crate::accounts::{Account, Role, break_glass};
 use crate::boxes::DropBox;
 use crate::daemon::Services;
+use crate::error::Chain;
 use crate::transport::sessions::SessionGuard;
 
 pub struct SshSession {
@@ -613,7 +614,7 @@ impl russh::server::Handler for SshSession {
         let view = match self.view_for(&account) {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(account = %account_id, error = %e, "cannot open box");
+                tracing::warn!(account = %account_id, error = %Chain(&e), "cannot open box");
                 return session.channel_failure(channel_id);
             }
         };
