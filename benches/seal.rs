@@ -18,8 +18,7 @@ const HEADER_ROOM: usize = 64;
 /// Writes dirty pages back between phases, so that no phase is timed against the previous
 /// one's writeback.
 fn settle() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
+    nix::unistd::sync();
 }
 
 fn main() {

@@ -12,30 +12,32 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
 use crate::config::live::LiveConfig;
+use crate::error::Chain;
 use crate::services::Services;
 use crate::state::StateLayout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("preparing the state directory: {0}")]
-    State(std::io::Error),
-    #[error("starting the pipeline: {0}")]
+    #[error("preparing the state directory")]
+    State(#[source] std::io::Error),
+    #[error("starting the pipeline")]
     Pipeline(#[from] crate::pipeline::PipelineError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
-    #[error("receipt key: {0}")]
+    #[error("receipt key")]
     ReceiptKey(#[from] crate::keys::KeyError),
-    #[error("master key: {0}")]
-    MasterKey(crate::keys::KeyError),
-    #[error("receipt ledger: {0}")]
+    #[error("master key")]
+    MasterKey(#[source] crate::keys::KeyError),
+    /// The ledger's errors name it.
+    #[error(transparent)]
     Ledger(#[from] crate::receipts::ledger::LedgerError),
-    #[error("starting the upload writer threads: {0}")]
-    Writers(std::io::Error),
-    #[error("starting SFTP: {0}")]
+    #[error("starting the upload writer threads")]
+    Writers(#[source] std::io::Error),
+    #[error("starting SFTP")]
     Sftp(#[from] crate::transport::sftp::SftpError),
-    #[error("starting HTTPS: {0}")]
+    #[error("starting HTTPS")]
     Https(#[from] crate::transport::https::TlsError),
-    #[error("binding {what} on {addr}: {source}")]
+    #[error("binding {what} on {addr}")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
@@ -73,7 +75,7 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     match services.limiter.persist_to(layout.ban_list()) {
         Ok(n) if n > 0 => tracing::info!(bans = n, "bans still in force taken over"),
         Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "ban list unreadable; starting without it"),
+        Err(e) => tracing::warn!(error = %Chain(&e), "ban list unreadable; starting without it"),
     }
     crate::transport::bans::apply_requests(&services, &layout.unban_requests());
     tokio::spawn(crate::transport::bans::serve_requests(

@@ -4,7 +4,7 @@
 //! sealed file in an outbox. Through the page cache every byte costs a kernel copy into a freshly
 //! allocated page and the bookkeeping of a dirty page, and on the transports that cost was what
 //! bounded throughput. Direct writes hand whole aligned blocks to the disk instead. Only the part
-//! of a file past [`DIRECT_FROM`] is written this way, so small files (most checkup archives)
+//! of a file past `DIRECT_FROM` is written this way, so small files (most checkup archives)
 //! stay cached for the stage that reads them next; the unaligned tail goes through the page
 //! cache at the end. Where the file system refuses direct I/O the file is simply written
 //! through the page cache.
@@ -144,6 +144,9 @@ impl io::Write for SequentialFile {
 }
 
 /// Turns direct I/O (`O_DIRECT`) on or off for later reads and writes of an open file.
+///
+/// The one system call of this module, which std does not wrap (fcntl `F_SETFL`).
+#[allow(unsafe_code)]
 fn set_direct(file: &File, on: bool) -> io::Result<()> {
     let fd = file.as_raw_fd();
     let check = |ret: libc::c_int| {
@@ -153,14 +156,16 @@ fn set_direct(file: &File, on: bool) -> io::Result<()> {
             Ok(ret)
         }
     };
-    // SAFETY: valid fd; F_GETFL and F_SETFL only read and change its status flags.
+    // SAFETY: `file` is borrowed for the call, so `fd` is open; F_GETFL takes no argument and
+    // only reads the descriptor's status flags.
     let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
     let flags = if on {
         flags | libc::O_DIRECT
     } else {
         flags & !libc::O_DIRECT
     };
-    // SAFETY: as above.
+    // SAFETY: `fd` is open as above; F_SETFL takes an integer and changes only the status
+    // flags of the open file, no memory of ours.
     check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) }).map(drop)
 }
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use handoff::config::{self, ConfigError, LogFormat, live::LiveConfig};
+use handoff::error::Chain;
 
 #[derive(Parser)]
 #[command(
@@ -249,10 +250,7 @@ fn main() -> ExitCode {
 /// tools do, by SIGPIPE, instead of panicking in `println!` (Rust starts with SIGPIPE ignored).
 /// The daemon keeps it ignored: a peer that closes a socket is an error to handle there.
 fn end_quietly_on_closed_output() {
-    // SAFETY: called before any thread is started; restores the default disposition.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    handoff::sys::die_on_broken_pipe();
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -284,7 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = match file {
                 Some(f) => f,
                 None => {
-                    let loaded = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let loaded = config::load(&config)?;
                     handoff::state::StateLayout::new(&loaded.config.gateway.state_dir)
                         .audit()
                         .join("audit.log")
@@ -296,7 +294,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("BROKEN: {e}");
+                    eprintln!("BROKEN: {}", Chain(&e));
                     Ok(ExitCode::FAILURE)
                 }
             }
@@ -306,7 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Prints config errors the way compilers do, one per line, and yields exit code 1.
 fn config_failure(e: ConfigError) -> ExitCode {
-    eprintln!("{e}");
+    eprintln!("{}", Chain(&e));
     ExitCode::FAILURE
 }
 
@@ -660,7 +658,7 @@ fn hash_password() -> anyhow::Result<ExitCode> {
 }
 
 fn ledger_of(config: &Path) -> anyhow::Result<(handoff::receipts::ledger::Ledger, config::Loaded)> {
-    let loaded = config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let loaded = config::load(config)?;
     let path = handoff::state::StateLayout::new(&loaded.config.gateway.state_dir)
         .store()
         .join("receipts.db");
@@ -721,7 +719,7 @@ fn receipts(command: ReceiptsCommand) -> anyhow::Result<ExitCode> {
                         .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
                 }
                 None => {
-                    let loaded = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let loaded = config::load(&config)?;
                     handoff::keys::load_receipt_key(&loaded.config.gateway.receipt_key)?
                         .verifying_key()
                 }
@@ -798,7 +796,7 @@ fn validate(
     lang: Option<handoff::config::Lang>,
 ) -> anyhow::Result<ExitCode> {
     use handoff::validate::{self, Checked, Expect, archive::Limits};
-    let loaded = config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let loaded = config::load(config_path)?;
     let config = &loaded.config;
     let sender = config.counterpart(account).with_context(|| {
         format!(

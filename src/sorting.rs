@@ -21,9 +21,9 @@ pub enum SortError {
     /// The parent cannot be read as the check read it: it changed, or the check missed it.
     #[error("the archive cannot be read for sorting: {0}")]
     Unreadable(String),
-    #[error("writing a sorted archive: {0}")]
+    #[error("writing a sorted archive")]
     Io(#[from] io::Error),
-    #[error("writing a sorted archive: {0}")]
+    #[error("writing a sorted archive")]
     Zip(#[from] zip::result::ZipError),
 }
 

@@ -316,12 +316,9 @@ fn validate_in_child(tc: &TestConfig, archive: &Path) -> (String, i64) {
         .output()
         .expect("run handoff validate");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    // SAFETY: getrusage writes into the struct it is given.
-    let peak = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage.ru_maxrss
-    };
+    let peak = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage")
+        .max_rss();
     (String::from_utf8_lossy(&out.stdout).into_owned(), peak)
 }
 

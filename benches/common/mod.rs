@@ -16,14 +16,8 @@ pub fn peak_rss_kib() -> u64 {
 /// CPU seconds this thread has used: on a machine shared with other work, the figure that
 /// says what the work costs, where wall time says what else ran.
 pub fn thread_cpu_secs() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid out-parameter for the duration of the call.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    if rc != 0 {
-        return 0.0;
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID) {
+        Ok(t) => t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9,
+        Err(_) => 0.0,
     }
-    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }

@@ -26,11 +26,16 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
 }
 
 /// Reads the clock status; a failed read counts as unsynchronised.
+///
+/// The one system call of this module, which std does not wrap.
+#[allow(unsafe_code)]
 pub fn status() -> ClockStatus {
-    // SAFETY: `timex` is plain data; modes = 0 asks only to read.
+    // SAFETY: `timex` is integers (and padding) only, for which all-zero bytes are a valid
+    // value.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
     tx.modes = 0;
-    // SAFETY: `tx` is a valid, writable timex.
+    // SAFETY: adjtimex writes one `timex` into `tx`, which is exclusively borrowed for the
+    // call; with `modes` 0 it only reads the kernel's clock state and changes nothing.
     let state = unsafe { libc::adjtimex(&mut tx) };
     let synchronised = state >= 0 && state != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0;
     ClockStatus {

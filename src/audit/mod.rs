@@ -25,7 +25,7 @@ use crate::state::StateLayout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("audit log {}: {source}", path.display())]
+    #[error("audit log {}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

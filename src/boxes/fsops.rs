@@ -3,6 +3,10 @@
 //! `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS` is the
 //! confinement; where the kernel lacks it (before Linux 5.6) `openat` with `O_NOFOLLOW` on a
 //! single, already-checked name component gives the same guarantee.
+//!
+//! A system-call module: the `unsafe` here is the calls themselves. Every descriptor passed in
+//! is borrowed from an `OwnedFd` or `File`, so it is open for the duration of the call.
+#![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::fs::File;
@@ -28,14 +32,15 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    // SAFETY: `c` is a valid NUL-terminated string; the returned fd is owned by us.
+    // SAFETY: `c` is a NUL-terminated string that outlives the call, which only reads it.
     let fd = check(unsafe {
         libc::open(
             c.as_ptr(),
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )
     })?;
-    // SAFETY: `fd` was just opened and is not owned elsewhere.
+    // SAFETY: `check` let through only a descriptor that open(2) just returned: open, and
+    // owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -47,6 +52,8 @@ fn open_beneath(
     mode: libc::mode_t,
 ) -> io::Result<OwnedFd> {
     let c = cstr(name)?;
+    // SAFETY: `open_how` is three integers, for which all-zero bytes are a valid value (and
+    // the kernel wants every field it is not given to be zero).
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
     how.mode = if flags & libc::O_CREAT != 0 {
@@ -55,7 +62,8 @@ fn open_beneath(
         0
     };
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: valid dirfd, NUL-terminated path, a fully initialised `open_how` and its size.
+    // SAFETY: openat2 reads the NUL-terminated `c` and the fully initialised `how` of the size
+    // given, both alive until it returns, and writes no memory of ours.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_openat2,
@@ -76,7 +84,7 @@ fn open_beneath(
                 "not a single name",
             ));
         }
-        // SAFETY: as above, with openat.
+        // SAFETY: openat reads only the NUL-terminated `c`, alive until it returns.
         check(unsafe {
             libc::openat(
                 dir.as_raw_fd(),
@@ -88,7 +96,8 @@ fn open_beneath(
     } else {
         ret as libc::c_int
     };
-    // SAFETY: `fd` was just opened and is not owned elsewhere.
+    // SAFETY: `fd` is what openat2 or openat just returned, checked to be a descriptor: open,
+    // and owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -120,8 +129,10 @@ pub struct Meta {
 /// (symlinks are not followed and count as absent).
 pub fn stat_beneath(dir: &OwnedFd, name: &str) -> io::Result<Option<Meta>> {
     let c = cstr(name)?;
+    // SAFETY: `stat` is integers only, for which all-zero bytes are a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid dirfd and path; `st` is writable.
+    // SAFETY: fstatat reads the NUL-terminated `c` and writes one `stat` into `st`, which is
+    // exclusively borrowed for the call.
     let ret = unsafe {
         libc::fstatat(
             dir.as_raw_fd(),
@@ -154,7 +165,7 @@ pub fn stat_beneath(dir: &OwnedFd, name: &str) -> io::Result<Option<Meta>> {
 
 pub fn unlink_beneath(dir: &OwnedFd, name: &str) -> io::Result<()> {
     let c = cstr(name)?;
-    // SAFETY: valid dirfd and path.
+    // SAFETY: unlinkat reads only the NUL-terminated `c`, alive until it returns.
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) }).map(drop)
 }
 
@@ -162,7 +173,8 @@ pub fn unlink_beneath(dir: &OwnedFd, name: &str) -> io::Result<()> {
 /// than replace anything.
 pub fn link_beneath(from_dir: &OwnedFd, from: &str, to_dir: &OwnedFd, to: &str) -> io::Result<()> {
     let (a, b) = (cstr(from)?, cstr(to)?);
-    // SAFETY: valid dirfds and paths; flags 0 means symlinks are not followed.
+    // SAFETY: linkat reads only the NUL-terminated `a` and `b`, alive until it returns (flags 0:
+    // a symlink is linked itself, never followed).
     check(unsafe {
         libc::linkat(
             from_dir.as_raw_fd(),
@@ -176,14 +188,15 @@ pub fn link_beneath(from_dir: &OwnedFd, from: &str, to_dir: &OwnedFd, to: &str) 
 }
 
 pub fn sync_dir(dir: &OwnedFd) -> io::Result<()> {
-    // SAFETY: valid fd.
+    // SAFETY: fsync takes only the descriptor and touches no memory of ours.
     check(unsafe { libc::fsync(dir.as_raw_fd()) }).map(drop)
 }
 
 /// Sets an extended attribute of an open file.
 pub fn set_xattr(file: &File, name: &str, value: &[u8]) -> io::Result<()> {
     let name = cstr(name)?;
-    // SAFETY: valid fd, NUL-terminated name, `value` readable for its length.
+    // SAFETY: fsetxattr reads the NUL-terminated `name` and `value.len()` bytes from `value`,
+    // both alive until it returns.
     check(unsafe {
         libc::fsetxattr(
             file.as_raw_fd(),
@@ -200,7 +213,8 @@ pub fn set_xattr(file: &File, name: &str, value: &[u8]) -> io::Result<()> {
 pub fn get_xattr(file: &File, name: &str, max: usize) -> Option<Vec<u8>> {
     let name = cstr(name).ok()?;
     let mut value = vec![0u8; max];
-    // SAFETY: valid fd, NUL-terminated name, `value` writable for its length.
+    // SAFETY: fgetxattr reads the NUL-terminated `name` and writes at most `value.len()` bytes
+    // into `value`, which is exclusively borrowed for the call.
     let n = unsafe {
         libc::fgetxattr(
             file.as_raw_fd(),
@@ -230,8 +244,10 @@ pub fn read_dir_names(dir: &OwnedFd) -> io::Result<Vec<String>> {
 pub fn free_space(path: &Path) -> io::Result<u64> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: `statvfs` is integers only, for which all-zero bytes are a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path; `st` is writable.
+    // SAFETY: statvfs reads the NUL-terminated `c` and writes one `statvfs` into `st`, which
+    // is exclusively borrowed for the call.
     check(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }

@@ -76,7 +76,7 @@ pub enum BoxError {
     Unavailable,
     #[error("no box for account {0}")]
     NoBox(String),
-    #[error("i/o error: {0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
 }
 
@@ -440,7 +440,7 @@ impl Upload {
     }
 
     /// Writes at an offset, as SFTP does. Requests may arrive out of order: a piece ahead of a
-    /// gap waits in memory (up to [`AHEAD_LIMIT`], and within the account's budget once the
+    /// gap waits in memory (up to `AHEAD_LIMIT`, and within the account's budget once the
     /// upload has one) until the gap is filled. Rewriting bytes
     /// already written is refused — the sealed file cannot be changed in place, and no
     /// upload client needs it.

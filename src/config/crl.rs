@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrlError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Config, ConfigError, Diagnostic, Loaded, load};
 use crate::accounts::{self, AccountChange, AccountEvent, AccountId, Directory};
+use crate::error::Chain;
 use crate::sync::Recover;
 
 /// One validated config together with the accounts derived from it.
@@ -199,12 +200,12 @@ impl LiveConfig {
                 );
             }
             Err(e) => {
-                tracing::error!(trigger, error = %e, "config refused; the previous config stays in force");
+                tracing::error!(trigger, error = %Chain(&e), "config refused; the previous config stays in force");
                 audit.record(
                     "config.refused",
                     None,
                     None,
-                    serde_json::json!({"trigger": trigger, "error": e.to_string()}),
+                    serde_json::json!({"trigger": trigger, "error": Chain(&e).to_string()}),
                 );
             }
         }

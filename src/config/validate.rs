@@ -12,6 +12,7 @@ use super::ClamdAddress;
 use super::diagnostic::{KeyPath, Severity};
 use super::model::*;
 use crate::accounts::CounterpartId;
+use crate::error::Chain;
 use crate::key_path;
 use crate::numbers;
 
@@ -137,7 +138,7 @@ fn gateway(g: &Gateway, f: &mut Findings) {
             continue;
         }
         match super::crl::read(p) {
-            Err(e) => f.error(at("crl").join(i), e.to_string()),
+            Err(e) => f.error(at("crl").join(i), Chain(&e).to_string()),
             Ok(crls) => {
                 let now = time::OffsetDateTime::now_utc();
                 for c in crls
@@ -715,8 +716,9 @@ fn encryption_cert(p: &Path, path: KeyPath, now: OffsetDateTime, f: &mut Finding
                 f.warn(
                     path.clone(),
                     format!(
-                        "{}: {e}; files routed to this counterpart are rejected",
-                        p.display()
+                        "{}: {}; files routed to this counterpart are rejected",
+                        p.display(),
+                        Chain(&e)
                     ),
                 );
             }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Chain;
 use crate::receipts::ledger::Ledger;
 use crate::services::Services;
 
@@ -97,7 +98,7 @@ impl ChainCheck {
             Ok(fresh) => fresh,
             Err(e) => {
                 self.broken = true;
-                return Some(e.to_string());
+                return Some(Chain(&e).to_string());
             }
         };
         if fresh.is_empty() {

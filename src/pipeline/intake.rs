@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Inner, Pipeline, PipelineError};
 use crate::accounts::CounterpartId;
 use crate::boxes::{BoxEvent, FileName, InboxWatch};
+use crate::error::Chain;
 use crate::events::Hop;
 
 impl Pipeline {
@@ -109,7 +110,7 @@ pub(super) async fn acceptor(
             Ok(Ok(Some(id))) => inner.enqueue(id).await,
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(%sender, %name, error = %e, "accept failed; retried on the next rescan")
+                tracing::warn!(%sender, %name, error = %Chain(&e), "accept failed; retried on the next rescan")
             }
             Err(e) => tracing::error!(error = %e, "accept task failed"),
         }

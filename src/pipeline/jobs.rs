@@ -12,12 +12,13 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::accounts::{AccountId, CounterpartId};
+use crate::error::Chain;
 use crate::events::{EventLog, EventLogError, FileEvent, Finding, Hop};
 use crate::sync::Recover;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("job store: {0}")]
+    #[error("job store")]
     Sql(#[from] rusqlite::Error),
     #[error("job store: bad record: {0}")]
     Corrupt(String),
@@ -625,7 +626,7 @@ impl EventLog for SqliteStore {
             }
             Ok(out)
         })
-        .map_err(|e| EventLogError(e.to_string()))
+        .map_err(|e| EventLogError(Chain(&e).to_string()))
     }
 
     fn watch(&self) -> watch::Receiver<u64> {

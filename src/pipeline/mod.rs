@@ -4,7 +4,7 @@
 //! [`BoxEvent::Uploaded`], a file-system watch on every inbox and a rescan at start-up (and
 //! every half minute) all lead to the same idempotent [`accept`](Pipeline). Each job then
 //! passes the [`Stage`]s on a bounded pool of workers; every transition is committed to the
-//! job store, with its [`FileEvent`], before the next side effect. See docs/pipeline.md.
+//! job store, with its [`FileEvent`](crate::events::FileEvent), before the next side effect. See docs/pipeline.md.
 
 pub mod accept;
 pub mod fault;
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::CounterpartId;
 use crate::boxes::{BoxEvent, BoxStore, FileName, InboxWatch};
 use crate::config::live::LiveConfig;
+use crate::error::Chain;
 use crate::events::{EventLog, Hop};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::jobs::{Job, JobState, JobStore, SqliteStore, StoreError, Transition};
@@ -63,11 +64,11 @@ const INTERNAL_ERROR_MESSAGE: &str = "ゲートウェイ内部で処理できま
 pub enum PipelineError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("spool: {0}")]
+    #[error("spool")]
     Io(#[from] io::Error),
-    #[error("watching the inboxes: {0}")]
+    #[error("watching the inboxes")]
     Watch(#[from] notify::Error),
-    #[error("master key: {0}")]
+    #[error("master key")]
     Key(#[from] crate::keys::KeyError),
 }
 
@@ -211,7 +212,7 @@ impl Pipeline {
             self.rescan().await;
             let inner = self.inner.clone();
             match tokio::task::spawn_blocking(move || inner.retention()).await {
-                Ok(Err(e)) => tracing::warn!(error = %e, "applying retention"),
+                Ok(Err(e)) => tracing::warn!(error = %Chain(&e), "applying retention"),
                 Err(e) => tracing::warn!(error = %e, "retention task failed"),
                 Ok(Ok(())) => {}
             }
@@ -297,12 +298,12 @@ async fn health_checks(
             match &result {
                 Ok(()) => tracing::info!("clamd is up"),
                 Err(e) => {
-                    tracing::warn!(alert = "scanner_down", error = %e, "ALERT: clamd is down: files wait unscanned");
+                    tracing::warn!(alert = "scanner_down", error = %Chain(e), "ALERT: clamd is down: files wait unscanned");
                     services.audit.record(
                         "alert.scanner_down",
                         None,
                         None,
-                        serde_json::json!({ "error": e.to_string() }),
+                        serde_json::json!({ "error": Chain(e).to_string() }),
                     );
                     metrics
                         .alerts
@@ -356,14 +357,14 @@ impl Inner {
             Ok(Some(job)) if job.state.is_open() => job,
             Ok(_) => return None,
             Err(e) => {
-                tracing::error!(file_id, error = %e, "reading job");
+                tracing::error!(file_id, error = %Chain(&e), "reading job");
                 return Some(self.backoff(file_id));
             }
         };
         let sender = job.sender.clone();
         let reason = crate::events::Finding::new(INTERNAL_ERROR_RULE, INTERNAL_ERROR_MESSAGE);
         if let Err(e) = self.reject(job, vec![reason], true) {
-            tracing::error!(file_id, error = %e, "recording the rejection of a file that keeps failing");
+            tracing::error!(file_id, error = %Chain(&e), "recording the rejection of a file that keeps failing");
             return Some(self.backoff(file_id));
         }
         let detail = serde_json::json!({"file_id": file_id, "stage": stage, "attempts": n});
@@ -407,7 +408,7 @@ impl Inner {
                 Ok(Some(job)) if job.state.is_open() => job,
                 Ok(_) => return None,
                 Err(e) => {
-                    tracing::error!(file_id, error = %e, "reading job");
+                    tracing::error!(file_id, error = %Chain(&e), "reading job");
                     return Some(self.backoff(file_id));
                 }
             };
@@ -461,7 +462,7 @@ impl Inner {
                 }
             };
             if let Err(e) = result {
-                tracing::error!(file_id, error = %e, "recording a job transition");
+                tracing::error!(file_id, error = %Chain(&e), "recording a job transition");
                 return Some(self.backoff(file_id));
             }
         }

@@ -10,6 +10,7 @@ use super::jobs::{Job, JobState, JobStore, Transition};
 use super::{DELIVERY_COMMIT_WAIT, Inner, PipelineError};
 use crate::accounts::{AccountId, CounterpartId};
 use crate::boxes::{FileName, file_id_of_outbox_name, outbox_name};
+use crate::error::Chain;
 use crate::events::{FileEvent, Hop};
 
 impl Inner {
@@ -30,7 +31,7 @@ impl Inner {
                 Ok(Some(job)) => break job,
                 Ok(None) => return,
                 Err(e) => {
-                    tracing::error!(file_id, error = %e, "reading job");
+                    tracing::error!(file_id, error = %Chain(&e), "reading job");
                     return;
                 }
             }
@@ -46,7 +47,7 @@ impl Inner {
                 tracing::info!(file_id, recipient = %account, "retrieved");
             }
             Ok(false) => {}
-            Err(e) => tracing::error!(file_id, error = %e, "recording retrieval"),
+            Err(e) => tracing::error!(file_id, error = %Chain(&e), "recording retrieval"),
         }
     }
 
@@ -65,7 +66,7 @@ impl Inner {
             Ok(Some(job)) => job,
             Ok(None) => return,
             Err(e) => {
-                tracing::error!(file_id, error = %e, "reading job");
+                tracing::error!(file_id, error = %Chain(&e), "reading job");
                 return;
             }
         };
@@ -77,7 +78,7 @@ impl Inner {
         }
         match self.purged_by(&mut job, recipient, Some(actor)) {
             Ok(()) => tracing::warn!(file_id, %recipient, %actor, "deleted by another account"),
-            Err(e) => tracing::error!(file_id, error = %e, "recording a deletion"),
+            Err(e) => tracing::error!(file_id, error = %Chain(&e), "recording a deletion"),
         }
     }
 

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use super::stages::{Outcome, Stage, StageCtx};
 use crate::config::{AGENCY_ROUTE, Config, Counterpart, CounterpartKind, Unroutable};
+use crate::error::Chain;
 use crate::events::{Child, Finding};
 use crate::pipeline::jobs::{Job, JobState};
 use crate::sorting::{self, ChildSpec, Person};
@@ -114,7 +115,7 @@ impl Stage for SplitStage {
         let survey = match ctx.spool.open(&job.file_id) {
             Ok(f) => match sorting::survey(f, limits) {
                 Ok(s) => s,
-                Err(e) => return Outcome::Failed(e.to_string()),
+                Err(e) => return Outcome::Failed(Chain(&e).to_string()),
             },
             Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
         };
@@ -170,7 +171,7 @@ impl Stage for SplitStage {
                     quarantine: false,
                 };
             }
-            Err(e) => return Outcome::Retry(format!("planning the split: {e}")),
+            Err(e) => return Outcome::Retry(format!("planning the split: {}", Chain(&e))),
         };
 
         let agency_account = agency_sender(agency, language);
@@ -206,7 +207,9 @@ impl Stage for SplitStage {
                 })
             }) {
                 Ok(w) => w,
-                Err(e) => return Outcome::Retry(format!("writing a sorted archive: {e}")),
+                Err(e) => {
+                    return Outcome::Retry(format!("writing a sorted archive: {}", Chain(&e)));
+                }
             };
             // The gateway checks its own output as it checks an upload.
             let checked = ctx

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::accounts::CounterpartId;
 use crate::boxes::{self, BoxStore};
 use crate::config::{Config, Counterpart, CounterpartKind, Inbound};
+use crate::error::Chain;
 use crate::events::Finding;
 use crate::pipeline::jobs::{Job, JobState, JobStore};
 use crate::scan::{Clamd, ScanHealth, Verdict};
@@ -293,7 +294,12 @@ fn open_inbound(job: &Job, ctx: &StageCtx<'_>) -> Option<Outcome> {
     };
     let key = match OpeningKey::from_files(key_path, gateway.inbound_cert.as_deref()) {
         Ok(k) => k,
-        Err(e) => return Some(Outcome::Retry(format!("the gateway's inbound key: {e}"))),
+        Err(e) => {
+            return Some(Outcome::Retry(format!(
+                "the gateway's inbound key: {}",
+                Chain(&e)
+            )));
+        }
     };
     let upload = match ctx.spool.open_upload(&job.file_id) {
         Ok(f) => f,
@@ -312,17 +318,23 @@ fn open_inbound(job: &Job, ctx: &StageCtx<'_>) -> Option<Outcome> {
         Ok(Err(SealError::Io(e))) => return Some(Outcome::Retry(format!("opening: {e}"))),
         Ok(Err(e @ SealError::Malformed(_))) => (
             "inbound.not-cms",
-            format!("this account's uploads must be CMS encrypted for the gateway: {e}"),
+            format!(
+                "this account's uploads must be CMS encrypted for the gateway: {}",
+                Chain(&e)
+            ),
         ),
         Ok(Err(e @ (SealError::WrongKey | SealError::CertificateMismatch))) => (
             "inbound.wrong-recipient",
-            format!("the upload is not encrypted for the gateway's certificate: {e}"),
+            format!(
+                "the upload is not encrypted for the gateway's certificate: {}",
+                Chain(&e)
+            ),
         ),
         Ok(Err(e @ (SealError::Tampered | SealError::Truncated))) => (
             "inbound.damaged",
-            format!("the upload does not decrypt: {e}"),
+            format!("the upload does not decrypt: {}", Chain(&e)),
         ),
-        Ok(Err(e @ SealError::Unsupported(_))) => ("inbound.unsupported", e.to_string()),
+        Ok(Err(e @ SealError::Unsupported(_))) => ("inbound.unsupported", Chain(&e).to_string()),
     };
     Some(Outcome::Reject {
         reasons: vec![Finding::new(rule, message)],
@@ -368,9 +380,9 @@ impl Stage for ScanStage {
             },
             Err(e) => {
                 if matches!(e, crate::scan::ScanError::Io { .. }) {
-                    self.health.set_down(e.to_string());
+                    self.health.set_down(Chain(&e).to_string());
                 }
-                Outcome::Retry(e.to_string())
+                Outcome::Retry(Chain(&e).to_string())
             }
         }
     }
@@ -410,7 +422,7 @@ impl Stage for SealStage {
             None => Err(format!("{} has no encryption certificate", recipient.id)),
             Some(cert) => crate::seal::Recipient::from_file(cert)
                 .map(drop)
-                .map_err(|e| format!("{}: {e}", cert.display())),
+                .map_err(|e| format!("{}: {}", cert.display(), Chain(&e))),
         };
         if let Err(why) = usable {
             return Outcome::Reject {

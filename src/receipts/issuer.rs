@@ -10,6 +10,7 @@ use super::ledger::{Ledger, LedgerError};
 use super::receipt::Receipt;
 use crate::accounts::CounterpartId;
 use crate::boxes::BoxStore;
+use crate::error::Chain;
 use crate::events::{EventLog, FileEvent};
 
 /// Receipts whose box files are re-written at start-up, in case a crash came between the ledger
@@ -23,7 +24,7 @@ pub enum IssueError {
     Ledger(#[from] LedgerError),
     #[error("event log: {0}")]
     Log(String),
-    #[error("writing receipt {receipt} into the box of {owner}: {source}")]
+    #[error("writing receipt {receipt} into the box of {owner}")]
     File {
         owner: String,
         receipt: String,
@@ -151,12 +152,12 @@ impl Issuer {
     ) -> std::thread::JoinHandle<()> {
         std::thread::spawn(move || {
             if let Err(e) = self.repair() {
-                tracing::error!(error = %e, "repairing receipt files");
+                tracing::error!(error = %Chain(&e), "repairing receipt files");
             }
             let mut watch = log.watch();
             loop {
                 if let Err(e) = self.catch_up(log.as_ref()) {
-                    tracing::error!(error = %e, "issuing receipts; retrying");
+                    tracing::error!(error = %Chain(&e), "issuing receipts; retrying");
                     std::thread::sleep(std::time::Duration::from_secs(1));
                     continue;
                 }

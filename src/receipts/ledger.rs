@@ -11,7 +11,7 @@ use super::receipt::Receipt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("receipt ledger: {0}")]
+    #[error("receipt ledger")]
     Sql(#[from] rusqlite::Error),
     #[error("receipt ledger: stored receipt {0} is unreadable")]
     Corrupt(String),

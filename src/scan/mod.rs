@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::config::ClamdAddress;
+use crate::error::Chain;
 use crate::sync::Recover;
 
 /// Bytes per INSTREAM chunk.
@@ -24,14 +25,14 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    #[error("clamd at {addr}: {source}")]
+    #[error("clamd at {addr}")]
     Io { addr: String, source: io::Error },
     #[error("clamd refused the stream: {0}")]
     Refused(String),
     #[error("clamd answered {0:?}")]
     Unexpected(String),
-    #[error("reading the file to scan: {0}")]
-    Source(io::Error),
+    #[error("reading the file to scan")]
+    Source(#[source] io::Error),
 }
 
 /// What clamd said about a file.
@@ -187,7 +188,7 @@ impl ScanHealth {
     pub fn record(&self, result: &Result<(), ScanError>) {
         match result {
             Ok(()) => self.set_up(),
-            Err(e) => self.set_down(e.to_string()),
+            Err(e) => self.set_down(Chain(e).to_string()),
         }
     }
 

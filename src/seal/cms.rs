@@ -2,7 +2,7 @@
 //! content encryption (RFC 5084: 12-byte nonce, 16-byte tag) and the content-encryption key
 //! given to each recipient certificate: wrapped with RSAES-OAEP-SHA-256 for an RSA key
 //! (`KeyTransRecipientInfo`), or with AES-256 key wrap under an ephemeral-static ECDH P-256
-//! agreement for an EC key (`KeyAgreeRecipientInfo`, RFC 5753; see [`super::ecdh`]); the
+//! agreement for an EC key (`KeyAgreeRecipientInfo`, RFC 5753; see `seal::ecdh`); the
 //! recipient is named by issuer and serial number. DER throughout, so
 //! `openssl cms -decrypt -inform DER` opens it.
 //!

@@ -1,7 +1,7 @@
 //! Sealing: encryption at rest in the spool and quarantine ([`at_rest`]), re-encryption for
 //! the recipient as CMS that standard tools open ([`cms`]), and opening the CMS that standard
-//! tools make for the gateway ([`open`]). No I/O of its own beyond the readers and writers it is
-//! given (DESIGN §6).
+//! tools make for the gateway ([`open`](mod@open)). No I/O of its own beyond the readers and
+//! writers it is given (DESIGN §6).
 
 pub mod at_rest;
 mod ber;
@@ -28,7 +28,7 @@ pub enum SealError {
     Malformed(&'static str),
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
-    #[error("i/o: {0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

@@ -4,7 +4,7 @@
 //! default — or OAEP) or an EC P-256 key (`KeyAgreeRecipientInfo`, ephemeral-static ECDH).
 //!
 //! The input is untrusted: the outer layers are walked with a bounded streaming reader
-//! ([`super::ber`]), the small structures are decoded with the `der` crate, and every failure is
+//! (`seal::ber`), the small structures are decoded with the `der` crate, and every failure is
 //! a typed [`SealError`], never a panic. The content streams through one buffer.
 //!
 //! The GCM tag comes after the content. [`open`] writes plaintext as it decrypts and fails at

@@ -22,14 +22,16 @@ const REQUEST_POLL: Duration = Duration::from_millis(500);
 pub enum BanFileError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("{file}: {error}")]
+    #[error("{file}")]
     Format {
         file: PathBuf,
+        #[source]
         error: serde_json::Error,
     },
-    #[error("{file}: bad source: {error}")]
+    #[error("{file}: bad source")]
     Source {
         file: PathBuf,
+        #[source]
         error: super::limits::BadSource,
     },
 }

@@ -22,6 +22,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::bans::{self, BanEntry};
 use crate::config::Limits as LimitsConfig;
+use crate::error::Chain;
 use crate::sync::Recover;
 
 /// Where failed logins come from, as bans see it: an IPv4 address, or the /64 of an IPv6
@@ -319,7 +320,7 @@ impl Limiter {
         };
         let _one_at_a_time = self.persisting.locked();
         if let Err(e) = bans::write_list(path, &self.bans()) {
-            tracing::warn!(error = %e, file = %path.display(), "cannot write the ban list");
+            tracing::warn!(error = %Chain(&e), file = %path.display(), "cannot write the ban list");
         }
     }
 

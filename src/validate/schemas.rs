@@ -1280,7 +1280,7 @@ fn write_set(
             fs::File::open(tmp.join(dir))?.sync_all()?;
         }
         let replaced = if target.exists() {
-            exchange(&tmp, &target)?;
+            crate::sys::exchange(&tmp, &target)?;
             true
         } else {
             fs::rename(&tmp, &target)?;
@@ -1292,28 +1292,6 @@ fn write_set(
     // After an exchange `tmp` holds the previous installation; after a failure, the partial one.
     let _ = fs::remove_dir_all(&tmp);
     result.map(|replaced| (target, replaced))
-}
-
-/// Atomically exchanges two paths (renameat2 RENAME_EXCHANGE).
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let a = std::ffi::CString::new(a.as_os_str().as_bytes())?;
-    let b = std::ffi::CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: both are valid NUL-terminated paths that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,11 @@
 //!
 //! libxml2's schema contexts are not `Send`: each thread keeps its own [`Catalog`](super::schemas::Catalog), compiled
 //! once and kept for as long as the schema directory stays the same.
+//!
+//! The FFI module of the check: libxml2 is driven through its C API here, so `unsafe` is
+//! allowed, and every pointer handed to C points at something that outlives the call that uses
+//! it (see the SAFETY comments).
+#![allow(unsafe_code)]
 
 use std::path::PathBuf;
 
@@ -185,6 +190,10 @@ fn read(
 }
 
 /// The schema validator's idea of where it is: the parser's current line.
+///
+/// # Safety
+/// Called by libxml2 only, with `ctx` null or the live parser context `read` installed, and
+/// `file` and `line` null or writable.
 unsafe extern "C" fn locate(
     ctx: *mut std::ffi::c_void,
     file: *mut *const std::ffi::c_char,
@@ -235,6 +244,11 @@ unsafe fn c_str<'a>(p: *const bindings::xmlChar) -> &'a str {
     std::str::from_utf8(bytes).unwrap_or("")
 }
 
+/// The parser's start tag event: appends the element to the tree.
+///
+/// # Safety
+/// Called by libxml2 only, during a parse by `read`: `ctx` is null or that parse's `Builder`,
+/// and the strings and attribute array are valid for the duration of the call.
 unsafe extern "C" fn start_element(
     ctx: *mut std::ffi::c_void,
     localname: *const bindings::xmlChar,
@@ -294,6 +308,10 @@ unsafe extern "C" fn start_element(
     }
 }
 
+/// The parser's end tag event: closes the innermost open element.
+///
+/// # Safety
+/// Called by libxml2 only, during a parse by `read`: `ctx` is null or that parse's `Builder`.
 unsafe extern "C" fn end_element(
     ctx: *mut std::ffi::c_void,
     _localname: *const bindings::xmlChar,
@@ -468,6 +486,11 @@ struct FirstError<'a> {
     first: Option<Finding>,
 }
 
+/// The structured error handler `read` installs for the duration of a parse.
+///
+/// # Safety
+/// Called by libxml2 only: `data` is null or the `FirstError` of the parse under way, and
+/// `error` null or valid for the duration of the call.
 unsafe extern "C" fn keep_first_error(data: *mut std::ffi::c_void, error: bindings::xmlErrorPtr) {
     if data.is_null() || error.is_null() {
         return;

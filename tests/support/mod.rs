@@ -346,8 +346,8 @@ impl ClamdInstance {
 
     fn terminate(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: signalling our own child process.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            use nix::sys::signal::{Signal, kill};
+            let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
         }
         let _ = self.child.wait();
         let _ = std::fs::remove_file(self.socket());

@@ -30,6 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::Shared;
 use crate::accounts::{Account, CounterpartId, Role};
 use crate::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder};
+use crate::error::Chain;
 use crate::metrics::noc;
 use crate::sync::Recover;
 
@@ -686,14 +687,15 @@ async fn noc(conn: &Arc<Connection>, req: &Request<()>, segs: &[String]) -> Rout
                         })?
                 }
             };
-            let receipts =
-                tokio::task::spawn_blocking(move || noc::receipts_since(&services, since))
-                    .await
-                    .map_err(|_| ApiError::internal())?
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "reading the receipt ledger for the NOC");
-                        ApiError::internal()
-                    })?;
+            let receipts = tokio::task::spawn_blocking(move || {
+                noc::receipts_since(&services, since)
+            })
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(|e| {
+                tracing::error!(error = %Chain(&e), "reading the receipt ledger for the NOC");
+                ApiError::internal()
+            })?;
             let mut body = String::new();
             for receipt in receipts {
                 body.push_str(&receipt.to_string());

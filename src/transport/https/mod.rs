@@ -2,7 +2,7 @@
 //!
 //! A connection is admitted only with a client certificate that chains to a configured CA and is
 //! not revoked; the certificate is then mapped to one account by subject or fingerprint. The box
-//! operations go through [`crate::boxes`], exactly as SFTP's do; see [`api`] for the routes and
+//! operations go through [`crate::boxes`], exactly as SFTP's do; see `api` for the routes and
 //! docs/https.md for the protocol.
 
 mod api;
@@ -25,6 +25,7 @@ pub use tls::TlsError;
 
 use crate::accounts::{AccountId, CounterpartId};
 use crate::config::crl::{Crl, CrlError};
+use crate::error::Chain;
 
 use crate::services::Services;
 use crate::transport::gate;
@@ -125,7 +126,7 @@ impl HttpsServer {
     pub fn new(services: Services) -> Result<HttpsServer, TlsError> {
         let snapshot = services.live.snapshot();
         let tls = tls::TlsConfigs::new(&snapshot)?;
-        let crl = CrlState::of(&snapshot).map_err(|e| TlsError::Crl(e.to_string()))?;
+        let crl = CrlState::of(&snapshot).map_err(|e| TlsError::Crl(Chain(&e).to_string()))?;
         Ok(HttpsServer {
             shared: Arc::new(Shared {
                 services,
@@ -185,7 +186,7 @@ async fn watch_crls(shared: Arc<Shared>, shutdown: CancellationToken) {
                 }
                 // Validated with the config a moment ago; changed since. The old list stays.
                 Err(e) => {
-                    tracing::error!(error = %e, "CRL unreadable; the previous CRLs stay in force")
+                    tracing::error!(error = %Chain(&e), "CRL unreadable; the previous CRLs stay in force")
                 }
             }
         }
@@ -266,7 +267,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
     let _end_on_exit = end.clone().drop_guard();
     let services = &shared.services;
     let snapshot = services.live.snapshot();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+    let (tcp, reset) = crate::transport::Resettable::new(tcp);
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current(&snapshot));
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
@@ -428,9 +429,9 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
         r = conn.as_mut() => Some(r),
         _ = answered.cancelled() => None,
         _ = end.cancelled() => {
-            // Revoked or shutting down: reset the connection now, mid-request included. The
-            // socket is still owned by `conn`, dropped just below.
-            crate::transport::abort_on_close(fd);
+            // Revoked or shutting down: reset the connection now, mid-request included, when
+            // `conn`, which owns the socket, is dropped just below.
+            reset.arm();
             Some(Ok(()))
         }
     };

@@ -12,11 +12,12 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use rustls::server::WebPkiClientVerifier;
 
 use crate::config::live::Snapshot;
+use crate::error::Chain;
 use crate::sync::Recover;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -131,7 +132,7 @@ impl TlsConfigs {
             match server_config(snapshot) {
                 Ok(c) => *cached = (key, c),
                 Err(e) => {
-                    tracing::error!(error = %e, "new TLS settings refused; keeping the previous ones");
+                    tracing::error!(error = %Chain(&e), "new TLS settings refused; keeping the previous ones");
                     cached.0 = key;
                 }
             }

@@ -1,8 +1,8 @@
 //! SFTP drop boxes: an SSH server (russh) that offers the `sftp` subsystem and nothing else.
 //!
-//! Each TCP connection runs one russh session with a [`session::SshSession`] handler that
+//! Each TCP connection runs one russh session with a `session::SshSession` handler that
 //! authenticates against the live accounts, registers the session for revocation, and serves
-//! SFTP over the box view of [`view::SftpView`]. The algorithms offered are chosen in
+//! SFTP over the box view of `view::SftpView`. The algorithms offered are chosen in
 //! [`algorithms`] and `[gateway.ssh]`, and listed in docs/sftp.md.
 
 pub mod algorithms;
@@ -81,7 +81,7 @@ impl Drop for Heard {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SftpError {
-    #[error("loading host key: {0}")]
+    #[error("loading host key")]
     HostKey(#[from] keys::KeyError),
     #[error("no host key configured")]
     NoHostKey,

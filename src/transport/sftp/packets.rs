@@ -1,6 +1,6 @@
 //! A client's SFTP byte stream decoded as the server decodes it, without a socket.
 //!
-//! The server reads requests with russh-sftp: a 32-bit length (over [`MAX_SFTP_PACKET`] is
+//! The server reads requests with russh-sftp: a 32-bit length (over `MAX_SFTP_PACKET` is
 //! answered `SSH_FX_BAD_MESSAGE` and the next four bytes are read as a length again), then the
 //! packet, decoded by `Packet::try_from`; every path a request names then goes through the box
 //! view's [`VirtualPath::parse`]. [`decode_stream`] does the same on a byte slice, so the fuzz

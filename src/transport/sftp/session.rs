@@ -15,6 +15,7 @@ use super::stream::{self, Activity};
 use super::view::{BoxView, MAX_SFTP_PACKET, SftpView};
 use crate::accounts::{Account, AccountId, Role, break_glass};
 use crate::boxes::DropBox;
+use crate::error::Chain;
 use crate::services::Services;
 use crate::transport::sessions::SessionGuard;
 
@@ -592,7 +593,7 @@ impl russh::server::Handler for SshSession {
         let view = match self.view_for(&account) {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(account = %account_id, error = %e, "cannot open box");
+                tracing::warn!(account = %account_id, error = %Chain(&e), "cannot open box");
                 return session.channel_failure(channel_id);
             }
         };

@@ -24,6 +24,7 @@ use crate::accounts::{AccountId, CounterpartId};
 use crate::boxes::{
     BoxError, BoxEvent, DropBox, Entry, FileName, Folder, UploadWriter, VirtualPath,
 };
+use crate::error::Chain;
 use crate::services::Services;
 
 /// Largest SFTP packet accepted from a client, as OpenSSH's server allows.
@@ -224,7 +225,7 @@ impl SftpView {
         ) {
             self.audit(
                 "box.denied",
-                json!({"op": op, "path": path, "reason": e.to_string()}),
+                json!({"op": op, "path": path, "reason": Chain(&e).to_string()}),
             );
         }
         e.into()
@@ -509,7 +510,7 @@ impl russh_sftp::server::Handler for SftpView {
                     Err(e) => {
                         self.audit(
                             "box.upload_refused",
-                            json!({"name": name.as_str(), "bytes": size, "reason": e.to_string()}),
+                            json!({"name": name.as_str(), "bytes": size, "reason": Chain(&e).to_string()}),
                         );
                         Err(e.into())
                     }
