@@ -1,4 +1,5 @@
-//! The HTTP routes of a drop box and of the NOC API.
+//! The HTTP routes of a drop box: upload, listings, download, acknowledgement. The NOC API
+//! answers beside them ([`super::noc`]).
 //!
 //! ```text
 //! PUT    /inbox/{name}        upload (streamed; Content-Length or chunked)      201
@@ -30,8 +31,6 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::Shared;
 use crate::accounts::{Account, CounterpartId, Role};
 use crate::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder};
-use crate::error::Chain;
-use crate::metrics::noc;
 use crate::sync::Recover;
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -53,7 +52,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> ApiError {
+    pub(super) fn new(
+        status: StatusCode,
+        error: &'static str,
+        detail: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             error,
@@ -63,7 +66,7 @@ impl ApiError {
     }
 
     /// A failure of the gateway itself; the detail stays in the log, not in the answer.
-    fn internal() -> ApiError {
+    pub(super) fn internal() -> ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -103,13 +106,13 @@ impl From<BoxError> for ApiError {
     }
 }
 
-fn full(bytes: impl Into<Bytes>) -> Body {
+pub(super) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
 }
 
-fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     let mut r = Response::new(full(value.to_string()));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -129,7 +132,7 @@ fn error_response(e: ApiError) -> Response<Body> {
 }
 
 /// Decodes one path segment; refuses anything that could change the path's shape.
-fn decode_segment(raw: &str) -> Result<String, ApiError> {
+pub(super) fn decode_segment(raw: &str) -> Result<String, ApiError> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -209,7 +212,7 @@ pub async fn handle(conn: Arc<Connection>, req: Request<Incoming>) -> Response<B
     response
 }
 
-type Routed = Result<(Response<Body>, u64), ApiError>;
+pub(super) type Routed = Result<(Response<Body>, u64), ApiError>;
 
 async fn route(conn: &Arc<Connection>, req: Request<()>, body: &mut Option<Incoming>) -> Routed {
     let Some(account) = conn.account.clone() else {
@@ -257,7 +260,7 @@ async fn route(conn: &Arc<Connection>, req: Request<()>, body: &mut Option<Incom
     };
     let segs = segments(req.uri().path())?;
     if account.role == Role::Noc {
-        return noc(conn, &req, &segs).await;
+        return super::noc::route(conn, &req, &segs).await;
     }
     if segs.first().map(String::as_str) == Some("noc") {
         return Err(ApiError::new(
@@ -644,77 +647,6 @@ async fn download(
     };
     let response = builder.body(body).map_err(|_| ApiError::internal())?;
     Ok((response, len))
-}
-
-async fn noc(conn: &Arc<Connection>, req: &Request<()>, segs: &[String]) -> Routed {
-    if req.method() != Method::GET {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "the NOC API is read-only",
-        ));
-    }
-    let services = conn.shared.services.clone();
-    match segs
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["noc", "status"] => {
-            let status = tokio::task::spawn_blocking(move || noc::Status::gather(&services))
-                .await
-                .map_err(|_| ApiError::internal())?;
-            Ok((json_response(StatusCode::OK, json!(status)), 0))
-        }
-        ["noc", "receipts"] => {
-            let since = req
-                .uri()
-                .query()
-                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("since=")))
-                .map(|v| decode_segment(v).unwrap_or_default())
-                .filter(|v| !v.is_empty());
-            let since = match since {
-                None => time::OffsetDateTime::UNIX_EPOCH,
-                Some(v) => {
-                    time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc3339)
-                        .map_err(|_| {
-                            ApiError::new(
-                                StatusCode::BAD_REQUEST,
-                                "bad_since",
-                                "since must be an RFC 3339 time, e.g. 2026-11-25T00:00:00Z",
-                            )
-                        })?
-                }
-            };
-            let receipts = tokio::task::spawn_blocking(move || {
-                noc::receipts_since(&services, since)
-            })
-            .await
-            .map_err(|_| ApiError::internal())?
-            .map_err(|e| {
-                tracing::error!(error = %Chain(&e), "reading the receipt ledger for the NOC");
-                ApiError::internal()
-            })?;
-            let mut body = String::new();
-            for receipt in receipts {
-                body.push_str(&receipt.to_string());
-                body.push('\n');
-            }
-            let len = body.len() as u64;
-            let mut r = Response::new(full(body));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-ndjson"),
-            );
-            Ok((r, len))
-        }
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "NOC endpoints: /noc/status, /noc/receipts?since=RFC3339",
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 mod api;
 mod identity;
+mod noc;
 mod tls;
 
 use std::collections::HashMap;
