@@ -1,7 +1,8 @@
 //! Sealing: encryption at rest in the spool and quarantine ([`at_rest`]), re-encryption for
 //! the recipient as CMS that standard tools open ([`cms`]), and opening the CMS that standard
-//! tools make for the gateway ([`open`](mod@open)). No I/O of its own beyond the readers and
-//! writers it is given (DESIGN §6).
+//! tools make for the gateway ([`open`](mod@open)). Its only I/O of its own is reading the certificate
+//! and key files it is named ([`Recipient::from_file`], [`OpeningKey::from_files`]); everything
+//! else goes through the readers and writers it is given (DESIGN §6).
 
 pub mod at_rest;
 mod ber;
