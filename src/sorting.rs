@@ -1,4 +1,4 @@
-//! Sorting (振分, DESIGN §5a): an archive addressed to the gateway's agency holds persons of
+//! Sorting (振分, docs/sorting.md): an archive addressed to the gateway's agency holds persons of
 //! several insurers; it is split into one archive per insurer in the official layout, sent by
 //! the agency (interaction type 3). DATA and CLAIMS documents are copied byte for byte — never
 //! re-serialised — and the index and summary are made anew from the files each child holds.

@@ -1,5 +1,5 @@
 //! The box layer both transports use: uploads are atomic and encrypted from their first byte,
-//! names cannot escape, symlinks are never followed, and each folder allows only what DESIGN §2
+//! names cannot escape, symlinks are never followed, and each folder allows only what ARCHITECTURE.md, *Confinement*,
 //! says.
 
 mod support;

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use crate::config::{self, Access, Config, CounterpartKind};
 
-/// What kind of account, and so what it may do (DESIGN §1).
+/// What kind of account, and so what it may do (ARCHITECTURE.md, *Accounts*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Clinic,

@@ -1,6 +1,6 @@
 //! The drop box of one counterpart (`inbox/`, `outbox/`, `receipts/`), shared by every
 //! transport: SFTP and HTTPS call this layer and nothing else to touch box files, so the rules
-//! of DESIGN §2 hold the same way over both.
+//! of ARCHITECTURE.md, *Confinement*, hold the same way over both.
 //!
 //! Confinement is done once, here, against directory handles: folder and file names are checked
 //! by [`VirtualPath`], then opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` beneath
@@ -99,7 +99,7 @@ pub struct Committed {
 }
 
 /// The extended attribute in which a committed upload carries the account that uploaded it
-/// (the counterpart, or a maintainer or break-glass account acting in its box, DESIGN §10), so
+/// (the counterpart, or a maintainer or break-glass account acting in its box, ARCHITECTURE.md, *Who acted*), so
 /// the `accepted` receipt names who acted even when the file is found by a rescan.
 const ACTOR_XATTR: &str = "user.handoff.actor";
 

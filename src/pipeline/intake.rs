@@ -62,7 +62,7 @@ impl Pipeline {
                     let _ = self.accept.send((account, name)).await;
                 }
                 // A file read by anyone but its recipient (a maintainer) is not retrieved
-                // (DESIGN §10); the transport's audit line records the read.
+                // (ARCHITECTURE.md, *Who acted*); the transport's audit line records the read.
                 BoxEvent::Retrieved {
                     account,
                     actor,

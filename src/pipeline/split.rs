@@ -1,5 +1,5 @@
 //! The split stage: an archive addressed to the agency, once validated and scanned, is sorted
-//! into one archive per insurer (DESIGN §5a, docs/sorting.md). The children are new jobs that
+//! into one archive per insurer (docs/sorting.md). The children are new jobs that
 //! go on to seal and deliver; the parent ends with a `split` receipt listing them.
 //!
 //! Crash safety: the children's file ids and send counts are planned (committed) first; the

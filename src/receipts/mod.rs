@@ -1,5 +1,5 @@
 //! Per-hop receipts: signed, hash-chained records of where each party's responsibility for a
-//! file ends (DESIGN §3).
+//! file ends (ARCHITECTURE.md, *One receipt per hop*).
 //!
 //! The pipeline logs one event per file and hop; the [`issuer::Issuer`] turns each into a
 //! [`Receipt`] in the [`ledger::Ledger`] and into files in the boxes concerned. Verification needs

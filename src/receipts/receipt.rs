@@ -11,7 +11,7 @@ use super::canonical::{self, GENESIS};
 use crate::accounts::{AccountId, CounterpartId};
 use crate::events::{Child, Finding, Hop};
 
-/// The signed record of one hop of one file (DESIGN §3).
+/// The signed record of one hop of one file (ARCHITECTURE.md, *One receipt per hop*).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     /// `{file_id}.{hop}`: unique, and the name of the receipt file in the boxes.
@@ -46,7 +46,7 @@ pub struct Receipt {
     /// For a `split`: the archives the parent was sorted into.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<Child>,
-    /// The account that acted (DESIGN §10): the uploader of `accepted`, the recipient of
+    /// The account that acted (ARCHITECTURE.md, *Who acted*): the uploader of `accepted`, the recipient of
     /// `retrieved`, or the maintainer or break-glass account that deleted a delivered file
     /// (`purged`). Absent where the gateway acted; receipts made before it verify unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,5 @@
 //! The check of specific-health-checkup exchange archives in the official MHLW V08 format
-//! (DESIGN §5).
+//! (docs/validation.md).
 //!
 //! An archive is checked in layers, each refusing before the next costs anything: the zip
 //! directory ([`archive`]), the layout and names, then each XML file's encoding,

@@ -606,7 +606,7 @@ async fn download(
                 .transferred("https", "download")
                 .inc_by(len);
             if folder == Folder::Outbox && reaches_end {
-                // Only the box's own counterpart retrieves; anyone else read it (DESIGN §10).
+                // Only the box's own counterpart retrieves; anyone else read it (ARCHITECTURE.md, *Who acted*).
                 let event = if actor == owner {
                     "box.retrieved"
                 } else {
