@@ -108,7 +108,8 @@ enum Command {
     },
     /// Run the schema check on a checkup archive as if ACCOUNT had uploaded it, with the
     /// schema set and limits of the config. Prints each finding as
-    /// `RULE FILE:LINE:COLUMN: MESSAGE` and exits 1, or prints the routing facts and exits 0.
+    /// `SEVERITY RULE FILE:LINE:COLUMN: MESSAGE` and exits 1, or prints the routing facts and
+    /// exits 0.
     Validate {
         /// The config file.
         #[arg(long)]
@@ -826,15 +827,7 @@ fn validate(
     )?;
     let print = |findings: &[handoff::receipts::Reason]| {
         for f in findings {
-            let mut place = f.file.clone().unwrap_or_else(|| "-".into());
-            if let Some(line) = f.line {
-                place.push_str(&format!(":{line}"));
-                if let Some(col) = f.column {
-                    place.push_str(&format!(":{col}"));
-                }
-            }
-            let severity = if f.warning { "warn" } else { "reject" };
-            println!("{severity} {} {place}: {}", f.rule, f.message);
+            println!("{}", f.listing());
         }
     };
     match checked {
@@ -1012,12 +1005,7 @@ fn testdata(a: TestdataArgs) -> anyhow::Result<ExitCode> {
             let (w, expected) = testdata::write_violation(&spec, v, &limits, out)
                 .with_context(|| out_path.display().to_string())?;
             w.into_inner().map_err(|e| e.into_error())?;
-            eprintln!(
-                "breaking {} (expected at {}{})",
-                expected.rule,
-                expected.file.as_deref().unwrap_or("-"),
-                expected.line.map(|l| format!(":{l}")).unwrap_or_default()
-            );
+            eprintln!("breaking {expected}");
         }
     }
     println!("{}", out_path.display());

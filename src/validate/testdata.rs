@@ -13,6 +13,7 @@
 //! archives (duplicate names, headers that disagree, lying sizes, a 10 GiB bomb) are exactly
 //! what a well-behaved library refuses to write.
 
+use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -201,6 +202,23 @@ pub struct Expected {
     pub file: Option<String>,
     /// The 1-based line of the offending element.
     pub line: Option<u32>,
+}
+
+/// `RULE (expected at FILE:LINE)`, `-` for a finding about the whole archive: what a
+/// violating archive tells the person who asked for it.
+impl fmt::Display for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (expected at {}",
+            self.rule,
+            self.file.as_deref().unwrap_or("-")
+        )?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(")")
+    }
 }
 
 macro_rules! violations {
@@ -1934,6 +1952,20 @@ mod tests {
 
     fn day() -> Date {
         Date::from_calendar_date(2026, time::Month::December, 4).unwrap()
+    }
+
+    #[test]
+    fn an_expectation_names_the_rule_and_where_its_finding_points() {
+        let at = |file: Option<&str>, line| Expected {
+            rule: "date.invalid",
+            file: file.map(str::to_owned),
+            line,
+        };
+        assert_eq!(
+            at(Some("DATA/a.xml"), Some(12)).to_string(),
+            "date.invalid (expected at DATA/a.xml:12)"
+        );
+        assert_eq!(at(None, None).to_string(), "date.invalid (expected at -)");
     }
 
     #[test]
