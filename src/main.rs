@@ -28,8 +28,8 @@ enum Command {
         #[arg(long, short, default_value = "/etc/handoff/handoff.toml")]
         config: PathBuf,
         /// Log format; overrides `gateway.log_format`.
-        #[arg(long, value_parser = ["text", "json"])]
-        log_format: Option<String>,
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Validate a config file. Prints every error as FILE:LINE:COLUMN: MESSAGE and exits 1, or
     /// prints a summary of accounts and routes (and any warnings) and exits 0.
@@ -258,7 +258,7 @@ fn end_quietly_on_closed_output() {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, log_format } => serve(&config, log_format.as_deref()),
+        Command::Serve { config, log_format } => serve(&config, log_format),
         Command::CheckConfig { path } => check_config(&path),
         Command::Keygen { dir } => keygen(&dir),
         Command::Accounts { config } => accounts(&config),
@@ -311,16 +311,12 @@ fn config_failure(e: ConfigError) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn serve(path: &Path, log_format: Option<&str>) -> anyhow::Result<ExitCode> {
+fn serve(path: &Path, log_format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
     let live = match LiveConfig::load(path) {
         Ok(l) => l,
         Err(e) => return Ok(config_failure(e)),
     };
-    let format = match log_format {
-        Some("json") => LogFormat::Json,
-        Some(_) => LogFormat::Text,
-        None => live.snapshot().config.gateway.log_format,
-    };
+    let format = log_format.unwrap_or(live.snapshot().config.gateway.log_format);
     init_logging(format);
     // A panic's message may quote the file being processed (personal data): the log gets only
     // where it happened; the file itself is kept in quarantine for investigation.
