@@ -215,9 +215,57 @@ pub trait EventLog: Send + Sync {
 #[error("event log: {0}")]
 pub struct EventLogError(pub String);
 
+impl Finding {
+    /// The finding as one line of a listing for an operator: `SEVERITY RULE FILE:LINE:COLUMN:
+    /// MESSAGE`, the severity `reject` or `warn`, `-` where there is no file. `handoff validate`
+    /// prints findings so; the finding's own `Display` is the form receipts' summaries quote.
+    pub fn listing(&self) -> Listing<'_> {
+        Listing(self)
+    }
+}
+
+/// A [`Finding`] shown as a line of a listing; see [`Finding::listing`].
+pub struct Listing<'a>(&'a Finding);
+
+impl fmt::Display for Listing<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.0;
+        let severity = if r.warning { "warn" } else { "reject" };
+        write!(
+            f,
+            "{severity} {} {}",
+            r.rule,
+            r.file.as_deref().unwrap_or("-")
+        )?;
+        if let Some(line) = r.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = r.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": {}", r.message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_line_names_severity_rule_and_place() {
+        let r = Finding::new("date.invalid", "no such date")
+            .in_file("DATA/a.xml")
+            .at(12, Some(7));
+        assert_eq!(
+            r.listing().to_string(),
+            "reject date.invalid DATA/a.xml:12:7: no such date"
+        );
+        let w = Finding::new("name.serial", "serials start at 000005").warning();
+        assert_eq!(
+            w.listing().to_string(),
+            "warn name.serial -: serials start at 000005"
+        );
+    }
 
     #[test]
     fn a_delivered_file_with_warnings_is_not_summarised_as_rejected() {

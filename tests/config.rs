@@ -640,3 +640,153 @@ fn encrypted_uploads_need_the_gateways_inbound_key() {
         "{errors:?}"
     );
 }
+
+/// Every command and subcommand, as `handoff help` lists them.
+const COMMANDS: &[&[&str]] = &[
+    &["serve"],
+    &["check-config"],
+    &["keygen"],
+    &["accounts"],
+    &["hash-password"],
+    &["bans"],
+    &["bans", "unban"],
+    &["receipts"],
+    &["receipts", "tail"],
+    &["receipts", "show"],
+    &["receipts", "trace"],
+    &["receipts", "verify"],
+    &["receipts", "export"],
+    &["seal"],
+    &["open"],
+    &["audit"],
+    &["audit", "verify"],
+    &["validate"],
+    &["testdata"],
+    &["schemas"],
+    &["schemas", "install"],
+    &["schemas", "verify"],
+    &["schemas", "list"],
+];
+
+/// The names under `Commands:` in a help text, `help` aside.
+fn commands_in_help(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_command_has_help_and_the_list_is_complete() {
+    for path in COMMANDS {
+        let out = Command::new(handoff_bin())
+            .args(*path)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{path:?} --help: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            help.contains(&format!("Usage: handoff {}", path.join(" "))),
+            "{path:?}:\n{help}"
+        );
+        // The commands listed under this one are exactly those the table knows.
+        let listed = commands_in_help(&help);
+        let known: Vec<String> = COMMANDS
+            .iter()
+            .filter(|p| p.len() == path.len() + 1 && p.starts_with(path))
+            .map(|p| p[path.len()].to_owned())
+            .collect();
+        assert_eq!(listed, known, "{path:?}:\n{help}");
+    }
+    let top = Command::new(handoff_bin()).arg("help").output().unwrap();
+    assert!(top.status.success());
+    let listed = commands_in_help(&String::from_utf8_lossy(&top.stdout));
+    let known: Vec<String> = COMMANDS
+        .iter()
+        .filter(|p| p.len() == 1)
+        .map(|p| p[0].to_owned())
+        .collect();
+    assert_eq!(listed, known);
+}
+
+#[test]
+fn commands_reading_the_installed_config_default_to_the_same_file() {
+    for path in [
+        &["serve"][..],
+        &["accounts"],
+        &["bans"],
+        &["bans", "unban"],
+        &["receipts", "tail"],
+        &["receipts", "show"],
+        &["receipts", "trace"],
+        &["receipts", "verify"],
+        &["receipts", "export"],
+        &["audit", "verify"],
+    ] {
+        let out = Command::new(handoff_bin())
+            .args(path)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("-c, --config <CONFIG>")
+                && help.contains("[default: /etc/handoff/handoff.toml]"),
+            "{path:?}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_log_format_is_refused_with_the_accepted_ones() {
+    let tc = TestConfig::new();
+    let out = Command::new(handoff_bin())
+        .args(["serve", "--log-format", "bogus", "--config"])
+        .arg(&tc.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid value 'bogus' for '--log-format <LOG_FORMAT>'")
+            && err.contains("[possible values: text, json]"),
+        "{err}"
+    );
+    // Both accepted values parse: the config error that follows is the command's, exit 1.
+    for format in ["text", "json"] {
+        let out = Command::new(handoff_bin())
+            .args([
+                "serve",
+                "--config",
+                "/nonexistent.toml",
+                "--log-format",
+                format,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let help = Command::new(handoff_bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("- text:") && help.contains("- json:"),
+        "{help}"
+    );
+}

@@ -174,11 +174,15 @@ fn default_time_zone() -> String {
     "+09:00".to_owned()
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+/// How the daemon writes its log on stderr: `gateway.log_format`, or `handoff serve
+/// --log-format` over it. The names are the same in both places.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Lines for people (with colours on a terminal).
     #[default]
     Text,
+    /// One JSON object per line, for a log collector.
     Json,
 }
 

@@ -2,6 +2,7 @@
 //! rule each broken archive breaks ([`Violation`]), kept apart from how the files are written
 //! so that what a test asks for reads in one place.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use time::Date;
@@ -182,6 +183,23 @@ pub struct Expected {
     pub file: Option<String>,
     /// The 1-based line of the offending element.
     pub line: Option<u32>,
+}
+
+/// `RULE (expected at FILE:LINE)`, `-` for a finding about the whole archive: what a
+/// violating archive tells the person who asked for it.
+impl fmt::Display for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (expected at {}",
+            self.rule,
+            self.file.as_deref().unwrap_or("-")
+        )?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(")")
+    }
 }
 
 macro_rules! violations {
@@ -384,6 +402,20 @@ pub(super) fn names(spec: &Spec, violation: Option<Violation>) -> (String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expectation_names_the_rule_and_where_its_finding_points() {
+        let at = |file: Option<&str>, line| Expected {
+            rule: "date.invalid",
+            file: file.map(str::to_owned),
+            line,
+        };
+        assert_eq!(
+            at(Some("DATA/a.xml"), Some(12)).to_string(),
+            "date.invalid (expected at DATA/a.xml:12)"
+        );
+        assert_eq!(at(None, None).to_string(), "date.invalid (expected at -)");
+    }
     use crate::numbers::{self, NumberKind};
 
     fn day() -> Date {
