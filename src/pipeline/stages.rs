@@ -6,8 +6,9 @@ use std::io::{self, Read, Seek, Write};
 use std::sync::Arc;
 
 use crate::boxes::{self, BoxStore};
-use crate::config::{Config, Counterpart, CounterpartKind, Inbound};
+use crate::config::{Config, Counterpart, Inbound};
 use crate::events::Finding;
+use crate::numbers::Number;
 use crate::pipeline::jobs::{Job, JobState, JobStore};
 use crate::scan::{Clamd, ScanHealth, Verdict};
 use crate::seal::{OpenOptions, OpeningKey, SealError};
@@ -82,8 +83,9 @@ pub trait Stage: Send + Sync {
 /// Facts the validator read from the archive that routing needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routing {
-    /// The receiver in the archive's index (its kind and number), if the validator read one.
-    pub receiver: Option<(CounterpartKind, String)>,
+    /// The receiver in the archive's index (a counterpart's number, its kind with it), if the
+    /// validator read one.
+    pub receiver: Option<Number>,
     /// The index names the gateway's agency: the archive is sorted by insurer.
     pub agency: bool,
 }
@@ -125,9 +127,9 @@ impl Validator for ArchiveValidator {
         match validate::check_upload(src, name, sender, config) {
             Ok(validate::Checked::Valid { header, warnings }) => {
                 let agency = matches!(header.receiver, Some((validate::format::Party::Agency, _)));
-                let receiver = header.receiver.and_then(|(party, number)| {
-                    validate::rules::kind_of(party).map(|kind| (kind, number))
-                });
+                let receiver = header
+                    .receiver
+                    .and_then(|(party, number)| validate::rules::kind_of(party).map(|_| number));
                 Ok(Validated::Routed(Routing { receiver, agency }, warnings))
             }
             Ok(validate::Checked::Invalid(findings)) => Ok(Validated::Rejected(findings)),
@@ -192,7 +194,7 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
         };
     }
     let to = match &routing.receiver {
-        Some((kind, number)) => match config.counterpart_by_number(*kind, number) {
+        Some(number) => match config.counterpart_by_number(number) {
             Some(c) => c.id.clone(),
             None => {
                 return Err(Finding::new(
