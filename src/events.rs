@@ -60,7 +60,7 @@ pub struct Child {
     pub persons: u64,
     pub size: u64,
     /// SHA-256 of the child archive's plaintext.
-    pub sha256: String,
+    pub sha256: crate::ids::Sha256,
 }
 
 /// Why a file was rejected: a machine-readable rule id, where in the file, and a message the
@@ -180,10 +180,10 @@ pub struct FileEvent {
     pub original_name: String,
     /// Plaintext size in bytes.
     pub size: u64,
-    /// Lower-case hex SHA-256 of the plaintext.
-    pub sha256: String,
-    /// Lower-case hex SHA-256 of the sealed file, for `delivered`.
-    pub sealed_sha256: Option<String>,
+    /// SHA-256 of the plaintext (lower-case hex in JSON).
+    pub sha256: crate::ids::Sha256,
+    /// SHA-256 of the sealed file, for `delivered`.
+    pub sealed_sha256: Option<crate::ids::Sha256>,
     /// Why, for `rejected`.
     pub reasons: Vec<Finding>,
     /// The agency-addressed archive this one was sorted out of.

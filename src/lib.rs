@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod direct_io;
 pub mod events;
+pub mod ids;
 pub mod keys;
 pub mod metrics;
 pub mod numbers;

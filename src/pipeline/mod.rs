@@ -606,7 +606,7 @@ impl Inner {
         mut job: Job,
         to: JobState,
         recipient: Option<String>,
-        sealed_sha256: Option<String>,
+        sealed_sha256: Option<crate::ids::Sha256>,
         warnings: Vec<crate::events::Finding>,
     ) -> Result<(), PipelineError> {
         job.state = to;
@@ -617,7 +617,7 @@ impl Inner {
             job.recipient = recipient.clone();
         }
         if sealed_sha256.is_some() {
-            job.sealed_sha256 = sealed_sha256.clone();
+            job.sealed_sha256 = sealed_sha256;
         }
         let event =
             (to == JobState::Delivered).then(|| job.event(Hop::Delivered, job.warnings.clone()));

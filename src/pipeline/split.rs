@@ -234,7 +234,7 @@ impl Stage for SplitStage {
                 original_name: name.clone(),
                 persons: persons.len() as u64,
                 size: written.size,
-                sha256: written.sha256.clone(),
+                sha256: written.sha256,
             });
             children.push(Job {
                 file_id: planned.file_id.clone(),

@@ -32,7 +32,7 @@ pub enum Outcome {
     Advance {
         to: JobState,
         recipient: Option<String>,
-        sealed_sha256: Option<String>,
+        sealed_sha256: Option<crate::ids::Sha256>,
         /// Findings the file goes on with, for the `delivered` receipt.
         warnings: Vec<Finding>,
     },

@@ -414,10 +414,11 @@ async fn digest(
         return Ok(sha.clone());
     }
     let (file, _) = dropbox.open_read(Folder::Outbox, &e.name)?;
-    let sha = tokio::task::spawn_blocking(move || crate::spool::sha256_of(file))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(|e| ApiError::from(BoxError::Io(e)))?;
+    let sha =
+        tokio::task::spawn_blocking(move || crate::spool::sha256_of(file).map(|d| d.to_hex()))
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(|e| ApiError::from(BoxError::Io(e)))?;
     conn.shared
         .digests
         .lock()
