@@ -52,7 +52,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// the file was not processed.
 pub const MAX_INTERNAL_FAILURES: u32 = 3;
 /// The rule and message of the receipt of a file the gateway could not process.
-const INTERNAL_ERROR_RULE: &str = "internal.error";
+const INTERNAL_ERROR_RULE: crate::events::PipelineRule = crate::events::PipelineRule::InternalError;
 const INTERNAL_ERROR_MESSAGE: &str = "ゲートウェイ内部で処理できませんでした。再送してください / \
      The gateway could not process this file; please send it again";
 

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::stages::{Outcome, Stage, StageCtx};
 use crate::config::{AGENCY_ROUTE, Config, Counterpart, CounterpartKind, Unroutable};
-use crate::events::{Child, Finding};
+use crate::events::{Child, Finding, PipelineRule};
 use crate::numbers::{AgencyNumber, InsurerNumber, Number};
 use crate::pipeline::jobs::{Job, JobState};
 use crate::sorting::{self, ChildSpec, Person};
@@ -24,11 +24,11 @@ use crate::validate::format;
 use crate::validate::{self, Checked};
 
 /// Rule of a person whose insurer this sender may not send to through the agency.
-pub const RULE_UNROUTABLE: &str = "split.unroutable-insurer";
+pub const RULE_UNROUTABLE: PipelineRule = PipelineRule::SplitUnroutableInsurer;
 /// Rule of a claim without its person's DATA file.
-pub const RULE_UNPAIRED: &str = "split.unpaired-claim";
+pub const RULE_UNPAIRED: PipelineRule = PipelineRule::SplitUnpairedClaim;
 /// Rule of an archive with an insurer to whom the agency has sent ten archives today.
-pub const RULE_SEND_COUNT: &str = "split.send-count";
+pub const RULE_SEND_COUNT: PipelineRule = PipelineRule::SplitSendCount;
 
 /// Sorts agency-addressed archives; takes scanned jobs whose recipient is the agency.
 pub struct SplitStage;
@@ -38,8 +38,9 @@ pub struct SplitStage;
 /// count, serials with gaps where other insurers' persons were).
 fn agency_sender(agency: &AgencyNumber, language: crate::config::Lang) -> Counterpart {
     let mut rules = crate::config::RuleSettings::new();
-    for rule in ["name.sender", "name.mismatch", "name.serial"] {
-        rules.insert(rule.to_owned(), crate::config::RuleSeverity::Off);
+    use crate::validate::finding::Rule;
+    for rule in [Rule::NameSender, Rule::NameMismatch, Rule::NameSerial] {
+        rules.insert(rule.id().to_owned(), crate::config::RuleSeverity::Off);
     }
     Counterpart {
         id: AGENCY_ROUTE.to_owned(),
@@ -100,7 +101,7 @@ impl Stage for SplitStage {
         let Some(agency) = config.gateway.agency_number.as_ref() else {
             return Outcome::Reject {
                 reasons: vec![Finding::new(
-                    "route.unknown-recipient",
+                    PipelineRule::RouteUnknownRecipient,
                     "この代行機関は設定されていません / the gateway is no longer configured as an agency",
                 )],
                 quarantine: false,

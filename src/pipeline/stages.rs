@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::boxes::{self, BoxStore};
 use crate::config::{Config, Counterpart, Inbound};
-use crate::events::Finding;
+use crate::events::{Finding, PipelineRule};
 use crate::numbers::Number;
 use crate::pipeline::jobs::{Job, JobState, JobStore};
 use crate::scan::{Clamd, ScanHealth, Verdict};
@@ -179,7 +179,7 @@ impl Sealer for CmsSealer {
 pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String, Finding> {
     let Some(from) = config.counterpart(sender) else {
         return Err(Finding::new(
-            "route.unknown-sender",
+            PipelineRule::RouteUnknownSender,
             format!("{sender} is not a configured counterpart"),
         ));
     };
@@ -188,7 +188,7 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
             Ok(crate::config::AGENCY_ROUTE.to_owned())
         } else {
             Err(Finding::new(
-                "route.not-allowed",
+                PipelineRule::RouteNotAllowed,
                 format!("{sender} may not send archives to the agency"),
             ))
         };
@@ -198,7 +198,7 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
             Some(c) => c.id.clone(),
             None => {
                 return Err(Finding::new(
-                    "route.unknown-recipient",
+                    PipelineRule::RouteUnknownRecipient,
                     format!("receiver number {number} is not a known counterpart"),
                 ));
             }
@@ -207,7 +207,7 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
             [only] => only.clone(),
             _ => {
                 return Err(Finding::new(
-                    "route.unknown-recipient",
+                    PipelineRule::RouteUnknownRecipient,
                     "the file names no receiver and the sender has no single route",
                 ));
             }
@@ -215,7 +215,7 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<String,
     };
     if !config.route_allowed(sender, &to) || config.counterpart(&to).is_none() {
         return Err(Finding::new(
-            "route.not-allowed",
+            PipelineRule::RouteNotAllowed,
             format!("{sender} may not send files to {to}"),
         ));
     }
@@ -238,7 +238,7 @@ impl Stage for ValidateStage {
         let Some(sender) = ctx.config.counterpart(&job.sender) else {
             return Outcome::Reject {
                 reasons: vec![Finding::new(
-                    "route.unknown-sender",
+                    PipelineRule::RouteUnknownSender,
                     format!("{} is not a configured counterpart", job.sender),
                 )],
                 quarantine: false,
@@ -354,7 +354,7 @@ impl Stage for ScanStage {
             Ok(Verdict::Found(name)) if name.starts_with("Heuristics.Limits.Exceeded") => {
                 Outcome::Reject {
                     reasons: vec![Finding::new(
-                        "scan.limits-exceeded",
+                        PipelineRule::ScanLimitsExceeded,
                         format!("the file is too large or too deeply nested to scan ({name})"),
                     )],
                     quarantine: true,
@@ -362,7 +362,7 @@ impl Stage for ScanStage {
             }
             Ok(Verdict::Found(name)) => Outcome::Reject {
                 reasons: vec![Finding::new(
-                    "scan.infected",
+                    PipelineRule::ScanInfected,
                     format!("the virus scanner found {name}"),
                 )],
                 quarantine: true,
@@ -400,7 +400,7 @@ impl Stage for SealStage {
         else {
             return Outcome::Reject {
                 reasons: vec![Finding::new(
-                    "route.unknown-recipient",
+                    PipelineRule::RouteUnknownRecipient,
                     "the recipient is no longer configured",
                 )],
                 quarantine: false,
@@ -416,7 +416,7 @@ impl Stage for SealStage {
         if let Err(why) = usable {
             return Outcome::Reject {
                 reasons: vec![Finding::new(
-                    "seal.recipient-certificate",
+                    PipelineRule::SealRecipientCertificate,
                     format!("cannot seal for {}: {why}", recipient.id),
                 )],
                 quarantine: false,
