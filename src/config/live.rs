@@ -186,7 +186,7 @@ impl LiveConfig {
                     .map(|e| serde_json::json!({"account": e.account, "change": e.change.to_string()}))
                     .collect();
                 audit.record(
-                    "config.reloaded",
+                    crate::audit::Event::ConfigReloaded,
                     None,
                     None,
                     serde_json::json!({"trigger": trigger, "changes": changes}),
@@ -195,7 +195,7 @@ impl LiveConfig {
             Err(e) => {
                 tracing::error!(trigger, error = %e, "config refused; the previous config stays in force");
                 audit.record(
-                    "config.refused",
+                    crate::audit::Event::ConfigRefused,
                     None,
                     None,
                     serde_json::json!({"trigger": trigger, "error": e.to_string()}),

@@ -392,16 +392,17 @@ async fn health_checks(
             match &result {
                 Ok(()) => tracing::info!("clamd is up"),
                 Err(e) => {
-                    tracing::warn!(alert = "scanner_down", error = %e, "ALERT: clamd is down: files wait unscanned");
+                    let alert = crate::audit::Alert::ScannerDown;
+                    tracing::warn!(alert = alert.as_str(), error = %e, "ALERT: clamd is down: files wait unscanned");
                     services.audit.record(
-                        "alert.scanner_down",
+                        crate::audit::Event::Alert(alert),
                         None,
                         None,
                         serde_json::json!({ "error": e.to_string() }),
                     );
                     metrics
                         .alerts
-                        .get_or_create(&vec![("kind", "scanner_down".to_owned())])
+                        .get_or_create(&vec![("kind", alert.as_str().to_owned())])
                         .inc();
                 }
             }
@@ -478,11 +479,16 @@ impl Inner {
             return Some(self.backoff(file_id));
         }
         let detail = serde_json::json!({"file_id": file_id, "stage": stage, "attempts": n});
-        tracing::warn!(alert = "internal_error", %detail, "ALERT: a file failed inside the gateway; rejected and kept in quarantine");
-        self.audit
-            .record("alert.internal_error", Some(&sender), None, detail);
+        let alert = crate::audit::Alert::InternalError;
+        tracing::warn!(alert = alert.as_str(), %detail, "ALERT: a file failed inside the gateway; rejected and kept in quarantine");
+        self.audit.record(
+            crate::audit::Event::Alert(alert),
+            Some(&sender),
+            None,
+            detail,
+        );
         self.alerts
-            .get_or_create(&vec![("kind", "internal_error".to_owned())])
+            .get_or_create(&vec![("kind", alert.as_str().to_owned())])
             .inc();
         None
     }
@@ -520,7 +526,7 @@ impl Inner {
     /// Counts a file reaching a hop and audits it.
     fn count(&self, hop: Hop, counterpart: &str, file_id: &str) {
         self.audit.record(
-            &format!("file.{}", hop.as_str()),
+            crate::audit::Event::File(hop),
             Some(counterpart),
             None,
             serde_json::json!({ "file_id": file_id }),

@@ -199,7 +199,7 @@ pub async fn handle(conn: Arc<Connection>, req: Request<Incoming>) -> Response<B
     };
     let services = &conn.shared.services;
     services.audit.record(
-        "https.request",
+        crate::audit::Event::HttpsRequest,
         conn.account.as_ref().map(|a| a.id.as_str()),
         Some(conn.peer),
         json!({"method": method.as_str(), "path": path, "status": response.status().as_u16(), "bytes": bytes, "ms": started.elapsed().as_millis() as u64}),
@@ -502,7 +502,7 @@ async fn upload(
     let committed = writer.commit().await?;
     let services = &conn.shared.services;
     services.audit.record(
-        "box.upload",
+        crate::audit::Event::BoxUpload,
         conn.account.as_ref().map(|a| a.id.as_str()),
         Some(conn.peer),
         json!({"box": committed.event.owner(), "name": name.as_str(), "bytes": size, "sha256": committed.sha256}),
@@ -624,9 +624,9 @@ async fn download(
             if folder == Folder::Outbox && reaches_end {
                 // Only the box's own counterpart retrieves; anyone else read it (DESIGN §10).
                 let event = if actor == owner {
-                    "box.retrieved"
+                    crate::audit::Event::BoxRetrieved
                 } else {
-                    "box.read"
+                    crate::audit::Event::BoxRead
                 };
                 services.audit.record(
                     event,
