@@ -54,7 +54,7 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         .create(&snapshot.config)
         .map_err(DaemonError::State)?;
     let audit = Audit::open(&layout)?;
-    audit.record("daemon.start", None, None, serde_json::json!({"config": live.path().display().to_string(), "version": env!("CARGO_PKG_VERSION")}));
+    audit.record(crate::audit::Event::DaemonStart, None, None, serde_json::json!({"config": live.path().display().to_string(), "version": env!("CARGO_PKG_VERSION")}));
     let master =
         crate::keys::load_master_key(&gateway.master_key).map_err(DaemonError::MasterKey)?;
     let (services, box_events) = Services::new(live.clone(), audit.clone(), Arc::new(master))
@@ -118,9 +118,12 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     tracing::info!(config = %live.path().display(), "handoff is up");
 
     wait_for_stop(&shutdown).await;
-    services
-        .audit
-        .record("daemon.stop", None, None, serde_json::json!({}));
+    services.audit.record(
+        crate::audit::Event::DaemonStop,
+        None,
+        None,
+        serde_json::json!({}),
+    );
     services.audit.flush(Duration::from_secs(5));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
@@ -138,8 +141,8 @@ async fn audit_account_events(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             ev = events.recv() => match ev {
-                Ok(ev) => audit.record("account.changed", Some(&ev.account), None, serde_json::json!({"change": ev.change.to_string()})),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => audit.record("account.events_lost", None, None, serde_json::json!({"missed": n})),
+                Ok(ev) => audit.record(crate::audit::Event::AccountChanged, Some(&ev.account), None, serde_json::json!({"change": ev.change.to_string()})),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => audit.record(crate::audit::Event::AccountEventsLost, None, None, serde_json::json!({"missed": n})),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }

@@ -62,7 +62,82 @@ pub struct Child {
     pub persons: u64,
     pub size: u64,
     /// SHA-256 of the child archive's plaintext.
-    pub sha256: String,
+    pub sha256: crate::ids::Sha256,
+}
+
+/// The rule ids of the stages after the check (the check's own are
+/// [`crate::validate::finding::Rule`]): each written here once, and given to
+/// [`Finding::new`] by name. [`PipelineRule::id`] is the id in receipts, which never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PipelineRule {
+    /// clamd found malware.
+    ScanInfected,
+    /// clamd could not scan the whole file within its limits.
+    ScanLimitsExceeded,
+    /// The sender may not send to the recipient.
+    RouteNotAllowed,
+    /// The uploader is no configured counterpart.
+    RouteUnknownSender,
+    /// No recipient can be told, or it is no counterpart.
+    RouteUnknownRecipient,
+    /// The recipient's encryption certificate cannot be sealed to.
+    SealRecipientCertificate,
+    /// The file failed inside the gateway too often.
+    InternalError,
+    /// A person whose insurer the sender may not send to through the agency.
+    SplitUnroutableInsurer,
+    /// A claim without a DATA file, which cannot be sorted.
+    SplitUnpairedClaim,
+    /// An insurer that had all of the day's send counts.
+    SplitSendCount,
+}
+
+impl PipelineRule {
+    pub const ALL: &[PipelineRule] = &[
+        PipelineRule::ScanInfected,
+        PipelineRule::ScanLimitsExceeded,
+        PipelineRule::RouteNotAllowed,
+        PipelineRule::RouteUnknownSender,
+        PipelineRule::RouteUnknownRecipient,
+        PipelineRule::SealRecipientCertificate,
+        PipelineRule::InternalError,
+        PipelineRule::SplitUnroutableInsurer,
+        PipelineRule::SplitUnpairedClaim,
+        PipelineRule::SplitSendCount,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            PipelineRule::ScanInfected => "scan.infected",
+            PipelineRule::ScanLimitsExceeded => "scan.limits-exceeded",
+            PipelineRule::RouteNotAllowed => "route.not-allowed",
+            PipelineRule::RouteUnknownSender => "route.unknown-sender",
+            PipelineRule::RouteUnknownRecipient => "route.unknown-recipient",
+            PipelineRule::SealRecipientCertificate => "seal.recipient-certificate",
+            PipelineRule::InternalError => "internal.error",
+            PipelineRule::SplitUnroutableInsurer => "split.unroutable-insurer",
+            PipelineRule::SplitUnpairedClaim => "split.unpaired-claim",
+            PipelineRule::SplitSendCount => "split.send-count",
+        }
+    }
+}
+
+impl fmt::Display for PipelineRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+impl From<PipelineRule> for String {
+    fn from(r: PipelineRule) -> String {
+        r.id().to_owned()
+    }
+}
+
+impl PartialEq<PipelineRule> for String {
+    fn eq(&self, other: &PipelineRule) -> bool {
+        self == other.id()
+    }
 }
 
 /// Why a file was rejected: a machine-readable rule id, where in the file, and a message the
@@ -181,10 +256,10 @@ pub struct FileEvent {
     pub original_name: String,
     /// Plaintext size in bytes.
     pub size: u64,
-    /// Lower-case hex SHA-256 of the plaintext.
-    pub sha256: String,
-    /// Lower-case hex SHA-256 of the sealed file, for `delivered`.
-    pub sealed_sha256: Option<String>,
+    /// SHA-256 of the plaintext (lower-case hex in JSON).
+    pub sha256: crate::ids::Sha256,
+    /// SHA-256 of the sealed file, for `delivered`.
+    pub sealed_sha256: Option<crate::ids::Sha256>,
     /// Why, for `rejected`.
     pub reasons: Vec<Finding>,
     /// The agency-addressed archive this one was sorted out of.
@@ -264,6 +339,22 @@ mod tests {
         assert_eq!(
             w.listing().to_string(),
             "warn name.serial -: serials start at 000005"
+        );
+    }
+
+    #[test]
+    fn pipeline_rule_ids_are_unique_and_not_the_checks() {
+        let mut seen = std::collections::HashSet::new();
+        for r in PipelineRule::ALL {
+            assert!(seen.insert(r.id()), "{r} twice");
+            assert!(
+                crate::validate::finding::Rule::from_id(r.id()).is_none(),
+                "{r}"
+            );
+        }
+        assert_eq!(
+            Finding::new(PipelineRule::ScanInfected, "m").rule,
+            "scan.infected"
         );
     }
 

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod direct_io;
 pub mod error;
 pub mod events;
+pub mod ids;
 pub mod keys;
 pub mod metrics;
 pub mod numbers;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 
+use crate::numbers::{AgencyNumber, InsurerNumber};
 use crate::validate::archive::{Archive, Entry, Limits};
 use crate::validate::format::{self, ArchiveName, DocKind};
 use crate::validate::schemas::{self, OfficialSet};
@@ -152,8 +153,8 @@ pub fn survey<R: Read + Seek>(src: R, limits: Limits) -> Result<Survey, SortErro
 /// archive to that insurer that day.
 #[derive(Debug, Clone)]
 pub struct ChildSpec<'a> {
-    pub agency: &'a str,
-    pub insurer: &'a str,
+    pub agency: &'a AgencyNumber,
+    pub insurer: &'a InsurerNumber,
     /// `YYYYMMDD`.
     pub date: &'a str,
     pub send_count: u8,
@@ -163,8 +164,8 @@ pub struct ChildSpec<'a> {
 impl ChildSpec<'_> {
     pub fn name(&self, survey: &Survey) -> ArchiveName {
         ArchiveName {
-            sender: self.agency.to_owned(),
-            receiver: self.insurer.to_owned(),
+            sender: self.agency.to_string(),
+            receiver: self.insurer.to_string(),
             date: self.date.to_owned(),
             send_count: self.send_count,
             service_event: survey.service_event,

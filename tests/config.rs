@@ -233,6 +233,80 @@ fn each_validation_error_names_its_line() {
     }
 }
 
+/// Values parsed as the file is read (numbers, the clamd address, the time zone) are refused
+/// at their line and column, named by their key, saying what is accepted.
+#[test]
+fn values_parsed_at_load_are_refused_with_key_and_position() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "clamd = ",
+            "clamd = \"tcp:localhost\"",
+            "gateway.clamd: tcp:localhost needs host:port",
+        ),
+        (
+            "clamd = ",
+            "clamd = \"/run/clamd.ctl\"",
+            "gateway.clamd: \"/run/clamd.ctl\" is not a clamd address: use unix:/path/to/clamd.ctl or tcp:host:port",
+        ),
+        (
+            "time_zone = \"+09:00\"",
+            "time_zone = \"JST\"",
+            "gateway.time_zone: \"JST\" is not a UTC offset such as \"+09:00\"",
+        ),
+        (
+            "agency_number = \"80130012\"",
+            "agency_number = \"8013001\"",
+            "gateway.agency_number: the agency number must be 8 digits, got \"8013001\"",
+        ),
+        (
+            "number = \"06130017\"",
+            "number = \"06130018\"",
+            "counterpart[2].number: insurer number 06130018 has check digit 8, expected 7",
+        ),
+        (
+            "number = \"06130017\"",
+            "number = \"061300170\"",
+            "counterpart[2].number: a number must be exactly 8 ASCII digits (insurer number) or exactly 10 (institution number), got \"061300170\"",
+        ),
+    ];
+    for (from, to, message) in cases {
+        // The whole line of `from` (its value may have been rewritten for the test) becomes `to`.
+        let tc = TestConfig::with(|t| {
+            let line = t
+                .lines()
+                .find(|l| l.starts_with(from))
+                .expect(from)
+                .to_owned();
+            t.replacen(&line, to, 1)
+        });
+        let errors = errors_of(&tc);
+        let text = tc.text();
+        let line = line_of(&text, to);
+        let column = text
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| l.find('"'))
+            .expect("a string")
+            + 1;
+        let want = format!("{}:{line}:{column}: {message}", tc.path.display());
+        assert_eq!(errors, vec![want], "{to}");
+    }
+}
+
+/// A number of the other kind than its entry's is refused at validation, with the others.
+#[test]
+fn a_number_of_the_wrong_kind_is_refused() {
+    let tc =
+        TestConfig::with(|t| t.replacen("number = \"1312345679\"", "number = \"06139463\"", 1));
+    let errors = errors_of(&tc);
+    assert!(
+        errors.iter().any(|e| e.contains(
+            "number: a clinic is identified by its institution number of 10 digits, got the insurer number 06139463"
+        )),
+        "{errors:?}"
+    );
+}
+
 #[test]
 fn duplicate_ssh_key_is_refused() {
     let tc = TestConfig::new();

@@ -92,7 +92,10 @@ fn clean_file_goes_to_the_recipients_outbox() {
         support::openssl_decrypt(&outbox.join(&expected_name), INSURER),
         body
     );
-    assert_eq!(delivered.sealed_sha256, Some(sha256_hex(&out)));
+    assert_eq!(
+        delivered.sealed_sha256.map(|d| d.to_string()),
+        Some(sha256_hex(&out))
+    );
     assert!(
         names(&folder(&tc, CLINIC, "inbox")).is_empty(),
         "inbox not emptied"

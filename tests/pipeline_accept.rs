@@ -166,7 +166,9 @@ fn routing_never_guesses() {
     let config = handoff::config::load(&tc.path).expect("config").config;
     let by_number = |n: &str| Routing {
         agency: false,
-        receiver: Some((handoff::config::CounterpartKind::Insurer, n.to_owned())),
+        receiver: Some(handoff::numbers::Number::Insurer(
+            handoff::numbers::InsurerNumber::parse(n).expect("a valid insurer number"),
+        )),
     };
     // The receiver number read from the archive decides, when the route is allowed.
     assert_eq!(
@@ -180,9 +182,9 @@ fn routing_never_guesses() {
             .rule,
         "route.not-allowed"
     );
-    // A number nobody has.
+    // A valid number nobody has.
     assert_eq!(
-        route(&config, CLINIC, &by_number("99999999"))
+        route(&config, CLINIC, &by_number("99999997"))
             .unwrap_err()
             .rule,
         "route.unknown-recipient"

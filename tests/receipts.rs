@@ -8,6 +8,7 @@ use std::process::Command;
 
 use handoff::events::FileEvent;
 use handoff::events::{Finding, Hop};
+use handoff::ids::Sha256;
 use handoff::receipts::issuer::Issuer;
 use handoff::receipts::ledger::Ledger;
 use handoff::receipts::{Receipt, ReceiptError, verify_chain};
@@ -26,8 +27,8 @@ fn event(file: &str, hop: Hop) -> FileEvent {
         recipient: Some(support::counterpart(INSURER)),
         original_name: "checkup.zip".to_owned(),
         size: 1234,
-        sha256: "ab".repeat(32),
-        sealed_sha256: (hop == Hop::Delivered).then(|| "cd".repeat(32)),
+        sha256: Sha256::from([0xab; 32]),
+        sealed_sha256: (hop == Hop::Delivered).then(|| Sha256::from([0xcd; 32])),
         reasons: if hop == Hop::Rejected {
             vec![
                 Finding::new("xsd.invalid", "element 'code' is not expected")

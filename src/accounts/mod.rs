@@ -145,7 +145,7 @@ impl Directory {
                         CounterpartKind::Clinic => Role::Clinic,
                         CounterpartKind::Insurer => Role::Insurer,
                     },
-                    number: Some(c.number.clone()),
+                    number: Some(c.number.to_string()),
                     ssh_keys: parse_keys(&c.ssh_keys),
                     password_hash: c.password_hash.clone(),
                     cert: CertMatch {

@@ -7,6 +7,9 @@
 //! tracing log. Never pass secrets: passwords, keys and file contents do not belong here.
 
 pub mod clock;
+mod event;
+
+pub use event::{Alert, Event};
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -142,7 +145,7 @@ impl Audit {
                 "the audit log ended in a torn line (a crash mid-write): cut off and kept aside"
             );
             audit.record(
-                "audit.repaired",
+                crate::audit::Event::AuditRepaired,
                 None,
                 None,
                 json!({"torn_bytes": r.torn_bytes, "torn_sha256": r.torn_sha256, "kept_in": r.kept_in.file_name().map(|n| n.to_string_lossy().into_owned())}),
@@ -157,14 +160,15 @@ impl Audit {
         self.writable.load(Ordering::Acquire)
     }
 
-    /// Records one event. `event` is a dotted name such as `sftp.login` or `box.upload`.
+    /// Records one event, e.g. [`Event::SftpLogin`] or [`Event::BoxUpload`].
     pub fn record(
         &self,
-        event: &str,
+        event: Event,
         account: Option<&str>,
         peer: Option<SocketAddr>,
         detail: Value,
     ) {
+        let event = event.as_str();
         tracing::info!(target: "audit", event, account, peer = peer.map(|p| p.to_string()), %detail);
         if let Some(tx) = &self.tx {
             let _ = tx.send(Msg::Entry(Entry {
@@ -379,7 +383,7 @@ impl Writer {
                         "the audit log is written again: sessions and uploads resume"
                     );
                     self.chain(Entry {
-                        event: "audit.resumed".into(),
+                        event: Event::AuditResumed.as_str().into(),
                         account: None,
                         peer: None,
                         detail: json!({"unwritable_seconds": seconds, "lost_entries": lost}),
@@ -489,7 +493,7 @@ mod tests {
         fs::create_dir_all(layout.audit()).unwrap();
         let audit = Audit::open(&layout).unwrap();
         for i in 0..n {
-            audit.record("test.event", Some("clinic-a"), None, json!({"i": i}));
+            audit.record(Event::BoxList, Some("clinic-a"), None, json!({"i": i}));
         }
         drop(audit);
         let path = layout.audit().join("audit.log");

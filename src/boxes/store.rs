@@ -38,7 +38,7 @@ pub trait BoxStore: Send + Sync {
         name: &str,
         sealed: &mut dyn Read,
         scratch: &Path,
-    ) -> io::Result<String>;
+    ) -> io::Result<crate::ids::Sha256>;
 
     /// Removes a delivered file from the recipient's outbox, durably; gone already is fine.
     fn purge(&self, recipient: &CounterpartId, name: &str) -> io::Result<()>;
@@ -157,7 +157,7 @@ impl BoxStore for LocalBoxes {
         name: &str,
         sealed: &mut dyn Read,
         scratch: &Path,
-    ) -> io::Result<String> {
+    ) -> io::Result<crate::ids::Sha256> {
         let name = checked(name)?;
         let outbox = self.folder(recipient, Folder::Outbox);
         let written = crate::spool::write_synced_with(scratch, |w| io::copy(sealed, w).map(drop))?;

@@ -67,8 +67,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!(
                 "valid: interaction type {}, sender {}, receiver {}, service event {}, {} files",
                 show(header.interaction_type.map(|c| c.to_string())),
-                show(header.sender.clone()),
-                show(header.receiver.as_ref().map(|(_, n)| n.clone())),
+                show(header.sender.as_ref().map(ToString::to_string)),
+                show(header.receiver.as_ref().map(|(_, n)| n.to_string())),
                 show(header.service_event.map(|c| c.to_string())),
                 header.record_count.unwrap_or(0)
             );

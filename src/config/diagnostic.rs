@@ -151,6 +151,71 @@ impl<'a> SourceMap<'a> {
         best
     }
 
+    /// The key path of the innermost value whose text holds `offset`: the value a parse
+    /// error points at, named as validation names it (`counterpart[3].number`).
+    pub fn path_of_value_at(&self, offset: usize) -> Option<String> {
+        fn walk(item: &toml_edit::Item, offset: usize, path: &mut String) -> bool {
+            use toml_edit::Item;
+            match item {
+                Item::Table(t) => walk_table(t.iter(), offset, path),
+                Item::ArrayOfTables(a) => a.iter().enumerate().any(|(i, t)| {
+                    step(path, &format!("[{i}]"), |path| {
+                        walk_table(t.iter(), offset, path)
+                    })
+                }),
+                Item::Value(v) => walk_value(v, offset, path),
+                Item::None => false,
+            }
+        }
+        fn walk_table<'t>(
+            entries: impl Iterator<Item = (&'t str, &'t toml_edit::Item)>,
+            offset: usize,
+            path: &mut String,
+        ) -> bool {
+            for (k, v) in entries {
+                let sep = if path.is_empty() { "" } else { "." };
+                if step(path, &format!("{sep}{k}"), |path| walk(v, offset, path)) {
+                    return true;
+                }
+            }
+            false
+        }
+        fn walk_value(v: &toml_edit::Value, offset: usize, path: &mut String) -> bool {
+            if !v.span().is_some_and(|s| s.contains(&offset)) {
+                return false;
+            }
+            match v {
+                toml_edit::Value::Array(a) => {
+                    a.iter().enumerate().any(|(i, v)| {
+                        step(path, &format!("[{i}]"), |path| walk_value(v, offset, path))
+                    });
+                }
+                toml_edit::Value::InlineTable(t) => {
+                    for (k, v) in t.iter() {
+                        if step(path, &format!(".{k}"), |path| walk_value(v, offset, path)) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            true
+        }
+        /// Appends `s` to the path for `f`, and takes it off again unless `f` found the value.
+        fn step(path: &mut String, s: &str, f: impl FnOnce(&mut String) -> bool) -> bool {
+            let len = path.len();
+            path.push_str(s);
+            let found = f(path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }
+        let doc = self.doc.as_ref()?;
+        let mut path = String::new();
+        walk_table(doc.as_table().iter(), offset, &mut path).then_some(path)
+    }
+
     pub fn at_offset(&self, offset: usize, severity: Severity, message: String) -> Diagnostic {
         let (line, column) = self.line_col(offset);
         Diagnostic {
@@ -196,6 +261,18 @@ mod tests {
         );
         assert_eq!((d.line, d.column), (9, 15));
         assert_eq!(d.to_string(), "t.toml:9:15: counterpart[1].keys[1]: bad");
+    }
+
+    #[test]
+    fn a_value_is_named_by_its_path() {
+        let text = "[gateway]\nclamd = \"smb:x\"\n\n[[counterpart]]\nid = \"a\"\n\n[[counterpart]]\nid = \"b\"\nkeys = [\"k0\", \"k1\"]\n";
+        let map = SourceMap::new(Path::new("t.toml"), text);
+        let at = |needle: &str| text.find(needle).map(|i| i + 1);
+        let path = |needle| at(needle).and_then(|o| map.path_of_value_at(o));
+        assert_eq!(path("smb").as_deref(), Some("gateway.clamd"));
+        assert_eq!(path("\"b\"").as_deref(), Some("counterpart[1].id"));
+        assert_eq!(path("k1").as_deref(), Some("counterpart[1].keys[1]"));
+        assert_eq!(map.path_of_value_at(0), None, "a header is no value");
     }
 
     #[test]

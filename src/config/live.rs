@@ -193,7 +193,7 @@ impl LiveConfig {
                     .map(|e| serde_json::json!({"account": e.account, "change": e.change.to_string()}))
                     .collect();
                 audit.record(
-                    "config.reloaded",
+                    crate::audit::Event::ConfigReloaded,
                     None,
                     None,
                     serde_json::json!({"trigger": trigger, "changes": changes}),
@@ -202,7 +202,7 @@ impl LiveConfig {
             Err(e) => {
                 tracing::error!(trigger, error = %Chain(&e), "config refused; the previous config stays in force");
                 audit.record(
-                    "config.refused",
+                    crate::audit::Event::ConfigRefused,
                     None,
                     None,
                     serde_json::json!({"trigger": trigger, "error": Chain(&e).to_string()}),

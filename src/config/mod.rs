@@ -57,7 +57,8 @@ fn render(diags: &[Diagnostic]) -> String {
         .join("\n")
 }
 
-/// Where clamd listens: `unix:/run/clamav/clamd.ctl` or `tcp:127.0.0.1:3310`.
+/// Where clamd listens: `unix:/run/clamav/clamd.ctl` or `tcp:127.0.0.1:3310`. Parsed when the
+/// config is read, so the scanner is never handed an address it cannot use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClamdAddress {
     Unix(PathBuf),
@@ -84,14 +85,29 @@ impl ClamdAddress {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for ClamdAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        ClamdAddress::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for ClamdAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClamdAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+            ClamdAddress::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
 impl Gateway {
     pub fn clamd_address(&self) -> ClamdAddress {
-        // Validation has proved it parses.
-        ClamdAddress::parse(&self.clamd).unwrap_or(ClamdAddress::Tcp(self.clamd.clone()))
+        self.clamd.clone()
     }
 
     pub fn utc_offset(&self) -> time::UtcOffset {
-        validate::parse_offset(&self.time_zone).unwrap_or(time::UtcOffset::UTC)
+        self.time_zone
     }
 }
 
@@ -102,14 +118,10 @@ impl Config {
     }
 
     /// A counterpart by kind and number.
-    pub fn counterpart_by_number(
-        &self,
-        kind: CounterpartKind,
-        number: &str,
-    ) -> Option<&Counterpart> {
+    pub fn counterpart_by_number(&self, number: &crate::numbers::Number) -> Option<&Counterpart> {
         self.counterparts
             .iter()
-            .find(|c| c.kind == kind && c.number == number)
+            .find(|c| c.kind.number_kind() == number.kind() && c.number == *number)
     }
 
     /// Whether `from` may send archives addressed to the agency (a route to [`AGENCY_ROUTE`])
@@ -146,11 +158,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     let map = diagnostic::SourceMap::new(path, text);
     let mut config: Config = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
-        ConfigError::Invalid(vec![map.at_offset(
-            offset,
-            Severity::Error,
-            e.message().trim().to_owned(),
-        )])
+        // A value refused while it was read (a number, an address) is named by its key path.
+        let message = match e.span().and_then(|s| map.path_of_value_at(s.start)) {
+            Some(path) => format!("{path}: {}", e.message().trim()),
+            None => e.message().trim().to_owned(),
+        };
+        ConfigError::Invalid(vec![map.at_offset(offset, Severity::Error, message)])
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     resolve_paths(&mut config, base);
@@ -187,10 +200,8 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     g.crl.iter_mut().for_each(fix);
     g.tls_cert.iter_mut().for_each(fix);
     g.tls_key.iter_mut().for_each(fix);
-    if let Some(p) = g.clamd.strip_prefix("unix:") {
-        let mut p = PathBuf::from(p);
-        fix(&mut p);
-        g.clamd = format!("unix:{}", p.display());
+    if let ClamdAddress::Unix(p) = &mut g.clamd {
+        fix(p);
     }
     for c in &mut config.counterparts {
         c.encryption_cert.iter_mut().for_each(fix);

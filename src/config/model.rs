@@ -55,11 +55,14 @@ pub struct Gateway {
     /// default): off, since that padding is a decryption oracle's raw material (docs/sealing.md).
     #[serde(default)]
     pub inbound_allow_rsa_pkcs1v15: bool,
-    pub clamd: String,
+    pub clamd: super::ClamdAddress,
     pub schema_dir: PathBuf,
-    /// Offset used to read date-only `expires` values, e.g. "+09:00".
-    #[serde(default = "default_time_zone")]
-    pub time_zone: String,
+    /// Offset used to read date-only `expires` values, e.g. "+09:00"; parsed at load.
+    #[serde(
+        default = "default_time_zone",
+        deserialize_with = "super::validate::deserialize_offset"
+    )]
+    pub time_zone: time::UtcOffset,
     #[serde(default)]
     pub log_format: LogFormat,
     #[serde(default)]
@@ -72,7 +75,7 @@ pub struct Gateway {
     pub validation: Validation,
     /// The gateway's own 代行機関 (agency) number, 8 digits: archives addressed to it are
     /// sorted by insurer (docs/sorting.md). Unset: no archive may name an agency.
-    pub agency_number: Option<String>,
+    pub agency_number: Option<crate::numbers::AgencyNumber>,
     #[serde(default)]
     pub sorting: Sorting,
     #[serde(default)]
@@ -170,8 +173,8 @@ fn default_crl_grace() -> std::time::Duration {
     std::time::Duration::from_secs(24 * 3600)
 }
 
-fn default_time_zone() -> String {
-    "+09:00".to_owned()
+fn default_time_zone() -> time::UtcOffset {
+    time::macros::offset!(+9)
 }
 
 /// How the daemon writes its log on stderr: `gateway.log_format`, or `handoff serve
@@ -324,7 +327,8 @@ impl CounterpartKind {
 pub struct Counterpart {
     pub id: CounterpartId,
     pub kind: CounterpartKind,
-    pub number: String,
+    /// Checked at load; validation refuses a number of the other kind.
+    pub number: crate::numbers::Number,
     pub name: Option<String>,
     #[serde(default)]
     pub ssh_keys: Vec<String>,

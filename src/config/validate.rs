@@ -8,7 +8,6 @@ use std::path::Path;
 
 use time::{OffsetDateTime, UtcOffset};
 
-use super::ClamdAddress;
 use super::diagnostic::{KeyPath, Severity};
 use super::model::*;
 use crate::accounts::CounterpartId;
@@ -55,14 +54,21 @@ pub fn validate(config: &Config) -> Vec<Finding> {
 pub(crate) fn validate_at(config: &Config, now: OffsetDateTime) -> Vec<Finding> {
     let mut f = Findings::default();
     gateway(&config.gateway, &mut f);
-    let offset = parse_offset(&config.gateway.time_zone).unwrap_or(UtcOffset::UTC);
-    accounts(config, offset, now, &mut f);
+    accounts(config, config.gateway.time_zone, now, &mut f);
     f.0
 }
 
 pub(crate) fn parse_offset(s: &str) -> Result<UtcOffset, String> {
     let fmt = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
     UtcOffset::parse(s, &fmt).map_err(|_| format!("{s:?} is not a UTC offset such as \"+09:00\""))
+}
+
+/// `gateway.time_zone` as the offset it names, refused while the config is read.
+pub(crate) fn deserialize_offset<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<UtcOffset, D::Error> {
+    let s: String = serde::Deserialize::deserialize(d)?;
+    parse_offset(&s).map_err(serde::de::Error::custom)
 }
 
 /// The instant an `expires` value stands for. A date alone means the account is valid through
@@ -165,9 +171,6 @@ fn gateway(g: &Gateway, f: &mut Findings) {
     if let Some(p) = &g.inbound_cert {
         existing_file(p, at("inbound_cert"), f);
     }
-    if let Err(e) = ClamdAddress::parse(&g.clamd) {
-        f.error(at("clamd"), e);
-    }
     if !g.schema_dir.is_dir() {
         f.error(
             at("schema_dir"),
@@ -205,18 +208,7 @@ fn gateway(g: &Gateway, f: &mut Findings) {
             f.error(key_path!["gateway", "archive", key], "must be more than 0");
         }
     }
-    if let Err(e) = parse_offset(&g.time_zone) {
-        f.error(at("time_zone"), e);
-    }
-    // The agency number's check digit is not checked: its rule is UNCONFIRMED.
-    if let Some(n) = &g.agency_number
-        && !(n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit()))
-    {
-        f.error(
-            at("agency_number"),
-            format!("the agency number must be 8 digits, got {n:?}"),
-        );
-    }
+    // The agency number's shape was checked as it was read (numbers::AgencyNumber).
     let limits = &g.limits;
     for (key, zero) in [
         ("max_upload_size", limits.max_upload_size.bytes() == 0),
@@ -502,17 +494,30 @@ fn accounts(config: &Config, zone: UtcOffset, now: OffsetDateTime, f: &mut Findi
         keys: HashMap::new(),
         certs: HashMap::new(),
     };
-    let mut numbers: HashMap<(CounterpartKind, &str), usize> = HashMap::new();
+    let mut numbers: HashMap<&numbers::Number, usize> = HashMap::new();
 
     for (i, c) in config.counterparts.iter().enumerate() {
         let at = key_path!["counterpart", i];
         seen.id(&c.id, at.join("id"), f);
-        match numbers::check(c.kind.number_kind(), &c.number) {
-            Ok(()) => {}
-            Err(e) => f.error(at.join("number"), e.to_string()),
+        // Shape and check digit were checked as the number was read; its kind is the entry's.
+        let kind = c.kind.number_kind();
+        if c.number.kind() != kind {
+            f.error(
+                at.join("number"),
+                format!(
+                    "a {} is identified by its {kind} of {} digits, got the {} {}",
+                    match c.kind {
+                        CounterpartKind::Clinic => "clinic",
+                        CounterpartKind::Insurer => "insurer",
+                    },
+                    kind.digits(),
+                    c.number.kind(),
+                    c.number
+                ),
+            );
         }
         rule_settings(&c.rules, &at.join("rules"), f);
-        if let Some(first) = numbers.insert((c.kind, c.number.as_str()), i) {
+        if let Some(first) = numbers.insert(&c.number, i) {
             f.error(
                 at.join("number"),
                 format!("duplicate number {} (also counterpart[{first}])", c.number),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{Alert, Event};
 use crate::error::Chain;
 use crate::receipts::ledger::Ledger;
 use crate::services::Services;
@@ -38,7 +39,7 @@ pub fn overdue(services: &Services) -> Option<Overdue> {
     })
 }
 
-fn raise(services: &Services, kind: &str, detail: serde_json::Value) {
+fn raise(services: &Services, kind: Alert, detail: serde_json::Value) {
     raise_for(services, kind, None, None, detail);
 }
 
@@ -46,19 +47,19 @@ fn raise(services: &Services, kind: &str, detail: serde_json::Value) {
 /// `alert.{kind}` with the account and peer, and counted.
 pub fn raise_for(
     services: &Services,
-    kind: &str,
+    kind: Alert,
     account: Option<&str>,
     peer: Option<std::net::SocketAddr>,
     detail: serde_json::Value,
 ) {
-    tracing::warn!(alert = kind, account, ?peer, %detail, "ALERT");
+    tracing::warn!(alert = kind.as_str(), account, ?peer, %detail, "ALERT");
     services
         .audit
-        .record(&format!("alert.{kind}"), account, peer, detail);
+        .record(Event::Alert(kind), account, peer, detail);
     services
         .metrics
         .alerts
-        .get_or_create(&vec![("kind", kind.to_owned())])
+        .get_or_create(&vec![("kind", kind.as_str().to_owned())])
         .inc();
 }
 
@@ -142,7 +143,7 @@ pub async fn watch(services: Services, shutdown: CancellationToken) {
         if clock_ok && !clock.synchronised {
             raise(
                 &services,
-                "clock_unsynchronised",
+                crate::audit::Alert::ClockUnsynchronised,
                 json!({"maxerror_us": clock.maxerror_us}),
             );
         }
@@ -154,7 +155,7 @@ pub async fn watch(services: Services, shutdown: CancellationToken) {
         if audit_ok && !audit_now {
             raise(
                 &services,
-                "audit_unwritable",
+                crate::audit::Alert::AuditUnwritable,
                 json!({"effect": "new sessions and uploads are refused until the audit log can be written"}),
             );
         }
@@ -169,7 +170,11 @@ pub async fn watch(services: Services, shutdown: CancellationToken) {
         .unwrap_or_else(|_| (ChainCheck::default(), None));
         chain = check;
         if let Some(error) = broken {
-            raise(&services, "receipt_chain_broken", json!({"error": error}));
+            raise(
+                &services,
+                crate::audit::Alert::ReceiptChainBroken,
+                json!({"error": error}),
+            );
         }
 
         let s = services.clone();
@@ -188,8 +193,8 @@ pub async fn watch(services: Services, shutdown: CancellationToken) {
             .set(o.delivered.len() as i64);
         let mut now_overdue = HashSet::new();
         for (kind, list) in [
-            ("accept_overdue", &o.accepted),
-            ("retrieve_overdue", &o.delivered),
+            (Alert::AcceptOverdue, &o.accepted),
+            (Alert::RetrieveOverdue, &o.delivered),
         ] {
             for r in list {
                 let key = format!("{kind}:{}", r.file_id);

@@ -36,7 +36,7 @@ pub fn accept(
         boxes.handed_off(sender, name)?;
         return Ok(None);
     }
-    let file_id = uuid::Uuid::now_v7().to_string();
+    let file_id = crate::ids::FileId::new().to_string();
     let accepted_by = crate::boxes::committed_actor(&waiting.file);
     let key = waiting.key.clone();
     let written = spool.take_upload(&file_id, waiting)?;

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::ids::Sha256;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -91,13 +93,13 @@ pub struct Job {
     pub sender: CounterpartId,
     pub original_name: String,
     pub size: u64,
-    pub sha256: String,
+    pub sha256: Sha256,
     /// Identity of the inbox file it was accepted from (device, inode, size, mtime, name):
     /// makes accepting the same hand-off file twice impossible.
     pub inbox_key: String,
     pub state: JobState,
     pub recipient: Option<CounterpartId>,
-    pub sealed_sha256: Option<String>,
+    pub sealed_sha256: Option<Sha256>,
     pub accepted_at: OffsetDateTime,
     pub delivered_at: Option<OffsetDateTime>,
     pub retrieved: bool,
@@ -124,8 +126,8 @@ impl Job {
             recipient: self.recipient.clone(),
             original_name: self.original_name.clone(),
             size: self.size,
-            sha256: self.sha256.clone(),
-            sealed_sha256: self.sealed_sha256.clone(),
+            sha256: self.sha256,
+            sealed_sha256: self.sealed_sha256,
             reasons,
             parent: self.parent.clone(),
             children: Vec::new(),
@@ -145,7 +147,7 @@ pub struct Transition {
     pub file_id: String,
     pub to: JobState,
     pub recipient: Option<CounterpartId>,
-    pub sealed_sha256: Option<String>,
+    pub sealed_sha256: Option<Sha256>,
     pub quarantined: bool,
     /// Findings to keep for the `delivered` receipt (empty: keep what is recorded).
     pub warnings: Vec<Finding>,
@@ -507,7 +509,7 @@ impl JobStore for SqliteStore {
                 }
                 tx.execute(
                     "INSERT INTO splits (parent, insurer, child, day, n) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![parent, insurer, uuid::Uuid::now_v7().to_string(), day, next],
+                    params![parent, insurer, crate::ids::FileId::new().to_string(), day, next],
                 )?;
             }
             let planned = SqliteStore::planned(&tx, parent)?;

@@ -56,7 +56,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// the file was not processed.
 pub const MAX_INTERNAL_FAILURES: u32 = 3;
 /// The rule and message of the receipt of a file the gateway could not process.
-const INTERNAL_ERROR_RULE: &str = "internal.error";
+const INTERNAL_ERROR_RULE: crate::events::PipelineRule = crate::events::PipelineRule::InternalError;
 const INTERNAL_ERROR_MESSAGE: &str = "ゲートウェイ内部で処理できませんでした。再送してください / \
      The gateway could not process this file; please send it again";
 
@@ -298,16 +298,17 @@ async fn health_checks(
             match &result {
                 Ok(()) => tracing::info!("clamd is up"),
                 Err(e) => {
-                    tracing::warn!(alert = "scanner_down", error = %Chain(e), "ALERT: clamd is down: files wait unscanned");
+                    let alert = crate::audit::Alert::ScannerDown;
+                    tracing::warn!(alert = alert.as_str(), error = %Chain(e), "ALERT: clamd is down: files wait unscanned");
                     services.audit.record(
-                        "alert.scanner_down",
+                        crate::audit::Event::Alert(alert),
                         None,
                         None,
                         serde_json::json!({ "error": Chain(e).to_string() }),
                     );
                     metrics
                         .alerts
-                        .get_or_create(&vec![("kind", "scanner_down".to_owned())])
+                        .get_or_create(&vec![("kind", alert.as_str().to_owned())])
                         .inc();
                 }
             }
@@ -368,11 +369,16 @@ impl Inner {
             return Some(self.backoff(file_id));
         }
         let detail = serde_json::json!({"file_id": file_id, "stage": stage, "attempts": n});
-        tracing::warn!(alert = "internal_error", %detail, "ALERT: a file failed inside the gateway; rejected and kept in quarantine");
-        self.audit
-            .record("alert.internal_error", Some(&sender), None, detail);
+        let alert = crate::audit::Alert::InternalError;
+        tracing::warn!(alert = alert.as_str(), %detail, "ALERT: a file failed inside the gateway; rejected and kept in quarantine");
+        self.audit.record(
+            crate::audit::Event::Alert(alert),
+            Some(&sender),
+            None,
+            detail,
+        );
         self.alerts
-            .get_or_create(&vec![("kind", "internal_error".to_owned())])
+            .get_or_create(&vec![("kind", alert.as_str().to_owned())])
             .inc();
         None
     }
@@ -387,7 +393,7 @@ impl Inner {
     /// Counts a file reaching a hop and audits it.
     fn count(&self, hop: Hop, counterpart: &str, file_id: &str) {
         self.audit.record(
-            &format!("file.{}", hop.as_str()),
+            crate::audit::Event::File(hop),
             Some(counterpart),
             None,
             serde_json::json!({ "file_id": file_id }),
@@ -473,7 +479,7 @@ impl Inner {
         mut job: Job,
         to: JobState,
         recipient: Option<CounterpartId>,
-        sealed_sha256: Option<String>,
+        sealed_sha256: Option<crate::ids::Sha256>,
         warnings: Vec<crate::events::Finding>,
     ) -> Result<(), PipelineError> {
         job.state = to;
@@ -484,7 +490,7 @@ impl Inner {
             job.recipient = recipient.clone();
         }
         if sealed_sha256.is_some() {
-            job.sealed_sha256 = sealed_sha256.clone();
+            job.sealed_sha256 = sealed_sha256;
         }
         let event =
             (to == JobState::Delivered).then(|| job.event(Hop::Delivered, job.warnings.clone()));

@@ -16,7 +16,8 @@ use time::OffsetDateTime;
 use super::stages::{Outcome, Stage, StageCtx};
 use crate::config::{AGENCY_ROUTE, Config, Counterpart, CounterpartKind, Unroutable};
 use crate::error::Chain;
-use crate::events::{Child, Finding};
+use crate::events::{Child, Finding, PipelineRule};
+use crate::numbers::{AgencyNumber, InsurerNumber, Number};
 use crate::pipeline::jobs::{Job, JobState};
 use crate::sorting::{self, ChildSpec, Person};
 use crate::validate::archive::Limits;
@@ -24,11 +25,11 @@ use crate::validate::format;
 use crate::validate::{self, Checked};
 
 /// Rule of a person whose insurer this sender may not send to through the agency.
-pub const RULE_UNROUTABLE: &str = "split.unroutable-insurer";
+pub const RULE_UNROUTABLE: PipelineRule = PipelineRule::SplitUnroutableInsurer;
 /// Rule of a claim without its person's DATA file.
-pub const RULE_UNPAIRED: &str = "split.unpaired-claim";
+pub const RULE_UNPAIRED: PipelineRule = PipelineRule::SplitUnpairedClaim;
 /// Rule of an archive with an insurer to whom the agency has sent ten archives today.
-pub const RULE_SEND_COUNT: &str = "split.send-count";
+pub const RULE_SEND_COUNT: PipelineRule = PipelineRule::SplitSendCount;
 
 /// Sorts agency-addressed archives; takes scanned jobs whose recipient is the agency.
 pub struct SplitStage;
@@ -36,15 +37,16 @@ pub struct SplitStage;
 /// The account the children are checked as: the agency itself, with the record-name rules off,
 /// since the records keep the names the institution gave them (its number, date and send
 /// count, serials with gaps where other insurers' persons were).
-fn agency_sender(agency: &str, language: crate::config::Lang) -> Counterpart {
+fn agency_sender(agency: &AgencyNumber, language: crate::config::Lang) -> Counterpart {
     let mut rules = crate::config::RuleSettings::new();
-    for rule in ["name.sender", "name.mismatch", "name.serial"] {
-        rules.insert(rule.to_owned(), crate::config::RuleSeverity::Off);
+    use crate::validate::finding::Rule;
+    for rule in [Rule::NameSender, Rule::NameMismatch, Rule::NameSerial] {
+        rules.insert(rule.id().to_owned(), crate::config::RuleSeverity::Off);
     }
     Counterpart {
         id: crate::config::agency_route(),
         kind: CounterpartKind::Insurer,
-        number: agency.to_owned(),
+        number: Number::Agency(agency.clone()),
         name: None,
         ssh_keys: Vec::new(),
         password_hash: None,
@@ -63,9 +65,9 @@ fn agency_sender(agency: &str, language: crate::config::Lang) -> Counterpart {
 fn routable<'c>(
     config: &'c Config,
     sender: &str,
-    insurer: Option<&str>,
+    insurer: Option<&InsurerNumber>,
 ) -> Option<&'c Counterpart> {
-    let c = config.counterpart_by_number(CounterpartKind::Insurer, insurer?)?;
+    let c = config.counterpart_by_number(&Number::Insurer(insurer?.clone()))?;
     (config.route_allowed(sender, &c.id) && c.encryption_cert.is_some()).then_some(c)
 }
 
@@ -97,10 +99,10 @@ impl Stage for SplitStage {
     }
     fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome {
         let config = ctx.config;
-        let Some(agency) = config.gateway.agency_number.as_deref() else {
+        let Some(agency) = config.gateway.agency_number.as_ref() else {
             return Outcome::Reject {
                 reasons: vec![Finding::new(
-                    "route.unknown-recipient",
+                    PipelineRule::RouteUnknownRecipient,
                     "この代行機関は設定されていません / the gateway is no longer configured as an agency",
                 )],
                 quarantine: false,
@@ -122,14 +124,15 @@ impl Stage for SplitStage {
 
         // Every DATA file ends in exactly one child or in the list of files returned.
         let mut returned: Vec<Finding> = Vec::new();
-        let mut groups: BTreeMap<&str, (&Counterpart, Vec<&Person>)> = BTreeMap::new();
+        let mut groups: BTreeMap<InsurerNumber, (&Counterpart, Vec<&Person>)> = BTreeMap::new();
         for p in &survey.persons {
-            match routable(config, &job.sender, p.insurer.as_deref()) {
-                Some(c) => groups
-                    .entry(c.number.as_str())
-                    .or_insert_with(|| (c, Vec::new()))
-                    .1
-                    .push(p),
+            // A person whose insurer is no valid number cannot be routed.
+            let insurer = p
+                .insurer
+                .as_deref()
+                .and_then(|n| InsurerNumber::parse(n).ok());
+            match insurer.and_then(|n| Some((routable(config, &job.sender, Some(&n))?, n))) {
+                Some((c, n)) => groups.entry(n).or_insert_with(|| (c, Vec::new())).1.push(p),
                 None => returned.push(unroutable_reason(p, ja)),
             }
         }
@@ -156,7 +159,7 @@ impl Stage for SplitStage {
         }
 
         let day = format::date_digits(validate::today(config.gateway.utc_offset()));
-        let insurers: Vec<&str> = groups.keys().copied().collect();
+        let insurers: Vec<&str> = groups.keys().map(InsurerNumber::as_str).collect();
         let plan = match ctx.store.plan_split(&job.file_id, &day, &insurers) {
             Ok(Ok(plan)) => plan,
             Ok(Err(insurer)) => {
@@ -178,7 +181,8 @@ impl Stage for SplitStage {
         let mut children = Vec::new();
         let mut listed = Vec::new();
         for planned in &plan {
-            let Some((insurer, persons)) = groups.get(planned.insurer.as_str()) else {
+            let Some((number, (insurer, persons))) = groups.get_key_value(planned.insurer.as_str())
+            else {
                 return Outcome::Failed(format!(
                     "the split plan names insurer {} that the archive no longer holds",
                     planned.insurer
@@ -186,7 +190,7 @@ impl Stage for SplitStage {
             };
             let spec = ChildSpec {
                 agency,
-                insurer: &insurer.number,
+                insurer: number,
                 date: &planned.day,
                 send_count: planned.n,
                 persons,
@@ -230,11 +234,11 @@ impl Stage for SplitStage {
             listed.push(Child {
                 file_id: planned.file_id.clone(),
                 recipient: insurer.id.clone(),
-                insurer: insurer.number.clone(),
+                insurer: number.to_string(),
                 original_name: name.clone(),
                 persons: persons.len() as u64,
                 size: written.size,
-                sha256: written.sha256.clone(),
+                sha256: written.sha256,
             });
             children.push(Job {
                 file_id: planned.file_id.clone(),

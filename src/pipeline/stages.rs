@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use crate::accounts::CounterpartId;
 use crate::boxes::{self, BoxStore};
-use crate::config::{Config, Counterpart, CounterpartKind, Inbound};
+use crate::config::{Config, Counterpart, Inbound};
 use crate::error::Chain;
-use crate::events::Finding;
+use crate::events::{Finding, PipelineRule};
+use crate::numbers::Number;
 use crate::pipeline::jobs::{Job, JobState, JobStore};
 use crate::scan::{Clamd, ScanHealth, Verdict};
 use crate::seal::{OpenOptions, OpeningKey, SealError};
@@ -33,7 +34,7 @@ pub enum Outcome {
     Advance {
         to: JobState,
         recipient: Option<CounterpartId>,
-        sealed_sha256: Option<String>,
+        sealed_sha256: Option<crate::ids::Sha256>,
         /// Findings the file goes on with, for the `delivered` receipt.
         warnings: Vec<Finding>,
     },
@@ -84,8 +85,9 @@ pub trait Stage: Send + Sync {
 /// Facts the validator read from the archive that routing needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routing {
-    /// The receiver in the archive's index (its kind and number), if the validator read one.
-    pub receiver: Option<(CounterpartKind, String)>,
+    /// The receiver in the archive's index (a counterpart's number, its kind with it), if the
+    /// validator read one.
+    pub receiver: Option<Number>,
     /// The index names the gateway's agency: the archive is sorted by insurer.
     pub agency: bool,
 }
@@ -127,9 +129,9 @@ impl Validator for ArchiveValidator {
         match validate::check_upload(src, name, sender, config) {
             Ok(validate::Checked::Valid { header, warnings }) => {
                 let agency = matches!(header.receiver, Some((validate::format::Party::Agency, _)));
-                let receiver = header.receiver.and_then(|(party, number)| {
-                    validate::rules::kind_of(party).map(|kind| (kind, number))
-                });
+                let receiver = header
+                    .receiver
+                    .and_then(|(party, number)| validate::rules::kind_of(party).map(|_| number));
                 Ok(Validated::Routed(Routing { receiver, agency }, warnings))
             }
             Ok(validate::Checked::Invalid(findings)) => Ok(Validated::Rejected(findings)),
@@ -179,7 +181,7 @@ impl Sealer for CmsSealer {
 pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<CounterpartId, Finding> {
     let Some(from) = config.counterpart(sender) else {
         return Err(Finding::new(
-            "route.unknown-sender",
+            PipelineRule::RouteUnknownSender,
             format!("{sender} is not a configured counterpart"),
         ));
     };
@@ -188,17 +190,17 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<Counter
             Ok(crate::config::agency_route())
         } else {
             Err(Finding::new(
-                "route.not-allowed",
+                PipelineRule::RouteNotAllowed,
                 format!("{sender} may not send archives to the agency"),
             ))
         };
     }
     let to = match &routing.receiver {
-        Some((kind, number)) => match config.counterpart_by_number(*kind, number) {
+        Some(number) => match config.counterpart_by_number(number) {
             Some(c) => c.id.clone(),
             None => {
                 return Err(Finding::new(
-                    "route.unknown-recipient",
+                    PipelineRule::RouteUnknownRecipient,
                     format!("receiver number {number} is not a known counterpart"),
                 ));
             }
@@ -207,7 +209,7 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<Counter
             [only] => only.clone(),
             _ => {
                 return Err(Finding::new(
-                    "route.unknown-recipient",
+                    PipelineRule::RouteUnknownRecipient,
                     "the file names no receiver and the sender has no single route",
                 ));
             }
@@ -215,7 +217,7 @@ pub fn route(config: &Config, sender: &str, routing: &Routing) -> Result<Counter
     };
     if !config.route_allowed(sender, &to) || config.counterpart(&to).is_none() {
         return Err(Finding::new(
-            "route.not-allowed",
+            PipelineRule::RouteNotAllowed,
             format!("{sender} may not send files to {to}"),
         ));
     }
@@ -238,7 +240,7 @@ impl Stage for ValidateStage {
         let Some(sender) = ctx.config.counterpart(&job.sender) else {
             return Outcome::Reject {
                 reasons: vec![Finding::new(
-                    "route.unknown-sender",
+                    PipelineRule::RouteUnknownSender,
                     format!("{} is not a configured counterpart", job.sender),
                 )],
                 quarantine: false,
@@ -365,7 +367,7 @@ impl Stage for ScanStage {
             Ok(Verdict::Found(name)) if name.starts_with("Heuristics.Limits.Exceeded") => {
                 Outcome::Reject {
                     reasons: vec![Finding::new(
-                        "scan.limits-exceeded",
+                        PipelineRule::ScanLimitsExceeded,
                         format!("the file is too large or too deeply nested to scan ({name})"),
                     )],
                     quarantine: true,
@@ -373,7 +375,7 @@ impl Stage for ScanStage {
             }
             Ok(Verdict::Found(name)) => Outcome::Reject {
                 reasons: vec![Finding::new(
-                    "scan.infected",
+                    PipelineRule::ScanInfected,
                     format!("the virus scanner found {name}"),
                 )],
                 quarantine: true,
@@ -411,7 +413,7 @@ impl Stage for SealStage {
         else {
             return Outcome::Reject {
                 reasons: vec![Finding::new(
-                    "route.unknown-recipient",
+                    PipelineRule::RouteUnknownRecipient,
                     "the recipient is no longer configured",
                 )],
                 quarantine: false,
@@ -427,7 +429,7 @@ impl Stage for SealStage {
         if let Err(why) = usable {
             return Outcome::Reject {
                 reasons: vec![Finding::new(
-                    "seal.recipient-certificate",
+                    PipelineRule::SealRecipientCertificate,
                     format!("cannot seal for {}: {why}", recipient.id),
                 )],
                 quarantine: false,

@@ -28,10 +28,10 @@ pub struct Receipt {
     pub recipient: Option<CounterpartId>,
     pub original_name: String,
     pub size: u64,
-    /// SHA-256 of the plaintext, hex.
-    pub sha256: String,
-    /// SHA-256 of the sealed file, hex (for `delivered`).
-    pub sealed_sha256: Option<String>,
+    /// SHA-256 of the plaintext, lower-case hex.
+    pub sha256: crate::ids::Sha256,
+    /// SHA-256 of the sealed file, lower-case hex (for `delivered`).
+    pub sealed_sha256: Option<crate::ids::Sha256>,
     pub reasons: Vec<Finding>,
     /// Short human summary of the reasons, for `rejected`.
     pub summary: Option<String>,

@@ -31,8 +31,8 @@ const OPENED: &str = ".opened";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     pub size: u64,
-    /// Lower-case hex SHA-256 of the bytes read from the source.
-    pub sha256: String,
+    /// SHA-256 of the bytes read from the source.
+    pub sha256: crate::ids::Sha256,
 }
 
 /// A readable, seekable stream of a spooled file's plaintext (validators walk zip directories).
@@ -94,7 +94,7 @@ impl Spool {
         })?;
         Ok(Written {
             size,
-            sha256: hex::encode(hash.finalize()),
+            sha256: crate::ids::Sha256::from_hasher(hash),
         })
     }
 
@@ -118,7 +118,7 @@ impl Spool {
             plain.inner.finish().map_err(io::Error::other)?;
             hashed = Some(Written {
                 size: plain.size,
-                sha256: hex::encode(plain.hasher.finalize()),
+                sha256: crate::ids::Sha256::from_hasher(plain.hasher),
             });
             Ok(())
         })?;
@@ -134,7 +134,10 @@ impl Spool {
         if !at_rest::is_sealed_upload(&self.master, &waiting.file) {
             return self.store(file_id, io::BufReader::with_capacity(1 << 17, waiting.file));
         }
-        if let Some(sha256) = crate::boxes::committed_sha256(&waiting.file) {
+        // A hash that does not read as one is not trusted: the upload is stored again below.
+        if let Some(sha256) = crate::boxes::committed_sha256(&waiting.file)
+            .and_then(|s| crate::ids::Sha256::from_hex(&s).ok())
+        {
             let size = at_rest::plaintext_len(waiting.file.metadata()?.len())
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "truncated upload"))?;
             // The boxes and the spool share a file system in the state directory; should they
@@ -345,7 +348,7 @@ pub fn write_synced_with(
     w.inner.finish()?.sync_all()?;
     Ok(Written {
         size: w.size,
-        sha256: hex::encode(w.hasher.finalize()),
+        sha256: crate::ids::Sha256::from_hasher(w.hasher),
     })
 }
 
@@ -397,13 +400,13 @@ pub fn counts(layout: &StateLayout) -> Counts {
     }
 }
 
-/// Lower-case hex SHA-256 of a stream.
-pub fn sha256_of(mut src: impl Read) -> io::Result<String> {
+/// SHA-256 of a stream.
+pub fn sha256_of(mut src: impl Read) -> io::Result<crate::ids::Sha256> {
     let mut w = HashingWriter {
         inner: io::sink(),
         hasher: Sha256::new(),
         size: 0,
     };
     io::copy(&mut src, &mut w)?;
-    Ok(hex::encode(w.hasher.finalize()))
+    Ok(crate::ids::Sha256::from_hasher(w.hasher))
 }

@@ -166,7 +166,7 @@ pub fn apply_requests(services: &crate::services::Services, dir: &Path) {
             Some((source, account)) => {
                 let lifted = services.limiter.unban(source, account.as_deref());
                 services.audit.record(
-                    "auth.unban",
+                    crate::audit::Event::AuthUnban,
                     account.as_deref(),
                     None,
                     serde_json::json!({

@@ -10,6 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::limits::Transport;
+use crate::audit::Event;
 use crate::services::Services;
 
 /// A connection let in, with the slot it holds until it ends.
@@ -28,8 +29,8 @@ pub async fn admit(
     shutdown: &CancellationToken,
 ) -> Option<Admitted> {
     let refused_event = match transport {
-        Transport::Sftp => "sftp.connection_refused",
-        Transport::Https => "https.connection_refused",
+        Transport::Sftp => Event::SftpConnectionRefused,
+        Transport::Https => Event::HttpsConnectionRefused,
     };
     loop {
         let (socket, peer) = tokio::select! {

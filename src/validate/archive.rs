@@ -10,6 +10,7 @@ use zip::CompressionMethod;
 use zip::ZipArchive;
 
 use crate::events::Finding;
+use crate::validate::finding::Rule;
 
 /// Bounds on what an archive may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +63,7 @@ impl<R: Read + Seek> Archive<R> {
         match declared_entry_count(&mut src) {
             Ok(n) if n > limits.max_entries => {
                 return Err(vec![Finding::new(
-                    "zip.too-many-entries",
+                    Rule::ZipTooManyEntries,
                     format!(
                         "the archive declares {n} entries; at most {} are accepted",
                         limits.max_entries
@@ -87,7 +88,7 @@ impl<R: Read + Seek> Archive<R> {
             };
             let Ok(name) = std::str::from_utf8(file.name_raw()).map(str::to_owned) else {
                 findings.push(Finding::new(
-                    "zip.bad-name",
+                    Rule::ZipBadName,
                     format!(
                         "entry {} has a name that is not UTF-8: {}",
                         index + 1,
@@ -103,7 +104,7 @@ impl<R: Read + Seek> Archive<R> {
             if file.is_symlink() {
                 findings.push(
                     Finding::new(
-                        "zip.traversal",
+                        Rule::ZipTraversal,
                         "a symbolic link is not accepted in an archive",
                     )
                     .in_file(&name),
@@ -117,21 +118,24 @@ impl<R: Read + Seek> Archive<R> {
                 } else {
                     format!("the name differs from {first} only in letter case")
                 };
-                findings.push(Finding::new("zip.duplicate", message).in_file(&name));
+                findings.push(Finding::new(Rule::ZipDuplicate, message).in_file(&name));
                 continue;
             }
             seen.insert(folded, name.clone());
             let lower = name.to_ascii_lowercase();
             if ARCHIVE_EXTENSIONS.iter().any(|ext| lower.ends_with(ext)) {
                 findings.push(
-                    Finding::new("zip.nested", "archives inside the archive are not accepted")
-                        .in_file(&name),
+                    Finding::new(
+                        Rule::ZipNested,
+                        "archives inside the archive are not accepted",
+                    )
+                    .in_file(&name),
                 );
             }
             if file.encrypted() {
                 findings.push(
                     Finding::new(
-                        "zip.encrypted",
+                        Rule::ZipEncrypted,
                         "encrypted entries are not accepted; the transfer is already encrypted",
                     )
                     .in_file(&name),
@@ -143,7 +147,7 @@ impl<R: Read + Seek> Archive<R> {
             ) {
                 findings.push(
                     Finding::new(
-                        "zip.method",
+                        Rule::ZipMethod,
                         format!(
                             "compression method {:?} is not accepted; use deflate or none",
                             file.compression()
@@ -157,7 +161,7 @@ impl<R: Read + Seek> Archive<R> {
             if size > limits.max_entry_size {
                 findings.push(
                     Finding::new(
-                        "zip.entry-too-large",
+                        Rule::ZipEntryTooLarge,
                         format!(
                             "the entry unpacks to {size} bytes; at most {} are accepted",
                             limits.max_entry_size
@@ -168,7 +172,7 @@ impl<R: Read + Seek> Archive<R> {
             } else if size > RATIO_FLOOR && size / compressed.max(1) > limits.max_ratio {
                 findings.push(
                     Finding::new(
-                        "zip.ratio",
+                        Rule::ZipRatio,
                         format!(
                             "the entry unpacks from {compressed} to {size} bytes, a ratio over \
                              {}: refused as a possible zip bomb",
@@ -190,7 +194,7 @@ impl<R: Read + Seek> Archive<R> {
         }
         if total > limits.max_total_size {
             findings.push(Finding::new(
-                "zip.total-too-large",
+                Rule::ZipTotalTooLarge,
                 format!(
                     "the archive unpacks to {total} bytes; at most {} are accepted",
                     limits.max_total_size
@@ -201,7 +205,7 @@ impl<R: Read + Seek> Archive<R> {
             && let Err(e) = zip.validate_header_consistency()
         {
             findings.push(Finding::new(
-                "zip.header-mismatch",
+                Rule::ZipHeaderMismatch,
                 format!("the local headers do not agree with the central directory: {e}"),
             ));
         }
@@ -224,7 +228,8 @@ impl<R: Read + Seek> Archive<R> {
     /// Decompresses one entry into memory (bounded by the per-entry limit), verifying its
     /// CRC and declared size.
     pub fn read(&mut self, entry: &Entry) -> Result<Vec<u8>, Finding> {
-        let corrupt = |message: String| Finding::new("zip.corrupt", message).in_file(&entry.name);
+        let corrupt =
+            |message: String| Finding::new(Rule::ZipCorrupt, message).in_file(&entry.name);
         let file = self
             .zip
             .by_index(entry.index)
@@ -263,7 +268,7 @@ impl<R: Read + Seek> Archive<R> {
         self.read_total += got;
         if self.read_total > self.limits.max_total_size {
             return Err(Finding::new(
-                "zip.total-too-large",
+                Rule::ZipTotalTooLarge,
                 format!(
                     "the archive unpacks to more than {} bytes",
                     self.limits.max_total_size
@@ -272,7 +277,7 @@ impl<R: Read + Seek> Archive<R> {
         }
         if data.starts_with(b"PK\x03\x04") {
             return Err(Finding::new(
-                "zip.nested",
+                Rule::ZipNested,
                 "the entry is itself a zip archive; nested archives are not accepted",
             )
             .in_file(&entry.name));
@@ -283,7 +288,7 @@ impl<R: Read + Seek> Archive<R> {
 
 fn unreadable(e: impl std::fmt::Display) -> Finding {
     Finding::new(
-        "zip.unreadable",
+        Rule::ZipUnreadable,
         format!("the file is not a readable zip archive: {e}"),
     )
 }
@@ -291,11 +296,11 @@ fn unreadable(e: impl std::fmt::Display) -> Finding {
 /// The rules for an entry name: relative, forward slashes, no `..`, no control characters.
 fn check_name(name: &str) -> Result<(), Finding> {
     if name.is_empty() {
-        return Err(Finding::new("zip.bad-name", "an entry has an empty name"));
+        return Err(Finding::new(Rule::ZipBadName, "an entry has an empty name"));
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
         return Err(Finding::new(
-            "zip.bad-name",
+            Rule::ZipBadName,
             format!("the name holds the control character {:?}", c),
         ));
     }
@@ -305,7 +310,7 @@ fn check_name(name: &str) -> Result<(), Finding> {
         || (bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':')
     {
         return Err(Finding::new(
-            "zip.traversal",
+            Rule::ZipTraversal,
             "the name is absolute or uses backslashes or a drive letter",
         ));
     }
@@ -314,13 +319,13 @@ fn check_name(name: &str) -> Result<(), Finding> {
         match part {
             ".." => {
                 return Err(Finding::new(
-                    "zip.traversal",
+                    Rule::ZipTraversal,
                     "the name climbs out of the archive with ..",
                 ));
             }
             "" | "." => {
                 return Err(Finding::new(
-                    "zip.bad-name",
+                    Rule::ZipBadName,
                     "the name has an empty or . component",
                 ));
             }

@@ -138,6 +138,12 @@ impl Rule {
     }
 }
 
+impl From<Rule> for String {
+    fn from(r: Rule) -> String {
+        r.id().to_owned()
+    }
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.id())

@@ -11,16 +11,18 @@ use super::finding::{Observation, Rule, Text};
 use super::format::{self, ArchiveName, DocKind, Party, RecordName};
 use super::xml::{Element, Tree};
 use crate::config::{Config, Counterpart, CounterpartKind};
-use crate::numbers::{self, NumberError, NumberKind};
+use crate::numbers::{InsurerNumber, Number, NumberError, NumberKind};
 
 /// What the index says, as far as it could be read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Header {
     pub interaction_type: Option<u8>,
     pub created: Option<String>,
-    pub sender: Option<String>,
-    /// The receiver's party (by its id root) and number.
-    pub receiver: Option<(Party, String)>,
+    /// The sender's number, once it is the uploader's.
+    pub sender: Option<Number>,
+    /// The receiver's party (by its id root) and number, once it is a counterpart's or the
+    /// agency's.
+    pub receiver: Option<(Party, Number)>,
     pub service_event: Option<u8>,
     pub record_count: Option<u64>,
 }
@@ -34,9 +36,9 @@ impl Header {
     }
 
     /// The receiver's number when the receiver is an insurer: every person must be its.
-    fn insurer(&self) -> Option<&str> {
+    fn insurer(&self) -> Option<&InsurerNumber> {
         match &self.receiver {
-            Some((Party::Insurer, n)) => Some(n),
+            Some((Party::Insurer, n)) => n.insurer(),
             _ => None,
         }
     }
@@ -57,7 +59,8 @@ impl Expect<'_> {
     /// otherwise the uploader's kind.
     pub fn sender_party(&self) -> Party {
         if self.sender.id == crate::config::AGENCY_ROUTE
-            && self.config.gateway.agency_number.as_deref() == Some(self.sender.number.as_str())
+            && matches!(&self.sender.number,
+                Number::Agency(n) if self.config.gateway.agency_number.as_ref() == Some(n))
         {
             Party::Agency
         } else {
@@ -147,7 +150,7 @@ pub fn index(doc: &Tree, expect: &Expect<'_>, findings: &mut Vec<Observation>) -
                     sender_party.oid()
                 ),
             ));
-        } else if number != uploader.number {
+        } else if uploader.number != number {
             findings.push(at(
                 Rule::IndexSenderMismatch,
                 file,
@@ -162,7 +165,7 @@ pub fn index(doc: &Tree, expect: &Expect<'_>, findings: &mut Vec<Observation>) -
                 ),
             ));
         } else {
-            header.sender = Some(number.to_owned());
+            header.sender = Some(uploader.number.clone());
         }
     }
 
@@ -178,14 +181,15 @@ pub fn index(doc: &Tree, expect: &Expect<'_>, findings: &mut Vec<Observation>) -
         Some(node) => {
             let root_oid = node.attribute("root").unwrap_or_default();
             let number = node.attribute("extension").unwrap_or_default();
-            let agency = expect.config.gateway.agency_number.as_deref();
+            let agency_number = expect.config.gateway.agency_number.as_ref();
+            let agency = agency_number.map(|a| a.as_str());
             match Party::from_oid(root_oid).and_then(|p| kind_of(p).map(|k| (p, k))) {
                 // Addressed to the gateway's agency: sorted by insurer (docs/sorting.md).
                 None if root_oid == format::oid::AGENCY && agency.is_some() => {
-                    if agency == Some(number)
+                    if let Some(a) = agency_number.filter(|a| **a == *number)
                         && expect.config.may_send_to_agency(&uploader.id)
                     {
-                        header.receiver = Some((Party::Agency, number.to_owned()));
+                        header.receiver = Some((Party::Agency, Number::Agency(a.clone())));
                     } else {
                         findings.push(at(
                             Rule::IndexReceiverUnknown,
@@ -204,10 +208,10 @@ pub fn index(doc: &Tree, expect: &Expect<'_>, findings: &mut Vec<Observation>) -
                     format!("the receiver root {root_oid} is not an insurer or institution this gateway delivers to"),
                 )),
                 Some((party, kind)) => {
-                    if number_ok(file, Some(&node), "受信者", "the receiver", kind.number_kind(), number, findings)
+                    if let Some(parsed) = number_ok(file, Some(&node), "受信者", "the receiver", kind.number_kind(), number, findings)
                     {
-                        match expect.config.counterpart_by_number(kind, number) {
-                            Some(_) => header.receiver = Some((party, number.to_owned())),
+                        match expect.config.counterpart_by_number(&parsed) {
+                            Some(_) => header.receiver = Some((party, parsed)),
                             None => {
                                 let (ja, en) = party.names();
                                 findings.push(at(
@@ -250,7 +254,7 @@ pub fn index(doc: &Tree, expect: &Expect<'_>, findings: &mut Vec<Observation>) -
     header
 }
 
-/// Checks a number's shape and check digit; `true` when it is well formed.
+/// Checks a number's shape and check digit; the number when it is well formed.
 fn number_ok(
     file: &str,
     node: Option<&Element>,
@@ -259,14 +263,14 @@ fn number_ok(
     kind: NumberKind,
     number: &str,
     findings: &mut Vec<Observation>,
-) -> bool {
+) -> Option<Number> {
     let (kind_ja, _) = match kind {
         NumberKind::Institution => Party::Institution.names(),
         NumberKind::Insurer => Party::Insurer.names(),
     };
-    match numbers::check(kind, number) {
-        Ok(()) => true,
-        Err(e @ NumberError::Shape { .. }) => {
+    match Number::parse(kind, number) {
+        Ok(n) => Some(n),
+        Err(e @ (NumberError::Shape { .. } | NumberError::Length { .. })) => {
             findings.push(at(
                 Rule::NumberMalformed,
                 file,
@@ -277,7 +281,7 @@ fn number_ok(
                 ),
                 format!("{what_en}: {e}"),
             ));
-            false
+            None
         }
         Err(
             e @ NumberError::CheckDigit {
@@ -291,7 +295,7 @@ fn number_ok(
                 format!("{what_ja}の{kind_ja}番号 {number} の検証番号が誤っています（{found}、正しくは {expected}）"),
                 format!("{what_en}: {e}"),
             ));
-            false
+            None
         }
     }
 }
@@ -344,7 +348,7 @@ pub fn archive_name(
         ));
         return;
     };
-    if name.sender != expect.sender.number {
+    if expect.sender.number != name.sender.as_str() {
         findings.push(Observation::new(
             Rule::ArchiveSender,
             Text::new(
@@ -361,13 +365,13 @@ pub fn archive_name(
     }
     let mut differ = Vec::new();
     if let Some((_, receiver)) = &header.receiver
-        && *receiver != name.receiver
+        && *receiver != name.receiver.as_str()
     {
         differ.push((
             "受信者番号",
             "receiver",
             name.receiver.clone(),
-            receiver.clone(),
+            receiver.to_string(),
         ));
     }
     differ.extend(date_and_event_differ(
@@ -596,7 +600,7 @@ fn person_insurer(
     header: &Header,
     findings: &mut Vec<Observation>,
 ) {
-    if !number_ok(
+    let Some(Number::Insurer(number)) = number_ok(
         path,
         Some(node),
         "受診者の保険者",
@@ -604,11 +608,11 @@ fn person_insurer(
         NumberKind::Insurer,
         number,
         findings,
-    ) {
+    ) else {
         return;
-    }
+    };
     if let Some(receiver) = header.insurer()
-        && number != receiver
+        && number != *receiver
     {
         findings.push(at(
             Rule::DataInsurer,
@@ -640,8 +644,8 @@ pub fn cda(path: &str, doc: &Tree, header: &Header, today: Date, findings: &mut 
     if let Some(org) = root.descend(format::CDA_AUTHOR_ORG)
         && let Some((node, institution)) = id_with_root(&org, format::oid::INSTITUTION)
         && let Some(sender) = &header.sender
-        && sender.len() == NumberKind::Institution.digits()
-        && institution != *sender
+        && sender.kind() == NumberKind::Institution
+        && *sender != institution
     {
         findings.push(at(
             Rule::DataSenderMismatch,

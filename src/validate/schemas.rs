@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use super::xml::{self, MAX_FINDINGS_PER_FILE, SchemaError, Tree};
 use crate::events::Finding;
 use crate::sync::Recover;
+use crate::validate::finding::Rule;
 
 pub use super::format::{CDA_NS as NS_CDA, NS_2007, NS_CURRENT};
 
@@ -824,7 +825,7 @@ impl Catalog {
             return Ok((tree, result));
         }
         let mut r = Finding::new(
-            "edition.unknown",
+            Rule::EditionUnknown,
             match namespace {
                 Some(ns) if !editions.is_empty() => format!(
                     "the root element's namespace {ns} is of an edition without a {} schema \
@@ -863,7 +864,7 @@ impl Catalog {
         let findings = errors
             .iter()
             .take(MAX_FINDINGS_PER_FILE)
-            .map(|e| xml::finding("xsd.invalid", name, e))
+            .map(|e| xml::finding(Rule::XsdInvalid, name, e))
             .collect();
         Ok((tree, errors.len(), findings))
     }

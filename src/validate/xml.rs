@@ -19,6 +19,7 @@ use libxml::error::StructuredError;
 use libxml::schemas::SchemaValidationContext;
 
 use crate::events::Finding;
+use crate::validate::finding::Rule;
 
 /// At most this many schema findings are reported per file; the first ones are what a sender
 /// needs to correct.
@@ -35,14 +36,14 @@ pub struct SchemaError {
 /// Checks the encoding of `bytes` (UTF-8, BOM tolerated) and that no DTD is present. Returns
 /// the text without its BOM.
 pub fn check_text<'a>(name: &str, bytes: &'a [u8]) -> Result<&'a [u8], Finding> {
-    let at = |rule: &str, line: u32, message: String| {
+    let at = |rule: Rule, line: u32, message: String| {
         let mut r = Finding::new(rule, message).in_file(name);
         r.line = Some(line);
         r
     };
     if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
         return Err(at(
-            "xml.encoding",
+            Rule::XmlEncoding,
             1,
             "the file is UTF-16; only UTF-8 is accepted".into(),
         ));
@@ -51,7 +52,7 @@ pub fn check_text<'a>(name: &str, bytes: &'a [u8]) -> Result<&'a [u8], Finding> 
     if let Err(e) = std::str::from_utf8(text) {
         let bad = e.valid_up_to();
         return Err(at(
-            "xml.encoding",
+            Rule::XmlEncoding,
             line_of(text, bad),
             format!(
                 "byte {} is not valid UTF-8; only UTF-8 is accepted",
@@ -63,7 +64,7 @@ pub fn check_text<'a>(name: &str, bytes: &'a [u8]) -> Result<&'a [u8], Finding> 
         && !encoding.eq_ignore_ascii_case("UTF-8")
     {
         return Err(at(
-            "xml.encoding",
+            Rule::XmlEncoding,
             1,
             format!("the file declares encoding {encoding}; only UTF-8 is accepted"),
         ));
@@ -71,7 +72,7 @@ pub fn check_text<'a>(name: &str, bytes: &'a [u8]) -> Result<&'a [u8], Finding> 
     for marker in [&b"<!DOCTYPE"[..], b"<!ENTITY"] {
         if let Some(pos) = find(text, marker) {
             return Err(at(
-                "xml.dtd",
+                Rule::XmlDtd,
                 line_of(text, pos),
                 "a document type declaration is not accepted (no DTDs or entities)".into(),
             ));
@@ -110,7 +111,7 @@ fn read(
 ) -> Result<(Tree, Vec<StructuredError>), Finding> {
     libxml::init_parser();
     let too_large =
-        || Finding::new("xml.malformed", "the file is too large to parse").in_file(name);
+        || Finding::new(Rule::XmlMalformed, "the file is too large to parse").in_file(name);
     let len = i32::try_from(text.len()).map_err(|_| too_large())?;
     let mut builder = Builder {
         tree: Tree::default(),
@@ -132,7 +133,7 @@ fn read(
         handler.endElementNs = Some(end_element);
         let ctxt = bindings::xmlCreateMemoryParserCtxt(text.as_ptr().cast(), len);
         if ctxt.is_null() {
-            return Err(Finding::new("xml.malformed", "the file is empty").in_file(name));
+            return Err(Finding::new(Rule::XmlMalformed, "the file is empty").in_file(name));
         }
         // The parse reports to `handler`; the context's own handler is put back before the
         // context frees it.
@@ -183,7 +184,7 @@ fn read(
     };
     if !well_formed || builder.tree.root().is_none() {
         return Err(sink.first.unwrap_or_else(|| {
-            Finding::new("xml.malformed", "the file is not well-formed XML").in_file(name)
+            Finding::new(Rule::XmlMalformed, "the file is not well-formed XML").in_file(name)
         }));
     }
     Ok((builder.tree, errors))
@@ -501,12 +502,12 @@ unsafe extern "C" fn keep_first_error(data: *mut std::ffi::c_void, error: bindin
         let sink = &mut *(data as *mut FirstError);
         if sink.first.is_none() && (*error).level >= bindings::xmlErrorLevel_XML_ERR_ERROR {
             let e = StructuredError::from_raw(error);
-            sink.first = Some(finding("xml.malformed", sink.name, &e));
+            sink.first = Some(finding(Rule::XmlMalformed, sink.name, &e));
         }
     }
 }
 
-pub(crate) fn finding(rule: &str, name: &str, e: &StructuredError) -> Finding {
+pub(crate) fn finding(rule: Rule, name: &str, e: &StructuredError) -> Finding {
     let message = e.message.as_deref().unwrap_or("invalid").trim().to_owned();
     let mut r = Finding::new(rule, message).in_file(name);
     r.line = e

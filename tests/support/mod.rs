@@ -414,7 +414,7 @@ pub fn accepted_files(tc: &TestConfig) -> Vec<(String, String)> {
         .into_iter()
         .map(|(_, e)| e)
         .filter(|e| e.hop == handoff::events::Hop::Accepted)
-        .map(|e| (e.original_name, e.sha256))
+        .map(|e| (e.original_name, e.sha256.to_string()))
         .collect()
 }
 

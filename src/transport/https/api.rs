@@ -204,7 +204,7 @@ pub async fn handle(conn: Arc<Connection>, req: Request<Incoming>) -> Response<B
     };
     let services = &conn.shared.services;
     services.audit.record(
-        "https.request",
+        crate::audit::Event::HttpsRequest,
         conn.account.as_ref().map(|a| a.id.as_str()),
         Some(conn.peer),
         json!({"method": method.as_str(), "path": path, "status": response.status().as_u16(), "bytes": bytes, "ms": started.elapsed().as_millis() as u64}),
@@ -408,10 +408,11 @@ async fn digest(
         return Ok(sha.clone());
     }
     let (file, _) = dropbox.open_read(Folder::Outbox, &e.name)?;
-    let sha = tokio::task::spawn_blocking(move || crate::spool::sha256_of(file))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(|e| ApiError::from(BoxError::Io(e)))?;
+    let sha =
+        tokio::task::spawn_blocking(move || crate::spool::sha256_of(file).map(|d| d.to_hex()))
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(|e| ApiError::from(BoxError::Io(e)))?;
     conn.shared
         .digests
         .locked()
@@ -486,7 +487,7 @@ async fn upload(
     let committed = writer.commit().await?;
     let services = &conn.shared.services;
     services.audit.record(
-        "box.upload",
+        crate::audit::Event::BoxUpload,
         conn.account.as_ref().map(|a| a.id.as_str()),
         Some(conn.peer),
         json!({"box": committed.event.owner(), "name": name.as_str(), "bytes": size, "sha256": committed.sha256}),
@@ -608,9 +609,9 @@ async fn download(
             if folder == Folder::Outbox && reaches_end {
                 // Only the box's own counterpart retrieves; anyone else read it (ARCHITECTURE.md, *Who acted*).
                 let event = if actor == owner {
-                    "box.retrieved"
+                    crate::audit::Event::BoxRetrieved
                 } else {
-                    "box.read"
+                    crate::audit::Event::BoxRead
                 };
                 services.audit.record(
                     event,

@@ -59,7 +59,7 @@ fn score_unmapped(services: &Services, peer: SocketAddr) {
             ])
             .inc();
         services.audit.record(
-            "auth.ban",
+            crate::audit::Event::AuthBan,
             None,
             Some(peer),
             serde_json::json!({"ban": b.to_string()}),
@@ -202,7 +202,7 @@ async fn watch_crls(shared: Arc<Shared>, shutdown: CancellationToken) {
             if alerted.insert(key.clone()) {
                 crate::metrics::alerts::raise_for(
                     services,
-                    "crl_stale",
+                    crate::audit::Alert::CrlStale,
                     None,
                     None,
                     serde_json::json!({"crl": c.path.display().to_string(), "issuer": c.issuer, "next_update": next.unix_timestamp(), "grace_seconds": state.grace.as_secs()}),
@@ -245,7 +245,7 @@ async fn close_when_crl_refuses(
                 .refuses(&issuer, &serial, time::OffsetDateTime::now_utc());
         if let Some(reason) = refused {
             shared.services.audit.record(
-                "https.revoked",
+                crate::audit::Event::HttpsRevoked,
                 account.as_deref(),
                 Some(peer),
                 serde_json::json!({"reason": reason}),
@@ -275,7 +275,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
         Ok(Err(e)) => {
             // No certificate, an unknown CA, a revoked or expired certificate all end here.
             services.audit.record(
-                "https.handshake_refused",
+                crate::audit::Event::HttpsHandshakeRefused,
                 None,
                 Some(peer),
                 serde_json::json!({"reason": e.to_string()}),
@@ -302,7 +302,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
             .refuses(issuer, serial, time::OffsetDateTime::now_utc());
         if let Some(reason) = refused {
             services.audit.record(
-                "https.refused",
+                crate::audit::Event::HttpsRefused,
                 None,
                 Some(peer),
                 serde_json::json!({"reason": reason}),
@@ -329,7 +329,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
             Ok(g) => Some(g),
             Err(e) => {
                 services.audit.record(
-                    "https.refused",
+                    crate::audit::Event::HttpsRefused,
                     Some(&a.id),
                     Some(peer),
                     serde_json::json!({"reason": e.to_string()}),
@@ -339,7 +339,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, end: 
         },
         None => {
             services.audit.record(
-                "https.unmapped_certificate",
+                crate::audit::Event::HttpsUnmappedCertificate,
                 None,
                 Some(peer),
                 serde_json::json!({"subject": identity.as_ref().map(|i| i.subject.clone()), "sha256": identity.as_ref().map(|i| i.fingerprint.clone())}),

@@ -162,7 +162,7 @@ async fn login_grace(
         _ = connection_end.cancelled() => {}
         _ = tokio::time::sleep(grace) => {
             services.audit.record(
-                "sftp.timeout",
+                crate::audit::Event::SftpTimeout,
                 None,
                 Some(peer),
                 serde_json::json!({"phase": "authentication", "seconds": grace.as_secs()}),
@@ -201,7 +201,7 @@ async fn serve(
         let gate::Admitted { socket, peer, slot } = admitted;
         let refuse = |reason: String| {
             services.audit.record(
-                "sftp.connection_refused",
+                crate::audit::Event::SftpConnectionRefused,
                 None,
                 Some(peer),
                 serde_json::json!({"reason": reason}),
@@ -215,7 +215,7 @@ async fn serve(
                 Some((victim, cut)) => {
                     cut.cancel();
                     services.audit.record(
-                        "sftp.connection_refused",
+                        crate::audit::Event::SftpConnectionRefused,
                         None,
                         Some(victim),
                         serde_json::json!({"reason": format!("{full}; silent, its slot given to a new connection")}),
@@ -281,7 +281,7 @@ async fn serve(
                 }
                 Err(_) => {
                     services.audit.record(
-                        "sftp.timeout",
+                        crate::audit::Event::SftpTimeout,
                         None,
                         Some(peer),
                         serde_json::json!({"phase": "version", "seconds": limits.ssh_version_timeout.as_secs()}),

@@ -101,9 +101,12 @@ impl SshSession {
         connection_end: CancellationToken,
         login: Login,
     ) -> SshSession {
-        services
-            .audit
-            .record("sftp.connect", None, Some(peer), json!({}));
+        services.audit.record(
+            crate::audit::Event::SftpConnect,
+            None,
+            Some(peer),
+            json!({}),
+        );
         SshSession {
             services,
             peer,
@@ -184,14 +187,14 @@ impl SshSession {
                 ])
                 .inc();
             self.services.audit.record(
-                "auth.ban",
+                crate::audit::Event::AuthBan,
                 Some(user),
                 Some(self.peer),
                 json!({"ban": b.to_string()}),
             );
         }
         self.services.audit.record(
-            "sftp.auth_failure",
+            crate::audit::Event::SftpAuthFailure,
             Some(user),
             Some(self.peer),
             json!({"reason": class.as_str()}),
@@ -270,7 +273,7 @@ impl SshSession {
                     return Err(FailClass::Inactive);
                 }
                 self.services.audit.record(
-                    "break_glass.used",
+                    crate::audit::Event::BreakGlassUsed,
                     Some(id),
                     Some(self.peer),
                     json!({"max_session_seconds": entry.max_session.as_secs(), "reason": entry.reason}),
@@ -291,7 +294,7 @@ impl SshSession {
             }
             let closed = services.sessions.revoke(&account);
             services.audit.record(
-                "break_glass.max_session",
+                crate::audit::Event::BreakGlassMaxSession,
                 Some(&account),
                 None,
                 json!({"sessions_closed": closed}),
@@ -336,7 +339,7 @@ impl SshSession {
             .get_or_create(&vec![("transport", "sftp".to_owned())])
             .inc();
         self.services.audit.record(
-            "sftp.login",
+            crate::audit::Event::SftpLogin,
             Some(&account.id),
             Some(self.peer),
             json!({"method": method, "role": account.role.to_string()}),
@@ -344,7 +347,7 @@ impl SshSession {
         if account.role == Role::BreakGlass {
             crate::metrics::alerts::raise_for(
                 &self.services,
-                "break_glass",
+                crate::audit::Alert::BreakGlass,
                 Some(&account.id),
                 Some(self.peer),
                 json!({"transport": "sftp"}),
@@ -368,7 +371,7 @@ impl SshSession {
                 let idle = activity.idle_for();
                 if idle >= timeout {
                     services.audit.record(
-                        "sftp.idle_timeout",
+                        crate::audit::Event::SftpIdleTimeout,
                         Some(&account),
                         Some(peer),
                         json!({"idle_seconds": idle.as_secs()}),
@@ -409,7 +412,7 @@ impl SshSession {
 
     fn refuse_channel_use(&self, what: &str) {
         self.services.audit.record(
-            "sftp.refused",
+            crate::audit::Event::SftpRefused,
             self.account.as_deref(),
             Some(self.peer),
             json!({"request": what}),
@@ -425,9 +428,12 @@ impl Drop for SshSession {
                 .sessions
                 .get_or_create(&vec![("transport", "sftp".to_owned())])
                 .dec();
-            self.services
-                .audit
-                .record("sftp.logout", Some(account), Some(self.peer), json!({}));
+            self.services.audit.record(
+                crate::audit::Event::SftpLogout,
+                Some(account),
+                Some(self.peer),
+                json!({}),
+            );
         }
         self.connection_end.cancel();
     }

@@ -207,7 +207,7 @@ impl SftpView {
         }
     }
 
-    fn audit(&self, event: &str, detail: serde_json::Value) {
+    fn audit(&self, event: crate::audit::Event, detail: serde_json::Value) {
         self.services
             .audit
             .record(event, Some(&self.account), self.peer, detail);
@@ -224,7 +224,7 @@ impl SftpView {
                 | BoxError::Unavailable
         ) {
             self.audit(
-                "box.denied",
+                crate::audit::Event::BoxDenied,
                 json!({"op": op, "path": path, "reason": Chain(&e).to_string()}),
             );
         }
@@ -352,16 +352,16 @@ impl SftpView {
         covered: u64,
         bytes: u64,
     ) {
-        self.audit("box.close", json!({"box": owner, "folder": folder.as_str(), "name": name.as_str(), "bytes_read": bytes, "size": size}));
+        self.audit(crate::audit::Event::BoxClose, json!({"box": owner, "folder": folder.as_str(), "name": name.as_str(), "bytes_read": bytes, "size": size}));
         if folder == Folder::Outbox
             && covered >= size
             && self.retrieved.insert((owner.clone(), name.clone()))
         {
             // Only the box's own counterpart retrieves; anyone else read it (ARCHITECTURE.md, *Who acted*).
             let event = if self.account == *owner {
-                "box.retrieved"
+                crate::audit::Event::BoxRetrieved
             } else {
-                "box.read"
+                crate::audit::Event::BoxRead
             };
             self.audit(
                 event,
@@ -436,7 +436,7 @@ impl russh_sftp::server::Handler for SftpView {
                 .map_err(|e| self.denied("open", &filename, e))?;
             let owner = b.owner().clone();
             self.audit(
-                "box.open",
+                crate::audit::Event::BoxOpen,
                 json!({"box": owner, "folder": "inbox", "name": name.as_str(), "mode": "write"}),
             );
             OpenHandle::Write(self.services.writers.spawn(upload))
@@ -445,7 +445,7 @@ impl russh_sftp::server::Handler for SftpView {
                 .open_read(folder, &name)
                 .map_err(|e| self.denied("open", &filename, e))?;
             let owner = b.owner().clone();
-            self.audit("box.open", json!({"box": owner, "folder": folder.as_str(), "name": name.as_str(), "mode": "read"}));
+            self.audit(crate::audit::Event::BoxOpen, json!({"box": owner, "folder": folder.as_str(), "name": name.as_str(), "mode": "read"}));
             OpenHandle::Read {
                 file,
                 owner,
@@ -489,7 +489,7 @@ impl russh_sftp::server::Handler for SftpView {
                 match committed {
                     Ok(committed) => {
                         self.audit(
-                            "box.upload",
+                            crate::audit::Event::BoxUpload,
                             json!({"box": committed.event.owner(), "name": name.as_str(), "bytes": size, "sha256": committed.sha256}),
                         );
                         self.services
@@ -509,7 +509,7 @@ impl russh_sftp::server::Handler for SftpView {
                     }
                     Err(e) => {
                         self.audit(
-                            "box.upload_refused",
+                            crate::audit::Event::BoxUploadRefused,
                             json!({"name": name.as_str(), "bytes": size, "reason": Chain(&e).to_string()}),
                         );
                         Err(e.into())
@@ -649,7 +649,7 @@ impl russh_sftp::server::Handler for SftpView {
             .map_err(|e| self.denied("opendir", &path, e))?;
         let entries = self.listing(&loc).map_err(Refusal::from)?;
         self.audit(
-            "box.list",
+            crate::audit::Event::BoxList,
             json!({"path": self.display(&loc), "entries": entries.len()}),
         );
         let handle = self.new_handle(OpenHandle::Dir {
@@ -687,7 +687,7 @@ impl russh_sftp::server::Handler for SftpView {
             .acknowledge(folder, &name)
             .map_err(|e| self.denied("remove", &filename, e))?;
         self.audit(
-            "box.remove",
+            crate::audit::Event::BoxRemove,
             json!({"box": owner, "name": name.as_str(), "size": entry.size}),
         );
         self.emit(BoxEvent::Acknowledged {
@@ -811,7 +811,10 @@ impl russh_sftp::server::Handler for SftpView {
             .collect();
             return Ok(Packet::ExtendedReply(ExtendedReply { id, data: limits }));
         }
-        self.audit("box.denied", json!({"op": "extended", "request": request}));
+        self.audit(
+            crate::audit::Event::BoxDenied,
+            json!({"op": "extended", "request": request}),
+        );
         Err(refuse(
             StatusCode::OpUnsupported,
             "extensions are not supported",
@@ -832,7 +835,7 @@ impl Drop for SftpView {
         for (name, bytes) in open_uploads {
             // The Upload's own Drop removes the partial file.
             self.audit(
-                "box.upload_discarded",
+                crate::audit::Event::BoxUploadDiscarded,
                 json!({"name": name.as_str(), "bytes": bytes}),
             );
         }

@@ -203,7 +203,7 @@ impl fmt::Display for Expected {
 }
 
 macro_rules! violations {
-    ($($(#[$doc:meta])* $name:ident => $rule:literal,)*) => {
+    ($($(#[$doc:meta])* $name:ident => $rule:ident,)*) => {
         /// One broken rule per archive.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum Violation {
@@ -216,7 +216,7 @@ macro_rules! violations {
             /// The rule id the check must report.
             pub fn rule(self) -> &'static str {
                 match self {
-                    $(Violation::$name => $rule,)*
+                    $(Violation::$name => crate::validate::finding::Rule::$rule.id(),)*
                 }
             }
         }
@@ -225,101 +225,101 @@ macro_rules! violations {
 
 violations! {
     /// Cut short: no end of central directory.
-    Unreadable => "zip.unreadable",
-    Traversal => "zip.traversal",
-    BadName => "zip.bad-name",
+    Unreadable => ZipUnreadable,
+    Traversal => ZipTraversal,
+    BadName => ZipBadName,
     /// `IX08_V08.XML` beside `ix08_V08.xml`.
-    Duplicate => "zip.duplicate",
-    TooManyEntries => "zip.too-many-entries",
+    Duplicate => ZipDuplicate,
+    TooManyEntries => ZipTooManyEntries,
     /// 10 GiB of zeros in about 10 MiB, sizes declared honestly.
-    EntryTooLarge => "zip.entry-too-large",
-    TotalTooLarge => "zip.total-too-large",
-    Ratio => "zip.ratio",
-    Nested => "zip.nested",
-    Encrypted => "zip.encrypted",
-    Method => "zip.method",
-    HeaderMismatch => "zip.header-mismatch",
+    EntryTooLarge => ZipEntryTooLarge,
+    TotalTooLarge => ZipTotalTooLarge,
+    Ratio => ZipRatio,
+    Nested => ZipNested,
+    Encrypted => ZipEncrypted,
+    Method => ZipMethod,
+    HeaderMismatch => ZipHeaderMismatch,
     /// A wrong CRC.
-    Corrupt => "zip.corrupt",
+    Corrupt => ZipCorrupt,
     /// A DATA entry whose headers claim 4 KiB and that inflates to 10 GiB.
-    LyingSize => "zip.corrupt",
+    LyingSize => ZipCorrupt,
     /// The files at the zip root, without the top folder.
-    TopFolder => "layout.top-folder",
+    TopFolder => LayoutTopFolder,
     /// No `ix08_V08.xml`.
-    Missing => "layout.missing",
+    Missing => LayoutMissing,
     /// No file under `DATA/`.
-    Empty => "layout.empty",
+    Empty => LayoutEmpty,
     /// `su08_V08.xml` without `CLAIMS/`.
-    ClaimsSummary => "layout.claims-summary",
+    ClaimsSummary => LayoutClaimsSummary,
     /// `notes.txt` in the top folder.
-    Unexpected => "layout.unexpected",
+    Unexpected => LayoutUnexpected,
     /// The top folder named `results`.
-    FolderName => "layout.folder-name",
+    FolderName => LayoutFolderName,
     /// Uploaded as `results.zip` (top folder `results`).
-    ArchiveName => "archive.name",
+    ArchiveName => ArchiveName,
     /// The zip and folder name carry another institution as sender.
-    ArchiveSender => "archive.sender",
+    ArchiveSender => ArchiveSender,
     /// The zip and folder name carry the day before the index's creationTime.
-    ArchiveNameMismatch => "archive.name-mismatch",
+    ArchiveNameMismatch => ArchiveNameMismatch,
     /// The last person's claim is missing.
-    NameUnpaired => "name.unpaired",
+    NameUnpaired => NameUnpaired,
     /// The last DATA file named `h1312345679_0059_00280081.xml`-like (no claims).
-    NamePattern => "name.pattern",
+    NamePattern => NamePattern,
     /// The last DATA file named with another institution (no claims).
-    NameSender => "name.sender",
+    NameSender => NameSender,
     /// The last DATA file named with the day before (no claims).
-    NameMismatch => "name.mismatch",
+    NameMismatch => NameMismatch,
     /// Serials starting at 000005 (no claims).
-    NameSerial => "name.serial",
+    NameSerial => NameSerial,
     /// The index receiver with 7 digits.
-    NumberMalformed => "number.malformed",
+    NumberMalformed => NumberMalformed,
     /// The index receiver with a wrong Luhn check digit.
-    CheckDigit => "number.check-digit",
+    CheckDigit => NumberCheckDigit,
     /// interactionType 7 (insurer → institution) for an institution → insurer archive.
-    InteractionType => "index.interaction-type",
+    InteractionType => IndexInteractionType,
     /// The sender id under the insurer root (.101), interaction type 8 to match.
-    SenderNumber => "index.sender-number",
+    SenderNumber => IndexSenderNumber,
     /// Index, documents and record names from another institution; the zip named by the
     /// uploader.
-    SenderMismatch => "index.sender-mismatch",
+    SenderMismatch => IndexSenderMismatch,
     /// The receiver id under the local-government root (.105), interaction type 9 (other).
-    ReceiverNumber => "index.receiver-number",
+    ReceiverNumber => IndexReceiverNumber,
     /// Addressed, throughout, to an insurer no configuration knows.
-    ReceiverUnknown => "index.receiver-unknown",
+    ReceiverUnknown => IndexReceiverUnknown,
     /// totalRecordCount one more than the files.
-    IndexCount => "index.count-mismatch",
+    IndexCount => IndexCountMismatch,
     /// totalClaimAmount one yen more than the claims' sum.
-    SummaryTotals => "summary.totals",
+    SummaryTotals => SummaryTotals,
     /// totalSubjectCount one more than the claims.
-    SummaryCount => "summary.subject-count",
+    SummaryCount => SummarySubjectCount,
     /// The summary's serviceEventType 2 in a checkup archive.
-    ServiceEventMismatch => "service-event.mismatch",
+    ServiceEventMismatch => ServiceEventMismatch,
     /// A guidance document (`g…`) in a checkup archive (no claims).
-    DataKind => "service-event.mismatch",
+    DataKind => ServiceEventMismatch,
     /// The last person insured by another insurer than the receiving one (in DATA only).
-    DataInsurer => "data.insurer",
+    DataInsurer => DataInsurer,
     /// The last document authored by another institution.
-    DataSender => "data.sender-mismatch",
+    DataSender => DataSenderMismatch,
     /// The last person born on 19650231 (schema-valid: the schema checks digits only).
-    DateInvalid => "date.invalid",
+    DateInvalid => DateInvalid,
     /// The last document dated two years after its creation.
-    DateFuture => "date.future",
+    DateFuture => DateFuture,
     /// The last claim in a namespace of no edition.
-    EditionUnknown => "edition.unknown",
+    EditionUnknown => EditionUnknown,
     /// The last claim in the 2007 edition (valid against it), the rest current.
-    EditionNonCurrent => "edition.non-current",
+    EditionNonCurrent => EditionNonCurrent,
     /// The same archive as `EditionNonCurrent`, for a configuration that accepts only the
     /// current edition.
-    EditionNotAccepted => "edition.not-accepted",
+    EditionNotAccepted => EditionNotAccepted,
     /// An element the schema does not know in the last document.
-    XsdInvalid => "xsd.invalid",
+    XsdInvalid => XsdInvalid,
     /// The last document declared Shift_JIS.
-    Encoding => "xml.encoding",
+    Encoding => XmlEncoding,
     /// A DOCTYPE with an external entity.
-    Dtd => "xml.dtd",
-    BillionLaughs => "xml.dtd",
+    Dtd => XmlDtd,
+    BillionLaughs => XmlDtd,
     /// The last document not well-formed.
-    Malformed => "xml.malformed",
+    Malformed => XmlMalformed,
 }
 
 impl Violation {
