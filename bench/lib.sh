@@ -23,3 +23,13 @@ settle() {
 
 # Median of numbers on stdin, one per line.
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# Stops the script with the daemon's own words when it did not come up (a config error, say),
+# instead of measuring a process that is not there.
+alive_or_die() {
+  if ! kill -0 "$1" 2>/dev/null; then
+    echo "handoff did not start:" >&2
+    cat "$2" >&2
+    exit 1
+  fi
+}
