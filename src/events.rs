@@ -268,8 +268,9 @@ pub struct FileEvent {
     /// For `split`: the archives sorted out of this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<Child>,
-    /// The account that caused the hop (ARCHITECTURE.md, *Who acted*): who uploaded (`accepted`), retrieved, or
-    /// deleted a delivered file (`purged`); absent where the gateway itself acted.
+    /// The account that caused the hop (ARCHITECTURE.md, *Who acted*): who uploaded
+    /// (`accepted`), retrieved, or deleted a delivered file (`purged`); absent where the gateway
+    /// itself acted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<AccountId>,
 }

@@ -2,7 +2,8 @@
 //!
 //! Counterparts upload into drop boxes over SFTP or mutual-TLS HTTPS; each completed upload is
 //! accepted into the spool, validated, scanned, sealed for its recipient and delivered to the
-//! recipient's outbox, with a signed receipt at every hop. ARCHITECTURE.md is the map of the modules.
+//! recipient's outbox, with a signed receipt at every hop. ARCHITECTURE.md is the map of the
+//! modules.
 
 pub mod accounts;
 pub mod audit;

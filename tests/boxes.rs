@@ -1,6 +1,6 @@
 //! The box layer both transports use: uploads are atomic and encrypted from their first byte,
-//! names cannot escape, symlinks are never followed, and each folder allows only what ARCHITECTURE.md, *Confinement*,
-//! says.
+//! names cannot escape, symlinks are never followed, and each folder allows only what
+//! ARCHITECTURE.md, *Confinement*, says.
 
 mod support;
 

@@ -1222,8 +1222,8 @@ fn official_archives(dir: &std::path::Path, counts: &[u8]) -> Vec<std::path::Pat
         .collect()
 }
 
-/// ARCHITECTURE.md, *Who acted*: a maintainer uploading into a clinic's box is the `accepted` receipt's actor; a
-/// maintainer reading an insurer's outbox to the end is audited as that maintainer's read and is
+/// ARCHITECTURE.md, *Who acted*: a maintainer uploading into a clinic's box is the `accepted`
+/// receipt's actor; a maintainer reading an insurer's outbox to the end is audited as that maintainer's read and is
 /// not the insurer's `retrieved`; a maintainer deleting a delivered file gets a `purged` receipt
 /// naming the maintainer; the insurer's own read is its `retrieved`.
 #[test]

@@ -99,8 +99,9 @@ pub struct Committed {
 }
 
 /// The extended attribute in which a committed upload carries the account that uploaded it
-/// (the counterpart, or a maintainer or break-glass account acting in its box, ARCHITECTURE.md, *Who acted*), so
-/// the `accepted` receipt names who acted even when the file is found by a rescan.
+/// (the counterpart, or a maintainer or break-glass account acting in its box: ARCHITECTURE.md,
+/// *Who acted*), so the `accepted` receipt names who acted even when the file is found by a
+/// rescan.
 const ACTOR_XATTR: &str = "user.handoff.actor";
 
 /// The account that uploaded a committed file, if it carries one.

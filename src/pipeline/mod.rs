@@ -1,4 +1,5 @@
-//! The spool pipeline: accept → validate → scan → seal → deliver (ARCHITECTURE.md, *The life of a file*).
+//! The spool pipeline: accept → validate → scan → seal → deliver (ARCHITECTURE.md, *The life of
+//! a file*).
 //!
 //! Uploads reach the pipeline through the inbox hand-off point: the transport's
 //! [`BoxEvent::Uploaded`], a file-system watch on every inbox and a rescan at start-up (and

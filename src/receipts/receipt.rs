@@ -46,9 +46,9 @@ pub struct Receipt {
     /// For a `split`: the archives the parent was sorted into.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<Child>,
-    /// The account that acted (ARCHITECTURE.md, *Who acted*): the uploader of `accepted`, the recipient of
-    /// `retrieved`, or the maintainer or break-glass account that deleted a delivered file
-    /// (`purged`). Absent where the gateway acted; receipts made before it verify unchanged.
+    /// The account that acted (ARCHITECTURE.md, *Who acted*): the uploader of `accepted`, the
+    /// recipient of `retrieved`, or the maintainer or break-glass account that deleted a delivered
+    /// file (`purged`). Absent where the gateway acted; receipts made before it verify unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<AccountId>,
     /// Base64 Ed25519 signature over the canonical JSON of every other field.

@@ -2,7 +2,8 @@
 //! the recipient as CMS that standard tools open ([`cms`]), and opening the CMS that standard
 //! tools make for the gateway ([`open`](mod@open)). Its only I/O of its own is reading the certificate
 //! and key files it is named ([`Recipient::from_file`], [`OpeningKey::from_files`]); everything
-//! else goes through the readers and writers it is given (ARCHITECTURE.md, *Encryption from the first byte*).
+//! else goes through the readers and writers it is given (ARCHITECTURE.md, *Encryption from the
+//! first byte*).
 
 pub mod at_rest;
 mod ber;

@@ -607,7 +607,8 @@ async fn download(
                 .transferred("https", "download")
                 .inc_by(len);
             if folder == Folder::Outbox && reaches_end {
-                // Only the box's own counterpart retrieves; anyone else read it (ARCHITECTURE.md, *Who acted*).
+                // Only the box's own counterpart retrieves; anyone else read it
+                // (ARCHITECTURE.md, *Who acted*).
                 let event = if actor == owner {
                     crate::audit::Event::BoxRetrieved
                 } else {

@@ -1,4 +1,5 @@
-//! SFTP requests mapped onto the box view (ARCHITECTURE.md, *Confinement*), through [`crate::boxes`] only.
+//! SFTP requests mapped onto the box view (ARCHITECTURE.md, *Confinement*), through
+//! [`crate::boxes`] only.
 //!
 //! A counterpart sees `/inbox`, `/outbox`, `/receipts` of its own box; a maintainer or
 //! break-glass account sees `/<counterpart>/inbox|outbox|receipts` for each box in its scope.
@@ -357,7 +358,8 @@ impl SftpView {
             && covered >= size
             && self.retrieved.insert((owner.clone(), name.clone()))
         {
-            // Only the box's own counterpart retrieves; anyone else read it (ARCHITECTURE.md, *Who acted*).
+            // Only the box's own counterpart retrieves; anyone else read it (ARCHITECTURE.md,
+            // *Who acted*).
             let event = if self.account == *owner {
                 crate::audit::Event::BoxRetrieved
             } else {
