@@ -48,6 +48,42 @@ impl fmt::Display for Hop {
     }
 }
 
+/// How a file reached the gateway or left it: the channel of the hop an account acted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Sftp,
+    Https,
+    /// Read from or written to a medium (CD-R, courier) by an operator: `handoff ingest` and
+    /// `handoff export`.
+    Offline,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sftp => "sftp",
+            Channel::Https => "https",
+            Channel::Offline => "offline",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        Some(match s {
+            "sftp" => Channel::Sftp,
+            "https" => Channel::Https,
+            "offline" => Channel::Offline,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One archive sorted out of an agency-addressed parent, as its `split` receipt lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Child {
@@ -273,6 +309,10 @@ pub struct FileEvent {
     /// itself acted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<AccountId>,
+    /// The channel the actor used: for `accepted` how the file came in, for `retrieved` how
+    /// it went out. Absent for the gateway's own hops and in events logged before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
 }
 
 /// The durable, ordered log of file events: the job store appends one entry per hop of a file

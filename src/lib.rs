@@ -17,6 +17,7 @@ pub mod ids;
 pub mod keys;
 pub mod metrics;
 pub mod numbers;
+pub mod offline;
 pub mod pipeline;
 pub mod receipts;
 pub mod scan;

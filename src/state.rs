@@ -97,6 +97,11 @@ impl StateLayout {
         self.root.join("bans").join("unban")
     }
 
+    /// Where `handoff export` leaves hand-over requests for the running daemon.
+    pub fn export_requests(&self) -> PathBuf {
+        self.root.join("requests").join("export")
+    }
+
     /// Creates every directory the config needs, mode 0700, and tightens existing ones.
     /// Boxes of removed counterparts are left in place: their files are records.
     pub fn create(&self, config: &Config) -> io::Result<()> {
@@ -110,6 +115,8 @@ impl StateLayout {
             self.audit(),
             self.root.join("bans"),
             self.unban_requests(),
+            self.root.join("requests"),
+            self.export_requests(),
         ];
         for c in &config.counterparts {
             dirs.push(self.box_dir(&c.id));

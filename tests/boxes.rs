@@ -48,6 +48,7 @@ impl Fixture {
             &self.master,
             &support::account(account),
             &support::counterpart(owner),
+            handoff::events::Channel::Sftp,
         )
     }
 

@@ -740,6 +740,8 @@ const COMMANDS: &[&[&str]] = &[
     &["schemas", "install"],
     &["schemas", "verify"],
     &["schemas", "list"],
+    &["ingest"],
+    &["export"],
 ];
 
 /// The names under `Commands:` in a help text, `help` aside.
@@ -805,6 +807,8 @@ fn commands_reading_the_installed_config_default_to_the_same_file() {
         &["receipts", "verify"],
         &["receipts", "export"],
         &["audit", "verify"],
+        &["ingest"],
+        &["export"],
     ] {
         let out = Command::new(handoff_bin())
             .args(path)

@@ -154,6 +154,7 @@ fn kill_9_at_random_points_loses_and_doubles_nothing() {
         &master,
         &support::account(CLINIC),
         &support::counterpart(CLINIC),
+        handoff::events::Channel::Sftp,
     )
     .expect("the clinic's box");
 

@@ -102,6 +102,7 @@ fn overdue_files_raise_alerts_and_show_on_the_status_page() {
         parent: None,
         children: Vec::new(),
         actor: None,
+        channel: None,
     };
     // STUCK was accepted 10 minutes ago and never went further; DONE was delivered.
     let log = support::MemoryLog::new(vec![
@@ -164,6 +165,7 @@ fn a_modified_receipt_in_the_ledger_raises_the_chain_alert() {
         parent: None,
         children: Vec::new(),
         actor: None,
+        channel: None,
     };
     let log = support::MemoryLog::new(vec![
         event("F1", Hop::Accepted),

@@ -220,6 +220,7 @@ fn sealed_uploads(tc: &TestConfig, layout: &StateLayout, strip_hash: bool) -> Ve
         &master,
         &support::account(CLINIC),
         &support::counterpart(CLINIC),
+        handoff::events::Channel::Sftp,
     )
     .unwrap();
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();

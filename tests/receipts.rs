@@ -41,6 +41,7 @@ fn event(file: &str, hop: Hop) -> FileEvent {
         parent: None,
         children: Vec::new(),
         actor: None,
+        channel: None,
     }
 }
 

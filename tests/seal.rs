@@ -236,6 +236,45 @@ fn openssl_opens_what_handoff_seals_for_one_and_for_two_recipients() {
 }
 
 #[test]
+fn cms_is_told_from_an_archive_by_its_first_bytes() {
+    let rsa = Recipient::from_file(&certs().join("insurer-06130017-enc.pem")).unwrap();
+    let mut sealed = Vec::new();
+    seal_for(&[rsa], 3, &b"abc"[..], &mut sealed).unwrap();
+    let sniff = handoff::seal::open::SNIFF_LEN;
+    assert!(handoff::seal::looks_like_cms(&sealed[..sniff]));
+    // openssl's EnvelopedData (AES-CBC) too: the opener decides whether it may open it.
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, out) = (dir.path().join("p"), dir.path().join("p.p7m"));
+    std::fs::write(&plain, b"abc").unwrap();
+    let status = std::process::Command::new("openssl")
+        .args([
+            "cms",
+            "-encrypt",
+            "-aes-256-cbc",
+            "-binary",
+            "-outform",
+            "DER",
+            "-in",
+        ])
+        .arg(&plain)
+        .arg("-out")
+        .arg(&out)
+        .arg(certs().join("insurer-06130017-enc.pem"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(handoff::seal::looks_like_cms(&std::fs::read(&out).unwrap()));
+    // Not CMS: a zip, a signed message, nothing, a cut header.
+    assert!(!handoff::seal::looks_like_cms(b"PK\x03\x04\x14\x00"));
+    let signed_data = [
+        0x30, 0x80, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+    ];
+    assert!(!handoff::seal::looks_like_cms(&signed_data));
+    assert!(!handoff::seal::looks_like_cms(b""));
+    assert!(!handoff::seal::looks_like_cms(&sealed[..5]));
+}
+
+#[test]
 fn wrong_length_and_unsupported_keys_are_clear_errors() {
     let rsa = Recipient::from_file(&certs().join("insurer-06130017-enc.pem")).unwrap();
     let mut sink = Vec::new();

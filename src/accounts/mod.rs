@@ -24,6 +24,8 @@ pub enum Role {
     Maintainer,
     BreakGlass,
     Noc,
+    /// Carries files between media and boxes from the gateway's command line; never logs in.
+    Operator,
 }
 
 impl fmt::Display for Role {
@@ -34,6 +36,7 @@ impl fmt::Display for Role {
             Role::Maintainer => "maintainer",
             Role::BreakGlass => "break_glass",
             Role::Noc => "noc",
+            Role::Operator => "operator",
         })
     }
 }
@@ -217,6 +220,30 @@ impl Directory {
                     enabled: true,
                     boxes: Vec::new(),
                     access: Access::Read,
+                },
+            );
+        }
+        for o in &config.operators {
+            accounts.insert(
+                o.id.clone(),
+                Account {
+                    id: o.id.clone(),
+                    role: Role::Operator,
+                    number: None,
+                    ssh_keys: Vec::new(),
+                    password_hash: None,
+                    cert: CertMatch::default(),
+                    // An unreadable date was refused by validation; treat it as already past.
+                    expires: o
+                        .expires
+                        .as_ref()
+                        .map(|e| expiry(e).unwrap_or(OffsetDateTime::UNIX_EPOCH)),
+                    enabled: true,
+                    boxes: match &o.scope {
+                        Some(ids) => ids.clone(),
+                        None => config.counterparts.iter().map(|c| c.id.clone()).collect(),
+                    },
+                    access: Access::ReadWrite,
                 },
             );
         }

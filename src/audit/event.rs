@@ -69,6 +69,10 @@ events! {
     DaemonStart = "daemon.start",
     DaemonStop = "daemon.stop",
     HttpsConnectionRefused = "https.connection_refused",
+    /// An operator's export of outbox files to a medium was recorded as their hand-over.
+    OfflineExport = "offline.export",
+    /// A file an operator ingested from a medium was accepted.
+    OfflineIngest = "offline.ingest",
     HttpsHandshakeRefused = "https.handshake_refused",
     HttpsRefused = "https.refused",
     HttpsRequest = "https.request",

@@ -39,6 +39,7 @@ pub use writer::{UploadWriter, Writers};
 use crate::accounts::{AccountId, CounterpartId};
 use crate::config::{Access, live::Snapshot};
 use crate::direct_io::SequentialFile;
+use crate::events::Channel;
 use crate::keys::MasterKey;
 use crate::seal::at_rest::{self, AtRestWriter};
 use crate::state::StateLayout;
@@ -110,6 +111,16 @@ pub fn committed_actor(file: &File) -> Option<AccountId> {
     AccountId::new(std::str::from_utf8(&value).ok()?).ok()
 }
 
+/// Beside the actor, the channel a committed upload came by: the `accepted` receipt says how
+/// the file came in, and an offline file is opened by the rules for media.
+const CHANNEL_XATTR: &str = "user.handoff.channel";
+
+/// The channel a committed file came by, if it carries one.
+pub fn committed_channel(file: &File) -> Option<Channel> {
+    let value = fsops::get_xattr(file, CHANNEL_XATTR, 16)?;
+    Channel::parse(std::str::from_utf8(&value).ok()?)
+}
+
 /// What transports tell the pipeline about box files. `account` is the counterpart whose box
 /// it is; `actor` the account of the session that did it (the same, or a maintainer or
 /// break-glass account acting in that box).
@@ -125,12 +136,14 @@ pub enum BoxEvent {
     Retrieved {
         account: CounterpartId,
         actor: AccountId,
+        channel: Channel,
         name: FileName,
     },
     /// An outbox file was deleted (acknowledged, when its counterpart did it).
     Acknowledged {
         account: CounterpartId,
         actor: AccountId,
+        channel: Channel,
         name: FileName,
     },
 }
@@ -167,6 +180,8 @@ pub struct DropBox {
     owner: CounterpartId,
     /// The account of the session that opened it.
     actor: AccountId,
+    /// How that account reached the box.
+    channel: Channel,
     folders: [OwnedFd; 3],
     staging: OwnedFd,
     state_root: PathBuf,
@@ -178,13 +193,14 @@ pub struct DropBox {
 
 impl DropBox {
     /// Opens the box of counterpart `owner` for `account` (the owner itself, or a maintainer
-    /// whose scope includes it).
+    /// or operator whose scope includes it), reached by `channel`.
     pub fn open(
         layout: &StateLayout,
         snapshot: &Snapshot,
         master: &Arc<MasterKey>,
         account: &AccountId,
         owner: &CounterpartId,
+        channel: Channel,
     ) -> Result<DropBox, BoxError> {
         let acct = snapshot
             .accounts
@@ -204,6 +220,7 @@ impl DropBox {
         Ok(DropBox {
             owner: owner.to_owned(),
             actor: account.to_owned(),
+            channel,
             folders,
             staging: fsops::open_dir(&staging_path)?,
             state_root: layout.root().to_path_buf(),
@@ -222,6 +239,11 @@ impl DropBox {
     /// The account acting in the box: its owner, or a maintainer or break-glass account.
     pub fn actor(&self) -> &AccountId {
         &self.actor
+    }
+
+    /// How the acting account reached the box.
+    pub fn channel(&self) -> Channel {
+        self.channel
     }
 
     pub fn max_upload(&self) -> u64 {
@@ -347,6 +369,7 @@ impl DropBox {
             name,
             owner: self.owner.clone(),
             actor: self.actor.clone(),
+            channel: self.channel,
             limit: self.max_upload,
             size: 0,
             next_space_check: SPACE_CHECK_EVERY,
@@ -399,6 +422,7 @@ pub struct Upload {
     name: FileName,
     owner: CounterpartId,
     actor: AccountId,
+    channel: Channel,
     limit: u64,
     /// Highest byte offset written so far.
     size: u64,
@@ -549,6 +573,7 @@ impl Upload {
         // Without the attribute (a file system without them) the pipeline hashes the file.
         let _ = fsops::set_xattr(&file, SHA256_XATTR, sha256.as_bytes());
         let _ = fsops::set_xattr(&file, ACTOR_XATTR, self.actor.as_bytes());
+        let _ = fsops::set_xattr(&file, CHANNEL_XATTR, self.channel.as_str().as_bytes());
         file.sync_all()?;
         let staged = self.staged.as_deref().ok_or(BoxError::NotFound)?;
         match fsops::link_beneath(&self.staging, staged, &self.inbox, self.name.as_str()) {

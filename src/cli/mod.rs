@@ -12,7 +12,9 @@ mod accounts;
 mod audit;
 mod bans;
 mod check_config;
+mod export;
 mod hash_password;
+mod ingest;
 mod keygen;
 mod open;
 mod receipts;
@@ -82,6 +84,17 @@ pub enum Command {
     /// The official MHLW schema sets: install one into a schema directory, verify a directory
     /// against the pinned hashes, or list the pins.
     Schemas(schemas::Args),
+    /// Take files read from offline media (CD-R, courier) into a counterpart's pipeline as if it
+    /// had uploaded them: receipts say channel "offline" and name the operator. Files CMS
+    /// encrypted for the gateway are opened with gateway.inbound_key. Waits for the running
+    /// gateway to accept each file and prints its outcome; exits 1 if one was refused or not
+    /// accepted in time.
+    Ingest(ingest::Args),
+    /// Write a recipient's delivered outbox files (sealed for it) to a folder for a medium, with
+    /// every receipt of each file and a manifest signed with the receipt key; the running
+    /// gateway records the hand-over as each file's `retrieved` receipt (channel "offline", the
+    /// operator). Files exported are not offered again unless --again.
+    Export(export::Args),
 }
 
 impl Command {
@@ -108,6 +121,8 @@ impl Command {
             Command::Validate(args) => validate::run(args),
             Command::Testdata(args) => testdata::run(args),
             Command::Schemas(args) => schemas::run(args),
+            Command::Ingest(args) => ingest::run(args),
+            Command::Export(args) => export::run(args),
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct Config {
     pub break_glass: Vec<BreakGlass>,
     #[serde(default, rename = "noc")]
     pub noc: Vec<Noc>,
+    #[serde(default, rename = "operator")]
+    pub operators: Vec<Operator>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -343,6 +345,9 @@ pub struct Counterpart {
     /// What this counterpart's uploads are: as they are, or CMS encrypted for the gateway.
     #[serde(default)]
     pub inbound: Inbound,
+    /// What files an operator ingests for it from offline media must be.
+    #[serde(default)]
+    pub media: Media,
     /// The language of the findings in the receipts of its files.
     #[serde(default)]
     pub language: Lang,
@@ -362,6 +367,18 @@ pub enum Inbound {
     /// CMS (AuthEnvelopedData) encrypted for the gateway's `inbound_cert`; opened before the
     /// schema check, and refused otherwise.
     Cms,
+}
+
+/// The form files ingested from offline media must have (`handoff ingest`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Media {
+    /// CMS encrypted for the gateway's `inbound_cert`: a lost or stolen medium discloses
+    /// nothing. A plain archive is rejected (`inbound.not-cms`).
+    #[default]
+    Cms,
+    /// CMS encrypted for the gateway, or the plain archive.
+    Any,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -386,6 +403,19 @@ pub struct Maintainer {
     pub scope: Vec<CounterpartId>,
     #[serde(default)]
     pub access: Access,
+}
+
+/// One named person of the agency who carries files between media and boxes (`handoff
+/// ingest`, `handoff export`). Has no credentials: an operator never logs in over SFTP or
+/// HTTPS; the id is who the receipts and the audit log say acted.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Operator {
+    pub id: AccountId,
+    pub name: String,
+    pub expires: Option<toml::value::Datetime>,
+    /// The counterparts this person may ingest for and export for; absent: every counterpart.
+    pub scope: Option<Vec<CounterpartId>>,
 }
 
 /// The emergency account: off unless `enabled = true`; every use raises an alert, and one use

@@ -673,6 +673,28 @@ fn accounts(config: &Config, zone: UtcOffset, now: OffsetDateTime, f: &mut Findi
         scope(config, &b.scope, at.join("scope"), f);
     }
 
+    for (i, o) in config.operators.iter().enumerate() {
+        let at = key_path!["operator", i];
+        seen.id(&o.id, at.join("id"), f);
+        if o.name.trim().is_empty() {
+            f.error(
+                at.join("name"),
+                "an operator is a named person: give the person's name",
+            );
+        }
+        match o.expires.as_ref().map(|e| expiry_instant(e, zone)) {
+            Some(Err(e)) => f.error(at.join("expires"), e),
+            Some(Ok(t)) if t <= now => f.warn(
+                at.join("expires"),
+                format!("operator {} expired at {t}: the operator is refused", o.id),
+            ),
+            _ => {}
+        }
+        if let Some(ids) = &o.scope {
+            scope(config, ids, at.join("scope"), f);
+        }
+    }
+
     for (i, n) in config.noc.iter().enumerate() {
         let at = key_path!["noc", i];
         seen.id(&n.id, at.join("id"), f);

@@ -38,6 +38,7 @@ pub fn accept(
     }
     let file_id = crate::ids::FileId::new().to_string();
     let accepted_by = crate::boxes::committed_actor(&waiting.file);
+    let channel = crate::boxes::committed_channel(&waiting.file);
     let key = waiting.key.clone();
     let written = spool.take_upload(&file_id, waiting)?;
     let job = Job {
@@ -57,6 +58,7 @@ pub fn accept(
         warnings: Vec::new(),
         parent: None,
         accepted_by,
+        channel,
     };
     if !store.insert_accepted(&job)? {
         // Another accept of the same file won the race.

@@ -12,6 +12,7 @@ use crate::accounts::CounterpartId;
 use crate::boxes::{BoxEvent, FileName, InboxWatch};
 use crate::error::Chain;
 use crate::events::Hop;
+use crate::pipeline::jobs::Handover;
 
 impl Pipeline {
     /// Queues every file waiting in an inbox.
@@ -66,22 +67,27 @@ impl Pipeline {
                 BoxEvent::Retrieved {
                     account,
                     actor,
+                    channel,
                     name,
                 }
                 | BoxEvent::Acknowledged {
                     account,
                     actor,
+                    channel,
                     name,
                 } if actor == account => {
                     let inner = self.inner.clone();
+                    let by = Handover { actor, channel };
                     let _ =
-                        tokio::task::spawn_blocking(move || inner.retrieved(&account, &name)).await;
+                        tokio::task::spawn_blocking(move || inner.retrieved(&account, &name, &by))
+                            .await;
                 }
                 BoxEvent::Retrieved { .. } => {}
                 BoxEvent::Acknowledged {
                     account,
                     actor,
                     name,
+                    ..
                 } => {
                     let inner = self.inner.clone();
                     let _ = tokio::task::spawn_blocking(move || {
@@ -134,6 +140,7 @@ impl Inner {
         )?;
         Ok(job.map(|job| {
             self.count(Hop::Accepted, sender, &job.file_id);
+            self.audit_ingest(&job);
             tracing::info!(
                 file_id = job.file_id,
                 %sender,

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::accounts::{AccountId, CounterpartId};
 use crate::error::Chain;
-use crate::events::{EventLog, EventLogError, FileEvent, Finding, Hop};
+use crate::events::{Channel, EventLog, EventLogError, FileEvent, Finding, Hop};
 use crate::sync::Recover;
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,9 @@ pub struct Job {
     /// The account that uploaded the file, when known at accept: it goes into the `accepted`
     /// event (the job row does not keep it; read back it is `None`).
     pub accepted_by: Option<AccountId>,
+    /// How the file came in, when known at accept: it goes into the `accepted` event, and an
+    /// offline file is opened by the rules for media (kept in the row).
+    pub channel: Option<Channel>,
 }
 
 impl Job {
@@ -133,12 +136,22 @@ impl Job {
             children: Vec::new(),
             actor: match hop {
                 Hop::Accepted => self.accepted_by.clone(),
-                // Only the recipient itself retrieves.
-                Hop::Retrieved => self.recipient.as_ref().map(CounterpartId::account),
+                _ => None,
+            },
+            channel: match hop {
+                Hop::Accepted => self.channel,
                 _ => None,
             },
         }
     }
+}
+
+/// Who took a delivered file and how: the recipient over SFTP or HTTPS, or an operator who
+/// exported it to a medium for the recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    pub actor: AccountId,
+    pub channel: Channel,
 }
 
 /// A change of a job's state, with the event it produces (if any), committed atomically.
@@ -178,11 +191,22 @@ pub trait JobStore: EventLog {
     fn get(&self, file_id: &str) -> Result<Option<Job>, StoreError>;
     /// Applies a transition and appends its event (at most one per file and hop).
     fn transition(&self, t: &Transition) -> Result<(), StoreError>;
-    /// Marks a delivered job retrieved and appends the `retrieved` event, once.
-    /// Returns whether this call did it.
-    fn mark_retrieved(&self, file_id: &str) -> Result<bool, StoreError>;
+    /// Marks a delivered job retrieved and appends the `retrieved` event naming who took it,
+    /// once. Returns whether this call did it.
+    fn mark_retrieved(&self, file_id: &str, by: &Handover) -> Result<bool, StoreError>;
     /// Jobs the pipeline has not finished, oldest first.
     fn open_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// Files delivered to `recipient` (and not purged), oldest first: those not retrieved, or
+    /// all of them with `with_retrieved`.
+    fn delivered_to(
+        &self,
+        recipient: &CounterpartId,
+        with_retrieved: bool,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// Jobs of `sender` with this content (the SHA-256 of what was handed over) that were not
+    /// rejected: a medium ingested twice is found by it.
+    fn same_content(&self, sender: &CounterpartId, sha256: &Sha256)
+    -> Result<Vec<Job>, StoreError>;
     /// Delivered jobs not retrieved, delivered before `before`.
     fn delivered_before(&self, before: OffsetDateTime) -> Result<Vec<Job>, StoreError>;
     /// Every file id the store knows (for sweeping orphans at start-up).
@@ -230,7 +254,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     retrieved     INTEGER NOT NULL DEFAULT 0,
     quarantined   INTEGER NOT NULL DEFAULT 0,
     warnings      TEXT,
-    parent        TEXT
+    parent        TEXT,
+    channel       TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE TABLE IF NOT EXISTS splits (
@@ -252,7 +277,8 @@ CREATE TABLE IF NOT EXISTS events (
 ";
 
 const JOB_COLUMNS: &str = "file_id, sender, original_name, size, sha256, inbox_key, state, \
-    recipient, sealed_sha256, accepted_at, delivered_at, retrieved, quarantined, warnings, parent";
+    recipient, sealed_sha256, accepted_at, delivered_at, retrieved, quarantined, warnings, parent, \
+    channel";
 
 /// Brings a job store written by an earlier version up to [`SCHEMA`].
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -261,6 +287,9 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     }
     if conn.prepare("SELECT parent FROM jobs LIMIT 0").is_err() {
         conn.execute_batch("ALTER TABLE jobs ADD COLUMN parent TEXT")?;
+    }
+    if conn.prepare("SELECT channel FROM jobs LIMIT 0").is_err() {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN channel TEXT")?;
     }
     Ok(())
 }
@@ -315,6 +344,10 @@ fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, StoreErro
         },
         parent: row.get(14)?,
         accepted_by: None,
+        channel: row
+            .get::<_, Option<String>>(15)?
+            .as_deref()
+            .and_then(Channel::parse),
     }))
 }
 
@@ -339,6 +372,20 @@ impl SqliteStore {
         let seq: i64 =
             conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
         let (latest, _) = watch::channel(seq.max(0) as u64);
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            latest,
+        })
+    }
+
+    /// Opens an existing store for reading only (the command line, beside a running daemon).
+    pub fn open_read_only(dir: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_with_flags(
+            dir.join("jobs.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let (latest, _) = watch::channel(0);
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             latest,
@@ -380,7 +427,7 @@ impl JobStore for SqliteStore {
             let tx = conn.transaction()?;
             let n = tx.execute(
                 "INSERT OR IGNORE INTO jobs (file_id, sender, original_name, size, sha256, \
-                 inbox_key, state, accepted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 inbox_key, state, accepted_at, channel) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     job.file_id,
                     job.sender,
@@ -390,6 +437,7 @@ impl JobStore for SqliteStore {
                     job.inbox_key,
                     JobState::Accepted.as_str(),
                     nanos(job.accepted_at),
+                    job.channel.map(Channel::as_str),
                 ],
             )?;
             if n == 0 {
@@ -447,7 +495,7 @@ impl JobStore for SqliteStore {
         })
     }
 
-    fn mark_retrieved(&self, file_id: &str) -> Result<bool, StoreError> {
+    fn mark_retrieved(&self, file_id: &str, by: &Handover) -> Result<bool, StoreError> {
         let Some(job) = self.get(file_id)? else {
             return Ok(false);
         };
@@ -463,7 +511,10 @@ impl JobStore for SqliteStore {
             if n == 0 {
                 return Ok(false);
             }
-            append_event(&tx, &job.event(Hop::Retrieved, Vec::new()))?;
+            let mut event = job.event(Hop::Retrieved, Vec::new());
+            event.actor = Some(by.actor.clone());
+            event.channel = Some(by.channel);
+            append_event(&tx, &event)?;
             tx.commit()?;
             self.publish(conn);
             Ok(true)
@@ -476,6 +527,30 @@ impl JobStore for SqliteStore {
              ('accepted', 'validated', 'scanned', 'sealed') ORDER BY accepted_at"
         );
         self.query_jobs(&sql, [])
+    }
+
+    fn delivered_to(
+        &self,
+        recipient: &CounterpartId,
+        with_retrieved: bool,
+    ) -> Result<Vec<Job>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'delivered' AND recipient = ?1 \
+             AND (retrieved = 0 OR ?2) ORDER BY delivered_at"
+        );
+        self.query_jobs(&sql, params![recipient, with_retrieved])
+    }
+
+    fn same_content(
+        &self,
+        sender: &CounterpartId,
+        sha256: &Sha256,
+    ) -> Result<Vec<Job>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE sender = ?1 AND sha256 = ?2 \
+             AND state != 'rejected' ORDER BY accepted_at"
+        );
+        self.query_jobs(&sql, params![sender, sha256])
     }
 
     fn delivered_before(&self, before: OffsetDateTime) -> Result<Vec<Job>, StoreError> {

@@ -11,6 +11,7 @@ pub mod accept;
 pub mod fault;
 mod intake;
 pub mod jobs;
+mod offline;
 mod retention;
 pub mod split;
 pub mod stages;
@@ -176,6 +177,11 @@ impl Pipeline {
             tokio::spawn(worker(inner.clone(), work_rx.clone(), shutdown.clone()));
         }
         tokio::spawn(intake::acceptor(inner.clone(), accept_rx, shutdown.clone()));
+        tokio::spawn(offline::serve_export_requests(
+            inner.clone(),
+            services.layout.export_requests(),
+            shutdown.clone(),
+        ));
         tokio::spawn(pipeline.clone().box_events(box_events, shutdown.clone()));
         let watcher = pipeline.watch_inboxes()?;
         tokio::spawn(pipeline.clone().housekeeping(watcher, shutdown.clone()));

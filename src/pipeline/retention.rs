@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::jobs::{Job, JobState, JobStore, Transition};
+use super::jobs::{Handover, Job, JobState, JobStore, Transition};
 use super::{DELIVERY_COMMIT_WAIT, Inner, PipelineError};
 use crate::accounts::{AccountId, CounterpartId};
 use crate::boxes::{FileName, file_id_of_outbox_name, outbox_name};
@@ -15,7 +15,7 @@ use crate::events::{FileEvent, Hop};
 
 impl Inner {
     /// An outbox file was read to its end or deleted: the file's `retrieved` event, once.
-    pub(super) fn retrieved(&self, account: &CounterpartId, name: &FileName) {
+    pub(super) fn retrieved(&self, account: &CounterpartId, name: &FileName, by: &Handover) {
         let Some(file_id) = file_id_of_outbox_name(name.as_str()) else {
             return;
         };
@@ -41,7 +41,7 @@ impl Inner {
         {
             return;
         }
-        match self.store.mark_retrieved(file_id) {
+        match self.store.mark_retrieved(file_id, by) {
             Ok(true) => {
                 self.count(Hop::Retrieved, account, file_id);
                 tracing::info!(file_id, recipient = %account, "retrieved");

@@ -56,6 +56,7 @@ fn agency_sender(agency: &AgencyNumber, language: crate::config::Lang) -> Counte
         routes: Vec::new(),
         max_upload_size: None,
         inbound: Default::default(),
+        media: Default::default(),
         language,
         rules,
     }
@@ -258,6 +259,7 @@ impl Stage for SplitStage {
                 parent: Some(job.file_id.clone()),
                 // The gateway made it: no account acted.
                 accepted_by: None,
+                channel: None,
             });
         }
         Outcome::Split {

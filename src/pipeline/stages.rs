@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use crate::accounts::CounterpartId;
 use crate::boxes::{self, BoxStore};
-use crate::config::{Config, Counterpart, Inbound};
+use crate::config::{Config, Counterpart, Inbound, Media};
 use crate::error::Chain;
-use crate::events::{Finding, PipelineRule};
+use crate::events::{Channel, Finding, PipelineRule};
 use crate::numbers::Number;
 use crate::pipeline::jobs::{Job, JobState, JobStore};
 use crate::scan::{Clamd, ScanHealth, Verdict};
@@ -246,11 +246,16 @@ impl Stage for ValidateStage {
                 quarantine: false,
             };
         };
-        if sender.inbound == Inbound::Cms
-            && !ctx.spool.has_opened(&job.file_id)
-            && let Some(stop) = open_inbound(job, ctx)
-        {
-            return stop;
+        if !ctx.spool.has_opened(&job.file_id) {
+            let sealed = match sealed_for_gateway(job, sender, ctx) {
+                Ok(sealed) => sealed,
+                Err(stop) => return stop,
+            };
+            if let Some(form) = sealed
+                && let Some(stop) = open_inbound(job, ctx, form)
+            {
+                return stop;
+            }
         }
         let mut file = match ctx.spool.open(&job.file_id) {
             Ok(f) => f,
@@ -285,9 +290,45 @@ impl Stage for ValidateStage {
     }
 }
 
+/// Why a file is to be opened as CMS for the gateway before the check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SealedBy {
+    /// The counterpart's uploads must be (`inbound = "cms"`).
+    Uploads,
+    /// The counterpart's media must be (`media = "cms"`).
+    MediaRule,
+    /// A file from a medium that is CMS, for a counterpart whose media may be plain.
+    Medium,
+}
+
+/// Whether, and why, the file is to be opened as CMS for the gateway. An upload follows its
+/// counterpart's `inbound`; a file an operator ingested from a medium follows its `media`,
+/// and where that allows plain archives, what the file is. `Err` when that cannot be read now.
+fn sealed_for_gateway(
+    job: &Job,
+    sender: &Counterpart,
+    ctx: &StageCtx<'_>,
+) -> Result<Option<SealedBy>, Outcome> {
+    if job.channel != Some(Channel::Offline) {
+        return Ok((sender.inbound == Inbound::Cms).then_some(SealedBy::Uploads));
+    }
+    if sender.media == Media::Cms {
+        return Ok(Some(SealedBy::MediaRule));
+    }
+    let retry = |e: io::Error| Outcome::Retry(format!("reading the spool file: {e}"));
+    let mut upload = ctx.spool.open_upload(&job.file_id).map_err(retry)?;
+    let mut prefix = Vec::with_capacity(crate::seal::open::SNIFF_LEN);
+    upload
+        .by_ref()
+        .take(crate::seal::open::SNIFF_LEN as u64)
+        .read_to_end(&mut prefix)
+        .map_err(retry)?;
+    Ok(crate::seal::looks_like_cms(&prefix).then_some(SealedBy::Medium))
+}
+
 /// Opens an upload that came encrypted for the gateway into the spool, where the later stages
 /// read it. `Some` when the job cannot go on now: refused, or to be retried.
-fn open_inbound(job: &Job, ctx: &StageCtx<'_>) -> Option<Outcome> {
+fn open_inbound(job: &Job, ctx: &StageCtx<'_>, form: SealedBy) -> Option<Outcome> {
     let gateway = &ctx.config.gateway;
     let Some(key_path) = &gateway.inbound_key else {
         return Some(Outcome::Retry(
@@ -320,10 +361,18 @@ fn open_inbound(job: &Job, ctx: &StageCtx<'_>) -> Option<Outcome> {
         Ok(Err(SealError::Io(e))) => return Some(Outcome::Retry(format!("opening: {e}"))),
         Ok(Err(e @ SealError::Malformed(_))) => (
             "inbound.not-cms",
-            format!(
-                "this account's uploads must be CMS encrypted for the gateway: {}",
-                Chain(&e)
-            ),
+            match form {
+                SealedBy::Uploads => format!(
+                    "this account's uploads must be CMS encrypted for the gateway: {}",
+                    Chain(&e)
+                ),
+                SealedBy::MediaRule => format!(
+                    "files from media for this counterpart must be CMS encrypted for the \
+                     gateway (media = \"cms\"): {}",
+                    Chain(&e)
+                ),
+                SealedBy::Medium => format!("the file is damaged CMS: {}", Chain(&e)),
+            },
         ),
         Ok(Err(e @ (SealError::WrongKey | SealError::CertificateMismatch))) => (
             "inbound.wrong-recipient",

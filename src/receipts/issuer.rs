@@ -80,6 +80,7 @@ impl Issuer {
             parent: event.parent.clone(),
             children: event.children.clone(),
             actor: event.actor.clone(),
+            channel: event.channel,
             signature: String::new(),
         };
         r.sign(&self.key);

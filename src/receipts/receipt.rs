@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::canonical::{self, GENESIS};
 use crate::accounts::{AccountId, CounterpartId};
-use crate::events::{Child, Finding, Hop};
+use crate::events::{Channel, Child, Finding, Hop};
 
 /// The signed record of one hop of one file (ARCHITECTURE.md, *One receipt per hop*).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +51,10 @@ pub struct Receipt {
     /// file (`purged`). Absent where the gateway acted; receipts made before it verify unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<AccountId>,
+    /// How the actor reached the gateway (`sftp`, `https`, `offline`): on `accepted` and
+    /// `retrieved`. Absent on the gateway's own hops; receipts made before it verify unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
     /// Base64 Ed25519 signature over the canonical JSON of every other field.
     pub signature: String,
 }

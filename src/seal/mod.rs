@@ -13,7 +13,7 @@ mod gcm;
 pub mod open;
 
 pub use cms::{Recipient, Sealed, seal_for};
-pub use open::{OpenOptions, Opened, OpeningKey, open, open_verified};
+pub use open::{OpenOptions, Opened, OpeningKey, looks_like_cms, open, open_verified};
 
 /// Why sealing or opening failed.
 #[derive(Debug, thiserror::Error)]

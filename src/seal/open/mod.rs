@@ -102,6 +102,23 @@ pub fn open_verified<R: Read + Seek, W: Write>(
     Ok(opened)
 }
 
+/// How many bytes of a file [`looks_like_cms`] needs: a ContentInfo's header and content type.
+pub const SNIFF_LEN: usize = 32;
+
+/// Whether a file that starts with `prefix` is a CMS message of a kind [`open`] reads (a DER
+/// or BER ContentInfo of AuthEnvelopedData or EnvelopedData), rather than, say, a zip archive.
+/// Only the start is looked at: whether it opens is for [`open`] to find.
+pub fn looks_like_cms(prefix: &[u8]) -> bool {
+    let mut r = BerReader::new(prefix);
+    if r.expect(0x30, "ContentInfo").is_err() {
+        return false;
+    }
+    match r.element(0x06, 64, "content type").map(|der| oid(&der)) {
+        Ok(Ok(t)) => t == ID_AUTH_ENVELOPED_DATA || t == ID_ENVELOPED_DATA,
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Envelope {
     Authenticated,

@@ -31,6 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::Shared;
 use crate::accounts::{Account, CounterpartId, Role};
 use crate::boxes::{BoxError, BoxEvent, DropBox, FileName, Folder};
+use crate::events::Channel;
 use crate::sync::Recover;
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -262,6 +263,15 @@ async fn route(conn: &Arc<Connection>, req: Request<()>, body: &mut Option<Incom
     if account.role == Role::Noc {
         return super::noc::route(conn, &req, &segs).await;
     }
+    if account.role == Role::Operator {
+        // Operators have no certificate and work from the gateway's command line; a match
+        // here would be a mistake in the directory, refused rather than served.
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "operators do not use the HTTPS API",
+        ));
+    }
     if segs.first().map(String::as_str) == Some("noc") {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -293,6 +303,7 @@ async fn route(conn: &Arc<Connection>, req: Request<()>, body: &mut Option<Incom
         &services.master,
         &account.id,
         &owner,
+        Channel::Https,
     )?;
     match (req.method().clone(), rest) {
         (Method::GET, []) => Ok((
@@ -326,6 +337,7 @@ async fn route(conn: &Arc<Connection>, req: Request<()>, body: &mut Option<Incom
                 BoxEvent::Acknowledged {
                     account: owner,
                     actor: dropbox.actor().to_owned(),
+                    channel: Channel::Https,
                     name,
                 },
             );
@@ -623,6 +635,7 @@ async fn download(
                 let _ = services.box_events.try_send(BoxEvent::Retrieved {
                     account: owner,
                     actor,
+                    channel: Channel::Https,
                     name: done_name,
                 });
             }

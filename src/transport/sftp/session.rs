@@ -220,8 +220,8 @@ impl SshSession {
         account
             .check_active(time::OffsetDateTime::now_utc())
             .map_err(|_| FailClass::Inactive)?;
-        if account.role == Role::Noc {
-            // NOC accounts use HTTPS only.
+        if matches!(account.role, Role::Noc | Role::Operator) {
+            // NOC accounts use HTTPS only; operators work from the gateway's command line.
             return Err(FailClass::UnknownOrWrongKey);
         }
         if account.role == Role::BreakGlass {
@@ -397,13 +397,21 @@ impl SshSession {
                 &self.services.master,
                 &account.id,
                 &account.id.as_counterpart(),
+                crate::events::Channel::Sftp,
             )?))
         } else {
             let mut boxes = BTreeMap::new();
             for owner in &account.boxes {
                 boxes.insert(
                     owner.clone(),
-                    DropBox::open(layout, &snapshot, &self.services.master, &account.id, owner)?,
+                    DropBox::open(
+                        layout,
+                        &snapshot,
+                        &self.services.master,
+                        &account.id,
+                        owner,
+                        crate::events::Channel::Sftp,
+                    )?,
                 );
             }
             Ok(BoxView::Scoped(boxes))

@@ -26,6 +26,7 @@ use crate::boxes::{
     BoxError, BoxEvent, DropBox, Entry, FileName, Folder, UploadWriter, VirtualPath,
 };
 use crate::error::Chain;
+use crate::events::Channel;
 use crate::services::Services;
 
 /// Largest SFTP packet accepted from a client, as OpenSSH's server allows.
@@ -372,6 +373,7 @@ impl SftpView {
             self.emit(BoxEvent::Retrieved {
                 account: owner.clone(),
                 actor: self.account.clone(),
+                channel: Channel::Sftp,
                 name: name.clone(),
             });
         }
@@ -695,6 +697,7 @@ impl russh_sftp::server::Handler for SftpView {
         self.emit(BoxEvent::Acknowledged {
             account: owner,
             actor: self.account.clone(),
+            channel: Channel::Sftp,
             name,
         });
         Ok(ok(id))
