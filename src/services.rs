@@ -28,8 +28,9 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     pub sessions: Arc<SessionRegistry>,
     pub limiter: Arc<Limiter>,
-    /// Whether clamd answers: the NOC status shows it.
-    pub scan_health: Arc<crate::scan::ScanHealth>,
+    /// The clamd endpoints of `gateway.clamd` (read at start-up) and their health: the pipeline
+    /// scans through them, the NOC status shows them.
+    pub clamd: Arc<crate::scan::ClamdPool>,
     /// The key of everything encrypted at rest: uploads as they are written, the spool, quarantine.
     pub master: Arc<crate::keys::MasterKey>,
     /// The threads that write uploads of both transports, and the accounts' budgets for data
@@ -69,7 +70,9 @@ impl Services {
             box_events: tx,
             audit,
             sessions: SessionRegistry::new(),
-            scan_health: Arc::default(),
+            clamd: Arc::new(crate::scan::ClamdPool::new(
+                snapshot.config.gateway.clamd.as_slice(),
+            )),
             master,
         };
         Ok((services, rx))

@@ -293,6 +293,94 @@ fn values_parsed_at_load_are_refused_with_key_and_position() {
     }
 }
 
+/// `gateway.clamd` with its line replaced by `clamd = VALUE`.
+fn with_clamd(value: &str) -> TestConfig {
+    TestConfig::with(|t| {
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("clamd = "))
+            .expect("the clamd line")
+            .to_owned();
+        t.replacen(&line, &format!("clamd = {value}"), 1)
+    })
+}
+
+/// `file:line:column: ` of the first `"` on the line holding `needle` (of the `nth` such line).
+fn at_quote(tc: &TestConfig, needle: &str, nth: usize) -> String {
+    let text = tc.text();
+    let (i, line) = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .nth(nth)
+        .expect(needle);
+    let column = line.find('"').expect("a string") + 1;
+    format!("{}:{}:{column}: ", tc.path.display(), i + 1)
+}
+
+/// `gateway.clamd` is one address or a list of them: a list is read in its order, its relative
+/// socket paths resolved like any path of the config; one address is a list of one.
+#[test]
+fn clamd_is_one_address_or_a_list() {
+    let tc = with_clamd("[\n  \"unix:clamd-a.sock\",\n  \"tcp:192.0.2.7:3310\",\n]");
+    let loaded = config::load(&tc.path).expect("a list of two endpoints");
+    assert_eq!(
+        loaded.config.gateway.clamd.as_slice(),
+        [
+            config::ClamdAddress::Unix(tc.dir.path().join("clamd-a.sock")),
+            config::ClamdAddress::Tcp("192.0.2.7:3310".into()),
+        ]
+    );
+    let tc = with_clamd("\"tcp:192.0.2.7:3310\"");
+    let loaded = config::load(&tc.path).expect("one endpoint");
+    assert_eq!(
+        loaded.config.gateway.clamd.as_slice(),
+        [config::ClamdAddress::Tcp("192.0.2.7:3310".into())]
+    );
+}
+
+/// An empty list, an endpoint listed twice, and an element that is no address are refused at
+/// their line and column, named by their key.
+#[test]
+fn clamd_lists_are_refused_empty_with_repeats_or_bad_elements() {
+    let tc = with_clamd("[]");
+    let errors = errors_of(&tc);
+    let text = tc.text();
+    let line = line_of(&text, "clamd = []");
+    let column = text
+        .lines()
+        .nth(line - 1)
+        .and_then(|l| l.find('['))
+        .unwrap()
+        + 1;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let prefix = format!(
+        "{}:{line}:{column}: gateway.clamd: no clamd is named",
+        tc.path.display()
+    );
+    assert!(errors[0].starts_with(&prefix), "{errors:?}");
+
+    let tc = with_clamd(
+        "[\n  \"tcp:192.0.2.7:3310\",\n  \"unix:/run/clamav/clamd.ctl\",\n  \"tcp:192.0.2.7:3310\",\n]",
+    );
+    assert_eq!(
+        errors_of(&tc),
+        vec![format!(
+            "{}gateway.clamd[2]: duplicate clamd endpoint tcp:192.0.2.7:3310 (first at gateway.clamd[0])",
+            at_quote(&tc, "tcp:192.0.2.7:3310", 1)
+        )]
+    );
+
+    let tc = with_clamd("[\n  \"unix:/run/clamav/clamd.ctl\",\n  \"smb:x\",\n]");
+    assert_eq!(
+        errors_of(&tc),
+        vec![format!(
+            "{}gateway.clamd[1]: \"smb:x\" is not a clamd address: use unix:/path/to/clamd.ctl or tcp:host:port",
+            at_quote(&tc, "smb:x", 0)
+        )]
+    );
+}
+
 /// A number of the other kind than its entry's is refused at validation, with the others.
 #[test]
 fn a_number_of_the_wrong_kind_is_refused() {

@@ -6,11 +6,10 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use handoff::events::Hop;
-use handoff::events::{EventLog, FileEvent};
-use handoff::pipeline::jobs::SqliteStore;
 use handoff::validate::testdata::{self, Spec, Violation};
 use support::{
-    ClamdInstance, Daemon, TestConfig, checkup_archive, checkup_archive_with, hand_off, wait_for,
+    ClamdInstance, Daemon, TestConfig, checkup_archive, checkup_archive_with, event_of, events,
+    hand_off, wait_for,
 };
 
 const CLINIC: &str = "clinic-2717654327";
@@ -18,22 +17,6 @@ const INSURER: &str = "insurer-06130017";
 /// The numbers of CLINIC and INSURER, as archives carry them.
 const CLINIC_NO: &str = "2717654327";
 const INSURER_NO: &str = "06130017";
-
-fn events(tc: &TestConfig) -> Vec<FileEvent> {
-    let store = SqliteStore::open(&tc.state_dir().join("store")).expect("open store");
-    store
-        .events_after(0, 100_000)
-        .expect("events")
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect()
-}
-
-fn event_of(tc: &TestConfig, name: &str, hop: Hop) -> Option<FileEvent> {
-    events(tc)
-        .into_iter()
-        .find(|e| e.original_name == name && e.hop == hop)
-}
 
 fn folder(tc: &TestConfig, counterpart: &str, folder: &str) -> PathBuf {
     tc.state_dir().join("boxes").join(counterpart).join(folder)
@@ -428,19 +411,30 @@ fn scanner_health_is_shown_to_the_noc() {
         "scanner not up: {}",
         noc_scanner(&tc)
     );
+    // One clamd is a pool of one: its endpoint is the scanner.
+    let endpoint = format!("unix:{}", clamd.socket().display());
+    let up = noc_scanner(&tc);
+    assert_eq!(
+        up["endpoints"],
+        serde_json::json!([{ "endpoint": endpoint, "up": true, "error": null }]),
+        "{up}"
+    );
     clamd.stop();
     assert!(
         wait_for(15, || noc_scanner(&tc)["up"] == false),
         "scanner still up: {}",
         noc_scanner(&tc)
     );
-    assert!(noc_scanner(&tc)["error"].is_string());
+    let down = noc_scanner(&tc);
+    assert!(down["error"].is_string());
+    assert_eq!(down["endpoints"][0]["up"], false, "{down}");
+    assert_eq!(down["endpoints"][0]["error"], down["error"], "{down}");
 }
 
 #[test]
 fn pipeline_metrics_are_exported() {
     let tc = TestConfig::new();
-    let _clamd = ClamdInstance::start(tc.dir.path());
+    let clamd = ClamdInstance::start(tc.dir.path());
     let _daemon = Daemon::start(&tc);
     hand_off(
         &tc,
@@ -462,10 +456,15 @@ fn pipeline_metrics_are_exported() {
             .expect("run curl");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let endpoint_up = format!(
+        "handoff_scanner_endpoint_up{{endpoint=\"unix:{}\"}} 1",
+        clamd.socket().display()
+    );
     let want = [
         "handoff_pipeline_files_total{hop=\"accepted\",counterpart=\"clinic-2717654327\"} 1",
         "handoff_pipeline_files_total{hop=\"delivered\",counterpart=\"insurer-06130017\"} 1",
         "handoff_scanner_up 1",
+        endpoint_up.as_str(),
         "handoff_pipeline_stage_seconds_count{stage=\"scan\"} 1",
     ];
     assert!(

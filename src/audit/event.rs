@@ -78,6 +78,11 @@ events! {
     HttpsRequest = "https.request",
     HttpsRevoked = "https.revoked",
     HttpsUnmappedCertificate = "https.unmapped_certificate",
+    /// One clamd of a pool of several stopped answering its health checks; scans go to the
+    /// others (all of them down is the `scanner_down` alert).
+    ScannerEndpointDown = "scanner.endpoint_down",
+    /// A clamd of a pool of several that was down answers its health checks again.
+    ScannerEndpointUp = "scanner.endpoint_up",
     SftpAuthFailure = "sftp.auth_failure",
     SftpConnect = "sftp.connect",
     SftpConnectionRefused = "sftp.connection_refused",

@@ -87,8 +87,21 @@ impl ClamdAddress {
 
 impl<'de> serde::Deserialize<'de> for ClamdAddress {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s: String = serde::Deserialize::deserialize(d)?;
-        ClamdAddress::parse(&s).map_err(serde::de::Error::custom)
+        // Refused inside the visitor, so the error carries the span of this very string, also
+        // when it is one element of a list.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ClamdAddress;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a clamd address (unix:/path/to/clamd.ctl or tcp:host:port)")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ClamdAddress, E> {
+                ClamdAddress::parse(s).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Visitor)
     }
 }
 
@@ -101,11 +114,60 @@ impl std::fmt::Display for ClamdAddress {
     }
 }
 
-impl Gateway {
-    pub fn clamd_address(&self) -> ClamdAddress {
-        self.clamd.clone()
-    }
+/// `gateway.clamd`: the clamd endpoints of the scanner pool, in the order written. A single
+/// address is a pool of one, so a config naming one clamd reads as it always did. An empty list
+/// or an address named twice is refused by validation, which can point at the line of each (a
+/// repeated endpoint would look like redundancy and be none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClamdEndpoints(Vec<ClamdAddress>);
 
+impl ClamdEndpoints {
+    pub fn as_slice(&self) -> &[ClamdAddress] {
+        &self.0
+    }
+}
+
+impl From<ClamdAddress> for ClamdEndpoints {
+    fn from(address: ClamdAddress) -> Self {
+        ClamdEndpoints(vec![address])
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClamdEndpoints {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ClamdEndpoints;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a clamd address (unix:/path/to/clamd.ctl or tcp:host:port) or a list of them",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ClamdEndpoints, E> {
+                ClamdAddress::parse(s)
+                    .map(ClamdEndpoints::from)
+                    .map_err(E::custom)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ClamdEndpoints, A::Error> {
+                // Each element is read as an address, so a bad one is refused at its own place.
+                let mut addresses = Vec::new();
+                while let Some(address) = seq.next_element::<ClamdAddress>()? {
+                    addresses.push(address);
+                }
+                Ok(ClamdEndpoints(addresses))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl Gateway {
     pub fn utc_offset(&self) -> time::UtcOffset {
         self.time_zone
     }
@@ -200,10 +262,68 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     g.crl.iter_mut().for_each(fix);
     g.tls_cert.iter_mut().for_each(fix);
     g.tls_key.iter_mut().for_each(fix);
-    if let ClamdAddress::Unix(p) = &mut g.clamd {
-        fix(p);
+    for address in &mut g.clamd.0 {
+        if let ClamdAddress::Unix(p) = address {
+            fix(p);
+        }
     }
     for c in &mut config.counterparts {
         c.encryption_cert.iter_mut().for_each(fix);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Gateway {
+        clamd: ClamdEndpoints,
+    }
+
+    fn read(text: &str) -> Result<Vec<ClamdAddress>, toml::de::Error> {
+        toml::from_str::<Gateway>(text).map(|g| g.clamd.as_slice().to_vec())
+    }
+
+    #[test]
+    fn one_address_is_a_pool_of_one() {
+        assert_eq!(
+            read("clamd = \"unix:/run/clamav/clamd.ctl\"").unwrap(),
+            vec![ClamdAddress::Unix("/run/clamav/clamd.ctl".into())]
+        );
+    }
+
+    #[test]
+    fn a_list_is_read_in_its_order() {
+        assert_eq!(
+            read("clamd = [\"tcp:10.0.0.5:3310\", \"unix:/run/clamav/clamd.ctl\"]").unwrap(),
+            vec![
+                ClamdAddress::Tcp("10.0.0.5:3310".into()),
+                ClamdAddress::Unix("/run/clamav/clamd.ctl".into()),
+            ]
+        );
+        // Emptiness and repeats are validation's, which names their lines.
+        assert_eq!(read("clamd = []").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_bad_address_in_a_list_is_refused_at_its_place() {
+        let text = "clamd = [\"unix:/a.sock\", \"smb:x\"]";
+        let e = read(text).unwrap_err();
+        assert!(
+            e.message().contains("\"smb:x\" is not a clamd address"),
+            "{e}"
+        );
+        assert_eq!(e.span().map(|s| s.start), text.find("\"smb"));
+    }
+
+    #[test]
+    fn neither_a_string_nor_a_list_is_refused() {
+        let e = read("clamd = 3310").unwrap_err();
+        assert!(
+            e.message()
+                .contains("expected a clamd address (unix:/path/to/clamd.ctl or tcp:host:port) or a list of them"),
+            "{e}"
+        );
     }
 }

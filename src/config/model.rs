@@ -57,7 +57,8 @@ pub struct Gateway {
     /// default): off, since that padding is a decryption oracle's raw material (docs/sealing.md).
     #[serde(default)]
     pub inbound_allow_rsa_pkcs1v15: bool,
-    pub clamd: super::ClamdAddress,
+    /// One clamd or a pool of them (docs/scanning.md).
+    pub clamd: super::ClamdEndpoints,
     pub schema_dir: PathBuf,
     /// Offset used to read date-only `expires` values, e.g. "+09:00"; parsed at load.
     #[serde(

@@ -171,6 +171,7 @@ fn gateway(g: &Gateway, f: &mut Findings) {
     if let Some(p) = &g.inbound_cert {
         existing_file(p, at("inbound_cert"), f);
     }
+    clamd(&g.clamd, at("clamd"), f);
     if !g.schema_dir.is_dir() {
         f.error(
             at("schema_dir"),
@@ -301,6 +302,30 @@ fn ssh_algorithms(g: &Gateway, f: &mut Findings) {
             base.join("host_key_algorithms"),
             "no host key algorithm offered matches a key in host_keys",
         );
+    }
+}
+
+/// `gateway.clamd`: at least one endpoint, and none twice. Each address was checked as it was
+/// read ([`ClamdAddress::parse`](super::ClamdAddress::parse)).
+fn clamd(endpoints: &super::ClamdEndpoints, path: KeyPath, f: &mut Findings) {
+    let addresses = endpoints.as_slice();
+    if addresses.is_empty() {
+        f.error(
+            path,
+            "no clamd is named: give its address, or a list of them (without one no file could be scanned, and every file would wait)",
+        );
+        return;
+    }
+    for (i, address) in addresses.iter().enumerate() {
+        if let Some(first) = addresses[..i].iter().position(|a| a == address) {
+            f.error(
+                path.join(i),
+                format!(
+                    "duplicate clamd endpoint {address} (first at {})",
+                    path.join(first)
+                ),
+            );
+        }
     }
 }
 
@@ -770,5 +795,47 @@ fn rule_settings(rules: &crate::config::RuleSettings, at: &KeyPath, f: &mut Find
                 None => f.error(at.clone(), e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClamdAddress, ClamdEndpoints};
+
+    fn clamd_findings(addresses: &[&str]) -> Vec<(String, String)> {
+        let endpoints = ClamdEndpoints(
+            addresses
+                .iter()
+                .map(|a| ClamdAddress::parse(a).expect("an address"))
+                .collect(),
+        );
+        let mut f = Findings::default();
+        clamd(&endpoints, key_path!["gateway", "clamd"], &mut f);
+        assert!(f.0.iter().all(|f| f.severity == Severity::Error));
+        f.0.into_iter()
+            .map(|f| (f.path.to_string(), f.message))
+            .collect()
+    }
+
+    #[test]
+    fn clamd_endpoints_are_at_least_one_and_distinct() {
+        assert!(clamd_findings(&["unix:/run/clamav/clamd.ctl"]).is_empty());
+        assert!(clamd_findings(&["unix:/run/clamav/clamd.ctl", "tcp:10.0.0.5:3310"]).is_empty());
+        let empty = clamd_findings(&[]);
+        assert_eq!(empty.len(), 1, "{empty:?}");
+        assert_eq!(empty[0].0, "gateway.clamd");
+        assert!(empty[0].1.starts_with("no clamd is named"), "{empty:?}");
+        assert_eq!(
+            clamd_findings(&[
+                "tcp:10.0.0.5:3310",
+                "unix:/run/clamav/clamd.ctl",
+                "tcp:10.0.0.5:3310",
+            ]),
+            vec![(
+                "gateway.clamd[2]".to_owned(),
+                "duplicate clamd endpoint tcp:10.0.0.5:3310 (first at gateway.clamd[0])".to_owned()
+            )]
+        );
     }
 }

@@ -50,8 +50,10 @@ pub struct PipelineMetrics {
     pub stage_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     /// Jobs queued for a worker.
     pub queue_depth: Gauge,
-    /// 1 while clamd answers its health checks.
+    /// 1 while at least one clamd of the pool answers its health checks.
     pub scanner_up: Gauge,
+    /// 1 while one clamd answers its health checks, by endpoint (as written in `gateway.clamd`).
+    pub scanner_endpoint_up: Family<Labels, Gauge>,
     /// Age in seconds of the oldest accepted file not yet delivered or rejected.
     pub oldest_undelivered_seconds: Gauge,
 }
@@ -67,6 +69,7 @@ impl PipelineMetrics {
             stage_seconds: Family::new_with_constructor(stage_histogram),
             queue_depth: Gauge::default(),
             scanner_up: Gauge::default(),
+            scanner_endpoint_up: Family::default(),
             oldest_undelivered_seconds: Gauge::default(),
         };
         registry.register("pipeline_files", "Files reaching a hop", m.files.clone());
@@ -82,8 +85,13 @@ impl PipelineMetrics {
         );
         registry.register(
             "scanner_up",
-            "Whether clamd answers health checks",
+            "Whether at least one clamd answers health checks",
             m.scanner_up.clone(),
+        );
+        registry.register(
+            "scanner_endpoint_up",
+            "Whether one clamd of the pool answers health checks",
+            m.scanner_endpoint_up.clone(),
         );
         registry.register(
             "pipeline_oldest_undelivered_seconds",

@@ -23,10 +23,43 @@ pub struct Status {
     pub boxes: Vec<BoxStatus>,
 }
 
+/// The clamd pool: `up` and `error` are the pool's, as they were when there was one clamd.
 #[derive(Debug, Serialize)]
 pub struct Scanner {
+    /// At least one endpoint is up: files are scanned.
     pub up: bool,
+    /// While none is up: why (each endpoint's last error).
     pub error: Option<String>,
+    /// Each endpoint, in the order of `gateway.clamd`.
+    pub endpoints: Vec<ScannerEndpoint>,
+}
+
+/// One clamd of the pool.
+#[derive(Debug, Serialize)]
+pub struct ScannerEndpoint {
+    /// As written in `gateway.clamd` (relative paths resolved), e.g. `unix:/run/clamav/clamd.ctl`.
+    pub endpoint: String,
+    pub up: bool,
+    /// Why its last check or scan failed, while it is down.
+    pub error: Option<String>,
+}
+
+impl Scanner {
+    fn gather(pool: &crate::scan::ClamdPool) -> Scanner {
+        Scanner {
+            up: pool.is_up(),
+            error: pool.last_error(),
+            endpoints: pool
+                .endpoints()
+                .iter()
+                .map(|e| ScannerEndpoint {
+                    endpoint: e.clamd().address().to_string(),
+                    up: e.health().is_up(),
+                    error: e.health().last_error(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One counterpart's box: what waits in it, per folder.
@@ -47,10 +80,7 @@ impl Status {
             sessions: services.sessions.total(),
             spool: queues.spool,
             quarantine: queues.quarantine,
-            scanner: Scanner {
-                up: services.scan_health.is_up(),
-                error: services.scan_health.last_error(),
-            },
+            scanner: Scanner::gather(&services.clamd),
             boxes: snapshot
                 .config
                 .counterparts

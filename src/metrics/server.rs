@@ -100,6 +100,24 @@ fn status_page(services: &Services) -> String {
         "<h2>Queues</h2><table><tr><th>spool</th><td>{}</td></tr><tr><th>quarantine</th><td>{}</td></tr></table>",
         status.spool, status.quarantine
     );
+    h.push_str("<h2>Scanner</h2><table><tr><th>clamd</th><th>state</th><th>last error</th></tr>");
+    for e in &status.scanner.endpoints {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&e.endpoint),
+            if e.up {
+                "up"
+            } else {
+                "<span class=\"bad\">down</span>"
+            },
+            esc(e.error.as_deref().unwrap_or("-"))
+        );
+    }
+    h.push_str("</table>");
+    if !status.scanner.up {
+        h.push_str("<p class=\"bad\">no clamd is up: files wait unscanned</p>");
+    }
     let bans = services.limiter.bans();
     if bans.is_empty() {
         h.push_str("<h2>Bans</h2><p>no bans in force</p>");

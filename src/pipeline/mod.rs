@@ -9,6 +9,7 @@
 
 pub mod accept;
 pub mod fault;
+mod health;
 mod intake;
 pub mod jobs;
 mod offline;
@@ -31,7 +32,6 @@ use crate::error::Chain;
 use crate::events::{EventLog, Hop};
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::jobs::{Job, JobState, JobStore, SqliteStore, StoreError, Transition};
-use crate::scan::{Clamd, ScanHealth};
 use crate::spool::Spool;
 use crate::sync::Recover;
 use stages::{
@@ -45,8 +45,6 @@ const WORKERS: usize = 4;
 const WORK_QUEUE: usize = 256;
 /// Hand-off files waiting to be accepted.
 const ACCEPT_QUEUE: usize = 1024;
-/// How often clamd is pinged.
-const HEALTH_EVERY: Duration = Duration::from_secs(3);
 /// How often inboxes are rescanned and retention applied.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
 /// How long a retrieval waits for the delivery it follows to be committed.
@@ -116,7 +114,6 @@ impl Pipeline {
         shutdown: CancellationToken,
     ) -> Result<Pipeline, PipelineError> {
         let live = services.live.clone();
-        let snapshot = live.snapshot();
         let layout = services.layout.clone();
         let store = Arc::new(SqliteStore::open(&layout.store())?);
         let spool = Spool::new(&layout, services.master.clone());
@@ -133,15 +130,12 @@ impl Pipeline {
         if swept > 0 {
             tracing::info!(removed = swept, "removed files a crash left in the spool");
         }
-        let clamd = Clamd::new(snapshot.config.gateway.clamd_address());
-        let health = services.scan_health.clone();
         let stages: Vec<Box<dyn Stage>> = vec![
             Box::new(ValidateStage {
                 validator: Arc::new(ArchiveValidator),
             }),
             Box::new(ScanStage {
-                clamd: clamd.clone(),
-                health: health.clone(),
+                clamd: services.clamd.clone(),
             }),
             Box::new(split::SplitStage),
             Box::new(SealStage {
@@ -185,12 +179,7 @@ impl Pipeline {
         tokio::spawn(pipeline.clone().box_events(box_events, shutdown.clone()));
         let watcher = pipeline.watch_inboxes()?;
         tokio::spawn(pipeline.clone().housekeeping(watcher, shutdown.clone()));
-        tokio::spawn(health_checks(
-            clamd,
-            health,
-            services.clone(),
-            shutdown.clone(),
-        ));
+        health::start(services, &shutdown);
         let resume = inner.store.open_jobs()?;
         if !resume.is_empty() {
             tracing::info!(jobs = resume.len(), "resuming unfinished jobs");
@@ -275,51 +264,6 @@ async fn worker(
                     }
                 });
             }
-        }
-    }
-}
-
-/// Pings clamd; going down raises the `scanner_down` alert (log, audit, metric).
-async fn health_checks(
-    clamd: Clamd,
-    health: Arc<ScanHealth>,
-    services: crate::services::Services,
-    shutdown: CancellationToken,
-) {
-    let metrics = &services.metrics;
-    let mut tick = tokio::time::interval(HEALTH_EVERY);
-    let mut was_up = None;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let c = clamd.clone();
-        let result = match tokio::task::spawn_blocking(move || c.ping()).await {
-            Ok(r) => r,
-            Err(_) => continue,
-        };
-        health.record(&result);
-        metrics.pipeline.scanner_up.set(i64::from(result.is_ok()));
-        if was_up != Some(result.is_ok()) {
-            match &result {
-                Ok(()) => tracing::info!("clamd is up"),
-                Err(e) => {
-                    let alert = crate::audit::Alert::ScannerDown;
-                    tracing::warn!(alert = alert.as_str(), error = %Chain(e), "ALERT: clamd is down: files wait unscanned");
-                    services.audit.record(
-                        crate::audit::Event::Alert(alert),
-                        None,
-                        None,
-                        serde_json::json!({ "error": Chain(e).to_string() }),
-                    );
-                    metrics
-                        .alerts
-                        .get_or_create(&vec![("kind", alert.as_str().to_owned())])
-                        .inc();
-                }
-            }
-            was_up = Some(result.is_ok());
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::error::Chain;
 use crate::events::{Channel, Finding, PipelineRule};
 use crate::numbers::Number;
 use crate::pipeline::jobs::{Job, JobState, JobStore};
-use crate::scan::{Clamd, ScanHealth, Verdict};
+use crate::scan::{ClamdPool, Verdict};
 use crate::seal::{OpenOptions, OpeningKey, SealError};
 pub use crate::spool::ReadSeek;
 use crate::spool::Spool;
@@ -393,10 +393,10 @@ fn open_inbound(job: &Job, ctx: &StageCtx<'_>, form: SealedBy) -> Option<Outcome
     })
 }
 
-/// Streams the file through clamd. Fail closed: errors retry, findings reject.
+/// Streams the file through a clamd of the pool. Fail closed: errors retry, findings reject;
+/// a file waits only when no endpoint could give a verdict ([`ClamdPool::scan`]).
 pub struct ScanStage {
-    pub clamd: Clamd,
-    pub health: Arc<ScanHealth>,
+    pub clamd: Arc<ClamdPool>,
 }
 
 impl Stage for ScanStage {
@@ -407,11 +407,11 @@ impl Stage for ScanStage {
         JobState::Validated
     }
     fn run(&self, job: &Job, ctx: &StageCtx<'_>) -> Outcome {
-        let file = match ctx.spool.open(&job.file_id) {
+        let mut file = match ctx.spool.open(&job.file_id) {
             Ok(f) => f,
             Err(e) => return Outcome::Retry(format!("opening spool file: {e}")),
         };
-        match self.clamd.scan(file) {
+        match self.clamd.scan(&mut file) {
             Ok(Verdict::Clean) => Outcome::advance(JobState::Scanned),
             Ok(Verdict::Found(name)) if name.starts_with("Heuristics.Limits.Exceeded") => {
                 Outcome::Reject {
@@ -429,12 +429,7 @@ impl Stage for ScanStage {
                 )],
                 quarantine: true,
             },
-            Err(e) => {
-                if matches!(e, crate::scan::ScanError::Io { .. }) {
-                    self.health.set_down(Chain(&e).to_string());
-                }
-                Outcome::Retry(Chain(&e).to_string())
-            }
+            Err(e) => Outcome::Retry(Chain(&e).to_string()),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The virus scanner: ClamAV's clamd over a Unix or TCP socket.
+//! The virus scanner: ClamAV's clamd over a Unix or TCP socket, one clamd or a pool of them.
 //!
 //! Files are streamed with `zINSTREAM` in chunks. Fail closed: anything but a clean `OK` reply
 //! is either a finding (the file is quarantined and rejected) or an error (the job waits and is
@@ -6,12 +6,17 @@
 //! closes the socket mid-stream, so the reply is read even after a broken pipe. Files over
 //! `MaxFileSize`/`MaxScanSize` come back as `Heuristics.Limits.Exceeded.*` with
 //! `AlertExceedsMax yes` (required, docs/scanning.md) and count as findings.
+//!
+//! [`ClamdPool`] holds every clamd of `gateway.clamd` with its health, so that one scanner dying
+//! holds up no file while another answers: scans go to the endpoints that are up, in turn, and a
+//! scan that fails on one is tried on the next. Only when no endpoint gives a verdict does the file
+//! wait; it is never rejected for want of a scanner.
 
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io::{self, Read, Seek, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::ClamdAddress;
@@ -22,6 +27,9 @@ use crate::sync::Recover;
 const CHUNK: usize = 64 * 1024;
 /// How long one clamd exchange may take before it counts as an error.
 const TIMEOUT: Duration = Duration::from_secs(120);
+/// How long opening a TCP connection to clamd may take: an unreachable host must count as down
+/// within seconds, not the system's two minutes, so a scan moves on to the next endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -33,6 +41,10 @@ pub enum ScanError {
     Unexpected(String),
     #[error("reading the file to scan")]
     Source(#[source] io::Error),
+    /// No endpoint of the pool is up: none has answered a health check since it was last found
+    /// down (by a check or a scan), or none has been checked yet.
+    #[error("no clamd is up")]
+    NoneUp,
 }
 
 /// What clamd said about a file.
@@ -57,16 +69,13 @@ impl Clamd {
         Clamd { addr }
     }
 
-    fn describe(&self) -> String {
-        match &self.addr {
-            ClamdAddress::Unix(p) => format!("unix:{}", p.display()),
-            ClamdAddress::Tcp(a) => format!("tcp:{a}"),
-        }
+    pub fn address(&self) -> &ClamdAddress {
+        &self.addr
     }
 
     fn io_err(&self, source: io::Error) -> ScanError {
         ScanError::Io {
-            addr: self.describe(),
+            addr: self.addr.to_string(),
             source,
         }
     }
@@ -82,7 +91,7 @@ impl Clamd {
                 Box::new(s)
             }
             ClamdAddress::Tcp(a) => {
-                let s = TcpStream::connect(a).map_err(|e| self.io_err(e))?;
+                let s = connect_tcp(a).map_err(|e| self.io_err(e))?;
                 s.set_read_timeout(Some(TIMEOUT))
                     .map_err(|e| self.io_err(e))?;
                 s.set_write_timeout(Some(TIMEOUT))
@@ -128,11 +137,33 @@ impl Clamd {
         let reply = match (read_reply(&mut conn), sent) {
             (Ok(reply), _) if !reply.is_empty() => reply,
             (_, Err(e)) => return Err(e),
-            (Ok(reply), Ok(())) => return Err(ScanError::Unexpected(reply)),
+            // Closed without a word after the whole stream: clamd went away (it answers
+            // everything it reads, an error included).
+            (Ok(_), Ok(())) => {
+                return Err(self.io_err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed the connection without a reply",
+                )));
+            }
             (Err(e), Ok(())) => return Err(self.io_err(e)),
         };
         parse_reply(&reply)
     }
+}
+
+/// Opens a TCP connection to `host:port`, trying each address the name resolves to for at most
+/// [`CONNECT_TIMEOUT`].
+fn connect_tcp(addr: &str) -> io::Result<TcpStream> {
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, "the name resolves to no address")
+    }))
 }
 
 /// Reads a NUL- (or EOF-) terminated reply.
@@ -168,7 +199,7 @@ pub fn parse_reply(reply: &str) -> Result<Verdict, ScanError> {
     }
 }
 
-/// Whether clamd answered its last health check; shared with the NOC status.
+/// Whether one clamd answered its last health check; shared with the NOC status.
 #[derive(Debug, Default)]
 pub struct ScanHealth {
     up: AtomicBool,
@@ -200,6 +231,116 @@ impl ScanHealth {
     pub fn set_down(&self, why: String) {
         self.up.store(false, Ordering::Relaxed);
         *self.last_error.locked() = Some(why);
+    }
+}
+
+/// One clamd of the pool and its health.
+#[derive(Debug)]
+pub struct Endpoint {
+    clamd: Clamd,
+    health: ScanHealth,
+}
+
+impl Endpoint {
+    pub fn clamd(&self) -> &Clamd {
+        &self.clamd
+    }
+
+    pub fn health(&self) -> &ScanHealth {
+        &self.health
+    }
+}
+
+/// The clamd endpoints of `gateway.clamd`, each with its health: the pipeline scans through the
+/// pool and checks each endpoint, the NOC status shows them.
+///
+/// An endpoint is up once its health check has answered and until a check or a scan fails on
+/// it; until its first check it counts as down, so a scan never waits on an endpoint nobody has
+/// heard from.
+#[derive(Debug)]
+pub struct ClamdPool {
+    endpoints: Vec<Arc<Endpoint>>,
+    /// Scans started so far: the round robin over the endpoints that are up.
+    turn: AtomicUsize,
+}
+
+impl ClamdPool {
+    pub fn new(addresses: &[ClamdAddress]) -> ClamdPool {
+        ClamdPool {
+            endpoints: addresses
+                .iter()
+                .map(|a| {
+                    Arc::new(Endpoint {
+                        clamd: Clamd::new(a.clone()),
+                        health: ScanHealth::default(),
+                    })
+                })
+                .collect(),
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// The endpoints, in the order of the config.
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    /// Whether at least one endpoint is up: files can be scanned.
+    pub fn is_up(&self) -> bool {
+        self.endpoints.iter().any(|e| e.health.is_up())
+    }
+
+    /// While no endpoint is up, why: the last error of each (each names its clamd).
+    pub fn last_error(&self) -> Option<String> {
+        if self.is_up() {
+            return None;
+        }
+        let errors: Vec<String> = self
+            .endpoints
+            .iter()
+            .filter_map(|e| e.health.last_error())
+            .collect();
+        (!errors.is_empty()).then(|| errors.join("; "))
+    }
+
+    /// Streams `src` to the endpoints that are up, starting with the next in turn, until one
+    /// gives a verdict. An endpoint that fails with an I/O error is marked down (its next
+    /// successful health check brings it back); one that answers with an error keeps its
+    /// health, and the next is tried all the same. The error is the last endpoint's, or
+    /// [`ScanError::NoneUp`]; reading `src` failing ends the scan at once, as no endpoint is to
+    /// blame.
+    pub fn scan(&self, src: &mut (impl Read + Seek)) -> Result<Verdict, ScanError> {
+        let up: Vec<&Endpoint> = self
+            .endpoints
+            .iter()
+            .map(|e| &**e)
+            .filter(|e| e.health.is_up())
+            .collect();
+        if up.is_empty() {
+            return Err(ScanError::NoneUp);
+        }
+        let first = self.turn.fetch_add(1, Ordering::Relaxed) % up.len();
+        let mut last = ScanError::NoneUp;
+        for endpoint in up.iter().cycle().skip(first).take(up.len()) {
+            src.rewind().map_err(ScanError::Source)?;
+            let error = match endpoint.clamd.scan(&mut *src) {
+                Ok(verdict) => return Ok(verdict),
+                Err(e @ ScanError::Source(_)) => return Err(e),
+                Err(e) => e,
+            };
+            let why = Chain(&error).to_string();
+            if matches!(error, ScanError::Io { .. }) {
+                endpoint.health.set_down(why.clone());
+            }
+            let address = endpoint.clamd.addr.to_string();
+            tracing::warn!(
+                endpoint = address.as_str(),
+                error = why,
+                "clamd gave no verdict"
+            );
+            last = error;
+        }
+        Err(last)
     }
 }
 

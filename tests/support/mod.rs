@@ -400,9 +400,8 @@ pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// `(name, sha256)` of every file the pipeline accepted from an inbox (it takes completed
-/// uploads out of the inbox at once and records their SHA-256).
-pub fn accepted_files(tc: &TestConfig) -> Vec<(String, String)> {
+/// Every file event in the job store so far, oldest first (none before the daemon made it).
+pub fn events(tc: &TestConfig) -> Vec<handoff::events::FileEvent> {
     use handoff::events::EventLog;
     let Ok(store) = handoff::pipeline::jobs::SqliteStore::open(&tc.state_dir().join("store"))
     else {
@@ -413,6 +412,25 @@ pub fn accepted_files(tc: &TestConfig) -> Vec<(String, String)> {
         .unwrap_or_default()
         .into_iter()
         .map(|(_, e)| e)
+        .collect()
+}
+
+/// The event of the file first handed off as `name` at `hop`, if it got there.
+pub fn event_of(
+    tc: &TestConfig,
+    name: &str,
+    hop: handoff::events::Hop,
+) -> Option<handoff::events::FileEvent> {
+    events(tc)
+        .into_iter()
+        .find(|e| e.original_name == name && e.hop == hop)
+}
+
+/// `(name, sha256)` of every file the pipeline accepted from an inbox (it takes completed
+/// uploads out of the inbox at once and records their SHA-256).
+pub fn accepted_files(tc: &TestConfig) -> Vec<(String, String)> {
+    events(tc)
+        .into_iter()
         .filter(|e| e.hop == handoff::events::Hop::Accepted)
         .map(|e| (e.original_name, e.sha256.to_string()))
         .collect()
