@@ -27,6 +27,10 @@ use crate::sync::Recover;
 const CHUNK: usize = 64 * 1024;
 /// How long one clamd exchange may take before it counts as an error.
 const TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a health check may wait for `PONG`: a clamd that accepts connections but does not
+/// answer (hung, or every thread busy for long) must count as down within seconds, so that scans
+/// go to another endpoint rather than wait on it for [`TIMEOUT`].
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long opening a TCP connection to clamd may take: an unreachable host must count as down
 /// within seconds, not the system's two minutes, so a scan moves on to the next endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,21 +84,22 @@ impl Clamd {
         }
     }
 
-    fn connect(&self) -> Result<Box<dyn Conn>, ScanError> {
+    /// Connects with `timeout` for every read and write of the exchange.
+    fn connect(&self, timeout: Duration) -> Result<Box<dyn Conn>, ScanError> {
         let conn: Box<dyn Conn> = match &self.addr {
             ClamdAddress::Unix(p) => {
                 let s = UnixStream::connect(p).map_err(|e| self.io_err(e))?;
-                s.set_read_timeout(Some(TIMEOUT))
+                s.set_read_timeout(Some(timeout))
                     .map_err(|e| self.io_err(e))?;
-                s.set_write_timeout(Some(TIMEOUT))
+                s.set_write_timeout(Some(timeout))
                     .map_err(|e| self.io_err(e))?;
                 Box::new(s)
             }
             ClamdAddress::Tcp(a) => {
                 let s = connect_tcp(a).map_err(|e| self.io_err(e))?;
-                s.set_read_timeout(Some(TIMEOUT))
+                s.set_read_timeout(Some(timeout))
                     .map_err(|e| self.io_err(e))?;
-                s.set_write_timeout(Some(TIMEOUT))
+                s.set_write_timeout(Some(timeout))
                     .map_err(|e| self.io_err(e))?;
                 Box::new(s)
             }
@@ -102,9 +107,9 @@ impl Clamd {
         Ok(conn)
     }
 
-    /// `zPING`: whether clamd answers `PONG`.
+    /// `zPING`: whether clamd answers `PONG` within ten seconds.
     pub fn ping(&self) -> Result<(), ScanError> {
-        let mut conn = self.connect()?;
+        let mut conn = self.connect(PING_TIMEOUT)?;
         conn.write_all(b"zPING\0").map_err(|e| self.io_err(e))?;
         let reply = read_reply(&mut conn).map_err(|e| self.io_err(e))?;
         if reply == "PONG" {
@@ -116,7 +121,7 @@ impl Clamd {
 
     /// Streams `src` to clamd and returns its verdict.
     pub fn scan(&self, mut src: impl Read) -> Result<Verdict, ScanError> {
-        let mut conn = self.connect()?;
+        let mut conn = self.connect(TIMEOUT)?;
         let sent = (|| -> Result<(), ScanError> {
             conn.write_all(b"zINSTREAM\0").map_err(|e| self.io_err(e))?;
             let mut buf = vec![0u8; CHUNK];
