@@ -97,6 +97,11 @@ impl StateLayout {
         self.root.join("bans").join("unban")
     }
 
+    /// The file `handoff serve` holds locked while it runs: one daemon per state directory.
+    pub fn daemon_lock(&self) -> PathBuf {
+        self.root.join("handoff.lock")
+    }
+
     /// Where `handoff export` leaves hand-over requests for the running daemon.
     pub fn export_requests(&self) -> PathBuf {
         self.root.join("requests").join("export")

@@ -127,6 +127,39 @@ fn serve_notifies_ready_pings_watchdog_reloads_and_stops() {
 }
 
 #[test]
+fn a_second_daemon_on_the_same_state_directory_is_refused_until_the_first_dies() {
+    let tc = TestConfig::new();
+    let first = support::Daemon::start(&tc);
+    let mut second = Command::new(handoff_bin())
+        .args(["serve", "--config"])
+        .arg(&tc.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the second daemon did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is in use by another handoff serve")
+            && err.contains(&format!("(pid {})", first.pid())),
+        "{err}"
+    );
+    // The first still serves; killed with -9, its lock goes with it.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", tc.sftp_port)).is_ok());
+    drop(first);
+    let _again = support::Daemon::start(&tc);
+}
+
+#[test]
 fn serve_refuses_an_invalid_config_with_exit_1() {
     let tc = TestConfig::with(|t| t.replace("kind = \"clinic\"", "kind = \"hospital\""));
     let out = Command::new(handoff_bin())
