@@ -7,6 +7,7 @@
 
 pub mod algorithms;
 pub mod packets;
+mod requests;
 mod session;
 mod stream;
 mod view;

@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::stream::{self, Activity};
-use super::view::{BoxView, MAX_SFTP_PACKET, SftpView};
+use super::view::{BoxView, SftpView};
 use crate::accounts::{Account, AccountId, Role, break_glass};
 use crate::boxes::DropBox;
 use crate::error::Chain;
@@ -620,10 +620,7 @@ impl russh::server::Handler for SshSession {
             slot,
         );
         let handler = SftpView::new(self.services.clone(), account_id, Some(self.peer), view);
-        let config = russh_sftp::server::Config {
-            max_client_packet_len: MAX_SFTP_PACKET,
-        };
-        russh_sftp::server::run_with_config(stream, handler, config).await;
+        super::requests::spawn(stream, handler);
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use russh::ChannelMsg;
 use russh::server::Msg;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -182,21 +182,29 @@ impl Drop for SftpStream {
     }
 }
 
-impl AsyncRead for SftpStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+/// What [`SftpStream::next_frame`] read.
+#[derive(Debug)]
+pub enum Frame {
+    /// The bytes of one request, after its length.
+    Request(Bytes),
+    /// A length over the limit: nothing more of it was read.
+    TooLong(u32),
+    /// The client or the session ended.
+    End,
+}
+
+impl SftpStream {
+    /// Makes `pending` hold bytes of the client's stream; `false` once it has ended.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         if self.check_end(cx) {
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(Ok(false));
         }
         while self.pending.is_empty() {
             match self.requests.poll_recv(cx) {
                 Poll::Ready(Some(data)) => self.pending = data,
                 Poll::Ready(None) => {
                     ready!(self.poll_queue_reply(cx))?;
-                    return Poll::Ready(Ok(()));
+                    return Poll::Ready(Ok(false));
                 }
                 Poll::Pending => {
                     // The server waits for the client now: replies held back go out first.
@@ -205,10 +213,51 @@ impl AsyncRead for SftpStream {
                 }
             }
         }
-        let n = self.pending.len().min(buf.remaining());
-        buf.put_slice(&self.pending[..n]);
-        self.pending.advance(n);
-        Poll::Ready(Ok(()))
+        Poll::Ready(Ok(true))
+    }
+
+    /// Takes up to `n` bytes of the stream as they came: a slice of one channel message.
+    async fn take(&mut self, n: usize) -> io::Result<Option<Bytes>> {
+        if !std::future::poll_fn(|cx| self.poll_fill(cx)).await? {
+            return Ok(None);
+        }
+        let n = n.min(self.pending.len());
+        Ok(Some(self.pending.split_to(n)))
+    }
+
+    /// Reads the next request: a 32-bit length, then that many bytes, cut from the channel's
+    /// message without a copy when the request lies within one, gathered (never zeroed) when it
+    /// spans several.
+    pub async fn next_frame(&mut self, max: u32) -> io::Result<Frame> {
+        let mut len = [0u8; 4];
+        let mut have = 0;
+        while have < 4 {
+            let Some(piece) = self.take(4 - have).await? else {
+                return Ok(Frame::End);
+            };
+            len[have..have + piece.len()].copy_from_slice(&piece);
+            have += piece.len();
+        }
+        let len = u32::from_be_bytes(len);
+        if len > max {
+            return Ok(Frame::TooLong(len));
+        }
+        let len = len as usize;
+        let Some(first) = self.take(len).await? else {
+            return Ok(Frame::End);
+        };
+        if first.len() == len {
+            return Ok(Frame::Request(first));
+        }
+        let mut whole = BytesMut::with_capacity(len);
+        whole.extend_from_slice(&first);
+        while whole.len() < len {
+            let Some(piece) = self.take(len - whole.len()).await? else {
+                return Ok(Frame::End);
+            };
+            whole.extend_from_slice(&piece);
+        }
+        Ok(Frame::Request(whole.freeze()))
     }
 }
 

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use russh_sftp::extensions;
 use russh_sftp::protocol::{
@@ -380,6 +381,27 @@ impl SftpView {
     }
 }
 
+impl SftpView {
+    /// A write request, its data as it came off the channel (the request loop does not copy
+    /// it: `requests.rs`).
+    pub async fn write_bytes(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<Status, Refusal> {
+        let Some(OpenHandle::Write(writer)) = self.handles.get_mut(&handle) else {
+            return Err(refuse(StatusCode::Failure, "invalid handle"));
+        };
+        writer
+            .write_at(offset, vec![data])
+            .await
+            .map_err(Refusal::from)?;
+        Ok(ok(id))
+    }
+}
+
 impl russh_sftp::server::Handler for SftpView {
     type Error = Refusal;
 
@@ -567,14 +589,7 @@ impl russh_sftp::server::Handler for SftpView {
         offset: u64,
         data: Vec<u8>,
     ) -> Result<Status, Self::Error> {
-        let Some(OpenHandle::Write(writer)) = self.handles.get_mut(&handle) else {
-            return Err(refuse(StatusCode::Failure, "invalid handle"));
-        };
-        writer
-            .write_at(offset, vec![data.into()])
-            .await
-            .map_err(Refusal::from)?;
-        Ok(ok(id))
+        self.write_bytes(id, handle, offset, data.into()).await
     }
 
     async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
