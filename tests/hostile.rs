@@ -2053,3 +2053,118 @@ fn reads_as_russh_sftp(frame: &[u8]) {
     assert_eq!(ours.is_some(), theirs.is_some());
     assert_eq!(write(&ours), write(&theirs));
 }
+
+/// The SFTP request loop on a client's raw bytes: an empty request is answered as a bad message,
+/// a length over the limit is not read (the next four bytes are a length again) and what follows
+/// is answered, and a write whose bytes arrive in several channel messages is taken whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sftp_request_loop_reads_a_clients_frames_as_they_come() {
+    use russh::ChannelMsg;
+    let tc = TestConfig::new();
+    let _d = Daemon::start(&tc);
+    let (mut channel, _ssh) = support::RawSftp::channel(tc.sftp_port, CLINIC, CLINIC).await;
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    }
+    fn string(s: &[u8]) -> Vec<u8> {
+        let mut v = (s.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(s);
+        v
+    }
+    // Reads replies until `n` whole ones came: (type, body after the type).
+    async fn replies(
+        channel: &mut russh::Channel<russh::client::Msg>,
+        buf: &mut Vec<u8>,
+        n: usize,
+    ) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            while buf.len() >= 4 {
+                let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                if buf.len() < 4 + len {
+                    break;
+                }
+                let reply: Vec<u8> = buf.drain(..4 + len).skip(4).collect();
+                out.push((reply[0], reply[1..].to_vec()));
+            }
+            if out.len() >= n {
+                break;
+            }
+            match tokio::time::timeout(std::time::Duration::from_secs(10), channel.wait()).await {
+                Ok(Some(ChannelMsg::Data { data })) => buf.extend_from_slice(&data),
+                Ok(Some(_)) => {}
+                other => panic!("no reply: {other:?}"),
+            }
+        }
+        out
+    }
+    let mut buf = Vec::new();
+    const STATUS: u8 = 101;
+    const HANDLE: u8 = 102;
+    const NAME: u8 = 104;
+
+    channel.data(&frame(&[1, 0, 0, 0, 3])[..]).await.unwrap(); // INIT v3
+    assert_eq!(replies(&mut channel, &mut buf, 1).await[0].0, 2); // VERSION
+
+    // An empty request: a bad message (code 5) for request id 0.
+    channel.data(&[0u8, 0, 0, 0][..]).await.unwrap();
+    let r = replies(&mut channel, &mut buf, 1).await;
+    assert_eq!(r[0].0, STATUS);
+    assert_eq!(&r[0].1[..8], &[0, 0, 0, 0, 0, 0, 0, 5]);
+
+    // A length over the limit, then REALPATH "." (id 9): only the REALPATH is answered.
+    let mut realpath = vec![16u8, 0, 0, 0, 9];
+    realpath.extend(string(b"."));
+    let mut bytes = (300u32 << 10).to_be_bytes().to_vec();
+    bytes.extend(frame(&realpath));
+    channel.data(&bytes[..]).await.unwrap();
+    let r = replies(&mut channel, &mut buf, 1).await;
+    assert_eq!((r[0].0, &r[0].1[..4]), (NAME, &[0u8, 0, 0, 9][..]));
+
+    // OPEN /inbox/raw.bin for writing (id 10), a 100 KiB WRITE (id 11) sent in three channel
+    // messages, CLOSE (id 12).
+    let mut open = vec![3u8, 0, 0, 0, 10];
+    open.extend(string(b"/inbox/raw.bin"));
+    open.extend(0x1au32.to_be_bytes()); // WRITE | CREAT | TRUNC
+    open.extend(0u32.to_be_bytes()); // no attributes
+    channel.data(&frame(&open)[..]).await.unwrap();
+    let r = replies(&mut channel, &mut buf, 1).await;
+    assert_eq!(r[0].0, HANDLE, "{r:?}");
+    let handle = r[0].1[8..].to_vec();
+    let content: Vec<u8> = (0..100 << 10).map(|i| (i % 251) as u8).collect();
+    let mut write = vec![6u8, 0, 0, 0, 11];
+    write.extend(string(&handle));
+    write.extend(0u64.to_be_bytes());
+    write.extend(string(&content));
+    let write = frame(&write);
+    for piece in [&write[..3], &write[3..40_000], &write[40_000..]] {
+        channel.data(piece).await.unwrap();
+    }
+    let r = replies(&mut channel, &mut buf, 1).await;
+    assert_eq!(
+        (r[0].0, &r[0].1[..8]),
+        (STATUS, &[0u8, 0, 0, 11, 0, 0, 0, 0][..])
+    );
+    let mut close = vec![4u8, 0, 0, 0, 12];
+    close.extend(string(&handle));
+    channel.data(&frame(&close)[..]).await.unwrap();
+    let r = replies(&mut channel, &mut buf, 1).await;
+    assert_eq!(
+        (r[0].0, &r[0].1[..8]),
+        (STATUS, &[0u8, 0, 0, 12, 0, 0, 0, 0][..])
+    );
+    // The file the pipeline took is the 100 KiB that were written.
+    assert!(support::wait_for(20, || support::accepted_sha256(
+        &tc, "raw.bin"
+    )
+    .is_some()));
+    assert_eq!(
+        support::accepted_sha256(&tc, "raw.bin"),
+        Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            &content
+        )))
+    );
+}

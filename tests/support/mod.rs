@@ -642,6 +642,22 @@ impl russh::client::Handler for AnyHostKey {
 impl RawSftp {
     /// Logs in as `account` with the example key `key` and starts SFTP.
     pub async fn connect(port: u16, account: &str, key: &str) -> RawSftp {
+        let (channel, ssh) = Self::channel(port, account, key).await;
+        let sftp = russh_sftp::client::RawSftpSession::new(channel.into_stream());
+        sftp.init().await.expect("sftp init");
+        RawSftp { sftp, _ssh: ssh }
+    }
+
+    /// Logs in and opens the `sftp` subsystem's channel, for a test that writes the bytes of
+    /// the protocol itself.
+    pub async fn channel(
+        port: u16,
+        account: &str,
+        key: &str,
+    ) -> (
+        russh::Channel<russh::client::Msg>,
+        russh::client::Handle<AnyHostKey>,
+    ) {
         let config = std::sync::Arc::new(russh::client::Config::default());
         let mut ssh = russh::client::connect(config, ("127.0.0.1", port), AnyHostKey)
             .await
@@ -663,9 +679,7 @@ impl RawSftp {
             .request_subsystem(true, "sftp")
             .await
             .expect("sftp subsystem");
-        let sftp = russh_sftp::client::RawSftpSession::new(channel.into_stream());
-        sftp.init().await.expect("sftp init");
-        RawSftp { sftp, _ssh: ssh }
+        (channel, ssh)
     }
 
     /// Opens `path` for writing, as an upload.

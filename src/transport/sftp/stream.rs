@@ -243,6 +243,10 @@ impl SftpStream {
             return Ok(Frame::TooLong(len));
         }
         let len = len as usize;
+        if len == 0 {
+            // Nothing to wait for: an empty request, answered as a bad message.
+            return Ok(Frame::Request(Bytes::new()));
+        }
         let Some(first) = self.take(len).await? else {
             return Ok(Frame::End);
         };
