@@ -3,27 +3,24 @@
 //! receipt of each file; the hand-over to the operator is the file's `retrieved` receipt, which
 //! only the running gateway may issue, so this command asks it and waits (docs/offline.md).
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use handoff::accounts::CounterpartId;
 use handoff::boxes::{DropBox, FileName, Folder, outbox_name};
-use handoff::config::live::Snapshot;
-use handoff::events::{Channel, Hop};
+use handoff::events::Hop;
 use handoff::ids::Sha256;
 use handoff::offline::manifest::{self, Entry, Manifest};
 use handoff::offline::{ExportRequest, Queued};
 use handoff::pipeline::jobs::{Job, JobStore, SqliteStore};
 use handoff::receipts::ledger::Ledger;
+use handoff::spool;
 use handoff::state::StateLayout;
-use sha2::Digest;
 
 use super::ConfigArg;
+use super::desk::Desk;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -68,12 +65,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(l) => l,
         Err(code) => return Ok(code),
     };
-    let snapshot = Snapshot::from(loaded);
-    let counterpart = CounterpartId::new(&args.counterpart)
-        .with_context(|| format!("--for {}", args.counterpart))?;
-    let operator = handoff::offline::operator(&snapshot, &args.operator, &counterpart)?;
+    let desk = Desk::new(loaded, &args.counterpart, "--for", &args.operator)?;
+    let Desk {
+        snapshot,
+        counterpart,
+        operator,
+        layout,
+    } = &desk;
     let gateway = &snapshot.config.gateway;
-    let layout = StateLayout::new(&gateway.state_dir);
     let receipt_key = handoff::keys::load_receipt_key(&gateway.receipt_key)
         .with_context(|| format!("receipt key {}", gateway.receipt_key.display()))?;
     if args.to.join(manifest::FILE_NAME).exists() {
@@ -91,27 +90,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let pending = pending_files(&layout);
-    let master = Arc::new(
-        handoff::keys::load_master_key(&gateway.master_key)
-            .with_context(|| format!("master key {}", gateway.master_key.display()))?,
-    );
-    let dropbox = DropBox::open(
-        &layout,
-        &snapshot,
-        &master,
-        &operator,
-        &counterpart,
-        Channel::Offline,
-    )
-    .with_context(|| format!("opening the box of {counterpart}"))?;
+    let pending = pending_files(layout);
+    let dropbox = desk.open_box()?;
     let outbox: Vec<FileName> = dropbox
         .list(Folder::Outbox)?
         .into_iter()
         .map(|e| e.name)
         .collect();
     let jobs: Vec<Job> = store
-        .delivered_to(&counterpart, args.again)?
+        .delivered_to(counterpart, args.again)?
         .into_iter()
         .filter(|j| !pending.contains(&j.file_id))
         .filter(|j| {
@@ -183,10 +170,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             continue;
         }
         for r in &trace {
-            write_durably(
-                &receipts_dir.join(format!("{}.json", r.id)),
-                format!("{}\n", r.to_canonical_json()).as_bytes(),
-            )?;
+            let body = format!("{}\n", r.to_canonical_json());
+            spool::write_durable(&receipts_dir, &format!("{}.json", r.id), body.as_bytes())?;
         }
         entries.push(Entry {
             file_id: c.job.file_id.clone(),
@@ -218,10 +203,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         signature: String::new(),
     };
     m.sign(&receipt_key);
-    write_durably(
-        &args.to.join(manifest::FILE_NAME),
-        format!("{}\n", m.to_canonical_json()).as_bytes(),
-    )?;
+    let body = format!("{}\n", m.to_canonical_json());
+    spool::write_durable(&args.to, manifest::FILE_NAME, body.as_bytes())?;
     for e in &m.files {
         println!(
             "{}: {} bytes, sha256 {}, {} receipts",
@@ -264,50 +247,22 @@ fn pending_files(layout: &StateLayout) -> Vec<String> {
 /// delivered; durable before it is listed.
 fn copy(dropbox: &DropBox, dir: &Path, job: Job) -> anyhow::Result<Copied> {
     let name = outbox_name(&job.file_id, &job.original_name);
-    let (mut file, _) = dropbox.open_read(Folder::Outbox, &FileName::new(&name)?)?;
+    let (file, _) = dropbox.open_read(Folder::Outbox, &FileName::new(&name)?)?;
     let target = dir.join(&name);
-    let partial = dir.join(format!(".{name}.part"));
-    let out = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, out);
-    let mut hash = sha2::Sha256::new();
-    let mut buf = vec![0; 1 << 20];
-    let mut size = 0u64;
-    let copied = (|| -> io::Result<()> {
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hash.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-            size += n as u64;
-        }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()
-    })();
-    let sha256 = Sha256::from_hasher(hash);
-    let checked = copied.map_err(anyhow::Error::from).and_then(|()| {
-        if Some(sha256) != job.sealed_sha256 {
-            bail!("{name} in the outbox is not what was delivered (its SHA-256 differs)");
-        }
-        if target.exists() {
-            bail!("{} exists already", target.display());
-        }
-        fs::rename(&partial, &target)?;
-        Ok(())
-    });
-    if let Err(e) = checked {
-        let _ = fs::remove_file(&partial);
-        return Err(e.context(format!("copying {name}")));
+    if target.exists() {
+        bail!("copying {name}: {} exists already", target.display());
+    }
+    let written = spool::write_durable(dir, &name, file)
+        .with_context(|| format!("copying {name} to {}", dir.display()))?;
+    if Some(written.sha256) != job.sealed_sha256 {
+        let _ = fs::remove_file(&target);
+        bail!("copying {name}: in the outbox it is not what was delivered (its SHA-256 differs)");
     }
     Ok(Copied {
         job,
         name,
-        size,
-        sha256,
+        size: written.size,
+        sha256: written.sha256,
     })
 }
 
@@ -335,17 +290,4 @@ fn handed_over(queued: &Queued, wait: Duration) -> anyhow::Result<bool> {
         std::thread::sleep(POLL);
     }
     Ok(true)
-}
-
-/// Writes a whole file and syncs it before it is named.
-fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }

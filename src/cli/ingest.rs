@@ -8,7 +8,6 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -16,7 +15,7 @@ use handoff::accounts::CounterpartId;
 use handoff::boxes::{BoxError, DropBox, FileName, Folder};
 use handoff::config::Media;
 use handoff::config::live::Snapshot;
-use handoff::events::{Channel, Hop};
+use handoff::events::Hop;
 use handoff::ids::Sha256;
 use handoff::pipeline::jobs::{JobStore, SqliteStore};
 use handoff::receipts::Receipt;
@@ -25,6 +24,7 @@ use handoff::state::StateLayout;
 use sha2::Digest;
 
 use super::ConfigArg;
+use super::desk::Desk;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -65,36 +65,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(l) => l,
         Err(code) => return Ok(code),
     };
-    let snapshot = Snapshot::from(loaded);
-    let counterpart = CounterpartId::new(&args.counterpart)
-        .with_context(|| format!("--as {}", args.counterpart))?;
-    let operator = handoff::offline::operator(&snapshot, &args.operator, &counterpart)?;
-    let gateway = &snapshot.config.gateway;
-    let layout = StateLayout::new(&gateway.state_dir);
-    if !layout.inbox(&counterpart).is_dir() {
+    let desk = Desk::new(loaded, &args.counterpart, "--as", &args.operator)?;
+    let Desk {
+        snapshot,
+        counterpart,
+        operator,
+        layout,
+    } = &desk;
+    if !layout.inbox(counterpart).is_dir() {
         bail!(
             "the state directory has no box for {counterpart} yet: start the gateway (handoff serve) once with this config"
         );
     }
-
-    let master = Arc::new(
-        handoff::keys::load_master_key(&gateway.master_key)
-            .with_context(|| format!("master key {}", gateway.master_key.display()))?,
-    );
-    let dropbox = DropBox::open(
-        &layout,
-        &snapshot,
-        &master,
-        &operator,
-        &counterpart,
-        Channel::Offline,
-    )
-    .with_context(|| format!("opening the box of {counterpart}"))?;
+    let dropbox = desk.open_box()?;
 
     // Every file is checked before any is written: a refused medium leaves nothing behind.
     let mut media = Vec::new();
     for path in &args.files {
-        let medium = check(path, &snapshot, &counterpart)
+        let medium = check(path, snapshot, counterpart)
             .and_then(|m| match dropbox.stat(Folder::Inbox, &m.name) {
                 Ok(_) => bail!("a file named {} is waiting in the inbox already", m.name),
                 Err(BoxError::NotFound) => Ok(m),
@@ -112,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Ok(store) = SqliteStore::open_read_only(&layout.store()) {
         for m in &media {
-            let before = store.same_content(&counterpart, &m.sha256)?;
+            let before = store.same_content(counterpart, &m.sha256)?;
             if let Some(job) = before.first().filter(|_| !args.again) {
                 bail!(
                     "{}: refused, nothing was ingested: the same content from {counterpart} was \
@@ -141,7 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("the gateway accepts the files when it next looks at the inbox");
         return Ok(ExitCode::SUCCESS);
     }
-    Ok(follow(&layout, &counterpart, &media, head, args.wait))
+    Ok(follow(layout, counterpart, &media, head, args.wait))
 }
 
 /// Checks one file of a medium against the counterpart's rules without writing anything.
@@ -197,9 +185,6 @@ fn check(path: &Path, snapshot: &Snapshot, counterpart: &CounterpartId) -> anyho
             }
         );
     }
-    if name.as_str().len() > handoff::boxes::MAX_NAME_BYTES {
-        bail!("the file name is too long for a box");
-    }
     Ok(Medium {
         path: path.to_owned(),
         name,
@@ -223,11 +208,7 @@ fn write(dropbox: &DropBox, m: &Medium) -> anyhow::Result<()> {
     if upload.size() != m.size {
         bail!("the file changed while it was read (its size is not the same)");
     }
-    // Dropped uncommitted on a mismatch: the partial file is removed.
-    let hash_now = {
-        let committed = upload.commit()?;
-        committed.sha256
-    };
+    let hash_now = upload.commit()?.sha256;
     if hash_now != m.sha256.to_hex() {
         bail!(
             "the file changed while it was read: it is in the inbox as read the second time (sha256 {hash_now})"
@@ -248,8 +229,12 @@ fn follow(
     let deadline = Instant::now() + Duration::from_secs(wait);
     let mut accepted: Vec<Option<String>> = vec![None; media.len()];
     let mut ended = vec![false; media.len()];
+    let mut ledger = None;
     loop {
-        if let Ok(ledger) = Ledger::open_read_only(&layout.receipt_ledger()) {
+        if ledger.is_none() {
+            ledger = Ledger::open_read_only(&layout.receipt_ledger()).ok();
+        }
+        if let Some(ledger) = &ledger {
             if let Ok(new) = ledger.after(head) {
                 for r in new.iter().filter(|r| r.hop == Hop::Accepted) {
                     for (i, m) in media.iter().enumerate() {

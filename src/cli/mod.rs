@@ -12,6 +12,7 @@ mod accounts;
 mod audit;
 mod bans;
 mod check_config;
+mod desk;
 mod export;
 mod hash_password;
 mod ingest;
