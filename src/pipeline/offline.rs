@@ -38,28 +38,36 @@ impl Inner {
         );
     }
 
-    /// Records an export's hand-over: each named file delivered to the counterpart is retrieved
-    /// by the operator, offline (once: a file retrieved before keeps its receipt). The operator
-    /// is checked against the config in force now, as it was by the command.
+    /// Records an export's hand-over and audits it, once, whatever came of it. The operator is
+    /// checked against the config in force now, as it was by the command.
     fn hand_over(&self, request: &ExportRequest) {
         let snapshot = self.live.snapshot();
-        let refused = |why: String| {
-            self.audit.record(
-                crate::audit::Event::OfflineExport,
-                Some(&request.operator),
-                None,
-                json!({
-                    "box": request.counterpart,
-                    "files": request.files,
-                    "to": request.to.display().to_string(),
-                    "system_user": request.system_user,
-                    "refused": why,
-                }),
-            );
+        let outcome = match offline::operator(&snapshot, &request.operator, &request.counterpart) {
+            Err(e) => json!({"files": request.files, "refused": e.to_string()}),
+            Ok(_) => self.retrieved_offline(request),
         };
-        if let Err(e) = offline::operator(&snapshot, &request.operator, &request.counterpart) {
-            return refused(e.to_string());
+        let mut detail = json!({
+            "box": request.counterpart,
+            "to": request.to.display().to_string(),
+            "system_user": request.system_user,
+        });
+        if let (Some(detail), serde_json::Value::Object(outcome)) =
+            (detail.as_object_mut(), outcome)
+        {
+            detail.extend(outcome);
         }
+        self.audit.record(
+            crate::audit::Event::OfflineExport,
+            Some(&request.operator),
+            None,
+            detail,
+        );
+    }
+
+    /// Marks each named file delivered to the counterpart retrieved by the operator, offline
+    /// (once: a file retrieved before keeps its receipt); says which were, which had been, and
+    /// which were not the counterpart's delivered files.
+    fn retrieved_offline(&self, request: &ExportRequest) -> serde_json::Value {
         let by = Handover {
             actor: request.operator.clone(),
             channel: Channel::Offline,
@@ -95,19 +103,7 @@ impl Inner {
                 }
             }
         }
-        self.audit.record(
-            crate::audit::Event::OfflineExport,
-            Some(&request.operator),
-            None,
-            json!({
-                "box": request.counterpart,
-                "to": request.to.display().to_string(),
-                "system_user": request.system_user,
-                "handed_over": handed,
-                "retrieved_before": before,
-                "skipped": skipped,
-            }),
-        );
+        json!({"handed_over": handed, "retrieved_before": before, "skipped": skipped})
     }
 }
 
