@@ -1739,14 +1739,7 @@ fn accepted(tc: &TestConfig, name: &str) -> Option<String> {
 
 /// The daemon's `handoff_upload_buffered_bytes`.
 fn buffered_bytes(tc: &TestConfig) -> Option<u64> {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            &format!("http://127.0.0.1:{}/metrics", tc.metrics_port),
-        ])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
+    support::metrics_text(tc)
         .lines()
         .find_map(|l| l.strip_prefix("handoff_upload_buffered_bytes "))
         .and_then(|v| v.trim().parse().ok())

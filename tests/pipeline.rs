@@ -448,14 +448,7 @@ fn pipeline_metrics_are_exported() {
         Hop::Delivered
     )
     .is_some()));
-    let scrape = || {
-        let out = std::process::Command::new("curl")
-            .args(["-sS"])
-            .arg(format!("http://127.0.0.1:{}/metrics", tc.metrics_port))
-            .output()
-            .expect("run curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let scrape = || support::metrics_text(&tc);
     let endpoint_up = format!(
         "handoff_scanner_endpoint_up{{endpoint=\"unix:{}\"}} 1",
         clamd.socket().display()

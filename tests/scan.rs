@@ -187,14 +187,7 @@ fn the_gateway_scans_with_a_pool_and_waits_when_no_clamd_is_up() {
             .and_then(|l| l.iter().find(|e| e["endpoint"] == endpoint))
             .map(|e| e["up"] == true)
     };
-    let metrics = || {
-        let out = std::process::Command::new("curl")
-            .args(["-sS"])
-            .arg(format!("http://127.0.0.1:{}/metrics", tc.metrics_port))
-            .output()
-            .expect("run curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let metrics = || support::metrics_text(&tc);
     let gauge = |endpoint: &str, value: u8| {
         format!("handoff_scanner_endpoint_up{{endpoint=\"{endpoint}\"}} {value}\n")
     };

@@ -583,6 +583,16 @@ pub fn p384_certificate(dir: &Path) -> PathBuf {
     cert
 }
 
+/// The test daemon's Prometheus metrics as text; empty when they cannot be read.
+pub fn metrics_text(tc: &TestConfig) -> String {
+    let out = Command::new("curl")
+        .args(["-sS"])
+        .arg(format!("http://127.0.0.1:{}/metrics", tc.metrics_port))
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `curl` over HTTPS to the test daemon with an example account's client certificate; the body,
 /// or nothing with `out` (written there). Fails the test on any HTTP error.
 pub fn curl_as(tc: &TestConfig, account: &str, path: &str, out: Option<&Path>) -> Vec<u8> {
