@@ -33,6 +33,9 @@ pub enum DaemonError {
     },
     #[error("locking the state directory ({})", .0.display())]
     Lock(std::path::PathBuf, #[source] std::io::Error),
+    /// The database's errors say which setting or what the database answered.
+    #[error(transparent)]
+    Store(#[from] crate::store::DatabaseError),
     #[error("starting the pipeline")]
     Pipeline(#[from] crate::pipeline::PipelineError),
     #[error(transparent)]
@@ -67,12 +70,15 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         .create(&snapshot.config)
         .map_err(DaemonError::State)?;
     let _lock = lock_state(&layout)?;
+    let store = crate::store::Store::of(gateway)?;
+    store.check()?;
     let audit = Audit::open(&layout)?;
     audit.record(crate::audit::Event::DaemonStart, None, None, serde_json::json!({"config": live.path().display().to_string(), "version": env!("CARGO_PKG_VERSION")}));
     let master =
         crate::keys::load_master_key(&gateway.master_key).map_err(DaemonError::MasterKey)?;
-    let (services, box_events) = Services::new(live.clone(), audit.clone(), Arc::new(master))
-        .map_err(DaemonError::Writers)?;
+    let (services, box_events) =
+        Services::new(live.clone(), audit.clone(), Arc::new(master), store)
+            .map_err(DaemonError::Writers)?;
     tokio::spawn(audit_account_events(
         audit.clone(),
         live.subscribe(),
@@ -98,7 +104,7 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     ));
     let pipeline = crate::pipeline::Pipeline::start(&services, box_events, shutdown.clone())?;
     let receipt_key = crate::keys::load_receipt_key(&gateway.receipt_key)?;
-    let ledger = crate::receipts::ledger::Ledger::open(&layout.receipt_ledger())?;
+    let ledger = services.store.ledger()?;
     crate::receipts::issuer::Issuer::new(ledger, receipt_key, services.boxes.clone())
         .spawn(pipeline.event_log(), shutdown.clone());
     tokio::spawn(crate::metrics::alerts::watch(

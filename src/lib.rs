@@ -26,6 +26,7 @@ pub mod services;
 pub mod sorting;
 pub mod spool;
 pub mod state;
+pub mod store;
 pub mod sync;
 pub mod sys;
 pub mod transport;

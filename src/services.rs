@@ -20,6 +20,8 @@ use crate::transport::sessions::SessionRegistry;
 pub struct Services {
     pub live: Arc<LiveConfig>,
     pub layout: StateLayout,
+    /// Where jobs and receipts are kept (`[gateway.store]`).
+    pub store: crate::store::Store,
     /// The box files, as the gateway itself reaches them (the pipeline, receipts, the NOC).
     pub boxes: Arc<dyn BoxStore>,
     /// Transports report completed uploads, retrievals and acknowledgements here.
@@ -48,6 +50,7 @@ impl Services {
         live: Arc<LiveConfig>,
         audit: Audit,
         master: Arc<crate::keys::MasterKey>,
+        store: crate::store::Store,
     ) -> std::io::Result<(Services, mpsc::Receiver<BoxEvent>)> {
         let snapshot = live.snapshot();
         let (tx, rx) = mpsc::channel(BOX_EVENT_QUEUE);
@@ -64,6 +67,7 @@ impl Services {
             writers: Arc::new(writers),
             metrics,
             layout: layout.clone(),
+            store,
             boxes: Arc::new(LocalBoxes::new(&layout)),
             limiter: Arc::new(Limiter::new(&snapshot.config.gateway.limits)),
             live,

@@ -830,6 +830,7 @@ const COMMANDS: &[&[&str]] = &[
     &["schemas", "list"],
     &["ingest"],
     &["export"],
+    &["migrate"],
 ];
 
 /// The names under `Commands:` in a help text, `help` aside.
@@ -897,6 +898,7 @@ fn commands_reading_the_installed_config_default_to_the_same_file() {
         &["audit", "verify"],
         &["ingest"],
         &["export"],
+        &["migrate"],
     ] {
         let out = Command::new(handoff_bin())
             .args(path)

@@ -11,6 +11,7 @@ use handoff::config::Loaded;
 use handoff::config::live::Snapshot;
 use handoff::events::Channel;
 use handoff::state::StateLayout;
+use handoff::store::Store;
 
 /// An operator at the media desk, acting for one counterpart.
 pub struct Desk {
@@ -18,6 +19,7 @@ pub struct Desk {
     pub counterpart: CounterpartId,
     pub operator: AccountId,
     pub layout: StateLayout,
+    pub store: Store,
 }
 
 impl Desk {
@@ -34,7 +36,9 @@ impl Desk {
             CounterpartId::new(counterpart).with_context(|| format!("{flag} {counterpart}"))?;
         let operator = handoff::offline::operator(&snapshot, operator, &counterpart)?;
         let layout = StateLayout::new(&snapshot.config.gateway.state_dir);
+        let store = Store::of(&snapshot.config.gateway)?;
         Ok(Desk {
+            store,
             snapshot,
             counterpart,
             operator,

@@ -14,8 +14,7 @@ use handoff::events::Hop;
 use handoff::ids::Sha256;
 use handoff::offline::manifest::{self, Entry, Manifest};
 use handoff::offline::{ExportRequest, Queued};
-use handoff::pipeline::jobs::{Job, JobStore, SqliteStore};
-use handoff::receipts::ledger::Ledger;
+use handoff::pipeline::jobs::Job;
 use handoff::spool;
 use handoff::state::StateLayout;
 
@@ -71,6 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         counterpart,
         operator,
         layout,
+        store: state,
     } = &desk;
     let gateway = &snapshot.config.gateway;
     let receipt_key = handoff::keys::load_receipt_key(&gateway.receipt_key)
@@ -82,13 +82,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let store = match SqliteStore::open_read_only(&layout.store()) {
-        Ok(store) => store,
-        Err(_) if !layout.store().join("jobs.sqlite").exists() => {
-            println!("nothing to export for {counterpart}: the gateway has delivered nothing yet");
-            return Ok(ExitCode::SUCCESS);
-        }
-        Err(e) => return Err(e.into()),
+    let Some(store) = state.jobs_read_only()? else {
+        println!("nothing to export for {counterpart}: the gateway has delivered nothing yet");
+        return Ok(ExitCode::SUCCESS);
     };
     let pending = pending_files(layout);
     let dropbox = desk.open_box()?;
@@ -152,7 +148,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     // Every receipt of each file, the hand-over's `retrieved` among them.
     let deadline = Instant::now() + RECEIPT_WAIT;
-    let ledger = Ledger::open_read_only(&layout.receipt_ledger())?;
+    let ledger = state
+        .ledger_read_only()?
+        .context("no receipt ledger: the gateway has issued no receipt")?;
     let receipts_dir = args.to.join(manifest::RECEIPTS_DIR);
     fs::create_dir_all(&receipts_dir)?;
     let mut entries = Vec::new();

@@ -17,10 +17,8 @@ use handoff::config::Media;
 use handoff::config::live::Snapshot;
 use handoff::events::Hop;
 use handoff::ids::Sha256;
-use handoff::pipeline::jobs::{JobStore, SqliteStore};
 use handoff::receipts::Receipt;
-use handoff::receipts::ledger::Ledger;
-use handoff::state::StateLayout;
+use handoff::store::Store;
 use sha2::Digest;
 
 use super::ConfigArg;
@@ -71,6 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         counterpart,
         operator,
         layout,
+        store,
     } = &desk;
     if !layout.inbox(counterpart).is_dir() {
         bail!(
@@ -98,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         media.push(medium);
     }
-    if let Ok(store) = SqliteStore::open_read_only(&layout.store()) {
+    if let Some(store) = store.jobs_read_only()? {
         for m in &media {
             let before = store.same_content(counterpart, &m.sha256)?;
             if let Some(job) = before.first().filter(|_| !args.again) {
@@ -114,10 +113,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let head = Ledger::open_read_only(&layout.receipt_ledger())
-        .and_then(|l| l.head())
-        .map(|(seq, _)| seq)
-        .unwrap_or(0);
+    let head = desk
+        .store
+        .ledger_read_only()
+        .ok()
+        .flatten()
+        .and_then(|l| l.head().ok())
+        .map_or(0, |(seq, _)| seq);
     for m in &media {
         write(&dropbox, m).with_context(|| format!("{}: not ingested", m.path.display()))?;
         println!(
@@ -129,7 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("the gateway accepts the files when it next looks at the inbox");
         return Ok(ExitCode::SUCCESS);
     }
-    Ok(follow(layout, counterpart, &media, head, args.wait))
+    Ok(follow(store, counterpart, &media, head, args.wait))
 }
 
 /// Checks one file of a medium against the counterpart's rules without writing anything.
@@ -220,7 +222,7 @@ fn write(dropbox: &DropBox, m: &Medium) -> anyhow::Result<()> {
 /// Waits for each file's `accepted` receipt and then its outcome, printing them; exit 0 when
 /// every file was accepted.
 fn follow(
-    layout: &StateLayout,
+    store: &Store,
     counterpart: &CounterpartId,
     media: &[Medium],
     head: u64,
@@ -232,7 +234,7 @@ fn follow(
     let mut ledger = None;
     loop {
         if ledger.is_none() {
-            ledger = Ledger::open_read_only(&layout.receipt_ledger()).ok();
+            ledger = store.ledger_read_only().ok().flatten();
         }
         if let Some(ledger) = &ledger {
             if let Ok(new) = ledger.after(head) {

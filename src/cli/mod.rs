@@ -17,6 +17,7 @@ mod export;
 mod hash_password;
 mod ingest;
 mod keygen;
+mod migrate;
 mod open;
 mod receipts;
 mod schemas;
@@ -96,6 +97,10 @@ pub enum Command {
     /// gateway records the hand-over as each file's `retrieved` receipt (channel "offline", the
     /// operator). Files exported are not offered again unless --again.
     Export(export::Args),
+    /// Prepare the PostgreSQL database of `[gateway.store]` for this version: apply the schema
+    /// migrations it has not had (safe to run again, and from several nodes at once). With
+    /// --check, only report its schema version. Nothing to do for the local store.
+    Migrate(migrate::Args),
 }
 
 impl Command {
@@ -124,6 +129,7 @@ impl Command {
             Command::Schemas(args) => schemas::run(args),
             Command::Ingest(args) => ingest::run(args),
             Command::Export(args) => export::run(args),
+            Command::Migrate(args) => migrate::run(args),
         }
     }
 }

@@ -156,9 +156,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The receipt ledger of the configured state directory, opened read-only.
 fn ledger_of(config: &ConfigArg) -> anyhow::Result<Ledger> {
     let loaded = config.load()?;
-    let path = handoff::state::StateLayout::new(&loaded.config.gateway.state_dir).receipt_ledger();
-    anyhow::ensure!(path.exists(), "no receipt ledger at {} yet", path.display());
-    Ok(Ledger::open_read_only(&path)?)
+    let store = handoff::store::Store::of(&loaded.config.gateway)?;
+    store
+        .ledger_read_only()?
+        .context("no receipt ledger yet: the gateway has issued no receipt")
 }
 
 /// Prints every hop of a file with times and time between hops; a split parent's children

@@ -83,6 +83,37 @@ pub struct Gateway {
     pub sorting: Sorting,
     #[serde(default)]
     pub ssh: Ssh,
+    #[serde(default)]
+    pub store: Store,
+}
+
+/// `[gateway.store]`: where jobs, events and the receipt chain live (docs/cluster.md). The
+/// default keeps them in SQLite under the state directory; `postgres` shares them between
+/// gateway nodes.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// `postgres://USER@HOST:PORT/DATABASE`, without a password (`password_file` holds it, so
+    /// the config can be shown without a secret).
+    pub url: Option<String>,
+    /// The database password, alone on the file's first line; the file readable by its owner only.
+    pub password_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that signed the database server's: the connection is TLS and the
+    /// server's name is checked against its certificate. Required unless the server is on this
+    /// machine (a loopback address or a Unix socket).
+    pub tls_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreBackend {
+    /// SQLite files in the state directory: one gateway node.
+    #[default]
+    Local,
+    /// A PostgreSQL database shared by every gateway node.
+    Postgres,
 }
 
 /// `[gateway.ssh]`: the SSH algorithms offered, by preference. Unset, a kind keeps the

@@ -118,6 +118,7 @@ fn gateway(g: &Gateway, f: &mut Findings) {
         secret_file(p, at("host_keys").join(i), f);
     }
     ssh_algorithms(g, f);
+    store(&g.store, f);
     if g.https_listen.is_some() {
         match (&g.tls_cert, &g.tls_key) {
             (Some(_), Some(_)) => {}
@@ -302,6 +303,36 @@ fn ssh_algorithms(g: &Gateway, f: &mut Findings) {
             base.join("host_key_algorithms"),
             "no host key algorithm offered matches a key in host_keys",
         );
+    }
+}
+
+/// `[gateway.store]`: a database's settings complete and safe (the URL without a password,
+/// TLS to a server on another machine), its files there. The database itself is reached only
+/// by the gateway and `handoff migrate`.
+fn store(s: &super::Store, f: &mut Findings) {
+    let at = |k: &'static str| key_path!["gateway", "store", k];
+    if let Some(p) = &s.password_file {
+        secret_file(p, at("password_file"), f);
+    }
+    if let Some(p) = &s.tls_ca {
+        existing_file(p, at("tls_ca"), f);
+    }
+    match s.backend {
+        super::StoreBackend::Local => {
+            if s.url.is_some() || s.password_file.is_some() || s.tls_ca.is_some() {
+                f.warn(
+                    at("backend"),
+                    "the store is local: url, password_file and tls_ca are not used",
+                );
+            }
+        }
+        super::StoreBackend::Postgres => match crate::store::postgres::check_settings(s) {
+            Ok(()) => {}
+            Err(crate::store::DatabaseError::Settings { key, message }) => {
+                f.error(at(key), message)
+            }
+            Err(e) => f.error(at("tls_ca"), Chain(&e).to_string()),
+        },
     }
 }
 
@@ -836,6 +867,54 @@ mod tests {
                 "gateway.clamd[2]".to_owned(),
                 "duplicate clamd endpoint tcp:10.0.0.5:3310 (first at gateway.clamd[0])".to_owned()
             )]
+        );
+    }
+
+    fn store_findings(backend: &str, url: Option<&str>) -> Vec<(Severity, String, String)> {
+        let settings = crate::config::Store {
+            backend: if backend == "postgres" {
+                crate::config::StoreBackend::Postgres
+            } else {
+                crate::config::StoreBackend::Local
+            },
+            url: url.map(str::to_owned),
+            password_file: None,
+            tls_ca: None,
+        };
+        let mut f = Findings::default();
+        super::store(&settings, &mut f);
+        f.0.into_iter()
+            .map(|f| (f.severity, f.path.to_string(), f.message))
+            .collect()
+    }
+
+    /// A database's settings are checked with the config: a URL, no password in it, TLS to a
+    /// server elsewhere; settings the local store does not use are pointed out.
+    #[test]
+    fn store_settings_are_complete_and_safe() {
+        assert!(store_findings("local", None).is_empty());
+        assert!(
+            store_findings("postgres", Some("postgres://handoff@127.0.0.1/handoff")).is_empty()
+        );
+        let at = |f: Vec<(Severity, String, String)>| -> Vec<(Severity, String)> {
+            f.into_iter().map(|(s, p, _)| (s, p)).collect()
+        };
+        assert_eq!(
+            at(store_findings("postgres", None)),
+            vec![(Severity::Error, "gateway.store.url".to_owned())]
+        );
+        let remote = store_findings("postgres", Some("postgres://handoff@db.example.jp/handoff"));
+        assert_eq!(remote.len(), 1);
+        assert_eq!(remote[0].1, "gateway.store.url");
+        assert!(remote[0].2.contains("tls_ca"), "{}", remote[0].2);
+        let secret = store_findings("postgres", Some("postgres://handoff:pw@127.0.0.1/handoff"));
+        assert!(secret[0].2.contains("password_file"), "{}", secret[0].2);
+        assert_eq!(
+            at(store_findings(
+                "local",
+                Some("postgres://handoff@127.0.0.1/handoff")
+            )),
+            vec![(Severity::Warning, "gateway.store.backend".to_owned())]
         );
     }
 }

@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{Alert, Event};
 use crate::error::Chain;
-use crate::receipts::ledger::Ledger;
 use crate::services::Services;
 
 const CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -23,11 +22,7 @@ pub struct Overdue {
 }
 
 pub fn overdue(services: &Services) -> Option<Overdue> {
-    let path = services.layout.receipt_ledger();
-    if !path.exists() {
-        return None;
-    }
-    let ledger = Ledger::open_read_only(&path).ok()?;
+    let ledger = services.store.ledger_read_only().ok()??;
     let retention = services.live.snapshot().config.gateway.retention.clone();
     let now = time::OffsetDateTime::now_utc();
     let (accepted, delivered) = ledger
@@ -85,15 +80,11 @@ impl ChainCheck {
         if self.broken {
             return None;
         }
-        let path = services.layout.receipt_ledger();
-        if !path.exists() {
-            return None;
-        }
+        let ledger = services.store.ledger_read_only().ok()??;
         if self.full_at.is_none_or(|t| t.elapsed() >= FULL_CHECK_EVERY) {
             self.last = None;
             self.full_at = Some(std::time::Instant::now());
         }
-        let ledger = Ledger::open_read_only(&path).ok()?;
         let after = self.last.as_ref().map_or(0, |r| r.seq);
         let fresh = match ledger.after(after) {
             Ok(fresh) => fresh,

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::accounts::CounterpartId;
 use crate::boxes::BoxCounts;
-use crate::receipts::ledger::{Ledger, LedgerError};
+use crate::receipts::ledger::LedgerError;
 use crate::services::Services;
 
 /// The gateway's state at one moment.
@@ -101,11 +101,9 @@ pub fn receipts_since(
     services: &Services,
     since: time::OffsetDateTime,
 ) -> Result<Vec<serde_json::Value>, LedgerError> {
-    let path = services.layout.receipt_ledger();
-    if !path.exists() {
+    let Some(ledger) = services.store.ledger_read_only()? else {
         return Ok(Vec::new());
-    }
-    let ledger = Ledger::open_read_only(&path)?;
+    };
     Ok(ledger
         .since(since)?
         .into_iter()

@@ -15,7 +15,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::receipts::ledger::Ledger;
 use crate::services::Services;
 
 pub async fn serve(services: Services, listener: TcpListener, shutdown: CancellationToken) {
@@ -173,8 +172,11 @@ fn status_page(services: &Services) -> String {
         }
     }
     h.push_str("<h2>Last 100 receipts</h2>");
-    let path = services.layout.receipt_ledger();
-    match Ledger::open_read_only(&path).and_then(|l| l.last(100)) {
+    let last = services
+        .store
+        .ledger_read_only()
+        .and_then(|l| l.map_or(Ok(Vec::new()), |l| l.last(100)));
+    match last {
         Ok(list) if !list.is_empty() => {
             h.push_str("<table><tr><th>#</th><th>time</th><th>hop</th><th>file</th><th>name</th><th>sender</th><th>recipient</th><th>note</th></tr>");
             for r in list.iter().rev() {

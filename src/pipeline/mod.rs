@@ -31,7 +31,7 @@ use crate::config::live::LiveConfig;
 use crate::error::Chain;
 use crate::events::{EventLog, Hop};
 use crate::metrics::PipelineMetrics;
-use crate::pipeline::jobs::{Job, JobState, JobStore, SqliteStore, StoreError, Transition};
+use crate::pipeline::jobs::{Job, JobState, JobStore, StoreError, Transition};
 use crate::spool::Spool;
 use crate::sync::Recover;
 use stages::{
@@ -74,7 +74,7 @@ pub enum PipelineError {
 
 /// What the running pipeline shares between its tasks.
 struct Inner {
-    store: Arc<SqliteStore>,
+    store: Arc<dyn JobStore>,
     spool: Spool,
     boxes: Arc<dyn BoxStore>,
     live: Arc<LiveConfig>,
@@ -115,7 +115,7 @@ impl Pipeline {
     ) -> Result<Pipeline, PipelineError> {
         let live = services.live.clone();
         let layout = services.layout.clone();
-        let store = Arc::new(SqliteStore::open(&layout.store())?);
+        let store = services.store.jobs()?;
         let spool = Spool::new(&layout, services.master.clone());
         let swept = spool.sweep_orphans(
             |id| {

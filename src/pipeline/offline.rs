@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
-use super::jobs::{Handover, Job, JobState, JobStore};
+use super::jobs::{Handover, Job, JobState};
 use crate::error::Chain;
 use crate::events::{Channel, Hop};
 use crate::offline::{self, ExportRequest};

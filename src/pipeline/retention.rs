@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::jobs::{Handover, Job, JobState, JobStore, Transition};
+use super::jobs::{Handover, Job, JobState, Transition};
 use super::{DELIVERY_COMMIT_WAIT, Inner, PipelineError};
 use crate::accounts::{AccountId, CounterpartId};
 use crate::boxes::{FileName, file_id_of_outbox_name, outbox_name};

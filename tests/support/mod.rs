@@ -2,6 +2,8 @@
 //! directory, and helpers to run the `handoff` binary.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;

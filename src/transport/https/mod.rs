@@ -8,7 +8,7 @@
 mod api;
 mod identity;
 mod noc;
-mod tls;
+pub(crate) mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

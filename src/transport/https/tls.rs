@@ -39,7 +39,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read(path)?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(&bytes[..]))
         .filter_map(Result::ok)

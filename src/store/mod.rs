@@ -1,0 +1,85 @@
+//! Where the gateway's durable state lives (DESIGN §8): in SQLite files under the state
+//! directory for one node (the default), or in PostgreSQL shared by several nodes. The job
+//! store ([`JobStore`]) and the receipt ledger ([`Ledger`]) are opened here, by the config's
+//! `[gateway.store]`, and nowhere else.
+
+pub mod postgres;
+
+use std::sync::Arc;
+
+use crate::config::{Gateway, StoreBackend};
+use crate::pipeline::jobs::{JobStore, PgStore, SqliteStore, StoreError};
+use crate::receipts::ledger::{Ledger, LedgerError};
+use crate::state::StateLayout;
+pub use postgres::{Database, DatabaseError};
+
+/// The store of a config: the state directory's files, or a database.
+#[derive(Clone)]
+pub enum Store {
+    Local(StateLayout),
+    Postgres(Arc<Database>),
+}
+
+impl Store {
+    /// The store `[gateway.store]` names; a database is not connected until first used.
+    pub fn of(gateway: &Gateway) -> Result<Store, DatabaseError> {
+        Ok(match gateway.store.backend {
+            StoreBackend::Local => Store::Local(StateLayout::new(&gateway.state_dir)),
+            StoreBackend::Postgres => Store::Postgres(Database::new(&gateway.store)?),
+        })
+    }
+
+    /// Checks, before a daemon starts on it, that the store is usable: a database must answer
+    /// and have this gateway's schema.
+    pub fn check(&self) -> Result<(), DatabaseError> {
+        match self {
+            Store::Local(_) => Ok(()),
+            Store::Postgres(db) => db.check_schema(),
+        }
+    }
+
+    /// The job store the pipeline writes.
+    pub fn jobs(&self) -> Result<Arc<dyn JobStore>, StoreError> {
+        Ok(match self {
+            Store::Local(layout) => Arc::new(SqliteStore::open(&layout.store())?),
+            Store::Postgres(db) => Arc::new(PgStore::open(db.clone())?),
+        })
+    }
+
+    /// The job store for reading beside a running gateway (the command line); `None` before
+    /// the gateway has made one.
+    pub fn jobs_read_only(&self) -> Result<Option<Arc<dyn JobStore>>, StoreError> {
+        Ok(Some(match self {
+            Store::Local(layout) => {
+                if !layout.store().join(SqliteStore::FILE).exists() {
+                    return Ok(None);
+                }
+                Arc::new(SqliteStore::open_read_only(&layout.store())?)
+            }
+            Store::Postgres(db) => Arc::new(PgStore::open(db.clone())?),
+        }))
+    }
+
+    /// The receipt ledger the issuer writes.
+    pub fn ledger(&self) -> Result<Ledger, LedgerError> {
+        match self {
+            Store::Local(layout) => Ledger::open(&layout.receipt_ledger()),
+            Store::Postgres(db) => Ok(Ledger::postgres(db.clone())),
+        }
+    }
+
+    /// The receipt ledger for reading (the command line, metrics, the NOC); `None` before the
+    /// gateway has made one.
+    pub fn ledger_read_only(&self) -> Result<Option<Ledger>, LedgerError> {
+        match self {
+            Store::Local(layout) => {
+                let path = layout.receipt_ledger();
+                if !path.exists() {
+                    return Ok(None);
+                }
+                Ledger::open_read_only(&path).map(Some)
+            }
+            Store::Postgres(db) => Ok(Some(Ledger::postgres(db.clone()))),
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! The shared store (`[gateway.store] backend = "postgres"`, docs/cluster.md) against a private
+//! PostgreSQL started by the test: the job store keeps the same contract as SQLite's, the
+//! schema is `handoff migrate`'s, and a gateway on it takes files through the pipeline to
+//! verifiable receipts, and holds them while the database is away.
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use handoff::events::{Channel, EventLog, Hop};
+use handoff::ids::Sha256;
+use handoff::pipeline::jobs::{
+    Handover, Job, JobState, JobStore, MAX_SEND_COUNT, PgStore, SqliteStore, Transition,
+};
+use handoff::store::Database;
+use support::postgres::Postgres;
+use support::{
+    ClamdInstance, Daemon, TestConfig, account, checkup_archive, counterpart, hand_off,
+    handoff_bin, output_ok, wait_for,
+};
+
+const CLINIC: &str = "clinic-2717654327";
+const INSURER: &str = "insurer-06130017";
+
+fn settings(pg: &Postgres) -> handoff::config::Store {
+    handoff::config::Store {
+        backend: handoff::config::StoreBackend::Postgres,
+        url: Some(format!("postgres://handoff@127.0.0.1:{}/handoff", pg.port)),
+        password_file: Some(pg.password_file.clone()),
+        tls_ca: None,
+    }
+}
+
+fn migrated(pg: &Postgres) -> Arc<Database> {
+    let db = Database::new(&settings(pg)).expect("settings");
+    db.migrate().expect("migrate");
+    db
+}
+
+fn job(n: u32) -> Job {
+    Job {
+        file_id: format!("file-{n}"),
+        sender: counterpart(CLINIC),
+        original_name: format!("archive-{n}.zip"),
+        size: 1000 + u64::from(n),
+        sha256: Sha256::digest(format!("content {n}").as_bytes()),
+        inbox_key: format!("inbox-key-{n}"),
+        state: JobState::Accepted,
+        recipient: None,
+        sealed_sha256: None,
+        accepted_at: time::OffsetDateTime::now_utc(),
+        delivered_at: None,
+        retrieved: false,
+        quarantined: false,
+        warnings: Vec::new(),
+        parent: None,
+        accepted_by: Some(account(CLINIC)),
+        channel: Some(Channel::Sftp),
+    }
+}
+
+/// One pass through every operation of the job store, written down as what it answered.
+fn exercise(store: &dyn JobStore) -> Vec<String> {
+    let mut said = Vec::new();
+    let a = job(1);
+    let b = job(2);
+    said.push(format!("insert a: {}", store.insert_accepted(&a).unwrap()));
+    said.push(format!(
+        "insert a again: {}",
+        store.insert_accepted(&a).unwrap()
+    ));
+    said.push(format!("insert b: {}", store.insert_accepted(&b).unwrap()));
+    let got = store.get(&a.file_id).unwrap().expect("a is stored");
+    said.push(format!(
+        "a: {} {} {} {} {:?}",
+        got.state.as_str(),
+        got.sender,
+        got.size,
+        got.sha256,
+        got.channel
+    ));
+    said.push(format!(
+        "by inbox key: {:?}",
+        store.by_inbox_key(&b.inbox_key).unwrap().map(|j| j.file_id)
+    ));
+    let mut delivered = a.clone();
+    delivered.recipient = Some(counterpart(INSURER));
+    store
+        .transition(&Transition {
+            file_id: a.file_id.clone(),
+            to: JobState::Validated,
+            recipient: Some(counterpart(INSURER)),
+            sealed_sha256: None,
+            quarantined: false,
+            warnings: Vec::new(),
+            event: None,
+        })
+        .unwrap();
+    store
+        .transition(&Transition {
+            file_id: a.file_id.clone(),
+            to: JobState::Delivered,
+            recipient: None,
+            sealed_sha256: Some(Sha256::digest(b"sealed")),
+            quarantined: false,
+            warnings: Vec::new(),
+            event: Some(delivered.event(Hop::Delivered, Vec::new())),
+        })
+        .unwrap();
+    let missing = store.transition(&Transition {
+        file_id: "no-such-file".into(),
+        to: JobState::Rejected,
+        recipient: None,
+        sealed_sha256: None,
+        quarantined: true,
+        warnings: Vec::new(),
+        event: None,
+    });
+    said.push(format!("transition of no job fails: {}", missing.is_err()));
+    let open: Vec<String> = store
+        .open_jobs()
+        .unwrap()
+        .into_iter()
+        .map(|j| j.file_id)
+        .collect();
+    said.push(format!("open: {open:?}"));
+    let to_insurer = |with_retrieved| -> Vec<String> {
+        store
+            .delivered_to(&counterpart(INSURER), with_retrieved)
+            .unwrap()
+            .into_iter()
+            .map(|j| j.file_id)
+            .collect()
+    };
+    said.push(format!("delivered to insurer: {:?}", to_insurer(false)));
+    let by = Handover {
+        actor: account(INSURER),
+        channel: Channel::Https,
+    };
+    said.push(format!(
+        "retrieved: {}",
+        store.mark_retrieved(&a.file_id, &by).unwrap()
+    ));
+    said.push(format!(
+        "retrieved again: {}",
+        store.mark_retrieved(&a.file_id, &by).unwrap()
+    ));
+    said.push(format!(
+        "delivered to insurer, not retrieved: {:?}, all: {:?}",
+        to_insurer(false),
+        to_insurer(true)
+    ));
+    said.push(format!(
+        "same content: {:?}",
+        store
+            .same_content(&counterpart(CLINIC), &b.sha256)
+            .unwrap()
+            .into_iter()
+            .map(|j| j.file_id)
+            .collect::<Vec<_>>()
+    ));
+    said.push(format!(
+        "has a: {}, has c: {}",
+        store.has_job(&a.file_id).unwrap(),
+        store.has_job("file-3").unwrap()
+    ));
+    for k in 0..=MAX_SEND_COUNT {
+        let plan = store
+            .plan_split(&format!("parent-{k}"), "20261207", &["06130017"])
+            .unwrap()
+            .expect("within the day's sends");
+        said.push(format!("split {k}: n = {}", plan[0].n));
+    }
+    said.push(format!(
+        "split past the day's sends: {:?}",
+        store
+            .plan_split("parent-x", "20261207", &["06270029", "06130017"])
+            .unwrap()
+            .map(|p| p.len())
+    ));
+    let events: Vec<String> = store
+        .events_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, e)| {
+            format!(
+                "{seq} {} {} {:?} {:?}",
+                e.file_id,
+                e.hop,
+                e.actor.map(|a| a.to_string()),
+                e.channel
+            )
+        })
+        .collect();
+    said.push(format!("events: {events:?}"));
+    said.push(format!("newest: {}", *store.watch().borrow()));
+    said
+}
+
+/// The PostgreSQL job store answers every operation as the SQLite store does: the pipeline
+/// cannot tell them apart.
+#[test]
+fn the_job_store_answers_the_same_on_postgres_as_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(dir.path());
+    let sqlite = SqliteStore::open(dir.path()).unwrap();
+    let postgres = PgStore::open(migrated(&pg)).unwrap();
+    let local = exercise(&sqlite);
+    let shared = exercise(&postgres);
+    assert_eq!(local, shared);
+    // And what they both said is right.
+    let said = |prefix: &str| {
+        shared
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(said("insert a:"), "insert a: true");
+    assert_eq!(said("insert a again"), "insert a again: false");
+    assert_eq!(said("open"), "open: [\"file-2\"]");
+    assert_eq!(said("retrieved:"), "retrieved: true");
+    assert_eq!(said("retrieved again"), "retrieved again: false");
+    assert_eq!(
+        said("delivered to insurer, not"),
+        "delivered to insurer, not retrieved: [], all: [\"file-1\"]"
+    );
+    assert_eq!(
+        said("transition of no job"),
+        "transition of no job fails: true"
+    );
+    assert_eq!(said("split 9"), "split 9: n = 9");
+    assert_eq!(
+        said("split past"),
+        "split past the day's sends: Err(\"06130017\")"
+    );
+    assert_eq!(
+        said("events"),
+        "events: [\"1 file-1 accepted Some(\\\"clinic-2717654327\\\") Some(Sftp)\", \
+         \"2 file-2 accepted Some(\\\"clinic-2717654327\\\") Some(Sftp)\", \
+         \"3 file-1 delivered None None\", \
+         \"4 file-1 retrieved Some(\\\"insurer-06130017\\\") Some(Https)\"]"
+    );
+    assert_eq!(said("newest"), "newest: 4");
+}
+
+/// Events committed at once from many threads get numbers in commit order with no gaps: the
+/// issuer, which reads the log from where it stopped, never steps over one.
+#[test]
+fn concurrent_commits_number_events_without_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(dir.path());
+    let store = Arc::new(PgStore::open(migrated(&pg)).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    assert!(store.insert_accepted(&job(t * 100 + i)).unwrap());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let seqs: Vec<u64> = store
+        .events_after(0, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+}
+
+fn handoff(tc: &TestConfig, args: &[&str]) -> std::process::Output {
+    Command::new(handoff_bin())
+        .args(args)
+        .arg("--config")
+        .arg(&tc.path)
+        .output()
+        .unwrap()
+}
+
+/// `handoff migrate` prepares the database once; a gateway refuses to start on a database
+/// that was not migrated, saying what to run.
+#[test]
+fn migrate_prepares_the_database_and_a_gateway_refuses_one_not_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(dir.path());
+    let tc = TestConfig::with(|text| text + &pg.store_table());
+
+    let check = handoff(&tc, &["migrate", "--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("schema version 0"));
+
+    let serve = Command::new(handoff_bin())
+        .args(["serve", "--config"])
+        .arg(&tc.path)
+        .output()
+        .unwrap();
+    assert_eq!(serve.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&serve.stderr);
+    assert!(err.contains("run handoff migrate"), "{err}");
+    assert!(!err.contains(pg.password_file.to_str().unwrap()) || err.contains("password_file"));
+
+    let first = handoff(&tc, &["migrate"]);
+    assert!(first.status.success());
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied 1"));
+    let again = handoff(&tc, &["migrate"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already at schema version 1"));
+    assert!(handoff(&tc, &["migrate", "--check"]).status.success());
+    assert_eq!(pg.psql("SELECT COUNT(*) FROM schema_migrations"), "1");
+}
+
+/// A gateway on PostgreSQL takes a file from the clinic's inbox to the insurer's outbox; jobs,
+/// events and receipts are in the database (none in the state directory), and
+/// `handoff receipts verify` checks the chain there.
+#[test]
+fn a_gateway_on_postgres_delivers_and_its_receipts_verify() {
+    let tc_dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(tc_dir.path());
+    let tc = TestConfig::with(|text| text + &pg.store_table());
+    output_ok(
+        Command::new(handoff_bin())
+            .args(["migrate", "--config"])
+            .arg(&tc.path),
+    );
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let _daemon = Daemon::start(&tc);
+
+    let body = checkup_archive("2717654327", "06130017", 20, 7);
+    hand_off(&tc, CLINIC, "h0000000001_2026.zip", &body);
+    assert!(
+        wait_for(60, || pg
+            .psql("SELECT COUNT(*) FROM receipts WHERE hop = 'delivered'")
+            == "1"),
+        "not delivered: {}",
+        pg.psql("SELECT file_id, hop FROM events")
+    );
+    let outbox = tc.state_dir().join("boxes").join(INSURER).join("outbox");
+    let delivered: Vec<_> = std::fs::read_dir(&outbox).unwrap().flatten().collect();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        support::openssl_decrypt(&delivered[0].path(), INSURER),
+        body
+    );
+    assert_eq!(
+        pg.psql("SELECT state FROM jobs"),
+        "delivered",
+        "the job is in the database"
+    );
+    let store = tc.state_dir().join("store");
+    assert!(!store.join("jobs.sqlite").exists());
+    assert!(!store.join("receipts.db").exists());
+
+    let verify = handoff(&tc, &["receipts", "verify"]);
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let file_id = pg.psql("SELECT file_id FROM jobs");
+    let trace = handoff(&tc, &["receipts", "trace", &file_id]);
+    let trace = String::from_utf8_lossy(&trace.stdout);
+    assert!(
+        trace.contains("accepted") && trace.contains("delivered"),
+        "{trace}"
+    );
+    // The receipts are also files in the clinic's box, as with the local store.
+    let receipts = tc.state_dir().join("boxes").join(CLINIC).join("receipts");
+    assert!(wait_for(10, || std::fs::read_dir(&receipts)
+        .map(|d| d.count())
+        .unwrap_or(0)
+        == 2));
+}
+
+/// While the database is away nothing is accepted and nothing is lost: files wait in the
+/// inbox, and once it is back every one is delivered once, by itself.
+#[test]
+fn files_wait_while_the_database_is_away_and_go_on_when_it_returns() {
+    let tc_dir = tempfile::tempdir().unwrap();
+    let mut pg = Postgres::start(tc_dir.path());
+    let tc = TestConfig::with(|text| text + &pg.store_table());
+    output_ok(
+        Command::new(handoff_bin())
+            .args(["migrate", "--config"])
+            .arg(&tc.path),
+    );
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let daemon = Daemon::start(&tc);
+
+    hand_off(
+        &tc,
+        CLINIC,
+        "before.zip",
+        &checkup_archive("2717654327", "06130017", 5, 1),
+    );
+    assert!(wait_for(60, || pg
+        .psql("SELECT COUNT(*) FROM receipts WHERE hop = 'delivered'")
+        == "1"));
+
+    pg.stop();
+    for i in 0..5 {
+        let body = checkup_archive("2717654327", "06130017", 5, 10 + i);
+        hand_off(&tc, CLINIC, &format!("away-{i}.zip"), &body);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let inbox = tc.state_dir().join("boxes").join(CLINIC).join("inbox");
+    let waiting = std::fs::read_dir(&inbox).unwrap().count();
+    assert_eq!(
+        waiting, 5,
+        "the files wait in the inbox while the database is away"
+    );
+    assert!(daemon.child.id() > 0);
+
+    pg.resume();
+    assert!(
+        wait_for(90, || pg
+            .psql("SELECT COUNT(*) FROM receipts WHERE hop = 'delivered'")
+            == "6"),
+        "not all delivered after the database came back: {}\n{}",
+        pg.psql("SELECT original_name, state FROM jobs"),
+        daemon.log_text()
+    );
+    assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 0);
+    let outbox = tc.state_dir().join("boxes").join(INSURER).join("outbox");
+    assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 6);
+    assert_eq!(
+        pg.psql("SELECT COUNT(*) FROM (SELECT file_id, hop FROM receipts GROUP BY file_id, hop HAVING COUNT(*) > 1) d"),
+        "0"
+    );
+    assert!(handoff(&tc, &["receipts", "verify"]).status.success());
+}
