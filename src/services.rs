@@ -44,6 +44,13 @@ pub struct Services {
 const BOX_EVENT_QUEUE: usize = 1024;
 
 impl Services {
+    /// Whether an upload may begin or be handed off now: only while the audit log can record it
+    /// and the store answers, so nothing is acknowledged that the gateway cannot keep (fail
+    /// closed; the client sends it again later).
+    pub fn takes_uploads(&self) -> bool {
+        self.audit.writable() && self.store.is_up()
+    }
+
     /// Services for a loaded config, with the receiving end of the box events. Fails only if
     /// the upload writer threads cannot be started.
     pub fn new(

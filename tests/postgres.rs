@@ -378,8 +378,9 @@ fn a_gateway_on_postgres_delivers_and_its_receipts_verify() {
         == 2));
 }
 
-/// While the database is away nothing is accepted and nothing is lost: files wait in the
-/// inbox, and once it is back every one is delivered once, by itself.
+/// While the database is away nothing is accepted and nothing is lost: the NOC has the alert,
+/// uploads are refused with a message, files already in the inbox wait there, and once the
+/// database is back every one is delivered once, by itself.
 #[test]
 fn files_wait_while_the_database_is_away_and_go_on_when_it_returns() {
     let tc_dir = tempfile::tempdir().unwrap();
@@ -404,6 +405,31 @@ fn files_wait_while_the_database_is_away_and_go_on_when_it_returns() {
         == "1"));
 
     pg.stop();
+    // The NOC hears of it once, and uploads are refused with a message while it lasts.
+    assert!(
+        wait_for(15, || !daemon.audit_lines("alert.store_down").is_empty()),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(support::metrics_text(&tc).contains("handoff_store_up 0"));
+    let up = tc.dir.path().join("during.zip");
+    std::fs::write(&up, checkup_archive("2717654327", "06130017", 5, 99)).unwrap();
+    let refused = support::sftp_batch(
+        tc.sftp_port,
+        CLINIC,
+        CLINIC,
+        &format!("put {} inbox/\n", up.display()),
+    );
+    assert!(
+        !refused.status.success(),
+        "an upload was taken while the database was away"
+    );
+    assert!(
+        wait_for(5, || daemon.log_text().contains("cannot take files now")),
+        "{}",
+        daemon.log_text()
+    );
+    // What is already in the inbox waits there, unaccepted.
     for i in 0..5 {
         let body = checkup_archive("2717654327", "06130017", 5, 10 + i);
         hand_off(&tc, CLINIC, &format!("away-{i}.zip"), &body);
@@ -418,20 +444,41 @@ fn files_wait_while_the_database_is_away_and_go_on_when_it_returns() {
     assert!(daemon.child.id() > 0);
 
     pg.resume();
+    assert!(wait_for(15, || !daemon.audit_lines("store.up").is_empty()));
+    assert_eq!(
+        daemon.audit_lines("alert.store_down").len(),
+        1,
+        "one alert per outage"
+    );
+    let sent = support::sftp_batch(
+        tc.sftp_port,
+        CLINIC,
+        CLINIC,
+        &format!("put {} inbox/\n", up.display()),
+    );
+    assert!(
+        sent.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&sent.stderr),
+        daemon.log_text()
+    );
     assert!(
         wait_for(90, || pg
             .psql("SELECT COUNT(*) FROM receipts WHERE hop = 'delivered'")
-            == "6"),
-        "not all delivered after the database came back: {}\n{}",
+            == "7"),
+        "not all delivered after the database came back: {}\nreceipts: {}\n{}",
         pg.psql("SELECT original_name, state FROM jobs"),
+        pg.psql("SELECT seq, hop, file_id FROM receipts ORDER BY seq"),
         daemon.log_text()
     );
     assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 0);
     let outbox = tc.state_dir().join("boxes").join(INSURER).join("outbox");
-    assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 6);
+    assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 7);
     assert_eq!(
         pg.psql("SELECT COUNT(*) FROM (SELECT file_id, hop FROM receipts GROUP BY file_id, hop HAVING COUNT(*) > 1) d"),
         "0"
     );
     assert!(handoff(&tc, &["receipts", "verify"]).status.success());
+    // A database away is no broken chain.
+    assert!(daemon.audit_lines("alert.receipt_chain_broken").is_empty());
 }

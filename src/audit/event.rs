@@ -83,6 +83,9 @@ events! {
     ScannerEndpointDown = "scanner.endpoint_down",
     /// A clamd of a pool of several that was down answers its health checks again.
     ScannerEndpointUp = "scanner.endpoint_up",
+    /// The database of `[gateway.store]` answers again after it was down (the `store_down`
+    /// alert).
+    StoreUp = "store.up",
     SftpAuthFailure = "sftp.auth_failure",
     SftpConnect = "sftp.connect",
     SftpConnectionRefused = "sftp.connection_refused",
@@ -132,6 +135,7 @@ alerts! {
     ReceiptChainBroken = "receipt_chain_broken",
     RetrieveOverdue = "retrieve_overdue",
     ScannerDown = "scanner_down",
+    StoreDown = "store_down",
 }
 
 impl From<Alert> for Event {

@@ -88,6 +88,8 @@ impl ChainCheck {
         let after = self.last.as_ref().map_or(0, |r| r.seq);
         let fresh = match ledger.after(after) {
             Ok(fresh) => fresh,
+            // A database that does not answer is the `store_down` alert, not a broken chain.
+            Err(crate::receipts::ledger::LedgerError::Database(_)) => return None,
             Err(e) => {
                 self.broken = true;
                 return Some(Chain(&e).to_string());

@@ -56,6 +56,8 @@ pub struct PipelineMetrics {
     pub scanner_endpoint_up: Family<Labels, Gauge>,
     /// Age in seconds of the oldest accepted file not yet delivered or rejected.
     pub oldest_undelivered_seconds: Gauge,
+    /// 1 while the store answers (the local store always does: its files are this machine's).
+    pub store_up: Gauge,
 }
 
 fn stage_histogram() -> Histogram {
@@ -71,6 +73,7 @@ impl PipelineMetrics {
             scanner_up: Gauge::default(),
             scanner_endpoint_up: Family::default(),
             oldest_undelivered_seconds: Gauge::default(),
+            store_up: Gauge::default(),
         };
         registry.register("pipeline_files", "Files reaching a hop", m.files.clone());
         registry.register(
@@ -92,6 +95,11 @@ impl PipelineMetrics {
             "scanner_endpoint_up",
             "Whether one clamd of the pool answers health checks",
             m.scanner_endpoint_up.clone(),
+        );
+        registry.register(
+            "store_up",
+            "Whether the store of jobs and receipts answers (the database's health checks)",
+            m.store_up.clone(),
         );
         registry.register(
             "pipeline_oldest_undelivered_seconds",

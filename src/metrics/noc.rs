@@ -20,7 +20,33 @@ pub struct Status {
     pub spool: usize,
     pub quarantine: usize,
     pub scanner: Scanner,
+    pub store: StoreStatus,
     pub boxes: Vec<BoxStatus>,
+}
+
+/// Where jobs and receipts are kept, and whether it answers.
+#[derive(Debug, Serialize)]
+pub struct StoreStatus {
+    /// `local` or `postgres`.
+    pub backend: &'static str,
+    /// The local store is always up; a database is up while its health checks pass.
+    pub up: bool,
+    /// While the database is down: why.
+    pub error: Option<String>,
+}
+
+impl StoreStatus {
+    fn gather(store: &crate::store::Store) -> StoreStatus {
+        let health = match store {
+            crate::store::Store::Local(_) => Some(Ok(())),
+            crate::store::Store::Postgres(db) => db.health(),
+        };
+        StoreStatus {
+            backend: store.backend(),
+            up: matches!(health, Some(Ok(()))),
+            error: health.and_then(Result::err),
+        }
+    }
 }
 
 /// The clamd pool: `up` and `error` are the pool's, as they were when there was one clamd.
@@ -81,6 +107,7 @@ impl Status {
             spool: queues.spool,
             quarantine: queues.quarantine,
             scanner: Scanner::gather(&services.clamd),
+            store: StoreStatus::gather(&services.store),
             boxes: snapshot
                 .config
                 .counterparts

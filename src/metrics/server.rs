@@ -99,6 +99,17 @@ fn status_page(services: &Services) -> String {
         "<h2>Queues</h2><table><tr><th>spool</th><td>{}</td></tr><tr><th>quarantine</th><td>{}</td></tr></table>",
         status.spool, status.quarantine
     );
+    let _ = write!(
+        h,
+        "<h2>Store</h2><table><tr><th>backend</th><th>state</th><th>last error</th></tr><tr><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+        status.store.backend,
+        if status.store.up {
+            "up"
+        } else {
+            "<span class=\"bad\">down</span>"
+        },
+        esc(status.store.error.as_deref().unwrap_or("-"))
+    );
     h.push_str("<h2>Scanner</h2><table><tr><th>clamd</th><th>state</th><th>last error</th></tr>");
     for e in &status.scanner.endpoints {
         let _ = write!(

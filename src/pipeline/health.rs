@@ -1,4 +1,11 @@
-//! The health checks of the clamd pool (docs/scanning.md). Each endpoint is pinged every
+//! The health checks of what the pipeline cannot work without: the clamd pool and the database
+//! of a shared store.
+//!
+//! The database is pinged every [`HEALTH_EVERY`]; while it does not answer, nothing is accepted
+//! (files wait in the inboxes) and jobs wait, and the NOC has the `store_down` alert once per
+//! outage, `store.up` in the audit log when it answers again, and `handoff_store_up`.
+//!
+//! The clamd pool (docs/scanning.md). Each endpoint is pinged every
 //! [`HEALTH_EVERY`] on a task of its own, so a clamd that hangs holds up no other's check. A
 //! check sets the endpoint's health, which the scans follow ([`ClamdPool::scan`]), and its
 //! `handoff_scanner_endpoint_up` gauge. The NOC hears of changes once each: with several
@@ -23,8 +30,20 @@ use crate::sync::Recover;
 /// How often each clamd is pinged.
 const HEALTH_EVERY: Duration = Duration::from_secs(3);
 
-/// Starts the check of each endpoint of the services' pool.
+/// Starts the check of each endpoint of the services' pool, and of the store's database.
 pub(super) fn start(services: &Services, shutdown: &CancellationToken) {
+    match &services.store {
+        crate::store::Store::Local(_) => {
+            services.metrics.pipeline.store_up.set(1);
+        }
+        crate::store::Store::Postgres(db) => {
+            tokio::spawn(check_database(
+                db.clone(),
+                services.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
     let endpoints = services.clamd.endpoints();
     let seen = Arc::new(Mutex::new(Seen::new(endpoints.len())));
     for (index, endpoint) in endpoints.iter().enumerate() {
@@ -76,6 +95,67 @@ async fn check(
         }
         for change in changes {
             report(change, &address, &result, &services);
+        }
+    }
+}
+
+/// Pings the database until shutdown; reports it going down and coming back, once each.
+async fn check_database(
+    db: Arc<crate::store::Database>,
+    services: Services,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(HEALTH_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut was_up = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let d = db.clone();
+        let Ok(result) = tokio::task::spawn_blocking(move || d.ping()).await else {
+            continue;
+        };
+        let up = result.is_ok();
+        services.metrics.pipeline.store_up.set(i64::from(up));
+        let before = was_up.replace(up);
+        if before == Some(up) {
+            continue;
+        }
+        let database = db.describe();
+        match result {
+            Ok(()) if before.is_some() => {
+                tracing::info!(database, "the database answers again");
+                services.audit.record(
+                    Event::StoreUp,
+                    None,
+                    None,
+                    serde_json::json!({ "database": database }),
+                );
+            }
+            Ok(()) => {}
+            Err(e) => {
+                let error = Chain(&e).to_string();
+                let alert = Alert::StoreDown;
+                tracing::warn!(
+                    alert = alert.as_str(),
+                    database,
+                    error,
+                    "ALERT: the database does not answer: nothing is accepted and files wait"
+                );
+                services.audit.record(
+                    Event::Alert(alert),
+                    None,
+                    None,
+                    serde_json::json!({ "database": database, "error": error }),
+                );
+                services
+                    .metrics
+                    .alerts
+                    .get_or_create(&vec![("kind", alert.as_str().to_owned())])
+                    .inc();
+            }
         }
     }
 }

@@ -38,6 +38,23 @@ impl Store {
         }
     }
 
+    /// The name of the backend, as `[gateway.store] backend` says it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Local(_) => "local",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the store answers, as far as its last health check knows: the local store always
+    /// does; a database until a check finds it down.
+    pub fn is_up(&self) -> bool {
+        match self {
+            Store::Local(_) => true,
+            Store::Postgres(db) => !matches!(db.health(), Some(Err(_))),
+        }
+    }
+
     /// The job store the pipeline writes.
     pub fn jobs(&self) -> Result<Arc<dyn JobStore>, StoreError> {
         Ok(match self {

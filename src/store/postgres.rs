@@ -81,6 +81,8 @@ pub struct Database {
     /// dropped by a thread of another one).
     runtime: Option<tokio::runtime::Runtime>,
     idle: Mutex<Vec<Client>>,
+    /// What the last health check found: `None` before the first, then `Ok` or why not.
+    health: Mutex<Option<Result<(), String>>>,
 }
 
 /// Checks the settings of `[gateway.store]` (what `handoff check-config` reports) without
@@ -159,6 +161,7 @@ impl Database {
             tls,
             runtime: Some(runtime),
             idle: Mutex::new(Vec::new()),
+            health: Mutex::new(None),
         }))
     }
 
@@ -235,12 +238,24 @@ impl Database {
         }
     }
 
-    /// Whether the database answers now.
+    /// Whether the database answers now; the answer is kept for [`Database::health`].
     pub fn ping(&self) -> Result<(), DatabaseError> {
-        self.with(async |c: &mut Client| {
+        let result = self.with(async |c: &mut Client| -> Result<(), DatabaseError> {
             c.simple_query("SELECT 1").await?;
             Ok(())
-        })
+        });
+        *self.health.locked() = Some(
+            result
+                .as_ref()
+                .map(drop)
+                .map_err(|e| crate::error::Chain(e).to_string()),
+        );
+        result
+    }
+
+    /// What the last [`Database::ping`] found (`None` before the first).
+    pub fn health(&self) -> Option<Result<(), String>> {
+        self.health.locked().clone()
     }
 
     /// The schema version the database is at (0: never migrated).

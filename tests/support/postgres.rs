@@ -27,6 +27,9 @@ impl Postgres {
             .expect("data folder");
         let password_file = dir.join("pg-password");
         std::fs::write(&password_file, format!("pw-{}\n", free_port())).expect("password file");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600))
+            .expect("password file mode");
         let mut pg = Postgres {
             child: None,
             data,

@@ -449,7 +449,7 @@ async fn upload(
         return Err(BoxError::TooLarge { limit }.into());
     }
     let idle = conn.shared.services.live.limits().body_idle_timeout;
-    if !conn.shared.services.audit.writable() {
+    if !conn.shared.services.takes_uploads() {
         return Err(BoxError::Unavailable.into());
     }
     let upload = dropbox.begin_upload(name.clone())?;
@@ -492,7 +492,7 @@ async fn upload(
     }
     writer.append(batch).await?;
     let size = writer.size();
-    if !conn.shared.services.audit.writable() {
+    if !conn.shared.services.takes_uploads() {
         // Fail closed: dropping the writer discards the upload; the client may send it again.
         return Err(BoxError::Unavailable.into());
     }

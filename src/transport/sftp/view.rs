@@ -454,7 +454,7 @@ impl russh_sftp::server::Handler for SftpView {
                     "uploads cannot be resumed or read back; upload the whole file",
                 ));
             }
-            if !self.services.audit.writable() {
+            if !self.services.takes_uploads() {
                 return Err(self.denied("open", &filename, BoxError::Unavailable));
             }
             let upload = b
@@ -505,9 +505,10 @@ impl russh_sftp::server::Handler for SftpView {
             Some(OpenHandle::Write(writer)) => {
                 let name = writer.name().clone();
                 let size = writer.size();
-                // Fail closed: an upload the audit log cannot record is not handed off (the
-                // writer is dropped, discarding the partial file); the client may send it again.
-                let committed = if self.services.audit.writable() {
+                // Fail closed: an upload the audit log cannot record, or the store cannot take,
+                // is not handed off (the writer is dropped, discarding the partial file); the
+                // client may send it again.
+                let committed = if self.services.takes_uploads() {
                     writer.commit().await
                 } else {
                     Err(BoxError::Unavailable)
