@@ -71,7 +71,7 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         .map_err(DaemonError::State)?;
     let _lock = lock_state(&layout)?;
     let store = crate::store::Store::of(gateway)?;
-    store.check()?;
+    store.take_for_node()?;
     let audit = Audit::open(&layout)?;
     audit.record(crate::audit::Event::DaemonStart, None, None, serde_json::json!({"config": live.path().display().to_string(), "version": env!("CARGO_PKG_VERSION")}));
     let master =

@@ -378,6 +378,34 @@ fn a_gateway_on_postgres_delivers_and_its_receipts_verify() {
         == 2));
 }
 
+/// A second gateway node on the same database is refused at start: its files would be on one
+/// node and its jobs resumed by the other, which cannot reach them.
+#[test]
+fn a_second_node_on_the_same_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(dir.path());
+    let first = TestConfig::with(|text| text + &pg.store_table());
+    output_ok(
+        Command::new(handoff_bin())
+            .args(["migrate", "--config"])
+            .arg(&first.path),
+    );
+    let _clamd = ClamdInstance::start(first.dir.path());
+    let _node_a = Daemon::start(&first);
+    let second = TestConfig::with(|text| text + &pg.store_table());
+    let out = Command::new(handoff_bin())
+        .args(["serve", "--config"])
+        .arg(&second.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is in use by another gateway node") && err.contains("database session"),
+        "{err}"
+    );
+}
+
 /// While the database is away nothing is accepted and nothing is lost: the NOC has the alert,
 /// uploads are refused with a message, files already in the inbox wait there, and once the
 /// database is back every one is delivered once, by itself.

@@ -29,12 +29,16 @@ impl Store {
         })
     }
 
-    /// Checks, before a daemon starts on it, that the store is usable: a database must answer
-    /// and have this gateway's schema.
-    pub fn check(&self) -> Result<(), DatabaseError> {
+    /// Takes the store for a starting daemon: a database must answer, have this gateway's
+    /// schema, and be no other node's (the local store is the state directory's, which the
+    /// daemon has locked already).
+    pub fn take_for_node(&self) -> Result<(), DatabaseError> {
         match self {
             Store::Local(_) => Ok(()),
-            Store::Postgres(db) => db.check_schema(),
+            Store::Postgres(db) => {
+                db.check_schema()?;
+                db.hold_for_node()
+            }
         }
     }
 

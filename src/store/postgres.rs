@@ -40,6 +40,9 @@ pub mod locks {
     pub const EVENTS: i64 = BASE | 2;
     /// Issuing receipts: one issuer extends the chain at a time.
     pub const ISSUER: i64 = BASE | 3;
+    /// Held by the running gateway node for its life: one node per database while box files
+    /// are each node's own (docs/cluster.md).
+    pub const NODE: i64 = BASE | 4;
 }
 
 /// Longest a call may wait for the database before it fails (and its work is retried).
@@ -65,6 +68,12 @@ pub enum DatabaseError {
     Schema { found: i32, wanted: i32 },
     #[error("PostgreSQL: starting the connection thread")]
     Runtime(#[source] io::Error),
+    /// Another node works on this database: its jobs' files are on that node, which alone can
+    /// finish them.
+    #[error(
+        "the database {0} is in use by another gateway node{1}: one node per database until box files are shared (docs/cluster.md)"
+    )]
+    InUse(String, String),
 }
 
 #[derive(Clone)]
@@ -185,23 +194,9 @@ impl Database {
     }
 
     fn connect(&self) -> Result<Client, DatabaseError> {
-        let config = self.config.clone();
-        let tls = self.tls.clone();
-        let task = self.handle()?.spawn(async move {
-            let client = match tls {
-                Tls::Off => {
-                    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-                    tokio::spawn(drive(connection));
-                    client
-                }
-                Tls::On(tls) => {
-                    let (client, connection) = config.connect(tls).await?;
-                    tokio::spawn(drive(connection));
-                    client
-                }
-            };
-            Ok::<_, tokio_postgres::Error>(client)
-        });
+        let task = self
+            .handle()?
+            .spawn(reconnect(self.config.clone(), self.tls.clone()));
         match futures::executor::block_on(task) {
             Ok(client) => Ok(client?),
             Err(e) => Err(DatabaseError::Runtime(io::Error::other(e))),
@@ -236,6 +231,57 @@ impl Database {
             // Dropped mid-call: its connection ends with it.
             Err(_) => Err(DatabaseError::Timeout(CALL_TIMEOUT).into()),
         }
+    }
+
+    /// Takes the database for this node: a session lock held on a connection of its own until
+    /// the process ends (or the database restarts, after which it is taken again), so that a
+    /// second node on the same database is refused at start.
+    pub fn hold_for_node(self: &Arc<Self>) -> Result<(), DatabaseError> {
+        let holder = self.connect()?;
+        let taken = self.with_client(&holder, async |c: &Client| try_node_lock(c).await)?;
+        if !taken {
+            let who = self
+                .with(async |c: &mut Client| -> Result<_, DatabaseError> { node_holder(c).await })
+                .unwrap_or_default();
+            return Err(DatabaseError::InUse(self.describe(), who));
+        }
+        let db = Arc::downgrade(self);
+        self.handle()?.spawn(async move {
+            let mut holder = holder;
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if !holder.is_closed() {
+                    continue;
+                }
+                let Some(db) = db.upgrade() else { return };
+                let (config, tls) = (db.config.clone(), db.tls.clone());
+                drop(db);
+                match reconnect(config, tls).await {
+                    Ok(c) => match try_node_lock(&c).await {
+                        Ok(true) => {
+                            tracing::info!("the database is this node's again");
+                            holder = c;
+                        }
+                        Ok(false) => tracing::error!(
+                            "another gateway node took the database while it restarted: stop one of them"
+                        ),
+                        Err(e) => tracing::debug!(error = %crate::error::Chain(&e), "taking the database again"),
+                    },
+                    Err(e) => tracing::debug!(error = %crate::error::Chain(&e), "taking the database again"),
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn with_client<T>(
+        &self,
+        client: &Client,
+        f: impl AsyncFnOnce(&Client) -> Result<T, DatabaseError>,
+    ) -> Result<T, DatabaseError> {
+        let _context = self.handle()?.enter();
+        futures::executor::block_on(tokio::time::timeout(CALL_TIMEOUT, f(client)))
+            .map_err(|_| DatabaseError::Timeout(CALL_TIMEOUT))?
     }
 
     /// Whether the database answers now; the answer is kept for [`Database::health`].
@@ -330,6 +376,55 @@ impl Database {
             Ok(applied)
         })
     }
+}
+
+/// Connects a client; its connection is driven on the runtime this runs on.
+async fn reconnect(
+    config: tokio_postgres::Config,
+    tls: Tls,
+) -> Result<Client, tokio_postgres::Error> {
+    Ok(match tls {
+        Tls::Off => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(drive(connection));
+            client
+        }
+        Tls::On(tls) => {
+            let (client, connection) = config.connect(tls).await?;
+            tokio::spawn(drive(connection));
+            client
+        }
+    })
+}
+
+async fn try_node_lock(c: &Client) -> Result<bool, DatabaseError> {
+    Ok(
+        c.query_one("SELECT pg_try_advisory_lock($1)", &[&locks::NODE])
+            .await?
+            .get(0),
+    )
+}
+
+/// Who holds the node lock, as the database knows the session: ` (HOST, pid N)`.
+async fn node_holder(c: &Client) -> Result<String, DatabaseError> {
+    let row = c
+        .query_opt(
+            "SELECT COALESCE(host(a.client_addr), 'local socket'), a.pid FROM pg_locks l \
+             JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted \
+             AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+            &[&locks::NODE],
+        )
+        .await?;
+    Ok(row
+        .map(|r| {
+            format!(
+                " (connected from {}, database session {})",
+                r.get::<_, String>(0),
+                r.get::<_, i32>(1)
+            )
+        })
+        .unwrap_or_default())
 }
 
 async fn latest_applied(c: &mut Client) -> Result<i32, DatabaseError> {
