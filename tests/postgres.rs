@@ -457,6 +457,21 @@ fn files_wait_while_the_database_is_away_and_go_on_when_it_returns() {
         "{}",
         daemon.log_text()
     );
+    // A delivered file can still be downloaded (its bytes are on the node); its retrieval is
+    // recorded once the database is back.
+    let outbox = tc.state_dir().join("boxes").join(INSURER).join("outbox");
+    let first = std::fs::read_dir(&outbox)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap();
+    let name = first.file_name().to_string_lossy().into_owned();
+    support::curl_as(
+        &tc,
+        INSURER,
+        &format!("/outbox/{name}"),
+        Some(&tc.dir.path().join("got")),
+    );
     // What is already in the inbox waits there, unaccepted.
     for i in 0..5 {
         let body = checkup_archive("2717654327", "06130017", 5, 10 + i);
@@ -500,7 +515,13 @@ fn files_wait_while_the_database_is_away_and_go_on_when_it_returns() {
         daemon.log_text()
     );
     assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 0);
-    let outbox = tc.state_dir().join("boxes").join(INSURER).join("outbox");
+    assert!(
+        wait_for(15, || pg
+            .psql("SELECT COUNT(*) FROM receipts WHERE hop = 'retrieved'")
+            == "1"),
+        "the retrieval during the outage was not recorded: {}",
+        daemon.log_text()
+    );
     assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 7);
     assert_eq!(
         pg.psql("SELECT COUNT(*) FROM (SELECT file_id, hop FROM receipts GROUP BY file_id, hop HAVING COUNT(*) > 1) d"),

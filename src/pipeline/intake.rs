@@ -3,6 +3,7 @@
 //! reads and deletions lead to the hops that end a delivered file's life ([`super::retention`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -12,7 +13,7 @@ use crate::accounts::CounterpartId;
 use crate::boxes::{BoxEvent, FileName, InboxWatch};
 use crate::error::Chain;
 use crate::events::Hop;
-use crate::pipeline::jobs::Handover;
+use crate::pipeline::jobs::{Handover, StoreError};
 
 impl Pipeline {
     /// Queues every file waiting in an inbox.
@@ -76,11 +77,11 @@ impl Pipeline {
                     channel,
                     name,
                 } if actor == account => {
-                    let inner = self.inner.clone();
                     let by = Handover { actor, channel };
-                    let _ =
-                        tokio::task::spawn_blocking(move || inner.retrieved(&account, &name, &by))
-                            .await;
+                    record(self.inner.clone(), &shutdown, move |inner| {
+                        inner.retrieved(&account, &name, &by)
+                    })
+                    .await;
                 }
                 BoxEvent::Retrieved { .. } => {}
                 BoxEvent::Acknowledged {
@@ -89,8 +90,7 @@ impl Pipeline {
                     name,
                     ..
                 } => {
-                    let inner = self.inner.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
+                    record(self.inner.clone(), &shutdown, move |inner| {
                         inner.deleted_by_other(&account, &actor, &name)
                     })
                     .await;
@@ -98,6 +98,47 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// How often a hop the store could not take is offered to it again.
+const RECORD_AGAIN_EVERY: Duration = Duration::from_secs(3);
+
+/// A retrieval or deletion to record; `Err` when the store could not take it.
+type Recording = Arc<dyn Fn(&Inner) -> Result<(), StoreError> + Send + Sync>;
+
+/// Records a retrieval or a deletion, in the order the transports reported them. While the
+/// store cannot take it (a database away), it is tried again on a task of its own until it is
+/// recorded, so the events after it are not held up and the hop is not lost.
+async fn record(
+    inner: Arc<Inner>,
+    shutdown: &CancellationToken,
+    hop: impl Fn(&Inner) -> Result<(), StoreError> + Send + Sync + 'static,
+) {
+    let hop: Recording = Arc::new(hop);
+    if recorded(inner.clone(), hop.clone()).await {
+        return;
+    }
+    tracing::warn!("the store cannot record a retrieval or deletion now; trying again");
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(RECORD_AGAIN_EVERY) => {}
+            }
+            if recorded(inner.clone(), hop.clone()).await {
+                return;
+            }
+        }
+    });
+}
+
+/// One attempt: whether the hop is recorded (or had nothing to record).
+async fn recorded(inner: Arc<Inner>, hop: Recording) -> bool {
+    !matches!(
+        tokio::task::spawn_blocking(move || hop(&inner)).await,
+        Ok(Err(_))
+    )
 }
 
 pub(super) async fn acceptor(

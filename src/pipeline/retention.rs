@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::jobs::{Handover, Job, JobState, Transition};
+use super::jobs::{Handover, Job, JobState, StoreError, Transition};
 use super::{DELIVERY_COMMIT_WAIT, Inner, PipelineError};
 use crate::accounts::{AccountId, CounterpartId};
 use crate::boxes::{FileName, file_id_of_outbox_name, outbox_name};
@@ -14,10 +14,16 @@ use crate::error::Chain;
 use crate::events::{FileEvent, Hop};
 
 impl Inner {
-    /// An outbox file was read to its end or deleted: the file's `retrieved` event, once.
-    pub(super) fn retrieved(&self, account: &CounterpartId, name: &FileName, by: &Handover) {
+    /// An outbox file was read to its end or deleted: the file's `retrieved` event, once. An
+    /// error is the store's: the caller tries again.
+    pub(super) fn retrieved(
+        &self,
+        account: &CounterpartId,
+        name: &FileName,
+        by: &Handover,
+    ) -> Result<(), StoreError> {
         let Some(file_id) = file_id_of_outbox_name(name.as_str()) else {
-            return;
+            return Ok(());
         };
         // The file is visible in the outbox a moment before `delivered` is committed; a
         // retrieval in that moment waits for the commit rather than being lost.
@@ -29,17 +35,17 @@ impl Inner {
                     waited += Duration::from_millis(50);
                 }
                 Ok(Some(job)) => break job,
-                Ok(None) => return,
+                Ok(None) => return Ok(()),
                 Err(e) => {
                     tracing::error!(file_id, error = %Chain(&e), "reading job");
-                    return;
+                    return Err(e);
                 }
             }
         };
         if job.recipient.as_ref() != Some(account)
             || outbox_name(&job.file_id, &job.original_name) != name.as_str()
         {
-            return;
+            return Ok(());
         }
         match self.store.mark_retrieved(file_id, by) {
             Ok(true) => {
@@ -47,38 +53,53 @@ impl Inner {
                 tracing::info!(file_id, recipient = %account, "retrieved");
             }
             Ok(false) => {}
-            Err(e) => tracing::error!(file_id, error = %Chain(&e), "recording retrieval"),
+            Err(e) => {
+                tracing::error!(file_id, error = %Chain(&e), "recording retrieval");
+                return Err(e);
+            }
         }
+        Ok(())
     }
 
     /// A delivered file deleted from its recipient's outbox by another account (a maintainer
-    /// or break-glass account): a `purged` receipt naming that account, never a retrieval.
+    /// or break-glass account): a `purged` receipt naming that account, never a retrieval. An
+    /// error is the store's: the caller tries again.
     pub(super) fn deleted_by_other(
         &self,
         recipient: &CounterpartId,
         actor: &AccountId,
         name: &FileName,
-    ) {
+    ) -> Result<(), StoreError> {
         let Some(file_id) = file_id_of_outbox_name(name.as_str()) else {
-            return;
+            return Ok(());
         };
         let mut job = match self.store.get(file_id) {
             Ok(Some(job)) => job,
-            Ok(None) => return,
+            Ok(None) => return Ok(()),
             Err(e) => {
                 tracing::error!(file_id, error = %Chain(&e), "reading job");
-                return;
+                return Err(e);
             }
         };
         if job.state != JobState::Delivered
             || job.recipient.as_ref() != Some(recipient)
             || outbox_name(&job.file_id, &job.original_name) != name.as_str()
         {
-            return;
+            return Ok(());
         }
         match self.purged_by(&mut job, recipient, Some(actor)) {
-            Ok(()) => tracing::warn!(file_id, %recipient, %actor, "deleted by another account"),
-            Err(e) => tracing::error!(file_id, error = %Chain(&e), "recording a deletion"),
+            Ok(()) => {
+                tracing::warn!(file_id, %recipient, %actor, "deleted by another account");
+                Ok(())
+            }
+            Err(PipelineError::Store(e)) => {
+                tracing::error!(file_id, error = %Chain(&e), "recording a deletion");
+                Err(e)
+            }
+            Err(e) => {
+                tracing::error!(file_id, error = %Chain(&e), "recording a deletion");
+                Ok(())
+            }
         }
     }
 
