@@ -274,6 +274,51 @@ fn concurrent_commits_number_events_without_gaps() {
     assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
 }
 
+/// With `tls_ca` the connection is TLS and the server's certificate is checked against that CA:
+/// the server of another CA is refused before anything is sent.
+#[test]
+fn tls_to_the_database_is_checked_against_tls_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = support::repo_root().join("certs-example");
+    support::fix_example_key_modes();
+    let pg = Postgres::start_tls(
+        dir.path(),
+        &certs.join("gateway.pem"),
+        &certs.join("gateway.key"),
+    );
+    let over_tls = |host: &str, ca: &str| handoff::config::Store {
+        url: Some(format!("postgres://handoff@{host}:{}/handoff", pg.port)),
+        tls_ca: Some(certs.join(ca)),
+        ..settings(&pg)
+    };
+    let db = Database::new(&over_tls("localhost", "ca.pem")).unwrap();
+    assert_eq!(db.migrate().unwrap(), vec![1]);
+    // The gateway's connection, idle now, is encrypted.
+    assert_eq!(
+        pg.psql(
+            "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'handoff' AND s.ssl"
+        ),
+        "1"
+    );
+    // A server whose certificate another CA signed is not this database.
+    let wrong = Database::new(&over_tls("localhost", "other-ca.pem")).unwrap();
+    let refused = wrong.schema_version().unwrap_err();
+    let why = handoff::error::Chain(&refused).to_string();
+    assert!(why.to_lowercase().contains("certificate"), "{why}");
+    // Nor is a name its certificate does not carry.
+    let renamed = Database::new(&handoff::config::Store {
+        url: Some(format!(
+            "host=127.0.0.2 hostaddr=127.0.0.1 port={} user=handoff dbname=handoff",
+            pg.port
+        )),
+        ..over_tls("localhost", "ca.pem")
+    })
+    .unwrap();
+    let why = handoff::error::Chain(&renamed.schema_version().unwrap_err()).to_string();
+    assert!(why.contains("not valid for name \"127.0.0.2\""), "{why}");
+}
+
 fn handoff(tc: &TestConfig, args: &[&str]) -> std::process::Output {
     Command::new(handoff_bin())
         .args(args)

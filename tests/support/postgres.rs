@@ -11,6 +11,8 @@ use super::{free_port, repo_root};
 
 pub struct Postgres {
     child: Option<Child>,
+    /// The server's certificate and key, when it takes TLS connections.
+    tls: Option<(PathBuf, PathBuf)>,
     pub data: tempfile::TempDir,
     pub port: u16,
     pub password_file: PathBuf,
@@ -21,6 +23,15 @@ impl Postgres {
     /// Starts a new cluster and waits until it takes connections; `dir` holds the password
     /// file and the server's log.
     pub fn start(dir: &Path) -> Postgres {
+        Self::start_with(dir, None)
+    }
+
+    /// Like `start`, the server also taking TLS connections with this certificate and key.
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> Postgres {
+        Self::start_with(dir, Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_with(dir: &Path, tls: Option<(PathBuf, PathBuf)>) -> Postgres {
         let data = tempfile::Builder::new()
             .prefix("handoff-pg-")
             .tempdir_in("/tmp")
@@ -32,6 +43,7 @@ impl Postgres {
             .expect("password file mode");
         let mut pg = Postgres {
             child: None,
+            tls,
             data,
             port: free_port(),
             password_file,
@@ -48,7 +60,11 @@ impl Postgres {
             .append(true)
             .open(&self.log)
             .expect("postgres log");
-        let child = Command::new(repo_root().join("scripts/postgres-test-instance"))
+        let mut command = Command::new(repo_root().join("scripts/postgres-test-instance"));
+        if let Some((cert, key)) = &self.tls {
+            command.env("PG_TLS_CERT", cert).env("PG_TLS_KEY", key);
+        }
+        let child = command
             .arg(self.data.path())
             .arg(self.port.to_string())
             .arg(&self.password_file)
