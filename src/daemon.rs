@@ -20,19 +20,9 @@ use crate::state::StateLayout;
 pub enum DaemonError {
     #[error("preparing the state directory")]
     State(#[source] std::io::Error),
-    /// A second daemon on the same state directory would accept, deliver and receipt the same
-    /// files twice and fork the receipt chain.
-    #[error(
-        "the state directory {} is in use by another handoff serve{}: one gateway per state directory",
-        .path.display(),
-        .holder.as_deref().map(|p| format!(" (pid {p})")).unwrap_or_default()
-    )]
-    StateInUse {
-        path: std::path::PathBuf,
-        holder: Option<String>,
-    },
-    #[error("locking the state directory ({})", .0.display())]
-    Lock(std::path::PathBuf, #[source] std::io::Error),
+    /// The lock's errors say whose it is.
+    #[error(transparent)]
+    StateLock(#[from] crate::state::LockError),
     /// The database's errors say which setting or what the database answered.
     #[error(transparent)]
     Store(#[from] crate::store::DatabaseError),
@@ -69,7 +59,7 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     layout
         .create(&snapshot.config)
         .map_err(DaemonError::State)?;
-    let _lock = lock_state(&layout)?;
+    let _lock = layout.lock()?;
     let store = crate::store::Store::of(gateway)?;
     store.take_for_node()?;
     let audit = Audit::open(&layout)?;
@@ -149,39 +139,6 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     shutdown.cancel();
     tracing::info!("handoff stopped");
     Ok(())
-}
-
-/// Takes the state directory for this daemon: an exclusive lock on `handoff.lock`, held until
-/// the returned file is dropped (at exit, or by the kernel when the process dies, `kill -9`
-/// included), with the daemon's pid written in it for the message of a second one.
-fn lock_state(layout: &StateLayout) -> Result<std::fs::File, DaemonError> {
-    use std::io::{Read, Seek, Write};
-    let path = layout.daemon_lock();
-    let lock_err = |e| DaemonError::Lock(path.clone(), e);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(lock_err)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(DaemonError::StateInUse {
-                path: layout.root().to_path_buf(),
-                holder: (!holder.is_empty() && holder.len() <= 16).then(|| holder.to_owned()),
-            });
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
-    }
-    file.set_len(0).map_err(lock_err)?;
-    file.rewind().map_err(lock_err)?;
-    writeln!(file, "{}", std::process::id()).map_err(lock_err)?;
-    Ok(file)
 }
 
 /// Records every account event (removed, changed, expired, added) in the audit log.

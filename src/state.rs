@@ -22,6 +22,24 @@ use std::path::{Path, PathBuf};
 use crate::accounts::{AccountId, CounterpartId};
 use crate::config::Config;
 
+/// Why the state directory could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// A second daemon on the same state directory would accept, deliver and receipt the same
+    /// files twice and fork the receipt chain.
+    #[error(
+        "the state directory {} is in use by another handoff serve{}: one gateway per state directory",
+        .path.display(),
+        .holder.as_deref().map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    InUse {
+        path: PathBuf,
+        holder: Option<String>,
+    },
+    #[error("locking the state directory ({})", .0.display())]
+    Io(PathBuf, #[source] io::Error),
+}
+
 /// The three folders of every box.
 pub const BOX_FOLDERS: [&str; 3] = ["inbox", "outbox", "receipts"];
 
@@ -100,6 +118,40 @@ impl StateLayout {
     /// The file `handoff serve` holds locked while it runs: one daemon per state directory.
     pub fn daemon_lock(&self) -> PathBuf {
         self.root.join("handoff.lock")
+    }
+
+    /// Takes the state directory for this process: an exclusive lock on `handoff.lock`, held
+    /// until the returned file is dropped (at exit, or by the kernel when the process dies,
+    /// `kill -9` included), with the pid written in it for the message of a second taker. The
+    /// daemon holds it for its life; a command that must not run beside it takes it too.
+    pub fn lock(&self) -> Result<fs::File, LockError> {
+        use std::io::{Read, Seek, Write};
+        let path = self.daemon_lock();
+        let lock_err = |e| LockError::Io(path.clone(), e);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(lock_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(LockError::InUse {
+                    path: self.root.clone(),
+                    holder: (!holder.is_empty() && holder.len() <= 16).then(|| holder.to_owned()),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
+        file.set_len(0).map_err(lock_err)?;
+        file.rewind().map_err(lock_err)?;
+        writeln!(file, "{}", std::process::id()).map_err(lock_err)?;
+        Ok(file)
     }
 
     /// Where `handoff export` leaves hand-over requests for the running daemon.

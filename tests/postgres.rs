@@ -423,6 +423,88 @@ fn a_gateway_on_postgres_delivers_and_its_receipts_verify() {
         == 2));
 }
 
+/// A node that ran on the local store moves onto the database with `handoff migrate
+/// --import-local`: its jobs, events and receipts are copied as they are, and the receipt chain
+/// goes on from where it stopped.
+#[test]
+fn a_local_store_is_imported_and_its_receipt_chain_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(dir.path());
+    let tc = TestConfig::new();
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let on_database = tc.dir.path().join("on-database.toml");
+    std::fs::write(&on_database, tc.text() + &pg.store_table()).unwrap();
+    let migrate = |extra: &[&str]| {
+        Command::new(handoff_bin())
+            .args(["migrate", "--config"])
+            .arg(&on_database)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let local = Daemon::start(&tc);
+    for i in 0..2 {
+        let body = checkup_archive("2717654327", "06130017", 5, 40 + i);
+        hand_off(&tc, CLINIC, &format!("local-{i}.zip"), &body);
+    }
+    assert!(wait_for(60, || {
+        support::events(&tc)
+            .iter()
+            .filter(|e| e.hop == Hop::Delivered)
+            .count()
+            == 2
+    }));
+    let local_receipts = || handoff(&tc, &["receipts", "verify"]);
+    assert!(wait_for(10, || String::from_utf8_lossy(
+        &local_receipts().stdout
+    )
+    .contains("4 receipts")));
+
+    // Not while the gateway runs on the state directory.
+    let busy = migrate(&["--import-local"]);
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use by another handoff serve"));
+    drop(local);
+
+    let moved = migrate(&["--import-local"]);
+    let said = String::from_utf8_lossy(&moved.stdout);
+    assert!(
+        moved.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    assert!(
+        said.contains("imported 2 jobs, 4 events and 4 receipts"),
+        "{said}"
+    );
+    assert!(said.contains("goes on from receipt 4"), "{said}");
+    let again = migrate(&["--import-local"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("only into a new database"));
+
+    // The gateway on the database finishes the chain where the local one left it.
+    tc.rewrite(&(tc.text() + &pg.store_table()));
+    let _daemon = Daemon::start(&tc);
+    hand_off(
+        &tc,
+        CLINIC,
+        "after.zip",
+        &checkup_archive("2717654327", "06130017", 5, 50),
+    );
+    assert!(wait_for(60, || pg.psql("SELECT MAX(seq) FROM receipts") == "6"));
+    let verify = handoff(&tc, &["receipts", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("6 receipts"));
+    assert_eq!(
+        pg.psql("SELECT COUNT(*) FROM jobs WHERE state = 'delivered'"),
+        "3"
+    );
+}
+
 /// A second gateway node on the same database is refused at start: its files would be on one
 /// node and its jobs resumed by the other, which cannot reach them.
 #[test]

@@ -3,6 +3,7 @@
 //! store ([`JobStore`]) and the receipt ledger ([`Ledger`]) are opened here, by the config's
 //! `[gateway.store]`, and nowhere else.
 
+pub mod import;
 pub mod postgres;
 
 use std::sync::Arc;
