@@ -37,6 +37,8 @@ pub enum DaemonError {
     /// The ledger's errors name it.
     #[error(transparent)]
     Ledger(#[from] crate::receipts::ledger::LedgerError),
+    #[error("starting the copy of the audit log to the database")]
+    AuditCopy(#[source] std::io::Error),
     #[error("starting the upload writer threads")]
     Writers(#[source] std::io::Error),
     #[error("starting SFTP")]
@@ -95,6 +97,15 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     let pipeline = crate::pipeline::Pipeline::start(&services, box_events, shutdown.clone())?;
     let receipt_key = crate::keys::load_receipt_key(&gateway.receipt_key)?;
     let ledger = services.store.ledger()?;
+    if let crate::store::Store::Postgres(db) = &services.store {
+        crate::audit::ship::spawn(
+            layout.audit().join("audit.log"),
+            db.clone(),
+            gateway.store.node_name(),
+            shutdown.clone(),
+        )
+        .map_err(DaemonError::AuditCopy)?;
+    }
     crate::receipts::issuer::Issuer::new(ledger, receipt_key, services.boxes.clone())
         .spawn(pipeline.event_log(), shutdown.clone());
     tokio::spawn(crate::metrics::alerts::watch(

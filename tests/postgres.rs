@@ -29,6 +29,7 @@ fn settings(pg: &Postgres) -> handoff::config::Store {
         url: Some(format!("postgres://handoff@127.0.0.1:{}/handoff", pg.port)),
         password_file: Some(pg.password_file.clone()),
         tls_ca: None,
+        node: None,
     }
 }
 
@@ -292,7 +293,7 @@ fn tls_to_the_database_is_checked_against_tls_ca() {
         ..settings(&pg)
     };
     let db = Database::new(&over_tls("localhost", "ca.pem")).unwrap();
-    assert_eq!(db.migrate().unwrap(), vec![1]);
+    assert_eq!(db.migrate().unwrap(), vec![1, 2]);
     // The gateway's connection, idle now, is encrypted.
     assert_eq!(
         pg.psql(
@@ -352,22 +353,23 @@ fn migrate_prepares_the_database_and_a_gateway_refuses_one_not_migrated() {
 
     let first = handoff(&tc, &["migrate"]);
     assert!(first.status.success());
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied 1"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied 1, 2"));
     let again = handoff(&tc, &["migrate"]);
     assert!(again.status.success());
-    assert!(String::from_utf8_lossy(&again.stdout).contains("already at schema version 1"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already at schema version 2"));
     assert!(handoff(&tc, &["migrate", "--check"]).status.success());
-    assert_eq!(pg.psql("SELECT COUNT(*) FROM schema_migrations"), "1");
+    assert_eq!(pg.psql("SELECT COUNT(*) FROM schema_migrations"), "2");
 }
 
 /// A gateway on PostgreSQL takes a file from the clinic's inbox to the insurer's outbox; jobs,
 /// events and receipts are in the database (none in the state directory), and
-/// `handoff receipts verify` checks the chain there.
+/// `handoff receipts verify` checks the chain there. The node's audit log is copied there too,
+/// and `handoff audit verify` finds a line changed in the copy.
 #[test]
 fn a_gateway_on_postgres_delivers_and_its_receipts_verify() {
     let tc_dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start(tc_dir.path());
-    let tc = TestConfig::with(|text| text + &pg.store_table());
+    let tc = TestConfig::with(|text| text + &pg.store_table() + "node = \"gw-test\"\n");
     output_ok(
         Command::new(handoff_bin())
             .args(["migrate", "--config"])
@@ -407,6 +409,33 @@ fn a_gateway_on_postgres_delivers_and_its_receipts_verify() {
         verify.status.success(),
         "{said}{}",
         String::from_utf8_lossy(&verify.stderr)
+    );
+    // The audit log is copied into the database under the node's name, and checked there.
+    assert!(
+        wait_for(10, || pg.psql(
+            "SELECT COUNT(*) FROM audit WHERE line LIKE '%file.delivered%'"
+        ) == "1"),
+        "{}",
+        pg.psql("SELECT node, seq FROM audit")
+    );
+    let audit = handoff(&tc, &["audit", "verify"]);
+    let said = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    assert!(
+        said.contains("chain intact (node gw-test in 127.0.0.1:"),
+        "{said}"
+    );
+    pg.psql("UPDATE audit SET line = replace(line, 'file.delivered', 'file.rejected') WHERE line LIKE '%file.delivered%'");
+    let tampered = handoff(&tc, &["audit", "verify"]);
+    assert_eq!(tampered.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&tampered.stderr);
+    assert!(
+        why.contains("BROKEN: node gw-test") && why.contains("modified"),
+        "{why}"
     );
     let file_id = pg.psql("SELECT file_id FROM jobs");
     let trace = handoff(&tc, &["receipts", "trace", &file_id]);
@@ -657,4 +686,14 @@ fn files_wait_while_the_database_is_away_and_go_on_when_it_returns() {
     assert!(handoff(&tc, &["receipts", "verify"]).status.success());
     // A database away is no broken chain.
     assert!(daemon.audit_lines("alert.receipt_chain_broken").is_empty());
+    // The audit lines written while it was away are copied once it is back, the chain whole.
+    assert!(wait_for(10, || pg.psql(
+        "SELECT COUNT(*) FROM audit WHERE line LIKE '%\"alert.store_down\"%'"
+    ) == "1"));
+    let audit = handoff(&tc, &["audit", "verify"]);
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
 }

@@ -8,6 +8,7 @@
 
 pub mod clock;
 mod event;
+pub mod ship;
 
 pub use event::{Alert, Event};
 
@@ -445,43 +446,69 @@ fn writer(mut w: Writer, rx: mpsc::Receiver<Msg>) {
 
 /// Checks the whole chain of an audit log file; returns the number of lines.
 pub fn verify(path: &Path) -> Result<u64, AuditError> {
-    let f = fs::File::open(path).map_err(|source| AuditError::Io {
+    let io_err = |source| AuditError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    let mut prev = GENESIS.to_owned();
-    let mut n = 0;
-    for (i, line) in BufReader::new(f).lines().enumerate() {
-        let line_no = i as u64 + 1;
-        let line = line.map_err(|source| AuditError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    };
+    let f = fs::File::open(path).map_err(io_err)?;
+    let mut chain = ChainCheck::default();
+    for line in BufReader::new(f).lines() {
+        chain.next(&line.map_err(io_err)?)?;
+    }
+    Ok(chain.lines())
+}
+
+/// The check of a chain of audit lines, one line after another from the first: a file, or the
+/// copy of a node's lines in the database (`ship`).
+#[derive(Debug)]
+pub struct ChainCheck {
+    prev: String,
+    n: u64,
+}
+
+impl Default for ChainCheck {
+    fn default() -> Self {
+        ChainCheck {
+            prev: GENESIS.to_owned(),
+            n: 0,
+        }
+    }
+}
+
+impl ChainCheck {
+    /// Checks the next line: it must follow the one before, carry the next number, and match
+    /// its hash.
+    pub fn next(&mut self, line: &str) -> Result<(), AuditError> {
         let broken = |reason: &str| AuditError::Broken {
-            line: line_no,
+            line: self.n + 1,
             reason: reason.to_owned(),
         };
-        let mut v: Value = serde_json::from_str(&line).map_err(|_| broken("not JSON"))?;
+        let mut v: Value = serde_json::from_str(line).map_err(|_| broken("not JSON"))?;
         let hash = v
             .as_object_mut()
             .and_then(|m| m.remove("hash"))
             .and_then(|h| h.as_str().map(str::to_owned))
             .ok_or_else(|| broken("no hash"))?;
-        if v["prev"].as_str() != Some(prev.as_str()) {
+        if v["prev"].as_str() != Some(self.prev.as_str()) {
             return Err(broken(
                 "does not follow the line before (removed, inserted or reordered lines)",
             ));
         }
-        if v["seq"].as_u64() != Some(n + 1) {
+        if v["seq"].as_u64() != Some(self.n + 1) {
             return Err(broken("sequence number out of order"));
         }
         if line_hash(&v) != hash {
             return Err(broken("content does not match its hash (modified)"));
         }
-        prev = hash;
-        n += 1;
+        self.prev = hash;
+        self.n += 1;
+        Ok(())
     }
-    Ok(n)
+
+    /// Lines checked so far.
+    pub fn lines(&self) -> u64 {
+        self.n
+    }
 }
 
 #[cfg(test)]

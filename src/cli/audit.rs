@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use handoff::store::Store;
+
 use super::ConfigArg;
 
 #[derive(clap::Args)]
@@ -26,20 +28,40 @@ enum AuditCommand {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let AuditCommand::Verify { config, file } = args.command;
-    let path = match file {
-        Some(f) => f,
-        None => handoff::state::StateLayout::new(&config.load()?.config.gateway.state_dir)
-            .audit()
-            .join("audit.log"),
-    };
-    match handoff::audit::verify(&path) {
+    if let Some(path) = file {
+        return Ok(report(
+            &path.display().to_string(),
+            handoff::audit::verify(&path),
+        ));
+    }
+    let loaded = config.load()?;
+    let gateway = &loaded.config.gateway;
+    let path = handoff::state::StateLayout::new(&gateway.state_dir)
+        .audit()
+        .join("audit.log");
+    let mut code = report(&path.display().to_string(), handoff::audit::verify(&path));
+    // With a database, every node's copy there too.
+    if let Store::Postgres(db) = Store::of(gateway)? {
+        for copy in handoff::audit::ship::verify_copies(&db)? {
+            let what = format!("node {} in {}", copy.node, db.describe());
+            if report(&what, copy.result) == ExitCode::FAILURE {
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Prints the outcome of one chain's check; exit 1 when it is broken.
+fn report(what: &str, result: Result<u64, handoff::audit::AuditError>) -> ExitCode {
+    match result {
         Ok(n) => {
-            println!("OK: {n} audit lines, chain intact ({})", path.display());
-            Ok(ExitCode::SUCCESS)
+            println!("OK: {n} audit lines, chain intact ({what})");
+            ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("BROKEN: {}", handoff::error::Chain(&e));
-            Ok(ExitCode::FAILURE)
+            eprintln!("BROKEN: {what}: {}", handoff::error::Chain(&e));
+            ExitCode::FAILURE
         }
     }
 }

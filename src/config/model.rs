@@ -104,6 +104,22 @@ pub struct Store {
     /// server's name is checked against its certificate. Required unless the server is on this
     /// machine (a loopback address or a Unix socket).
     pub tls_ca: Option<PathBuf>,
+    /// This node's name in the database (its copy of the audit log is kept under it); the
+    /// machine's host name when unset.
+    pub node: Option<String>,
+}
+
+impl Store {
+    /// This node's name: `node`, or the machine's host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "gateway".to_owned())
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

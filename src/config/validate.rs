@@ -317,12 +317,28 @@ fn store(s: &super::Store, f: &mut Findings) {
     if let Some(p) = &s.tls_ca {
         existing_file(p, at("tls_ca"), f);
     }
+    if let Some(node) = &s.node
+        && (node.is_empty()
+            || node.len() > 64
+            || !node
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+    {
+        f.error(
+            at("node"),
+            "a node name is 1 to 64 letters, digits, '.', '_' or '-'",
+        );
+    }
     match s.backend {
         super::StoreBackend::Local => {
-            if s.url.is_some() || s.password_file.is_some() || s.tls_ca.is_some() {
+            if s.url.is_some()
+                || s.password_file.is_some()
+                || s.tls_ca.is_some()
+                || s.node.is_some()
+            {
                 f.warn(
                     at("backend"),
-                    "the store is local: url, password_file and tls_ca are not used",
+                    "the store is local: url, password_file, tls_ca and node are not used",
                 );
             }
         }
@@ -880,6 +896,7 @@ mod tests {
             url: url.map(str::to_owned),
             password_file: None,
             tls_ca: None,
+            node: None,
         };
         let mut f = Findings::default();
         super::store(&settings, &mut f);

@@ -22,10 +22,13 @@ use crate::sync::Recover;
 
 /// The schema's versions, in order: each is applied once, in one transaction, by
 /// `handoff migrate`.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    include_str!("../../migrations/postgres/0001_jobs_and_receipts.sql"),
-)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        include_str!("../../migrations/postgres/0001_jobs_and_receipts.sql"),
+    ),
+    (2, include_str!("../../migrations/postgres/0002_audit.sql")),
+];
 
 /// The version of the schema this gateway works with.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -495,6 +498,7 @@ mod tests {
             url: Some(url.into()),
             password_file: None,
             tls_ca: None,
+            node: None,
         }
     }
 
