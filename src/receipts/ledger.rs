@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::canonical::GENESIS;
 use super::receipt::Receipt;
 use crate::store::postgres::{Client, Database, locks};
+use tokio_postgres::types::{IsNull, ToSql as PgToSql, Type};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -45,7 +46,7 @@ enum Backend {
 }
 
 /// A statement's argument, for either backend.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Arg<'a> {
     Int(i64),
     Text(&'a str),
@@ -100,10 +101,6 @@ impl Ledger {
     fn texts(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<String>, LedgerError> {
         match &self.db {
             Backend::Sqlite(db) => {
-                let args = args.iter().map(|a| match *a {
-                    Arg::Int(i) => rusqlite::types::Value::Integer(i),
-                    Arg::Text(s) => rusqlite::types::Value::Text(s.to_owned()),
-                });
                 let mut stmt = db.prepare(sql)?;
                 let rows =
                     stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))?;
@@ -112,12 +109,7 @@ impl Ledger {
             Backend::Postgres(db) => {
                 let sql = postgres_sql(sql);
                 db.with(async |c: &mut Client| {
-                    let params = pg_args(args);
-                    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                        .iter()
-                        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-                        .collect();
-                    let rows = c.query(&sql, &refs).await?;
+                    let rows = c.query(&sql, &pg_args(args)).await?;
                     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
                 })
             }
@@ -127,27 +119,16 @@ impl Ledger {
     /// The one number a query gives, if any (no row, or NULL: `None`).
     fn number(&self, sql: &str, args: &[Arg<'_>]) -> Result<Option<i64>, LedgerError> {
         match &self.db {
-            Backend::Sqlite(db) => {
-                let args = args.iter().map(|a| match *a {
-                    Arg::Int(i) => rusqlite::types::Value::Integer(i),
-                    Arg::Text(s) => rusqlite::types::Value::Text(s.to_owned()),
-                });
-                Ok(db
-                    .query_row(sql, rusqlite::params_from_iter(args), |r| {
-                        r.get::<_, Option<i64>>(0)
-                    })
-                    .optional()?
-                    .flatten())
-            }
+            Backend::Sqlite(db) => Ok(db
+                .query_row(sql, rusqlite::params_from_iter(args), |r| {
+                    r.get::<_, Option<i64>>(0)
+                })
+                .optional()?
+                .flatten()),
             Backend::Postgres(db) => {
                 let sql = postgres_sql(sql);
                 db.with(async |c: &mut Client| {
-                    let params = pg_args(args);
-                    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                        .iter()
-                        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-                        .collect();
-                    let row = c.query_opt(&sql, &refs).await?;
+                    let row = c.query_opt(&sql, &pg_args(args)).await?;
                     Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
                 })
             }
@@ -336,13 +317,45 @@ impl Ledger {
     }
 }
 
-fn pg_args(args: &[Arg<'_>]) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> {
-    args.iter()
-        .map(|a| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
-            match *a {
-                Arg::Int(i) => Box::new(i),
-                Arg::Text(s) => Box::new(s.to_owned()),
-            }
+/// The arguments of a statement, as PostgreSQL's driver takes them.
+fn pg_args<'a>(args: &'a [Arg<'a>]) -> Vec<&'a (dyn PgToSql + Sync)> {
+    args.iter().map(|a| a as &(dyn PgToSql + Sync)).collect()
+}
+
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(match *self {
+            Arg::Int(i) => i.into(),
+            Arg::Text(s) => s.into(),
         })
-        .collect()
+    }
+}
+
+impl PgToSql for Arg<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Arg::Int(i) => i.to_sql(ty, out),
+            Arg::Text(s) => s.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <i64 as PgToSql>::accepts(ty) || <&str as PgToSql>::accepts(ty)
+    }
+
+    // Each kind checked against the column's type on its own: a number is never sent as text.
+    fn to_sql_checked(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Arg::Int(i) => i.to_sql_checked(ty, out),
+            Arg::Text(s) => s.to_sql_checked(ty, out),
+        }
+    }
 }

@@ -5,6 +5,7 @@
 //! docs/pipeline.md and docs/cluster.md.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 pub use postgres::PgStore;
@@ -119,6 +120,16 @@ pub struct Job {
 }
 
 impl Job {
+    /// The row a newly accepted job is recorded as: accepted, with no recipient or findings yet.
+    fn as_accepted(&self) -> Job {
+        Job {
+            state: JobState::Accepted,
+            recipient: None,
+            warnings: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     /// The event of this job reaching `hop`, stamped now.
     pub fn event(&self, hop: Hop, reasons: Vec<Finding>) -> FileEvent {
         FileEvent {

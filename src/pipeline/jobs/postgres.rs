@@ -14,7 +14,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{
     Channel, Handover, Job, JobState, JobStore, MAX_SEND_COUNT, PlannedChild, StoreError,
-    Transition, from_nanos, nanos, warnings_json,
+    Transition, from_nanos, nanos, sql, warnings_json,
 };
 use crate::accounts::CounterpartId;
 use crate::error::Chain;
@@ -24,10 +24,6 @@ use crate::store::postgres::{Client, Database, Row, Transaction, locks};
 
 /// How often the newest event is read, to learn of events other nodes committed.
 const POLL: Duration = Duration::from_millis(500);
-
-const JOB_COLUMNS: &str = "file_id, sender, original_name, size, sha256, inbox_key, state, \
-    recipient, sealed_sha256, accepted_at, delivered_at, retrieved, quarantined, warnings, parent, \
-    channel";
 
 pub struct PgStore {
     db: Arc<Database>,
@@ -88,8 +84,9 @@ impl PgStore {
     }
 
     fn query_jobs(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Vec<Job>, StoreError> {
+        let sql = sql::numbered(sql);
         self.db.with(async |c: &mut Client| {
-            let rows = c.query(sql, args).await?;
+            let rows = c.query(&sql, args).await?;
             rows.iter().map(row_to_job).collect()
         })
     }
@@ -172,9 +169,7 @@ async fn insert_job(tx: &Transaction<'_>, job: &Job) -> Result<bool, StoreError>
     let warnings = warnings_json(&job.warnings)?;
     let n = tx
         .execute(
-            "INSERT INTO jobs (file_id, sender, original_name, size, sha256, inbox_key, state, \
-             recipient, accepted_at, warnings, parent, channel) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+            &sql::numbered(sql::INSERT_JOB),
             &[
                 &job.file_id,
                 &job.sender.as_str(),
@@ -195,12 +190,7 @@ async fn insert_job(tx: &Transaction<'_>, job: &Job) -> Result<bool, StoreError>
 }
 
 async fn planned(tx: &Transaction<'_>, parent: &str) -> Result<Vec<PlannedChild>, StoreError> {
-    let rows = tx
-        .query(
-            "SELECT insurer, child, day, n FROM splits WHERE parent = $1 ORDER BY insurer",
-            &[&parent],
-        )
-        .await?;
+    let rows = tx.query(&sql::numbered(sql::PLANNED), &[&parent]).await?;
     Ok(rows
         .iter()
         .map(|r| PlannedChild {
@@ -218,11 +208,7 @@ impl JobStore for PgStore {
             .db
             .with(async |c: &mut Client| -> Result<_, StoreError> {
                 let tx = c.transaction().await?;
-                let mut first = job.clone();
-                first.state = JobState::Accepted;
-                first.recipient = None;
-                first.warnings = Vec::new();
-                if !insert_job(&tx, &first).await? {
+                if !insert_job(&tx, &job.as_accepted()).await? {
                     return Ok(None);
                 }
                 let seq = append_event(&tx, &job.event(Hop::Accepted, Vec::new())).await?;
@@ -234,13 +220,14 @@ impl JobStore for PgStore {
     }
 
     fn by_inbox_key(&self, key: &str) -> Result<Option<Job>, StoreError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE inbox_key = $1");
-        Ok(self.query_jobs(&sql, &[&key])?.into_iter().next())
+        Ok(self
+            .query_jobs(sql::BY_INBOX_KEY, &[&key])?
+            .into_iter()
+            .next())
     }
 
     fn get(&self, file_id: &str) -> Result<Option<Job>, StoreError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE file_id = $1");
-        Ok(self.query_jobs(&sql, &[&file_id])?.into_iter().next())
+        Ok(self.query_jobs(sql::GET, &[&file_id])?.into_iter().next())
     }
 
     fn transition(&self, t: &Transition) -> Result<(), StoreError> {
@@ -253,11 +240,7 @@ impl JobStore for PgStore {
                 let warnings = warnings_json(&t.warnings)?;
                 let n = tx
                     .execute(
-                        "UPDATE jobs SET state = $2, recipient = COALESCE($3, recipient), \
-                     sealed_sha256 = COALESCE($4, sealed_sha256), \
-                     delivered_at = COALESCE($5, delivered_at), \
-                     quarantined = quarantined OR $6, \
-                     warnings = COALESCE($7, warnings) WHERE file_id = $1",
+                        &sql::numbered(sql::TRANSITION),
                         &[
                             &t.file_id,
                             &t.to.as_str(),
@@ -295,10 +278,7 @@ impl JobStore for PgStore {
             .with(async |c: &mut Client| -> Result<_, StoreError> {
                 let tx = c.transaction().await?;
                 let n = tx
-                    .execute(
-                        "UPDATE jobs SET retrieved = TRUE WHERE file_id = $1 AND NOT retrieved",
-                        &[&file_id],
-                    )
+                    .execute(&sql::numbered(sql::MARK_RETRIEVED), &[&file_id])
                     .await?;
                 if n == 0 {
                     return Ok(None);
@@ -315,11 +295,7 @@ impl JobStore for PgStore {
     }
 
     fn open_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN \
-             ('accepted', 'validated', 'scanned', 'sealed') ORDER BY accepted_at"
-        );
-        self.query_jobs(&sql, &[])
+        self.query_jobs(sql::OPEN_JOBS, &[])
     }
 
     fn delivered_to(
@@ -327,11 +303,7 @@ impl JobStore for PgStore {
         recipient: &CounterpartId,
         with_retrieved: bool,
     ) -> Result<Vec<Job>, StoreError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'delivered' AND recipient = $1 \
-             AND (NOT retrieved OR $2) ORDER BY delivered_at"
-        );
-        self.query_jobs(&sql, &[&recipient.as_str(), &with_retrieved])
+        self.query_jobs(sql::DELIVERED_TO, &[&recipient.as_str(), &with_retrieved])
     }
 
     fn same_content(
@@ -339,28 +311,18 @@ impl JobStore for PgStore {
         sender: &CounterpartId,
         sha256: &Sha256,
     ) -> Result<Vec<Job>, StoreError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE sender = $1 AND sha256 = $2 \
-             AND state != 'rejected' ORDER BY accepted_at"
-        );
-        self.query_jobs(&sql, &[&sender.as_str(), &sha256.to_hex()])
+        self.query_jobs(sql::SAME_CONTENT, &[&sender.as_str(), &sha256.to_hex()])
     }
 
     fn delivered_before(&self, before: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'delivered' AND NOT retrieved \
-             AND delivered_at < $1 ORDER BY delivered_at"
-        );
-        self.query_jobs(&sql, &[&nanos(before)])
+        self.query_jobs(sql::DELIVERED_BEFORE, &[&nanos(before)])
     }
 
     fn has_job(&self, file_id: &str) -> Result<bool, StoreError> {
         self.db.with(async |c: &mut Client| {
-            Ok(
-                c.query_opt("SELECT 1 FROM jobs WHERE file_id = $1", &[&file_id])
-                    .await?
-                    .is_some(),
-            )
+            Ok(c.query_opt(&sql::numbered(sql::HAS_JOB), &[&file_id])
+                .await?
+                .is_some())
         })
     }
 
@@ -375,24 +337,21 @@ impl JobStore for PgStore {
             // Two nodes planning for one insurer and day take turns, so N is never given twice
             // (the unique constraint would refuse the second anyway).
             tx.execute("LOCK TABLE splits IN SHARE ROW EXCLUSIVE MODE", &[])
-                .await
-                ?;
+                .await?;
             let before = planned(&tx, parent).await?;
             if !before.is_empty() {
                 return Ok(Ok(before));
             }
             for insurer in insurers {
                 let next: i32 = tx
-                    .query_one(
-                        "SELECT COALESCE(MAX(n) + 1, 0) FROM splits WHERE insurer = $1 AND day = $2",
-                        &[insurer, &day],
-                    ).await?
+                    .query_one(&sql::numbered(sql::NEXT_SEND), &[insurer, &day])
+                    .await?
                     .get(0);
                 if next > i32::from(MAX_SEND_COUNT) {
                     return Ok(Err((*insurer).to_owned()));
                 }
                 tx.execute(
-                    "INSERT INTO splits (parent, insurer, child, day, n) VALUES ($1, $2, $3, $4, $5)",
+                    &sql::numbered(sql::PLAN),
                     &[
                         &parent,
                         insurer,
@@ -401,8 +360,7 @@ impl JobStore for PgStore {
                         &next,
                     ],
                 )
-                .await
-                ?;
+                .await?;
             }
             let planned = planned(&tx, parent).await?;
             tx.commit().await?;
@@ -435,7 +393,7 @@ impl JobStore for PgStore {
                 }
                 let n = tx
                     .execute(
-                        "UPDATE jobs SET state = $2 WHERE file_id = $1",
+                        &sql::numbered(sql::SET_STATE),
                         &[&parent.file_id, &JobState::Split.as_str()],
                     )
                     .await?;
@@ -460,7 +418,7 @@ impl EventLog for PgStore {
             .with(async |c: &mut Client| {
                 let rows = c
                     .query(
-                        "SELECT seq, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                        &sql::numbered(sql::EVENTS_AFTER),
                         &[&(seq as i64), &(limit as i64)],
                     )
                     .await?;

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::{
     Channel, Handover, Job, JobState, JobStore, MAX_SEND_COUNT, PlannedChild, StoreError,
-    Transition, from_nanos, nanos, warnings_json,
+    Transition, from_nanos, nanos, sql, warnings_json,
 };
 use crate::accounts::CounterpartId;
 use crate::error::Chain;
@@ -62,10 +62,6 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE(file_id, hop)
 );
 ";
-
-const JOB_COLUMNS: &str = "file_id, sender, original_name, size, sha256, inbox_key, state, \
-    recipient, sealed_sha256, accepted_at, delivered_at, retrieved, quarantined, warnings, parent, \
-    channel";
 
 /// Brings a job store written by an earlier version up to [`SCHEMA`].
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -207,22 +203,7 @@ impl JobStore for SqliteStore {
     fn insert_accepted(&self, job: &Job) -> Result<bool, StoreError> {
         let done = self.with(|conn| {
             let tx = conn.transaction()?;
-            let n = tx.execute(
-                "INSERT OR IGNORE INTO jobs (file_id, sender, original_name, size, sha256, \
-                 inbox_key, state, accepted_at, channel) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    job.file_id,
-                    job.sender,
-                    job.original_name,
-                    job.size as i64,
-                    job.sha256,
-                    job.inbox_key,
-                    JobState::Accepted.as_str(),
-                    nanos(job.accepted_at),
-                    job.channel.map(Channel::as_str),
-                ],
-            )?;
-            if n == 0 {
+            if !insert_job(&tx, &job.as_accepted())? {
                 return Ok(false);
             }
             append_event(&tx, &job.event(Hop::Accepted, Vec::new()))?;
@@ -234,13 +215,14 @@ impl JobStore for SqliteStore {
     }
 
     fn by_inbox_key(&self, key: &str) -> Result<Option<Job>, StoreError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE inbox_key = ?1");
-        Ok(self.query_jobs(&sql, [key])?.into_iter().next())
+        Ok(self
+            .query_jobs(sql::BY_INBOX_KEY, [key])?
+            .into_iter()
+            .next())
     }
 
     fn get(&self, file_id: &str) -> Result<Option<Job>, StoreError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE file_id = ?1");
-        Ok(self.query_jobs(&sql, [file_id])?.into_iter().next())
+        Ok(self.query_jobs(sql::GET, [file_id])?.into_iter().next())
     }
 
     fn transition(&self, t: &Transition) -> Result<(), StoreError> {
@@ -250,18 +232,14 @@ impl JobStore for SqliteStore {
                 (t.to == JobState::Delivered).then(|| nanos(OffsetDateTime::now_utc()));
             let warnings = warnings_json(&t.warnings)?;
             let n = tx.execute(
-                "UPDATE jobs SET state = ?2, recipient = COALESCE(?3, recipient), \
-                 sealed_sha256 = COALESCE(?4, sealed_sha256), \
-                 delivered_at = COALESCE(?5, delivered_at), \
-                 quarantined = MAX(quarantined, ?6), \
-                 warnings = COALESCE(?7, warnings) WHERE file_id = ?1",
+                sql::TRANSITION,
                 params![
                     t.file_id,
                     t.to.as_str(),
                     t.recipient,
                     t.sealed_sha256,
                     delivered_at,
-                    i64::from(t.quarantined),
+                    t.quarantined,
                     warnings
                 ],
             )?;
@@ -286,10 +264,7 @@ impl JobStore for SqliteStore {
         }
         self.with(|conn| {
             let tx = conn.transaction()?;
-            let n = tx.execute(
-                "UPDATE jobs SET retrieved = 1 WHERE file_id = ?1 AND retrieved = 0",
-                [file_id],
-            )?;
+            let n = tx.execute(sql::MARK_RETRIEVED, [file_id])?;
             if n == 0 {
                 return Ok(false);
             }
@@ -304,11 +279,7 @@ impl JobStore for SqliteStore {
     }
 
     fn open_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN \
-             ('accepted', 'validated', 'scanned', 'sealed') ORDER BY accepted_at"
-        );
-        self.query_jobs(&sql, [])
+        self.query_jobs(sql::OPEN_JOBS, [])
     }
 
     fn delivered_to(
@@ -316,11 +287,7 @@ impl JobStore for SqliteStore {
         recipient: &CounterpartId,
         with_retrieved: bool,
     ) -> Result<Vec<Job>, StoreError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'delivered' AND recipient = ?1 \
-             AND (retrieved = 0 OR ?2) ORDER BY delivered_at"
-        );
-        self.query_jobs(&sql, params![recipient, with_retrieved])
+        self.query_jobs(sql::DELIVERED_TO, params![recipient, with_retrieved])
     }
 
     fn same_content(
@@ -328,19 +295,11 @@ impl JobStore for SqliteStore {
         sender: &CounterpartId,
         sha256: &Sha256,
     ) -> Result<Vec<Job>, StoreError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE sender = ?1 AND sha256 = ?2 \
-             AND state != 'rejected' ORDER BY accepted_at"
-        );
-        self.query_jobs(&sql, params![sender, sha256])
+        self.query_jobs(sql::SAME_CONTENT, params![sender, sha256])
     }
 
     fn delivered_before(&self, before: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'delivered' AND retrieved = 0 \
-             AND delivered_at < ?1 ORDER BY delivered_at"
-        );
-        self.query_jobs(&sql, [nanos(before)])
+        self.query_jobs(sql::DELIVERED_BEFORE, [nanos(before)])
     }
 
     fn plan_split(
@@ -356,17 +315,20 @@ impl JobStore for SqliteStore {
                 return Ok(Ok(before));
             }
             for insurer in insurers {
-                let next: i64 = tx.query_row(
-                    "SELECT COALESCE(MAX(n) + 1, 0) FROM splits WHERE insurer = ?1 AND day = ?2",
-                    params![insurer, day],
-                    |r| r.get(0),
-                )?;
+                let next: i64 =
+                    tx.query_row(sql::NEXT_SEND, params![insurer, day], |r| r.get(0))?;
                 if next > i64::from(MAX_SEND_COUNT) {
                     return Ok(Err((*insurer).to_owned()));
                 }
                 tx.execute(
-                    "INSERT INTO splits (parent, insurer, child, day, n) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![parent, insurer, crate::ids::FileId::new().to_string(), day, next],
+                    sql::PLAN,
+                    params![
+                        parent,
+                        insurer,
+                        crate::ids::FileId::new().to_string(),
+                        day,
+                        next
+                    ],
                 )?;
             }
             let planned = SqliteStore::planned(&tx, parent)?;
@@ -385,11 +347,16 @@ impl JobStore for SqliteStore {
         self.with(|conn| {
             let tx = conn.transaction()?;
             for child in children {
-                insert_job(&tx, child)?;
+                if !insert_job(&tx, child)? {
+                    return Err(StoreError::Corrupt(format!(
+                        "split child {} recorded before",
+                        child.file_id
+                    )));
+                }
                 append_event(&tx, &child.event(Hop::Accepted, Vec::new()))?;
             }
             let n = tx.execute(
-                "UPDATE jobs SET state = ?2 WHERE file_id = ?1",
+                sql::SET_STATE,
                 params![parent.file_id, JobState::Split.as_str()],
             )?;
             if n == 0 {
@@ -408,21 +375,18 @@ impl JobStore for SqliteStore {
     fn has_job(&self, file_id: &str) -> Result<bool, StoreError> {
         self.with(|conn| {
             Ok(conn
-                .query_row("SELECT 1 FROM jobs WHERE file_id = ?1", [file_id], |_| {
-                    Ok(())
-                })
+                .query_row(sql::HAS_JOB, [file_id], |_| Ok(()))
                 .optional()?
                 .is_some())
         })
     }
 }
 
-fn insert_job(tx: &rusqlite::Transaction<'_>, job: &Job) -> Result<(), StoreError> {
+/// Records a job; `false` when its file id or inbox key is known already.
+fn insert_job(tx: &rusqlite::Transaction<'_>, job: &Job) -> Result<bool, StoreError> {
     let warnings = warnings_json(&job.warnings)?;
-    tx.execute(
-        "INSERT INTO jobs (file_id, sender, original_name, size, sha256, inbox_key, state, \
-         recipient, accepted_at, warnings, parent) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    let n = tx.execute(
+        sql::INSERT_JOB,
         params![
             job.file_id,
             job.sender,
@@ -435,16 +399,15 @@ fn insert_job(tx: &rusqlite::Transaction<'_>, job: &Job) -> Result<(), StoreErro
             nanos(job.accepted_at),
             warnings,
             job.parent,
+            job.channel.map(Channel::as_str),
         ],
     )?;
-    Ok(())
+    Ok(n == 1)
 }
 
 impl SqliteStore {
     fn planned(conn: &Connection, parent: &str) -> Result<Vec<PlannedChild>, StoreError> {
-        let mut stmt = conn.prepare(
-            "SELECT insurer, child, day, n FROM splits WHERE parent = ?1 ORDER BY insurer",
-        )?;
+        let mut stmt = conn.prepare(sql::PLANNED)?;
         let rows = stmt.query_map([parent], |r| {
             Ok(PlannedChild {
                 insurer: r.get(0)?,
@@ -460,8 +423,7 @@ impl SqliteStore {
 impl EventLog for SqliteStore {
     fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<(u64, FileEvent)>, EventLogError> {
         self.with(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let mut stmt = conn.prepare(sql::EVENTS_AFTER)?;
             let rows = stmt.query_map(params![seq as i64, limit as i64], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
             })?;
