@@ -570,6 +570,13 @@ fn check_config_exit_codes_and_output() {
             && out.contains("clinic-1312345679 -> insurer-06130017"),
         "{out}"
     );
+    assert!(
+        out.contains(&format!(
+            "store: local, in {}",
+            tc.state_dir().join("store").display()
+        )),
+        "{out}"
+    );
 
     tc.rewrite(
         &tc.text()

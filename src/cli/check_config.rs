@@ -1,5 +1,6 @@
 //! `handoff check-config`: a config change is checked before the running daemon picks it up,
-//! and the operator sees what it puts in force (accounts, routes, SSH algorithms, schema sets)
+//! and the operator sees what it puts in force (accounts, routes, the store, SSH algorithms,
+//! schema sets)
 //! rather than what they meant to write.
 
 use std::path::{Path, PathBuf};
@@ -39,8 +40,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("  {} -> {}", cp.id, r);
         }
     }
+    print_store(&c.gateway);
     print_ssh_algorithms(&c.gateway);
     schema_sets(path, &c.gateway.schema_dir)
+}
+
+/// Where jobs and receipts will be kept (the database is not reached: `handoff migrate --check`
+/// does that).
+fn print_store(g: &config::Gateway) {
+    match handoff::store::Store::of(g) {
+        Ok(handoff::store::Store::Local(layout)) => {
+            println!("store: local, in {}", layout.store().display());
+        }
+        Ok(handoff::store::Store::Postgres(db)) => println!(
+            "store: postgres, {} ({}), node {}",
+            db.describe(),
+            if g.store.tls_ca.is_some() {
+                "TLS"
+            } else {
+                "on this machine, without TLS"
+            },
+            g.store.node_name()
+        ),
+        // Reported with the config's errors.
+        Err(_) => {}
+    }
 }
 
 /// The SSH algorithms `[gateway.ssh]` puts in force, by preference; host key algorithms only
