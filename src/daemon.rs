@@ -63,7 +63,7 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         .map_err(DaemonError::State)?;
     let _lock = layout.lock()?;
     let store = crate::store::Store::of(gateway)?;
-    store.take_for_node()?;
+    store.take_for_node(shutdown.clone())?;
     let audit = Audit::open(&layout)?;
     audit.record(crate::audit::Event::DaemonStart, None, None, serde_json::json!({"config": live.path().display().to_string(), "version": env!("CARGO_PKG_VERSION")}));
     let master =
@@ -149,6 +149,13 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     tracing::info!("handoff stopped");
+    if let crate::store::Store::Postgres(db) = &services.store
+        && db.lost()
+    {
+        return Err(DaemonError::Store(crate::store::DatabaseError::Taken(
+            db.describe(),
+        )));
+    }
     Ok(())
 }
 

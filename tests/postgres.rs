@@ -562,6 +562,51 @@ fn a_second_node_on_the_same_database_is_refused() {
     );
 }
 
+/// A node whose connection broke and whose database another node took meanwhile stops, with
+/// the reason, rather than work beside it.
+#[test]
+fn a_node_that_loses_its_database_to_another_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(dir.path());
+    let tc = TestConfig::with(|text| text + &pg.store_table());
+    output_ok(
+        Command::new(handoff_bin())
+            .args(["migrate", "--config"])
+            .arg(&tc.path),
+    );
+    let _clamd = ClamdInstance::start(tc.dir.path());
+    let mut node = Daemon::start(&tc);
+    // One session cuts the node's hold and takes the lock itself, before the node can again.
+    let key = handoff::store::postgres::locks::NODE;
+    let mut thief = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "PGPASSWORD=$(head -n 1 {pw}) \"$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/psql\" \
+             -h 127.0.0.1 -p {port} -U handoff -d handoff -c \
+             \"SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE l.locktype = 'advisory' \
+               AND ((l.classid::bigint << 32) | l.objid::bigint) = {key}\" \
+             -c \"SELECT pg_advisory_lock({key})\" -c \"SELECT pg_sleep(30)\"",
+            pw = pg.password_file.display(),
+            port = pg.port,
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stopped = wait_for(15, || matches!(node.child.try_wait(), Ok(Some(_))));
+    let _ = thief.kill();
+    let _ = thief.wait();
+    assert!(stopped, "the node went on: {}", node.log_text());
+    let status = node.child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        node.log_text()
+            .contains("another gateway node took the database"),
+        "{}",
+        node.log_text()
+    );
+}
+
 /// While the database is away nothing is accepted and nothing is lost: the NOC has the alert,
 /// uploads are refused with a message, files already in the inbox wait there, and once the
 /// database is back every one is delivered once, by itself.

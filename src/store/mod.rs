@@ -33,12 +33,17 @@ impl Store {
     /// Takes the store for a starting daemon: a database must answer, have this gateway's
     /// schema, and be no other node's (the local store is the state directory's, which the
     /// daemon has locked already).
-    pub fn take_for_node(&self) -> Result<(), DatabaseError> {
+    /// Should the node lose the database to another (see [`Database::hold_for_node`]),
+    /// `shutdown` is cancelled.
+    pub fn take_for_node(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<(), DatabaseError> {
         match self {
             Store::Local(_) => Ok(()),
             Store::Postgres(db) => {
                 db.check_schema()?;
-                db.hold_for_node()
+                db.hold_for_node(shutdown)
             }
         }
     }

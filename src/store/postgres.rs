@@ -77,6 +77,10 @@ pub enum DatabaseError {
         "the database {0} is in use by another gateway node{1}: one node per database until box files are shared (docs/cluster.md)"
     )]
     InUse(String, String),
+    #[error(
+        "another gateway node took the database {0} while its connection was broken: this node stopped rather than work beside it (one node per database until box files are shared, docs/cluster.md)"
+    )]
+    Taken(String),
 }
 
 #[derive(Clone)]
@@ -95,6 +99,8 @@ pub struct Database {
     idle: Mutex<Vec<Client>>,
     /// What the last health check found: `None` before the first, then `Ok` or why not.
     health: Mutex<Option<Result<(), String>>>,
+    /// Set when another node took the database while this one had lost its connection.
+    lost: std::sync::atomic::AtomicBool,
 }
 
 /// Checks the settings of `[gateway.store]` (what `handoff check-config` reports) without
@@ -174,6 +180,7 @@ impl Database {
             runtime: Some(runtime),
             idle: Mutex::new(Vec::new()),
             health: Mutex::new(None),
+            lost: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -237,9 +244,14 @@ impl Database {
     }
 
     /// Takes the database for this node: a session lock held on a connection of its own until
-    /// the process ends (or the database restarts, after which it is taken again), so that a
-    /// second node on the same database is refused at start.
-    pub fn hold_for_node(self: &Arc<Self>) -> Result<(), DatabaseError> {
+    /// the process ends, so that a second node on the same database is refused at start. When
+    /// the connection breaks (the database restarts) the lock is taken again as soon as it
+    /// answers; should another node have taken it meanwhile, this one stops (`shutdown`, and
+    /// [`Database::lost`]) rather than work beside it.
+    pub fn hold_for_node(
+        self: &Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<(), DatabaseError> {
         let holder = self.connect()?;
         let taken = self.with_client(&holder, async |c: &Client| try_node_lock(c).await)?;
         if !taken {
@@ -252,22 +264,25 @@ impl Database {
         self.handle()?.spawn(async move {
             let mut holder = holder;
             loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 if !holder.is_closed() {
                     continue;
                 }
                 let Some(db) = db.upgrade() else { return };
-                let (config, tls) = (db.config.clone(), db.tls.clone());
-                drop(db);
-                match reconnect(config, tls).await {
+                match reconnect(db.config.clone(), db.tls.clone()).await {
                     Ok(c) => match try_node_lock(&c).await {
                         Ok(true) => {
                             tracing::info!("the database is this node's again");
                             holder = c;
                         }
-                        Ok(false) => tracing::error!(
-                            "another gateway node took the database while it restarted: stop one of them"
-                        ),
+                        Ok(false) => {
+                            tracing::error!(
+                                "another gateway node took the database while it restarted: this node stops"
+                            );
+                            db.lost.store(true, std::sync::atomic::Ordering::Release);
+                            shutdown.cancel();
+                            return;
+                        }
                         Err(e) => tracing::debug!(error = %crate::error::Chain(&e), "taking the database again"),
                     },
                     Err(e) => tracing::debug!(error = %crate::error::Chain(&e), "taking the database again"),
@@ -275,6 +290,11 @@ impl Database {
             }
         });
         Ok(())
+    }
+
+    /// Whether another node took the database from this one (which then stops).
+    pub fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn with_client<T>(
