@@ -213,7 +213,7 @@ impl Database {
         }
     }
 
-    /// Runs `f` with a client of its own, on the calling thread, within [`CALL_TIMEOUT`].
+    /// Runs `f` with a client of its own, on the calling thread, within 30 seconds.
     pub fn with<T, E: From<DatabaseError>>(
         &self,
         f: impl AsyncFnOnce(&mut Client) -> Result<T, E>,
