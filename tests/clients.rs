@@ -143,15 +143,6 @@ fn version(cmd: &mut Command) -> String {
     }
 }
 
-/// Debian's interpreter, where python3-paramiko is installed, when it is there.
-fn python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
-
 /// One client run: what it is, what it must negotiate, and how to upload and download.
 struct Case {
     client: &'static str,
@@ -300,7 +291,7 @@ client.close()
 fn paramiko() -> Case {
     Case {
         client: "paramiko",
-        version: version(Command::new(python()).args([
+        version: version(Command::new(support::python()).args([
             "-c",
             "import paramiko; print('paramiko', paramiko.__version__)",
         ])),
@@ -315,7 +306,7 @@ fn paramiko() -> Case {
                 .map(|k| known_hosts(t.port, k))
                 .collect();
             std::fs::write(&known, lines).map_err(|e| e.to_string())?;
-            let mut cmd = Command::new(python());
+            let mut cmd = Command::new(support::python());
             cmd.env("HOME", t.dir)
                 .args(["-c", PARAMIKO, &t.port.to_string()])
                 .arg(client_key())

@@ -131,17 +131,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn python() -> &'static str {
-    // Debian's interpreter, where python3-cryptography is installed.
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
-
 fn verify_medium(manifest: &Path) -> Output {
-    Command::new(python())
+    Command::new(support::python())
         .arg(support::repo_root().join("docs/verify-receipt.py"))
         .arg(support::repo_root().join("certs-example/receipt.pub"))
         .arg(manifest)

@@ -364,7 +364,8 @@ fn migrate_prepares_the_database_and_a_gateway_refuses_one_not_migrated() {
 /// A gateway on PostgreSQL takes a file from the clinic's inbox to the insurer's outbox; jobs,
 /// events and receipts are in the database (none in the state directory), and
 /// `handoff receipts verify` checks the chain there. The node's audit log is copied there too,
-/// and `handoff audit verify` finds a line changed in the copy.
+/// and `handoff audit verify` finds a line changed in the copy. `handoff export` hands the file
+/// over through the database.
 #[test]
 fn a_gateway_on_postgres_delivers_and_its_receipts_verify() {
     let tc_dir = tempfile::tempdir().unwrap();
@@ -450,6 +451,46 @@ fn a_gateway_on_postgres_delivers_and_its_receipts_verify() {
         .map(|d| d.count())
         .unwrap_or(0)
         == 2));
+
+    // The offline desk works on the database too: the export's hand-over is a `retrieved`
+    // receipt there, and the medium's manifest verifies.
+    let medium = tc.dir.path().join("cdr1");
+    let exported = Command::new(handoff_bin())
+        .args([
+            "export",
+            "--for",
+            INSURER,
+            "--operator",
+            "op-tanaka",
+            "--config",
+        ])
+        .arg(&tc.path)
+        .arg("--to")
+        .arg(&medium)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&exported.stdout);
+    assert!(
+        exported.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    assert!(said.contains("exported 1 file"), "{said}");
+    assert!(
+        pg.psql("SELECT json FROM receipts WHERE hop = 'retrieved'")
+            .contains("\"channel\":\"offline\"")
+    );
+    let checked = Command::new(support::python())
+        .arg(support::repo_root().join("docs/verify-receipt.py"))
+        .arg(support::repo_root().join("certs-example/receipt.pub"))
+        .arg(medium.join("manifest.json"))
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
 }
 
 /// A node that ran on the local store moves onto the database with `handoff migrate

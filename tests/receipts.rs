@@ -185,13 +185,12 @@ fn a_receipt_file_verifies_with_the_documented_python_procedure() {
         .layout
         .receipts(&support::counterpart(CLINIC))
         .join("F9.rejected.json");
-    // Debian's interpreter, where python3-cryptography is installed.
-    let python = if std::path::Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
-    let out = support::output_ok(Command::new(python).arg(&script).arg(&public).arg(&file));
+    let out = support::output_ok(
+        Command::new(support::python())
+            .arg(&script)
+            .arg(&public)
+            .arg(&file),
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK: F9.rejected"));
 
     // The same procedure refuses a tampered copy.
@@ -199,7 +198,7 @@ fn a_receipt_file_verifies_with_the_documented_python_procedure() {
     r.original_name = "other.zip".into();
     let tampered = f.tc.dir.path().join("tampered.json");
     fs::write(&tampered, r.to_canonical_json()).unwrap();
-    let out = Command::new(python)
+    let out = Command::new(support::python())
         .arg(&script)
         .arg(&public)
         .arg(&tampered)

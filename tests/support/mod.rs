@@ -119,6 +119,16 @@ impl TestConfig {
     }
 }
 
+/// Debian's Python, where scripts/install-deps puts python3-cryptography (for
+/// docs/verify-receipt.py) and python3-paramiko; a `python3` on the PATH where there is none.
+pub fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
 /// The `handoff` binary built for this test run.
 pub fn handoff_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_handoff"))
