@@ -320,6 +320,18 @@ fn tls_to_the_database_is_checked_against_tls_ca() {
     assert!(why.contains("not valid for name \"127.0.0.2\""), "{why}");
 }
 
+/// A config on `pg`'s database (with `extra` keys of `[gateway.store]`), which `handoff
+/// migrate` has prepared.
+fn on_migrated_database(pg: &Postgres, extra: &str) -> TestConfig {
+    let tc = TestConfig::with(|text| text + &pg.store_table() + extra);
+    output_ok(
+        Command::new(handoff_bin())
+            .args(["migrate", "--config"])
+            .arg(&tc.path),
+    );
+    tc
+}
+
 fn handoff(tc: &TestConfig, args: &[&str]) -> std::process::Output {
     Command::new(handoff_bin())
         .args(args)
@@ -370,12 +382,7 @@ fn migrate_prepares_the_database_and_a_gateway_refuses_one_not_migrated() {
 fn a_gateway_on_postgres_delivers_and_its_receipts_verify() {
     let tc_dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start(tc_dir.path());
-    let tc = TestConfig::with(|text| text + &pg.store_table() + "node = \"gw-test\"\n");
-    output_ok(
-        Command::new(handoff_bin())
-            .args(["migrate", "--config"])
-            .arg(&tc.path),
-    );
+    let tc = on_migrated_database(&pg, "node = \"gw-test\"\n");
     let _clamd = ClamdInstance::start(tc.dir.path());
     let _daemon = Daemon::start(&tc);
 
@@ -581,12 +588,7 @@ fn a_local_store_is_imported_and_its_receipt_chain_goes_on() {
 fn a_second_node_on_the_same_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start(dir.path());
-    let first = TestConfig::with(|text| text + &pg.store_table());
-    output_ok(
-        Command::new(handoff_bin())
-            .args(["migrate", "--config"])
-            .arg(&first.path),
-    );
+    let first = on_migrated_database(&pg, "");
     let _clamd = ClamdInstance::start(first.dir.path());
     let _node_a = Daemon::start(&first);
     let second = TestConfig::with(|text| text + &pg.store_table());
@@ -609,12 +611,7 @@ fn a_second_node_on_the_same_database_is_refused() {
 fn a_node_that_loses_its_database_to_another_stops() {
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start(dir.path());
-    let tc = TestConfig::with(|text| text + &pg.store_table());
-    output_ok(
-        Command::new(handoff_bin())
-            .args(["migrate", "--config"])
-            .arg(&tc.path),
-    );
+    let tc = on_migrated_database(&pg, "");
     let _clamd = ClamdInstance::start(tc.dir.path());
     let mut node = Daemon::start(&tc);
     // One session cuts the node's hold and takes the lock itself, before the node can again.
@@ -655,12 +652,7 @@ fn a_node_that_loses_its_database_to_another_stops() {
 fn files_wait_while_the_database_is_away_and_go_on_when_it_returns() {
     let tc_dir = tempfile::tempdir().unwrap();
     let mut pg = Postgres::start(tc_dir.path());
-    let tc = TestConfig::with(|text| text + &pg.store_table());
-    output_ok(
-        Command::new(handoff_bin())
-            .args(["migrate", "--config"])
-            .arg(&tc.path),
-    );
+    let tc = on_migrated_database(&pg, "");
     let _clamd = ClamdInstance::start(tc.dir.path());
     let daemon = Daemon::start(&tc);
 

@@ -66,11 +66,11 @@ pub fn spawn(
                             tracing::info!("the audit log is copied to the database again");
                         }
                     }
+                    // The cursor stays where the last copy ended: lines are copied once.
                     Err(e) => {
                         if !std::mem::replace(&mut failing, true) {
                             tracing::warn!(error = %Chain(&e), "cannot copy the audit log to the database; it stays in the node's file and is copied later");
                         }
-                        cursor = None;
                     }
                 }
                 let deadline = std::time::Instant::now() + SHIP_EVERY;
