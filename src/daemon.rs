@@ -63,7 +63,7 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         .map_err(DaemonError::State)?;
     let _lock = layout.lock()?;
     let store = crate::store::Store::of(gateway)?;
-    store.take_for_node(shutdown.clone())?;
+    let mut leading = store.take_for_node(shutdown.clone())?;
     let audit = Audit::open(&layout)?;
     audit.record(crate::audit::Event::DaemonStart, None, None, serde_json::json!({"config": live.path().display().to_string(), "version": env!("CARGO_PKG_VERSION")}));
     let master =
@@ -97,6 +97,32 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     let pipeline = crate::pipeline::Pipeline::start(&services, box_events, shutdown.clone())?;
     let receipt_key = crate::keys::load_receipt_key(&gateway.receipt_key)?;
     let ledger = services.store.ledger()?;
+    let issuer = crate::receipts::issuer::Issuer::new(ledger, receipt_key, services.boxes.clone());
+    // The working node's work: the pipeline, the receipts, the alerts. With the local store
+    // this node is the only one and starts it now; on a database, when no other node does.
+    let work = {
+        let (services, shutdown) = (services.clone(), shutdown.clone());
+        move || -> Result<(), DaemonError> {
+            pipeline.lead(shutdown.clone())?;
+            issuer.spawn(pipeline.event_log(), shutdown.clone());
+            tokio::spawn(crate::metrics::alerts::watch(services, shutdown));
+            Ok(())
+        }
+    };
+    if *leading.borrow() {
+        work()?;
+    } else {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                up = leading.wait_for(|leads| *leads) => if up.is_ok() && let Err(e) = work() {
+                    tracing::error!(error = %Chain(&e), "starting the pipeline: this node stops");
+                    shutdown.cancel();
+                }
+            }
+        });
+    }
     if let crate::store::Store::Postgres(db) = &services.store {
         crate::audit::ship::spawn(
             layout.audit().join("audit.log"),
@@ -106,12 +132,6 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         )
         .map_err(DaemonError::AuditCopy)?;
     }
-    crate::receipts::issuer::Issuer::new(ledger, receipt_key, services.boxes.clone())
-        .spawn(pipeline.event_log(), shutdown.clone());
-    tokio::spawn(crate::metrics::alerts::watch(
-        services.clone(),
-        shutdown.clone(),
-    ));
 
     if let Some(listener) = bind("sftp", gateway.sftp_listen).await? {
         let server = crate::transport::sftp::SftpServer::new(services.clone())?;

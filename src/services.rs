@@ -22,6 +22,9 @@ pub struct Services {
     pub layout: StateLayout,
     /// Where jobs and receipts are kept (`[gateway.store]`).
     pub store: crate::store::Store,
+    /// Where the store is a database: the box files, spool and quarantine every node reaches
+    /// through it (the state directory is this node's copy).
+    pub files: Option<crate::store::SharedFiles>,
     /// The box files, as the gateway itself reaches them (the pipeline, receipts, the NOC).
     pub boxes: Arc<dyn BoxStore>,
     /// Transports report completed uploads, retrievals and acknowledgements here.
@@ -70,12 +73,14 @@ impl Services {
             metrics.upload_buffered_bytes.clone(),
         )?;
         let layout = StateLayout::new(&snapshot.config.gateway.state_dir);
+        let files = store.shared_files(&layout);
         let services = Services {
             writers: Arc::new(writers),
             metrics,
             layout: layout.clone(),
             store,
-            boxes: Arc::new(LocalBoxes::new(&layout)),
+            boxes: Arc::new(LocalBoxes::new(&layout, files.clone())),
+            files,
             limiter: Arc::new(Limiter::new(&snapshot.config.gateway.limits)),
             live,
             box_events: tx,

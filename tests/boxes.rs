@@ -44,6 +44,7 @@ impl Fixture {
     fn open(&self, account: &str, owner: &str) -> Result<DropBox, BoxError> {
         DropBox::open(
             &self.layout,
+            None,
             &self.live.snapshot(),
             &self.master,
             &support::account(account),

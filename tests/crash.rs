@@ -150,6 +150,7 @@ fn kill_9_at_random_points_loses_and_doubles_nothing() {
     );
     let dropbox = handoff::boxes::DropBox::open(
         &layout,
+        None,
         &live.snapshot(),
         &master,
         &support::account(CLINIC),

@@ -116,7 +116,7 @@ fn overdue_files_raise_alerts_and_show_on_the_status_page() {
     handoff::receipts::issuer::Issuer::new(
         ledger,
         key,
-        std::sync::Arc::new(handoff::boxes::LocalBoxes::new(&layout)),
+        std::sync::Arc::new(handoff::boxes::LocalBoxes::new(&layout, None)),
     )
     .catch_up(&log)
     .unwrap();
@@ -178,7 +178,7 @@ fn a_modified_receipt_in_the_ledger_raises_the_chain_alert() {
     handoff::receipts::issuer::Issuer::new(
         ledger,
         key,
-        std::sync::Arc::new(handoff::boxes::LocalBoxes::new(&layout)),
+        std::sync::Arc::new(handoff::boxes::LocalBoxes::new(&layout, None)),
     )
     .catch_up(&log)
     .unwrap();

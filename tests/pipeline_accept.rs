@@ -20,7 +20,7 @@ fn prepared(tc: &TestConfig) -> (handoff::config::Config, StateLayout, SqliteSto
     layout.create(&config).expect("state dir");
     let store = SqliteStore::open(&layout.store()).expect("store");
     let master = handoff::keys::load_master_key(&config.gateway.master_key).expect("master key");
-    let spool = Spool::new(&layout, std::sync::Arc::new(master));
+    let spool = Spool::new(&layout, std::sync::Arc::new(master), None);
     (config, layout, store, spool)
 }
 
@@ -29,7 +29,7 @@ fn accepting_the_same_hand_off_file_again_makes_no_second_job() {
     let tc = TestConfig::new();
     let (config, layout, store, spool) = prepared(&tc);
     hand_off(&tc, CLINIC, "twice.zip", b"the same file");
-    let boxes = LocalBoxes::new(&layout);
+    let boxes = LocalBoxes::new(&layout, None);
     let name = FileName::new("twice.zip").unwrap();
     let inbox_file = layout
         .inbox(&support::counterpart(CLINIC))
@@ -102,7 +102,7 @@ fn concurrent_accepts_of_one_file_make_one_job() {
                     accept(
                         &store,
                         &spool,
-                        &LocalBoxes::new(&layout),
+                        &LocalBoxes::new(&layout, None),
                         &config,
                         &support::counterpart(CLINIC),
                         &FileName::new(&format!("race-{i}.zip")).unwrap(),
@@ -131,7 +131,7 @@ fn spool_files_without_an_open_job_are_swept() {
     let job = accept(
         &store,
         &spool,
-        &LocalBoxes::new(&layout),
+        &LocalBoxes::new(&layout, None),
         &config,
         &support::counterpart(CLINIC),
         &FileName::new("kept.zip").unwrap(),
@@ -216,6 +216,7 @@ fn sealed_uploads(tc: &TestConfig, layout: &StateLayout, strip_hash: bool) -> Ve
     );
     let dropbox = DropBox::open(
         layout,
+        None,
         &live.snapshot(),
         &master,
         &support::account(CLINIC),
@@ -257,7 +258,7 @@ fn sealed_uploads_move_into_the_spool_without_a_copy() {
     let job = accept(
         &store,
         &spool,
-        &LocalBoxes::new(&layout),
+        &LocalBoxes::new(&layout, None),
         &config,
         &support::counterpart(CLINIC),
         &FileName::new("good.zip").unwrap(),
@@ -285,7 +286,7 @@ fn sealed_uploads_move_into_the_spool_without_a_copy() {
     let job = accept(
         &store,
         &spool,
-        &LocalBoxes::new(&layout),
+        &LocalBoxes::new(&layout, None),
         &config,
         &support::counterpart(CLINIC),
         &FileName::new("bad.zip").unwrap(),
@@ -312,7 +313,7 @@ fn sealed_uploads_without_their_hash_are_opened_and_checked() {
     let job = accept(
         &store,
         &spool,
-        &LocalBoxes::new(&layout),
+        &LocalBoxes::new(&layout, None),
         &config,
         &support::counterpart(CLINIC),
         &FileName::new("good.zip").unwrap(),
@@ -327,7 +328,7 @@ fn sealed_uploads_without_their_hash_are_opened_and_checked() {
         accept(
             &store,
             &spool,
-            &LocalBoxes::new(&layout),
+            &LocalBoxes::new(&layout, None),
             &config,
             &support::counterpart(CLINIC),
             &FileName::new("bad.zip").unwrap()

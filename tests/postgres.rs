@@ -17,7 +17,7 @@ use handoff::store::Database;
 use support::postgres::Postgres;
 use support::{
     ClamdInstance, Daemon, TestConfig, account, checkup_archive, counterpart, hand_off,
-    handoff_bin, output_ok, wait_for,
+    handoff_bin, output_ok, sftp_batch, wait_for,
 };
 
 const CLINIC: &str = "clinic-2717654327";
@@ -293,7 +293,7 @@ fn tls_to_the_database_is_checked_against_tls_ca() {
         ..settings(&pg)
     };
     let db = Database::new(&over_tls("localhost", "ca.pem")).unwrap();
-    assert_eq!(db.migrate().unwrap(), vec![1, 2]);
+    assert_eq!(db.migrate().unwrap(), vec![1, 2, 3]);
     // The gateway's connection, idle now, is encrypted.
     assert_eq!(
         pg.psql(
@@ -365,12 +365,12 @@ fn migrate_prepares_the_database_and_a_gateway_refuses_one_not_migrated() {
 
     let first = handoff(&tc, &["migrate"]);
     assert!(first.status.success());
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied 1, 2"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied 1, 2, 3"));
     let again = handoff(&tc, &["migrate"]);
     assert!(again.status.success());
-    assert!(String::from_utf8_lossy(&again.stdout).contains("already at schema version 2"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already at schema version 3"));
     assert!(handoff(&tc, &["migrate", "--check"]).status.success());
-    assert_eq!(pg.psql("SELECT COUNT(*) FROM schema_migrations"), "2");
+    assert_eq!(pg.psql("SELECT COUNT(*) FROM schema_migrations"), "3");
 }
 
 /// A gateway on PostgreSQL takes a file from the clinic's inbox to the insurer's outbox; jobs,
@@ -555,6 +555,14 @@ fn a_local_store_is_imported_and_its_receipt_chain_goes_on() {
         "{said}"
     );
     assert!(said.contains("goes on from receipt 4"), "{said}");
+    assert!(said.contains("copied"), "{said}");
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT COUNT(*) FROM files WHERE dir = 'boxes/{INSURER}/outbox'"
+        )),
+        "2",
+        "the delivered files are in the database"
+    );
     let again = migrate(&["--import-local"]);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("only into a new database"));
@@ -582,27 +590,302 @@ fn a_local_store_is_imported_and_its_receipt_chain_goes_on() {
     );
 }
 
-/// A second gateway node on the same database is refused at start: its files would be on one
-/// node and its jobs resumed by the other, which cannot reach them.
+/// A second node on `pg`'s database beside `first`: the same accounts, keys and host key, a
+/// state directory and ports of its own, scanning with `first`'s clamd.
+fn second_node(pg: &Postgres, first: &TestConfig, name: &str) -> TestConfig {
+    let clamd = format!("clamd = \"unix:{}/clamd.sock\"", first.dir.path().display());
+    TestConfig::with(|text| {
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("clamd = ") {
+                    clamd.as_str()
+                } else {
+                    l
+                }
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text + &pg.store_table() + &format!("node = \"{name}\"\n")
+    })
+}
+
+/// Archives for `CLINIC` to `INSURER`, written under `dir` as `burst-N.zip`.
+fn write_archives(dir: &std::path::Path, n: u64, seed: u64) -> Vec<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let path = dir.join(format!("burst-{i}.zip"));
+            std::fs::write(
+                &path,
+                checkup_archive("2717654327", "06130017", 2, seed + i),
+            )
+            .unwrap();
+            path
+        })
+        .collect()
+}
+
+/// Two nodes share one database: a file uploaded to the standing-by node is delivered by the
+/// working one and downloaded from the first; when the working node is killed (-9) in the
+/// middle of a burst, the other takes over and delivers every file exactly once, and the
+/// receipt and audit chains verify.
 #[test]
-fn a_second_node_on_the_same_database_is_refused() {
+fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start(dir.path());
-    let first = on_migrated_database(&pg, "");
-    let _clamd = ClamdInstance::start(first.dir.path());
-    let _node_a = Daemon::start(&first);
-    let second = TestConfig::with(|text| text + &pg.store_table());
-    let out = Command::new(handoff_bin())
-        .args(["serve", "--config"])
-        .arg(&second.path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let a = on_migrated_database(&pg, "node = \"gw-a\"\n");
+    let _clamd = ClamdInstance::start(a.dir.path());
+    let mut node_a = Daemon::start(&a);
+    let b = second_node(&pg, &a, "gw-b");
+    let node_b = Daemon::start(&b);
     assert!(
-        err.contains("is in use by another gateway node") && err.contains("database session"),
-        "{err}"
+        wait_for(10, || node_b.log_text().contains("stands by")),
+        "{}",
+        node_b.log_text()
     );
+
+    // Uploaded to B, worked by A, downloaded from B.
+    let first = write_archives(&dir.path().join("first"), 1, 900).remove(0);
+    let put = sftp_batch(
+        b.sftp_port,
+        CLINIC,
+        CLINIC,
+        &format!("put {} inbox/\n", first.display()),
+    );
+    assert!(put.status.success(), "{put:?}{}", node_b.log_text());
+    assert!(
+        wait_for(60, || pg
+            .psql("SELECT COUNT(*) FROM receipts WHERE hop = 'delivered'")
+            == "1"),
+        "not delivered: {}",
+        node_a.log_text()
+    );
+    assert!(node_a.log_text().contains("accepted"));
+    let listed = sftp_batch(b.sftp_port, INSURER, INSURER, "ls -1 outbox\n");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let name = listed
+        .lines()
+        .find(|l| l.ends_with("_burst-0.zip.p7m"))
+        .unwrap_or_else(|| panic!("not listed on B: {listed}"))
+        .trim()
+        .trim_start_matches("outbox/")
+        .to_owned();
+    assert!(
+        !b.state_dir()
+            .join("boxes")
+            .join(INSURER)
+            .join("outbox")
+            .join(&name)
+            .exists(),
+        "B had no copy before the download"
+    );
+    let got = dir.path().join("got.p7m");
+    let get = sftp_batch(
+        b.sftp_port,
+        INSURER,
+        INSURER,
+        &format!("get outbox/{name} {}\n", got.display()),
+    );
+    assert!(get.status.success(), "{get:?}");
+    assert_eq!(
+        support::openssl_decrypt(&got, INSURER),
+        std::fs::read(&first).unwrap()
+    );
+    assert!(
+        wait_for(20, || pg
+            .psql("SELECT COUNT(*) FROM receipts WHERE hop = 'retrieved'")
+            == "1"),
+        "the download on B is not a retrieval: {}",
+        node_b.log_text()
+    );
+
+    // A burst of 200 to B; A is killed while it works on them.
+    let burst = write_archives(&dir.path().join("burst"), 200, 1000);
+    let batch: String = burst
+        .iter()
+        .map(|p| format!("put {} inbox/\n", p.display()))
+        .collect();
+    let put = sftp_batch(b.sftp_port, CLINIC, CLINIC, &batch);
+    assert!(put.status.success(), "{put:?}");
+    let delivered = || {
+        pg.psql("SELECT COUNT(*) FROM receipts WHERE hop = 'delivered'")
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    assert!(wait_for(120, || delivered() >= 21), "A delivers nothing");
+    node_a.child.kill().unwrap();
+    node_a.child.wait().unwrap();
+    let at_kill = delivered();
+    assert!(at_kill < 201, "the burst was over before A was killed");
+    assert!(
+        wait_for(30, || node_b
+            .log_text()
+            .contains("this node is the working node")),
+        "B did not take over: {}",
+        node_b.log_text()
+    );
+    assert!(
+        wait_for(300, || delivered() == 201),
+        "{} of 201 delivered: {}",
+        delivered(),
+        node_b.log_text()
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for hop in ["accepted", "delivered"] {
+        assert_eq!(
+            pg.psql(&format!(
+                "SELECT COUNT(*), COUNT(DISTINCT file_id) FROM receipts WHERE hop = '{hop}'"
+            )),
+            "201|201",
+            "{hop} receipts"
+        );
+    }
+    assert_eq!(pg.psql("SELECT COUNT(*) FROM jobs"), "201");
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT COUNT(*) FROM files WHERE dir = 'boxes/{INSURER}/outbox'"
+        )),
+        "201"
+    );
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT COUNT(*) FROM files WHERE dir = 'boxes/{CLINIC}/inbox' OR dir = 'spool'"
+        )),
+        "0",
+        "nothing left waiting"
+    );
+    let listed = sftp_batch(b.sftp_port, INSURER, INSURER, "ls -1 outbox\n");
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter(|l| l.contains(".zip.p7m"))
+            .count(),
+        201
+    );
+    println!("two nodes: {at_kill} of 201 delivered when A was killed, 201 after B took over");
+    for what in [&["receipts", "verify"][..], &["audit", "verify"]] {
+        let out = handoff(&b, what);
+        assert!(
+            out.status.success(),
+            "{what:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A node killed in the middle of an upload: the client sends it again to the other node,
+/// which takes it; of the cut upload nothing is kept but the dead node's audit line.
+#[test]
+fn an_upload_cut_by_its_node_dying_is_sent_again_to_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(dir.path());
+    let a = on_migrated_database(&pg, "node = \"gw-a\"\n");
+    let _clamd = ClamdInstance::start(a.dir.path());
+    let mut node_a = Daemon::start(&a);
+    let b = second_node(&pg, &a, "gw-b");
+    let _node_b = Daemon::start(&b);
+    let big = dir.path().join("big.zip");
+    support::random_file(&big, 16 << 20);
+    let batch = format!("put {} inbox/\n", big.display());
+    let batch_file = dir.path().join("batch");
+    std::fs::write(&batch_file, &batch).unwrap();
+    // 16 MiB at 8 Mbit/s: about 16 seconds, cut after 2.
+    let mut slow = support::sftp_command(
+        a.sftp_port,
+        CLINIC,
+        CLINIC,
+        &["-l", "8000", "-b", &batch_file.display().to_string()],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    assert!(
+        wait_for(10, || !node_a.audit_lines("box.open").is_empty()),
+        "the upload never started"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    node_a.child.kill().unwrap();
+    node_a.child.wait().unwrap();
+    let cut = slow.wait().unwrap();
+    assert!(!cut.success(), "the cut upload cannot have completed");
+    assert_eq!(
+        pg.psql("SELECT COUNT(*) FROM files"),
+        "0",
+        "nothing of the cut upload is shared"
+    );
+
+    let again = sftp_batch(b.sftp_port, CLINIC, CLINIC, &batch);
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        wait_for(60, || pg.psql(
+            "SELECT COUNT(*) FROM jobs WHERE original_name = 'big.zip'"
+        ) == "1"),
+        "the upload sent again was not accepted"
+    );
+    assert_eq!(
+        pg.psql("SELECT size FROM jobs WHERE original_name = 'big.zip'"),
+        (16u64 << 20).to_string()
+    );
+    let opened = node_a.audit_lines("box.open");
+    assert!(opened.iter().any(|l| l.contains("big.zip")), "{opened:?}");
+    assert!(node_a.audit_lines("box.upload").is_empty());
+}
+
+/// Removing an account from the config of both nodes closes its sessions on both within a
+/// second.
+#[test]
+fn removing_an_account_closes_its_sessions_on_both_nodes_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(dir.path());
+    let a = on_migrated_database(&pg, "node = \"gw-a\"\n");
+    let _clamd = ClamdInstance::start(a.dir.path());
+    let node_a = Daemon::start(&a);
+    let b = second_node(&pg, &a, "gw-b");
+    let node_b = Daemon::start(&b);
+    let mut sessions = Vec::new();
+    for (tc, node) in [(&a, &node_a), (&b, &node_b)] {
+        let child = support::sftp_command(tc.sftp_port, "m.sato", "m.sato", &[])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_for(10, || support::established_on(tc.sftp_port) == 1
+                && !node.audit_lines("sftp.login").is_empty()),
+            "no session on {}",
+            tc.path.display()
+        );
+        sessions.push(child);
+    }
+    for (tc, node) in [(&a, &node_a), (&b, &node_b)] {
+        tc.rewrite(&support::remove_account(&tc.text(), "maintainer", "m.sato"));
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &node.pid().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let cut_from = std::time::Instant::now();
+    while support::established_on(a.sftp_port) + support::established_on(b.sftp_port) > 0 {
+        assert!(
+            cut_from.elapsed() < std::time::Duration::from_secs(5),
+            "sessions not cut"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let elapsed = cut_from.elapsed();
+    println!("both sessions closed {elapsed:?} after the reload");
+    assert!(elapsed <= std::time::Duration::from_secs(1), "{elapsed:?}");
+    for mut child in sessions {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 /// A node whose connection broke and whose database another node took meanwhile stops, with
@@ -639,7 +922,7 @@ fn a_node_that_loses_its_database_to_another_stops() {
     assert_eq!(status.code(), Some(1));
     assert!(
         node.log_text()
-            .contains("another gateway node took the database"),
+            .contains("another node became the working node"),
         "{}",
         node.log_text()
     );

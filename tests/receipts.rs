@@ -65,7 +65,7 @@ impl Fixture {
         Issuer::new(
             Ledger::open(&self.layout.receipt_ledger()).unwrap(),
             self.key.clone(),
-            std::sync::Arc::new(handoff::boxes::LocalBoxes::new(&self.layout)),
+            std::sync::Arc::new(handoff::boxes::LocalBoxes::new(&self.layout, None)),
         )
     }
 

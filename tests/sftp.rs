@@ -341,25 +341,6 @@ fn interrupted_upload_never_reaches_the_inbox() {
     assert_eq!(d.audit_lines("box.upload_discarded").len(), 1);
 }
 
-/// Connections in state ESTABLISHED whose local port is `port` (the server's side), from the
-/// kernel's socket tables.
-fn established_on(port: u16) -> usize {
-    let local = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|t| fs::read_to_string(t).ok())
-        .map(|text| {
-            text.lines()
-                .skip(1)
-                .filter(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    f.len() > 3 && f[1].ends_with(&local) && f[3] == "01"
-                })
-                .count()
-        })
-        .sum()
-}
-
 #[test]
 fn removing_an_account_cuts_its_live_session_within_a_second() {
     let tc = TestConfig::new();
@@ -391,7 +372,11 @@ fn removing_an_account_cuts_its_live_session_within_a_second() {
         assert!(Instant::now() < deadline, "download never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(established_on(tc.sftp_port), 1, "the download's connection");
+    assert_eq!(
+        support::established_on(tc.sftp_port),
+        1,
+        "the download's connection"
+    );
     tc.rewrite(&remove_account(&tc.text(), "maintainer", "m.sato"));
     assert!(
         Command::new("kill")
@@ -403,7 +388,7 @@ fn removing_an_account_cuts_its_live_session_within_a_second() {
     let cut_from = Instant::now();
     // The gateway's side of the connection leaves ESTABLISHED when it closes the socket; the
     // client notices later, after it has read what its own buffers still hold.
-    while established_on(tc.sftp_port) > 0 {
+    while support::established_on(tc.sftp_port) > 0 {
         assert!(
             cut_from.elapsed() < Duration::from_secs(5),
             "session not cut"

@@ -43,6 +43,7 @@ use crate::events::Channel;
 use crate::keys::MasterKey;
 use crate::seal::at_rest::{self, AtRestWriter};
 use crate::state::StateLayout;
+use crate::store::files::{Carried, FilesError, Put, SharedFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BoxError {
@@ -90,6 +91,73 @@ pub fn committed_sha256(file: &File) -> Option<String> {
     let value = fsops::get_xattr(file, SHA256_XATTR, 64)?;
     let hex = String::from_utf8(value).ok()?;
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+/// Sets an extended attribute on a file of the state directory.
+pub(crate) fn set_attribute(file: &File, name: &str, value: &[u8]) -> io::Result<()> {
+    fsops::set_xattr(file, name, value)
+}
+
+/// An extended attribute of a file of the state directory, if it has one of at most `max` bytes.
+pub(crate) fn attribute(file: &File, name: &str, max: usize) -> Option<Vec<u8>> {
+    fsops::get_xattr(file, name, max)
+}
+
+/// Sets on `file` what an upload carries from its transport; where the file system has no
+/// extended attributes, the pipeline hashes the file and the receipt names the box's owner.
+pub(crate) fn carry(file: &File, carried: &Carried) {
+    for (name, value) in [
+        (SHA256_XATTR, &carried.sha256),
+        (ACTOR_XATTR, &carried.actor),
+        (CHANNEL_XATTR, &carried.channel),
+    ] {
+        if let Some(value) = value {
+            let _ = fsops::set_xattr(file, name, value.as_bytes());
+        }
+    }
+}
+
+/// What a file in an inbox carries from its transport, and the size a listing shows of it (of
+/// a committed upload, the length of its plaintext).
+pub(crate) fn carried_by(file: &File) -> io::Result<(Carried, u64)> {
+    let size = file.metadata()?.len();
+    let carried = Carried {
+        sha256: committed_sha256(file),
+        actor: committed_actor(file).map(|a| a.to_string()),
+        channel: committed_channel(file).map(|c| c.as_str().to_owned()),
+    };
+    let shown = carried
+        .sha256
+        .as_ref()
+        .and_then(|_| at_rest::plaintext_len(size))
+        .unwrap_or(size);
+    Ok((carried, shown))
+}
+
+/// What the database says of a box file for reading; `None` while it does not answer, when
+/// this node's copy is read instead: downloads go on through an outage wherever their bytes
+/// are on the node (docs/cluster.md).
+fn shared_or_away<T>(result: Result<T, FilesError>) -> Result<Option<T>, BoxError> {
+    match result {
+        Ok(found) => Ok(Some(found)),
+        Err(FilesError::Database(e)) => {
+            tracing::debug!(error = %crate::error::Chain(&e), "box files read from this node's copy");
+            Ok(None)
+        }
+        Err(e) => Err(shared_error(e)),
+    }
+}
+
+/// A database error where a box file is shared through it: the step is refused as the gateway
+/// being unable to take files now (fail closed), and the cause is logged.
+fn shared_error(e: FilesError) -> BoxError {
+    match e {
+        FilesError::Io(_, inner) => BoxError::Io(inner),
+        e => {
+            tracing::warn!(error = %crate::error::Chain(&e), "box file in the database");
+            BoxError::Unavailable
+        }
+    }
 }
 
 /// A committed upload: the event for the pipeline and the SHA-256 of what was uploaded.
@@ -183,6 +251,10 @@ pub struct DropBox {
     /// How that account reached the box.
     channel: Channel,
     folders: [OwnedFd; 3],
+    /// The box's folder in the state directory.
+    dir: PathBuf,
+    /// Where the store is a database: the box's files are there, and `dir` is this node's copy.
+    shared: Option<SharedFiles>,
     staging: OwnedFd,
     state_root: PathBuf,
     min_free: u64,
@@ -193,9 +265,11 @@ pub struct DropBox {
 
 impl DropBox {
     /// Opens the box of counterpart `owner` for `account` (the owner itself, or a maintainer
-    /// or operator whose scope includes it), reached by `channel`.
+    /// or operator whose scope includes it), reached by `channel`. With `shared`, the box's
+    /// files are those of the database.
     pub fn open(
         layout: &StateLayout,
+        shared: Option<&SharedFiles>,
         snapshot: &Snapshot,
         master: &Arc<MasterKey>,
         account: &AccountId,
@@ -222,6 +296,8 @@ impl DropBox {
             actor: account.to_owned(),
             channel,
             folders,
+            dir: layout.box_dir(owner),
+            shared: shared.cloned(),
             staging: fsops::open_dir(&staging_path)?,
             state_root: layout.root().to_path_buf(),
             min_free: snapshot.config.gateway.limits.min_free_space.bytes(),
@@ -263,8 +339,26 @@ impl DropBox {
         }
     }
 
+    fn path(&self, folder: Folder, name: &FileName) -> PathBuf {
+        self.dir.join(folder.as_str()).join(name.as_str())
+    }
+
     /// The visible files of a folder: regular files whose names pass [`FileName`].
     pub fn list(&self, folder: Folder) -> Result<Vec<Entry>, BoxError> {
+        if let Some(shared) = &self.shared
+            && let Some(files) = shared_or_away(shared.list(&self.dir.join(folder.as_str())))?
+        {
+            return Ok(files
+                .into_iter()
+                .filter_map(|f| {
+                    Some(Entry {
+                        name: FileName::new(&f.name).ok()?,
+                        size: f.shown_size,
+                        modified: f.modified,
+                    })
+                })
+                .collect());
+        }
         let dir = self.folder(folder);
         let mut entries = Vec::new();
         for name in fsops::read_dir_names(dir)? {
@@ -284,6 +378,16 @@ impl DropBox {
     }
 
     pub fn stat(&self, folder: Folder, name: &FileName) -> Result<Entry, BoxError> {
+        if let Some(shared) = &self.shared
+            && let Some(file) = shared_or_away(shared.stat(&self.path(folder, name)))?
+        {
+            let file = file.ok_or(BoxError::NotFound)?;
+            return Ok(Entry {
+                name: name.clone(),
+                size: file.shown_size,
+                modified: file.modified,
+            });
+        }
         let meta =
             fsops::stat_beneath(self.folder(folder), name.as_str())?.ok_or(BoxError::NotFound)?;
         Ok(Entry {
@@ -313,6 +417,11 @@ impl DropBox {
                 "inbox files cannot be read back",
             ));
         }
+        if let Some(shared) = &self.shared
+            && let Some(fetched) = shared_or_away(shared.fetch(&self.path(folder, name)))?
+        {
+            fetched.ok_or(BoxError::NotFound)?;
+        }
         let file =
             fsops::open_file_beneath(self.folder(folder), name.as_str()).map_err(not_found)?;
         let meta = file.metadata()?;
@@ -338,6 +447,12 @@ impl DropBox {
             return Err(BoxError::PermissionDenied("read-only access"));
         }
         let entry = self.stat(folder, name)?;
+        if let Some(shared) = &self.shared {
+            shared
+                .remove(&self.path(folder, name))
+                .map_err(shared_error)?;
+            return Ok(entry);
+        }
         fsops::unlink_beneath(self.folder(folder), name.as_str()).map_err(not_found)?;
         fsops::sync_dir(self.folder(folder))?;
         Ok(entry)
@@ -349,7 +464,14 @@ impl DropBox {
             return Err(BoxError::PermissionDenied("read-only access"));
         }
         self.check_space()?;
-        if fsops::stat_beneath(self.folder(Folder::Inbox), name.as_str())?.is_some() {
+        let taken = match &self.shared {
+            Some(shared) => shared
+                .stat(&self.path(Folder::Inbox, &name))
+                .map_err(shared_error)?
+                .is_some(),
+            None => fsops::stat_beneath(self.folder(Folder::Inbox), name.as_str())?.is_some(),
+        };
+        if taken {
             return Err(BoxError::NameTaken);
         }
         let staged = format!("{}.part", uuid::Uuid::now_v7());
@@ -366,6 +488,10 @@ impl DropBox {
             staged: Some(staged),
             staging: self.staging.try_clone()?,
             inbox: self.folder(Folder::Inbox).try_clone()?,
+            shared: self
+                .shared
+                .clone()
+                .map(|s| (s, self.dir.join(Folder::Inbox.as_str()))),
             name,
             owner: self.owner.clone(),
             actor: self.actor.clone(),
@@ -419,6 +545,8 @@ pub struct Upload {
     staged: Option<String>,
     staging: OwnedFd,
     inbox: OwnedFd,
+    /// Where box files are in the database: it, and the inbox's folder on this node.
+    shared: Option<(SharedFiles, PathBuf)>,
     name: FileName,
     owner: CounterpartId,
     actor: AccountId,
@@ -570,12 +698,28 @@ impl Upload {
             .map_err(|e| BoxError::Io(io::Error::other(e)))?
             .finish()?;
         let sha256 = hex::encode(std::mem::take(&mut self.hash).finalize());
-        // Without the attribute (a file system without them) the pipeline hashes the file.
-        let _ = fsops::set_xattr(&file, SHA256_XATTR, sha256.as_bytes());
-        let _ = fsops::set_xattr(&file, ACTOR_XATTR, self.actor.as_bytes());
-        let _ = fsops::set_xattr(&file, CHANNEL_XATTR, self.channel.as_str().as_bytes());
+        let carried = Carried {
+            sha256: Some(sha256.clone()),
+            actor: Some(self.actor.to_string()),
+            channel: Some(self.channel.as_str().to_owned()),
+        };
+        carry(&file, &carried);
         file.sync_all()?;
         let staged = self.staged.as_deref().ok_or(BoxError::NotFound)?;
+        if let Some((shared, inbox)) = &self.shared {
+            // The database holds the upload before it is acknowledged; the staged file goes.
+            // The sealer's handle is for writing only.
+            let sealed = fsops::open_file_beneath(&self.staging, staged)?;
+            let place = inbox.join(self.name.as_str());
+            match shared.put(&place, &sealed, self.size, &carried, Put::New) {
+                Ok(_) => {}
+                Err(FilesError::Exists(_)) => return Err(BoxError::NameTaken),
+                Err(e) => return Err(shared_error(e)),
+            }
+            let _ = fsops::unlink_beneath(&self.staging, staged);
+            self.staged = None;
+            return Ok(self.committed(sha256));
+        }
         match fsops::link_beneath(&self.staging, staged, &self.inbox, self.name.as_str()) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(BoxError::NameTaken),
@@ -584,14 +728,18 @@ impl Upload {
         let _ = fsops::unlink_beneath(&self.staging, staged);
         self.staged = None;
         fsops::sync_dir(&self.inbox)?;
-        Ok(Committed {
+        Ok(self.committed(sha256))
+    }
+
+    fn committed(&self, sha256: String) -> Committed {
+        Committed {
             event: BoxEvent::Uploaded {
                 account: self.owner.clone(),
                 actor: self.actor.clone(),
                 name: self.name.clone(),
             },
             sha256,
-        })
+        }
     }
 }
 

@@ -4,17 +4,20 @@
 //! [`BoxStore`] is the one way the rest of the gateway reaches box files: take an upload waiting
 //! in an inbox, deliver a sealed file into an outbox, purge it, write a receipt file, count what
 //! a box holds. Nothing outside `boxes/` joins a path under a box. [`LocalBoxes`] keeps boxes as
-//! folders of the state directory; a backend that keeps them in a database or an object store
-//! implements the same trait.
+//! folders of the state directory, and, where the store is a database, keeps them there too
+//! ([`SharedFiles`]): the folders are then this node's copy, and what is in a box is what the
+//! database says.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{FileName, Folder, MAX_NAME_BYTES};
 use crate::accounts::CounterpartId;
 use crate::state::StateLayout;
+use crate::store::files::{Put, SharedFiles};
 
 /// What the gateway itself does with box files.
 pub trait BoxStore: Send + Sync {
@@ -80,29 +83,44 @@ pub struct Waiting {
     /// made once per upload even if it is taken twice, or again after a crash.
     pub key: String,
     path: PathBuf,
+    /// Where the file is shared through the database: the spool's link to it is made there too.
+    shared: Option<SharedFiles>,
 }
 
 impl Waiting {
     /// Links the upload, as it is, to `to` (a path of the spool), so the hand-off copies nothing.
     /// Fails where the two are not on one file system; the caller then copies.
     pub fn link_to(&self, to: &Path) -> io::Result<()> {
-        fs::hard_link(&self.path, to)
+        fs::hard_link(&self.path, to)?;
+        if let Some(shared) = &self.shared
+            && !shared.link(&self.path, to)?
+        {
+            let _ = fs::remove_file(to);
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the upload left its inbox",
+            ));
+        }
+        Ok(())
     }
 }
 
 /// Keeps an inbox watch running; dropping it stops the watch.
 pub struct InboxWatch(#[allow(dead_code)] Box<dyn Send>);
 
-/// Boxes as folders of the state directory (`boxes/<counterpart>/{inbox,outbox,receipts}`).
+/// Boxes as folders of the state directory (`boxes/<counterpart>/{inbox,outbox,receipts}`),
+/// shared through the database where the store is one.
 #[derive(Debug, Clone)]
 pub struct LocalBoxes {
     layout: StateLayout,
+    shared: Option<SharedFiles>,
 }
 
 impl LocalBoxes {
-    pub fn new(layout: &StateLayout) -> LocalBoxes {
+    pub fn new(layout: &StateLayout, shared: Option<SharedFiles>) -> LocalBoxes {
         LocalBoxes {
             layout: layout.clone(),
+            shared,
         }
     }
 
@@ -113,6 +131,13 @@ impl LocalBoxes {
 
 impl BoxStore for LocalBoxes {
     fn waiting(&self, owner: &CounterpartId) -> io::Result<Vec<FileName>> {
+        if let Some(shared) = &self.shared {
+            let files = shared.list(&self.folder(owner, Folder::Inbox))?;
+            return Ok(files
+                .into_iter()
+                .filter_map(|f| FileName::new(&f.name).ok())
+                .collect());
+        }
         let entries = match fs::read_dir(self.folder(owner, Folder::Inbox)) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -126,6 +151,20 @@ impl BoxStore for LocalBoxes {
 
     fn take(&self, owner: &CounterpartId, name: &FileName) -> io::Result<Option<Waiting>> {
         let path = self.folder(owner, Folder::Inbox).join(name.as_str());
+        if let Some(shared) = &self.shared {
+            // The same upload has the same blob on every node, and a new one another.
+            let Some(upload) = shared.fetch(&path)? else {
+                return Ok(None);
+            };
+            let file = File::open(&path)?;
+            let key = format!("blob:{}:{name}", upload.blob);
+            return Ok(Some(Waiting {
+                file,
+                key,
+                path,
+                shared: Some(shared.clone()),
+            }));
+        }
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -143,11 +182,19 @@ impl BoxStore for LocalBoxes {
             meta.mtime(),
             meta.mtime_nsec()
         );
-        Ok(Some(Waiting { file, key, path }))
+        Ok(Some(Waiting {
+            file,
+            key,
+            path,
+            shared: None,
+        }))
     }
 
     fn handed_off(&self, owner: &CounterpartId, name: &FileName) -> io::Result<()> {
         let inbox = self.folder(owner, Folder::Inbox);
+        if let Some(shared) = &self.shared {
+            shared.remove(&inbox.join(name.as_str()))?;
+        }
         remove_durably(&inbox, name.as_str())
     }
 
@@ -161,14 +208,22 @@ impl BoxStore for LocalBoxes {
         let name = checked(name)?;
         let outbox = self.folder(recipient, Folder::Outbox);
         let written = crate::spool::write_synced_with(scratch, |w| io::copy(sealed, w).map(drop))?;
-        fs::rename(scratch, outbox.join(name.as_str())).map_err(|e| in_dir(e, &outbox))?;
+        let path = outbox.join(name.as_str());
+        fs::rename(scratch, &path).map_err(|e| in_dir(e, &outbox))?;
         crate::spool::sync_dir(&outbox)?;
+        if let Some(shared) = &self.shared {
+            shared.publish(&path, Put::Replace)?;
+        }
         Ok(written.sha256)
     }
 
     fn purge(&self, recipient: &CounterpartId, name: &str) -> io::Result<()> {
         let name = checked(name)?;
-        remove_durably(&self.folder(recipient, Folder::Outbox), name.as_str())
+        let outbox = self.folder(recipient, Folder::Outbox);
+        if let Some(shared) = &self.shared {
+            shared.remove(&outbox.join(name.as_str()))?;
+        }
+        remove_durably(&outbox, name.as_str())
     }
 
     fn write_receipt(
@@ -192,12 +247,18 @@ impl BoxStore for LocalBoxes {
             crate::spool::sync_dir(&dir)
         };
         write().map_err(|e| in_dir(e, &dir))?;
+        if let Some(shared) = &self.shared {
+            shared.publish(&dir.join(name.as_str()), Put::Replace)?;
+        }
         Ok(true)
     }
 
     fn counts(&self, owner: &CounterpartId) -> BoxCounts {
         // Names starting with '.' are temporaries (a receipt being written).
         let count = |folder| {
+            if let Some(shared) = &self.shared {
+                return shared.count(&self.folder(owner, folder)).unwrap_or(0);
+            }
             fs::read_dir(self.folder(owner, folder))
                 .map(|d| {
                     d.flatten()
@@ -218,6 +279,9 @@ impl BoxStore for LocalBoxes {
         owners: &[CounterpartId],
         on_file: Box<dyn Fn(CounterpartId, FileName) + Send + Sync>,
     ) -> io::Result<InboxWatch> {
+        if let Some(shared) = &self.shared {
+            return self.poll_inboxes(shared.clone(), owners, on_file);
+        }
         use notify::{EventKind, RecursiveMode, Watcher};
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(ev) = res else { return };
@@ -240,6 +304,101 @@ impl BoxStore for LocalBoxes {
                 .map_err(io::Error::other)?;
         }
         Ok(InboxWatch(Box::new(watcher)))
+    }
+}
+
+/// How often the inboxes in the database are looked at for uploads other nodes took.
+const INBOX_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl LocalBoxes {
+    /// The watch of inboxes kept in the database: uploads may come through any node, so the
+    /// inboxes are read every half second and each upload not seen before is reported.
+    fn poll_inboxes(
+        &self,
+        shared: SharedFiles,
+        owners: &[CounterpartId],
+        on_file: Box<dyn Fn(CounterpartId, FileName) + Send + Sync>,
+    ) -> io::Result<InboxWatch> {
+        let inboxes: Vec<(CounterpartId, PathBuf)> = owners
+            .iter()
+            .map(|o| (o.clone(), self.folder(o, Folder::Inbox)))
+            .collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("handoff-inboxes".into())
+            .spawn(move || {
+                let mut seen = std::collections::HashSet::new();
+                while !stopped.load(std::sync::atomic::Ordering::Acquire) {
+                    let mut now = std::collections::HashSet::new();
+                    for (owner, dir) in &inboxes {
+                        adopt_placed_by_hand(&shared, dir);
+                        let Ok(files) = shared.list(dir) else {
+                            continue;
+                        };
+                        for f in files {
+                            let Ok(name) = FileName::new(&f.name) else {
+                                continue;
+                            };
+                            if !seen.contains(&f.blob) {
+                                on_file(owner.clone(), name);
+                            }
+                            now.insert(f.blob);
+                        }
+                    }
+                    seen = now;
+                    std::thread::sleep(INBOX_POLL);
+                }
+            })?;
+        Ok(InboxWatch(Box::new(StopOnDrop(stop))))
+    }
+}
+
+/// Shares the files an operator placed by hand in this node's copy of an inbox, as the local
+/// store takes them; a copy of an upload that has left the database (a crash came between its
+/// removal there and here) is removed instead of taken again.
+fn adopt_placed_by_hand(shared: &SharedFiles, inbox: &Path) {
+    let Ok(entries) = fs::read_dir(inbox) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if FileName::new(name).is_err() {
+            continue;
+        }
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        if let Some(blob) = crate::store::files::copy_blob(&file) {
+            if shared
+                .stat(&path)
+                .is_ok_and(|f| f.is_none_or(|f| f.blob != blob))
+            {
+                let _ = fs::remove_file(&path);
+            }
+            continue;
+        }
+        let Ok((carried, shown)) = super::carried_by(&file) else {
+            continue;
+        };
+        if let Err(e) = shared.put(&path, &file, shown, &carried, Put::New) {
+            tracing::debug!(file = %path.display(), error = %crate::error::Chain(&e), "sharing a file placed in an inbox");
+        }
+    }
+}
+
+/// Stops a polling thread when dropped.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

@@ -54,6 +54,7 @@ impl Desk {
             .with_context(|| format!("master key {}", path.display()))?;
         DropBox::open(
             &self.layout,
+            self.store.shared_files(&self.layout).as_ref(),
             &self.snapshot,
             &Arc::new(master),
             &self.operator,

@@ -96,8 +96,15 @@ fn import_local(layout: &StateLayout, db: &Arc<Database>) -> anyhow::Result<()> 
         imported.receipts,
         layout.store().display()
     );
+    let files = handoff::store::SharedFiles::new(db.clone(), layout.root());
+    let copied = handoff::store::import::files_into(layout, &files)?;
     println!(
-        "the local files are left as they were: keep them as a record, the gateway no longer reads them"
+        "{}: copied {copied} files (box files, spool and quarantine) from {}",
+        db.describe(),
+        layout.root().display()
+    );
+    println!(
+        "the local store's files are left as they were: keep them as a record, the gateway no longer reads them"
     );
     Ok(())
 }

@@ -60,9 +60,12 @@ impl Pipeline {
                 ev = rx.recv() => match ev { Some(ev) => ev, None => return },
             };
             match ev {
-                BoxEvent::Uploaded { account, name, .. } => {
+                // Only the working node accepts; it finds uploads of the other nodes in the
+                // database's inboxes.
+                BoxEvent::Uploaded { account, name, .. } if self.inner.node.leads() => {
                     let _ = self.accept.send((account, name)).await;
                 }
+                BoxEvent::Uploaded { .. } => {}
                 // A file read by anyone but its recipient (a maintainer) is not retrieved
                 // (ARCHITECTURE.md, *Who acted*); the transport's audit line records the read.
                 BoxEvent::Retrieved {

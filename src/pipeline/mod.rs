@@ -96,6 +96,16 @@ struct Inner {
     spawned: Mutex<Vec<String>>,
     /// Test-only failure injection ([`fault`]); `None` in production.
     fault: Option<fault::Injection>,
+    /// Whether this node works the pipeline ([`crate::store::Store::leads`]).
+    node: crate::store::Store,
+    /// The queues' receiving ends until [`Pipeline::lead`] starts the workers on them.
+    parked: Mutex<Option<Parked>>,
+}
+
+/// What [`Pipeline::lead`] takes up.
+struct Parked {
+    work: mpsc::Receiver<String>,
+    accept: mpsc::Receiver<(CounterpartId, FileName)>,
 }
 
 /// A running pipeline.
@@ -106,8 +116,9 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Opens the job store, clears what a crash left half-done, resumes unfinished jobs,
-    /// accepts whatever waits in the inboxes, and starts the workers.
+    /// Opens the job store and starts what every node does: the box events of its sessions
+    /// (retrievals and deletions recorded), the hand-over of exported files, the health checks.
+    /// The work itself starts with [`Pipeline::lead`].
     pub fn start(
         services: &crate::services::Services,
         box_events: mpsc::Receiver<BoxEvent>,
@@ -116,20 +127,7 @@ impl Pipeline {
         let live = services.live.clone();
         let layout = services.layout.clone();
         let store = services.store.jobs()?;
-        let spool = Spool::new(&layout, services.master.clone());
-        let swept = spool.sweep_orphans(
-            |id| {
-                store
-                    .get(id)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|j| j.state.is_open())
-            },
-            |id| store.has_job(id).unwrap_or(true),
-        )?;
-        if swept > 0 {
-            tracing::info!(removed = swept, "removed files a crash left in the spool");
-        }
+        let spool = Spool::new(&layout, services.master.clone(), services.files.clone());
         let stages: Vec<Box<dyn Stage>> = vec![
             Box::new(ValidateStage {
                 validator: Arc::new(ArchiveValidator),
@@ -160,36 +158,70 @@ impl Pipeline {
             spawned: Mutex::new(Vec::new()),
             alerts: services.metrics.alerts.clone(),
             fault: fault::Injection::from_env(),
+            node: services.store.clone(),
+            parked: Mutex::new(Some(Parked {
+                work: work_rx,
+                accept: accept_rx,
+            })),
         });
         let pipeline = Pipeline {
             inner: inner.clone(),
             accept: accept_tx,
         };
-
-        let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
-        for _ in 0..WORKERS {
-            tokio::spawn(worker(inner.clone(), work_rx.clone(), shutdown.clone()));
-        }
-        tokio::spawn(intake::acceptor(inner.clone(), accept_rx, shutdown.clone()));
         tokio::spawn(offline::serve_export_requests(
             inner.clone(),
             services.layout.export_requests(),
             shutdown.clone(),
         ));
         tokio::spawn(pipeline.clone().box_events(box_events, shutdown.clone()));
-        let watcher = pipeline.watch_inboxes()?;
-        tokio::spawn(pipeline.clone().housekeeping(watcher, shutdown.clone()));
         health::start(services, &shutdown);
+        Ok(pipeline)
+    }
+
+    /// Starts the work of the working node (the only node, with the local store): clears what
+    /// a crash left half-done, resumes unfinished jobs, accepts whatever waits in the inboxes,
+    /// and starts the workers. Called once; later calls do nothing.
+    pub fn lead(&self, shutdown: CancellationToken) -> Result<(), PipelineError> {
+        let Some(parked) = self.inner.parked.locked().take() else {
+            return Ok(());
+        };
+        let inner = &self.inner;
+        let store = &inner.store;
+        let swept = inner.spool.sweep_orphans(
+            |id| {
+                store
+                    .get(id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|j| j.state.is_open())
+            },
+            |id| store.has_job(id).unwrap_or(true),
+        )?;
+        if swept > 0 {
+            tracing::info!(removed = swept, "removed files a crash left in the spool");
+        }
+        let work_rx = Arc::new(tokio::sync::Mutex::new(parked.work));
+        for _ in 0..WORKERS {
+            tokio::spawn(worker(inner.clone(), work_rx.clone(), shutdown.clone()));
+        }
+        tokio::spawn(intake::acceptor(
+            inner.clone(),
+            parked.accept,
+            shutdown.clone(),
+        ));
+        let watcher = self.watch_inboxes()?;
+        tokio::spawn(self.clone().housekeeping(watcher, shutdown.clone()));
         let resume = inner.store.open_jobs()?;
         if !resume.is_empty() {
             tracing::info!(jobs = resume.len(), "resuming unfinished jobs");
         }
+        let inner = inner.clone();
         tokio::spawn(async move {
             for job in resume {
                 inner.enqueue(job.file_id).await;
             }
         });
-        Ok(pipeline)
+        Ok(())
     }
 
     /// The durable event log receipts are issued from.
@@ -230,6 +262,14 @@ async fn worker(
             }
         };
         inner.metrics.queue_depth.dec();
+        // A node cut off from the working node's lock takes no step until it has it again:
+        // another node may have taken over.
+        while !inner.node.leads() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
         let i = inner.clone();
         let job = id.clone();
         let retry = match tokio::task::spawn_blocking(move || i.process(&job)).await {

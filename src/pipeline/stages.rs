@@ -246,7 +246,11 @@ impl Stage for ValidateStage {
                 quarantine: false,
             };
         };
-        if !ctx.spool.has_opened(&job.file_id) {
+        let opened = match ctx.spool.has_opened(&job.file_id) {
+            Ok(opened) => opened,
+            Err(e) => return Outcome::Retry(format!("spool: {e}")),
+        };
+        if !opened {
             let sealed = match sealed_for_gateway(job, sender, ctx) {
                 Ok(sealed) => sealed,
                 Err(stop) => return stop,

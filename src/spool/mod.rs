@@ -6,6 +6,10 @@
 //! Accepted and quarantined files are encrypted at rest with a key derived from the master key
 //! and the file id ([`crate::seal::at_rest`]); plaintext never touches the disk. Sealed files
 //! (CMS for the recipient) are stored as they are.
+//!
+//! Where the store is a database, every file written here is also put there before the step
+//! that wrote it is committed, and one this node lacks is fetched from there before it is
+//! opened ([`SharedFiles`]): any node can take a job up where another left it.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
@@ -19,6 +23,7 @@ use crate::direct_io::SequentialFile;
 use crate::keys::MasterKey;
 use crate::seal::at_rest::{self, AtRestReader, AtRestWriter};
 use crate::state::StateLayout;
+use crate::store::files::{Put, SharedFiles};
 
 /// Suffix of files being written; never read back, removed at start-up.
 const TMP: &str = ".tmp";
@@ -45,14 +50,40 @@ pub struct Spool {
     dir: PathBuf,
     quarantine: PathBuf,
     master: Arc<MasterKey>,
+    shared: Option<SharedFiles>,
 }
 
 impl Spool {
-    pub fn new(layout: &StateLayout, master: Arc<MasterKey>) -> Spool {
+    pub fn new(layout: &StateLayout, master: Arc<MasterKey>, shared: Option<SharedFiles>) -> Spool {
         Spool {
             dir: layout.spool(),
             quarantine: layout.quarantine(),
             master,
+            shared,
+        }
+    }
+
+    /// Puts a file this node has just written durably into the database, if there is one.
+    fn publish(&self, path: &Path) -> io::Result<()> {
+        if let Some(shared) = &self.shared {
+            shared.publish(path, Put::Replace)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the file is there to open: on this node, or fetched from the database.
+    fn present(&self, path: &Path) -> io::Result<bool> {
+        match &self.shared {
+            Some(shared) => Ok(shared.fetch(path)?.is_some()),
+            None => Ok(path.exists()),
+        }
+    }
+
+    /// Removes a file here and from the database.
+    fn discard(&self, path: &Path) -> io::Result<()> {
+        match &self.shared {
+            Some(shared) => Ok(shared.remove(path)?),
+            None => remove_if_exists(path),
         }
     }
 
@@ -92,6 +123,7 @@ impl Spool {
             enc.finish().map_err(io::Error::other)?;
             Ok(())
         })?;
+        self.publish(&self.plain_path(file_id))?;
         Ok(Written {
             size,
             sha256: crate::ids::Sha256::from_hasher(hash),
@@ -122,6 +154,7 @@ impl Spool {
             });
             Ok(())
         })?;
+        self.publish(&self.plain_path(file_id))?;
         hashed.ok_or_else(|| io::Error::other("nothing was written"))
     }
 
@@ -158,7 +191,7 @@ impl Spool {
     /// otherwise the upload itself.
     pub fn open(&self, file_id: &str) -> io::Result<Box<dyn ReadSeek>> {
         let opened = self.opened_path(file_id);
-        if opened.exists() {
+        if self.present(&opened)? {
             self.read_at_rest(&opened, &format!("{file_id}{OPENED}"))
         } else {
             self.open_upload(file_id)
@@ -167,7 +200,9 @@ impl Spool {
 
     /// Opens the bytes of an upload as they were received.
     pub fn open_upload(&self, file_id: &str) -> io::Result<Box<dyn ReadSeek>> {
-        self.read_at_rest(&self.plain_path(file_id), file_id)
+        let path = self.plain_path(file_id);
+        self.present(&path)?;
+        self.read_at_rest(&path, file_id)
     }
 
     fn read_at_rest(&self, path: &Path, key_id: &str) -> io::Result<Box<dyn ReadSeek>> {
@@ -178,8 +213,8 @@ impl Spool {
     }
 
     /// Whether the content of an upload that came encrypted for the gateway is stored.
-    pub fn has_opened(&self, file_id: &str) -> bool {
-        self.opened_path(file_id).exists()
+    pub fn has_opened(&self, file_id: &str) -> io::Result<bool> {
+        self.present(&self.opened_path(file_id))
     }
 
     /// Stores, encrypted at rest under a key of its own, the content `fill` writes: an upload
@@ -209,7 +244,10 @@ impl Spool {
                 remove_if_exists(&self.dir.join(format!("{name}{TMP}")))?;
                 Ok(Err(e))
             }
-            (Ok(_), None) => Ok(Ok(())),
+            (Ok(_), None) => {
+                self.publish(&self.dir.join(&name))?;
+                Ok(Ok(()))
+            }
             (Err(e), None) => Err(e),
         }
     }
@@ -220,7 +258,9 @@ impl Spool {
         file_id: &str,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> io::Result<Written> {
-        write_durable_with(&self.dir, &format!("{file_id}{SEALED}"), fill)
+        let written = write_durable_with(&self.dir, &format!("{file_id}{SEALED}"), fill)?;
+        self.publish(&self.sealed_path(file_id))?;
+        Ok(written)
     }
 
     /// A temporary path in the spool for `file_id` (same file system as the boxes, so a rename
@@ -230,25 +270,29 @@ impl Spool {
     }
 
     pub fn open_sealed(&self, file_id: &str) -> io::Result<File> {
-        File::open(self.sealed_path(file_id))
+        let path = self.sealed_path(file_id);
+        self.present(&path)?;
+        File::open(path)
     }
 
     /// Moves an accepted file into quarantine (idempotent).
     pub fn quarantine(&self, file_id: &str) -> io::Result<()> {
-        if self.quarantine.join(file_id).exists() {
+        let kept = self.quarantine.join(file_id);
+        if self.present(&kept)? {
             return Ok(());
         }
         // The spool file is already encrypted under a key bound to its file id: copy it as is.
-        let src = File::open(self.plain_path(file_id))?;
-        write_durable(&self.quarantine, file_id, src)?;
-        Ok(())
+        let plain = self.plain_path(file_id);
+        self.present(&plain)?;
+        write_durable(&self.quarantine, file_id, File::open(plain)?)?;
+        self.publish(&kept)
     }
 
     /// Removes every spool file of a job (plaintext and sealed). Missing files are fine.
     pub fn remove(&self, file_id: &str) -> io::Result<()> {
-        remove_if_exists(&self.plain_path(file_id))?;
-        remove_if_exists(&self.opened_path(file_id))?;
-        remove_if_exists(&self.sealed_path(file_id))?;
+        self.discard(&self.plain_path(file_id))?;
+        self.discard(&self.opened_path(file_id))?;
+        self.discard(&self.sealed_path(file_id))?;
         Ok(())
     }
 
@@ -265,6 +309,18 @@ impl Spool {
             (&self.dir, &open as &dyn Fn(&str) -> bool),
             (&self.quarantine, &known),
         ] {
+            if let Some(shared) = &self.shared {
+                for file in shared.list(dir)? {
+                    let id = [SEALED, OPENED]
+                        .iter()
+                        .find_map(|suffix| file.name.strip_suffix(suffix))
+                        .unwrap_or(&file.name);
+                    if !keep(id) {
+                        shared.remove(&dir.join(&file.name))?;
+                        removed += 1;
+                    }
+                }
+            }
             for entry in fs::read_dir(dir)? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -285,6 +341,18 @@ impl Spool {
     pub fn expire_quarantine(&self, max_age: std::time::Duration) -> io::Result<Vec<String>> {
         let now = std::time::SystemTime::now();
         let mut gone = Vec::new();
+        if let Some(shared) = &self.shared {
+            for file in shared.list(&self.quarantine)? {
+                if now
+                    .duration_since(file.modified)
+                    .is_ok_and(|age| age >= max_age)
+                {
+                    shared.remove(&self.quarantine.join(&file.name))?;
+                    gone.push(file.name);
+                }
+            }
+            return Ok(gone);
+        }
         for entry in fs::read_dir(&self.quarantine)? {
             let entry = entry?;
             let old = entry

@@ -1,12 +1,14 @@
 //! Moving a node's local store into PostgreSQL (`handoff migrate --import-local`): its jobs,
 //! their events and the receipt ledger, copied as they are, with their numbers, in one
 //! transaction. The receipt chain goes on where it stopped, receipts are issued from where they
-//! were, and a file accepted before the move is finished after it, once.
+//! were, and a file accepted before the move is finished after it, once. The box files, the
+//! spool and the quarantine follow ([`files_into`]), so that every node reaches them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::files::{Carried, FilesError, Put, SharedFiles};
 use super::postgres::{Client, Database, DatabaseError};
 use crate::pipeline::jobs::SqliteStore;
 use crate::state::StateLayout;
@@ -23,6 +25,10 @@ pub enum ImportError {
     Local(#[from] rusqlite::Error),
     #[error(transparent)]
     Database(#[from] DatabaseError),
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    #[error("reading {}", .0.display())]
+    Folder(PathBuf, #[source] std::io::Error),
 }
 
 impl From<tokio_postgres::Error> for ImportError {
@@ -204,4 +210,53 @@ pub fn local_into(layout: &StateLayout, db: &Database) -> Result<Imported, Impor
         tx.commit().await?;
         Ok(imported)
     })
+}
+
+/// Copies the files of `layout` every node must reach into the database: the box files (an
+/// upload waiting in an inbox with what it carries), the spool and the quarantine. Returns how
+/// many. Temporaries are left out.
+pub fn files_into(layout: &StateLayout, files: &SharedFiles) -> Result<u64, ImportError> {
+    let mut folders = vec![layout.spool(), layout.quarantine()];
+    let boxes = layout.boxes();
+    if boxes.is_dir() {
+        for owner in std::fs::read_dir(&boxes).map_err(|e| ImportError::Folder(boxes.clone(), e))? {
+            let owner = owner
+                .map_err(|e| ImportError::Folder(boxes.clone(), e))?
+                .path();
+            for folder in crate::boxes::Folder::ALL {
+                folders.push(owner.join(folder.as_str()));
+            }
+        }
+    }
+    let mut copied = 0;
+    for folder in folders {
+        copied += folder_into(&folder, folder.ends_with("inbox"), files)?;
+    }
+    Ok(copied)
+}
+
+fn folder_into(dir: &Path, inbox: bool, files: &SharedFiles) -> Result<u64, ImportError> {
+    let failed = |e| ImportError::Folder(dir.to_path_buf(), e);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(failed(e)),
+    };
+    let mut copied = 0;
+    for entry in entries {
+        let path = entry.map_err(failed)?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(".");
+        if name.starts_with('.') || name.ends_with(".tmp") || !path.is_file() {
+            continue;
+        }
+        let file = std::fs::File::open(&path).map_err(failed)?;
+        let (carried, shown) = if inbox {
+            crate::boxes::carried_by(&file).map_err(failed)?
+        } else {
+            (Carried::default(), file.metadata().map_err(failed)?.len())
+        };
+        files.put(&path, &file, shown, &carried, Put::Replace)?;
+        copied += 1;
+    }
+    Ok(copied)
 }

@@ -3,6 +3,7 @@
 //! store ([`JobStore`]) and the receipt ledger ([`Ledger`]) are opened here, by the config's
 //! `[gateway.store]`, and nowhere else.
 
+pub mod files;
 pub mod import;
 pub mod postgres;
 
@@ -12,6 +13,7 @@ use crate::config::{Gateway, StoreBackend};
 use crate::pipeline::jobs::{JobStore, PgStore, SqliteStore, StoreError};
 use crate::receipts::ledger::{Ledger, LedgerError};
 use crate::state::StateLayout;
+pub use files::SharedFiles;
 pub use postgres::{Database, DatabaseError};
 
 /// The store of a config: the state directory's files, or a database.
@@ -30,21 +32,39 @@ impl Store {
         })
     }
 
-    /// Takes the store for a starting daemon: a database must answer, have this gateway's
-    /// schema, and be no other node's (the local store is the state directory's, which the
-    /// daemon has locked already).
-    /// Should the node lose the database to another (see [`Database::hold_for_node`]),
-    /// `shutdown` is cancelled.
+    /// Takes the store for a starting daemon: a database must answer and have this gateway's
+    /// schema. The returned watch turns `true` when this node may work the pipeline: at once
+    /// for the local store (the state directory is locked already), when no other node does for
+    /// a database ([`Database::hold_for_node`]; should the node lose it to another, `shutdown`
+    /// is cancelled).
     pub fn take_for_node(
         &self,
         shutdown: tokio_util::sync::CancellationToken,
-    ) -> Result<(), DatabaseError> {
+    ) -> Result<tokio::sync::watch::Receiver<bool>, DatabaseError> {
         match self {
-            Store::Local(_) => Ok(()),
+            Store::Local(_) => Ok(tokio::sync::watch::channel(true).1),
             Store::Postgres(db) => {
                 db.check_schema()?;
                 db.hold_for_node(shutdown)
             }
+        }
+    }
+
+    /// Whether this node works the pipeline now (see [`Store::take_for_node`]).
+    pub fn leads(&self) -> bool {
+        match self {
+            Store::Local(_) => true,
+            Store::Postgres(db) => db.leads(),
+        }
+    }
+
+    /// The files every node reaches through the database (box files, spool, quarantine of
+    /// `layout`), where the store is one; `None` for the local store, whose files are the state
+    /// directory's alone.
+    pub fn shared_files(&self, layout: &StateLayout) -> Option<SharedFiles> {
+        match self {
+            Store::Local(_) => None,
+            Store::Postgres(db) => Some(SharedFiles::new(db.clone(), layout.root())),
         }
     }
 

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/postgres/0001_jobs_and_receipts.sql"),
     ),
     (2, include_str!("../../migrations/postgres/0002_audit.sql")),
+    (3, include_str!("../../migrations/postgres/0003_files.sql")),
 ];
 
 /// The version of the schema this gateway works with.
@@ -43,8 +44,8 @@ pub mod locks {
     pub const EVENTS: i64 = BASE | 2;
     /// Issuing receipts: one issuer extends the chain at a time.
     pub const ISSUER: i64 = BASE | 3;
-    /// Held by the running gateway node for its life: one node per database while box files
-    /// are each node's own (docs/cluster.md).
+    /// Held by the node that works the pipeline (the working node, docs/cluster.md): jobs,
+    /// receipts, retention and alerts; the other nodes serve their sessions and stand by.
     pub const NODE: i64 = BASE | 4;
 }
 
@@ -71,14 +72,8 @@ pub enum DatabaseError {
     Schema { found: i32, wanted: i32 },
     #[error("PostgreSQL: starting the connection thread")]
     Runtime(#[source] io::Error),
-    /// Another node works on this database: its jobs' files are on that node, which alone can
-    /// finish them.
     #[error(
-        "the database {0} is in use by another gateway node{1}: one node per database until box files are shared (docs/cluster.md)"
-    )]
-    InUse(String, String),
-    #[error(
-        "another gateway node took the database {0} while its connection was broken: this node stopped rather than work beside it (one node per database until box files are shared, docs/cluster.md)"
+        "another gateway node became the working node of {0} while this one's connection was broken: this node stopped rather than work beside it; started again, it stands by (docs/cluster.md)"
     )]
     Taken(String),
 }
@@ -101,6 +96,8 @@ pub struct Database {
     health: Mutex<Option<Result<(), String>>>,
     /// Set when another node took the database while this one had lost its connection.
     lost: std::sync::atomic::AtomicBool,
+    /// Whether this node holds the working node's lock now.
+    leading: std::sync::atomic::AtomicBool,
 }
 
 /// Checks the settings of `[gateway.store]` (what `handoff check-config` reports) without
@@ -181,6 +178,7 @@ impl Database {
             idle: Mutex::new(Vec::new()),
             health: Mutex::new(None),
             lost: std::sync::atomic::AtomicBool::new(false),
+            leading: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -243,53 +241,89 @@ impl Database {
         }
     }
 
-    /// Takes the database for this node: a session lock held on a connection of its own until
-    /// the process ends, so that a second node on the same database is refused at start. When
-    /// the connection breaks (the database restarts) the lock is taken again as soon as it
-    /// answers; should another node have taken it meanwhile, this one stops (`shutdown`, and
-    /// [`Database::lost`]) rather than work beside it.
+    /// Makes this node the working node as soon as no other is: a session lock held on a
+    /// connection of its own, tried at once and then every second. The returned watch turns
+    /// `true` when this node works the pipeline; until then it serves its sessions only.
+    ///
+    /// The lock dies with its session: a node killed, or cut off for longer than the
+    /// connection's keepalive (about 20 seconds), leaves it to a standing-by node. While this
+    /// node's own lock connection is broken it does not lead ([`Database::leads`]); it takes the
+    /// lock again when the database answers, and should another node have taken it meanwhile,
+    /// this one stops (`shutdown`, and [`Database::lost`]) rather than work beside it.
     pub fn hold_for_node(
         self: &Arc<Self>,
         shutdown: tokio_util::sync::CancellationToken,
-    ) -> Result<(), DatabaseError> {
+    ) -> Result<tokio::sync::watch::Receiver<bool>, DatabaseError> {
         let holder = self.connect()?;
-        let taken = self.with_client(&holder, async |c: &Client| try_node_lock(c).await)?;
+        let taken = self.with_client(&holder, async |c: &Client| {
+            keep_alive(c).await?;
+            try_node_lock(c).await
+        })?;
+        let (tx, rx) = tokio::sync::watch::channel(taken);
+        self.leading
+            .store(taken, std::sync::atomic::Ordering::Release);
         if !taken {
             let who = self
                 .with(async |c: &mut Client| -> Result<_, DatabaseError> { node_holder(c).await })
                 .unwrap_or_default();
-            return Err(DatabaseError::InUse(self.describe(), who));
+            tracing::info!(
+                "another node{who} is the working node of {}: this node serves its sessions and stands by",
+                self.describe()
+            );
         }
         let db = Arc::downgrade(self);
         self.handle()?.spawn(async move {
-            let mut holder = holder;
+            let mut holder = Some(holder);
+            let mut led = taken;
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                if !holder.is_closed() {
+                let Some(db) = db.upgrade() else { return };
+                if holder.as_ref().is_some_and(Client::is_closed) {
+                    holder = None;
+                    db.leading.store(false, std::sync::atomic::Ordering::Release);
+                }
+                if holder.is_none() {
+                    match reconnect(db.config.clone(), db.tls.clone()).await {
+                        Ok(c) if keep_alive(&c).await.is_ok() => holder = Some(c),
+                        Ok(_) => continue,
+                        Err(e) => {
+                            tracing::debug!(error = %crate::error::Chain(&e), "connecting for the working node's lock");
+                            continue;
+                        }
+                    }
+                }
+                if db.leads() {
                     continue;
                 }
-                let Some(db) = db.upgrade() else { return };
-                match reconnect(db.config.clone(), db.tls.clone()).await {
-                    Ok(c) => match try_node_lock(&c).await {
-                        Ok(true) => {
-                            tracing::info!("the database is this node's again");
-                            holder = c;
-                        }
-                        Ok(false) => {
-                            tracing::error!(
-                                "another gateway node took the database while it restarted: this node stops"
-                            );
-                            db.lost.store(true, std::sync::atomic::Ordering::Release);
-                            shutdown.cancel();
-                            return;
-                        }
-                        Err(e) => tracing::debug!(error = %crate::error::Chain(&e), "taking the database again"),
-                    },
-                    Err(e) => tracing::debug!(error = %crate::error::Chain(&e), "taking the database again"),
+                let Some(c) = &holder else { continue };
+                match try_node_lock(c).await {
+                    Ok(true) => {
+                        tracing::info!("this node is the working node of {}", db.describe());
+                        led = true;
+                        db.leading.store(true, std::sync::atomic::Ordering::Release);
+                        let _ = tx.send(true);
+                    }
+                    Ok(false) if led => {
+                        tracing::error!(
+                            "another node became the working node while this one's connection was broken: this node stops"
+                        );
+                        db.lost.store(true, std::sync::atomic::Ordering::Release);
+                        shutdown.cancel();
+                        return;
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(error = %crate::error::Chain(&e), "taking the working node's lock"),
                 }
             }
         });
-        Ok(())
+        Ok(rx)
+    }
+
+    /// Whether this node works the pipeline now: it holds the working node's lock on a live
+    /// connection. A worker checks it before each step, so a node cut off from the database
+    /// stops working before another takes over.
+    pub fn leads(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether another node took the database from this one (which then stops).
@@ -418,6 +452,16 @@ async fn reconnect(
             client
         }
     })
+}
+
+/// Has the server notice within about 20 seconds that the node on the other end of `c` is gone
+/// (a machine that died sends nothing), so that its session lock passes to another node.
+async fn keep_alive(c: &Client) -> Result<(), DatabaseError> {
+    c.batch_execute(
+        "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3",
+    )
+    .await?;
+    Ok(())
 }
 
 async fn try_node_lock(c: &Client) -> Result<bool, DatabaseError> {

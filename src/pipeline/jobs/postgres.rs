@@ -5,7 +5,8 @@
 //! event becomes visible after a later-numbered one: the receipt issuer, reading the log in
 //! order from wherever it stopped, can never step over an event.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -21,11 +22,13 @@ use crate::events::{EventLog, EventLogError, FileEvent, Hop};
 use crate::ids::Sha256;
 use crate::store::postgres::{Client, Database, Row, Transaction, locks};
 
+/// How often the newest event is read, to learn of events other nodes committed (a retrieval
+/// on a node standing by is issued its receipt by the working node).
+const POLL: Duration = Duration::from_millis(500);
+
 pub struct PgStore {
     db: Arc<Database>,
-    /// The newest event this node committed: one node works on a database (docs/cluster.md),
-    /// so its own commits are all the issuer must wake for.
-    latest: watch::Sender<u64>,
+    latest: Arc<watch::Sender<u64>>,
 }
 
 impl PgStore {
@@ -33,8 +36,42 @@ impl PgStore {
     pub fn open(db: Arc<Database>) -> Result<PgStore, StoreError> {
         db.check_schema()?;
         let seq = db.with(async |c: &mut Client| newest(c).await)?;
-        let (latest, _) = watch::channel(seq);
-        Ok(PgStore { db, latest })
+        let latest = Arc::new(watch::channel(seq).0);
+        let store = PgStore { db, latest };
+        store.poll_newest();
+        Ok(store)
+    }
+
+    /// Follows the newest event while the store is in use (events of other nodes, too).
+    fn poll_newest(&self) {
+        let db = Arc::downgrade(&self.db);
+        let latest: Weak<watch::Sender<u64>> = Arc::downgrade(&self.latest);
+        let spawned = std::thread::Builder::new()
+            .name("handoff-events".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(POLL);
+                    let (Some(db), Some(latest)) = (db.upgrade(), latest.upgrade()) else {
+                        return;
+                    };
+                    if latest.receiver_count() == 0 {
+                        continue;
+                    }
+                    match db.with(async |c: &mut Client| newest(c).await) {
+                        Ok(seq) => {
+                            latest.send_if_modified(|v| {
+                                let newer = seq > *v;
+                                *v = (*v).max(seq);
+                                newer
+                            });
+                        }
+                        Err(e) => tracing::debug!(error = %Chain(&e), "reading the newest event"),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot follow other nodes' events; receipts follow this node's");
+        }
     }
 
     fn publish(&self, seq: Option<u64>) {

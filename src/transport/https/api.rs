@@ -299,6 +299,7 @@ async fn route(conn: &Arc<Connection>, req: Request<()>, body: &mut Option<Incom
     };
     let dropbox = DropBox::open(
         &services.layout,
+        services.files.as_ref(),
         &snapshot,
         &services.master,
         &account.id,

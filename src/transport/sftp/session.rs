@@ -393,6 +393,7 @@ impl SshSession {
         if account.is_counterpart() {
             Ok(BoxView::Own(DropBox::open(
                 layout,
+                self.services.files.as_ref(),
                 &snapshot,
                 &self.services.master,
                 &account.id,
@@ -406,6 +407,7 @@ impl SshSession {
                     owner.clone(),
                     DropBox::open(
                         layout,
+                        self.services.files.as_ref(),
                         &snapshot,
                         &self.services.master,
                         &account.id,
