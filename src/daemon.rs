@@ -221,7 +221,48 @@ async fn housekeeping(services: Services, shutdown: CancellationToken) {
             _ => {}
         }
         services.limiter.housekeeping();
+        if let Some(files) = services.files.clone() {
+            let (layout, live) = (services.layout.clone(), services.live.clone());
+            let pruned = tokio::task::spawn_blocking(move || prune_copies(&files, &layout, &live));
+            match pruned.await {
+                Ok(n) if n > 0 => tracing::info!(
+                    removed = n,
+                    "removed this node's copies of files gone from the database"
+                ),
+                _ => {}
+            }
+        }
     }
+}
+
+/// How long a node keeps its copy of a file the database no longer has: long enough that a
+/// copy just written is never taken for one left behind.
+const STALE_COPY_AGE: Duration = Duration::from_secs(600);
+
+/// Removes the node's copies of box files, spool and quarantine files that are gone from the
+/// database (docs/cluster.md, "What stays on a node"). Returns how many.
+fn prune_copies(
+    files: &crate::store::SharedFiles,
+    layout: &StateLayout,
+    live: &LiveConfig,
+) -> usize {
+    let snapshot = live.snapshot();
+    let mut folders = vec![layout.spool(), layout.quarantine()];
+    for c in &snapshot.config.counterparts {
+        for folder in crate::boxes::Folder::ALL {
+            folders.push(layout.box_dir(&c.id).join(folder.as_str()));
+        }
+    }
+    folders
+        .iter()
+        .map(|dir| match files.prune_copies(dir, STALE_COPY_AGE) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %Chain(&e), "pruning this node's copies");
+                0
+            }
+        })
+        .sum()
 }
 
 /// Binds one listener of the config, if it is configured.

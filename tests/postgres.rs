@@ -341,6 +341,69 @@ fn handoff(tc: &TestConfig, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// A file one node shares is read by another in full (several chunks), a newer version replaces
+/// the other node's copy, a removal reaches it, a name is never taken twice by `Put::New`, and a
+/// blob goes with the last file that names it.
+#[test]
+fn shared_files_reach_another_node_in_their_latest_version() {
+    use handoff::store::files::{FilesError, Put, SharedFiles};
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(dir.path());
+    let db = migrated(&pg);
+    let roots = [dir.path().join("node-a"), dir.path().join("node-b")];
+    let outbox = |root: &std::path::Path| root.join("boxes").join(INSURER).join("outbox");
+    for root in &roots {
+        std::fs::create_dir_all(outbox(root)).unwrap();
+    }
+    let [a, b] = roots
+        .each_ref()
+        .map(|root| SharedFiles::new(db.clone(), root));
+    let on_a = outbox(&roots[0]).join("x.p7m");
+    let on_b = outbox(&roots[1]).join("x.p7m");
+
+    support::random_file(&on_a, (2 << 20) + 12345);
+    a.publish(&on_a, Put::Replace).unwrap();
+    assert_eq!(pg.psql("SELECT COUNT(*) FROM blob_chunks"), "3");
+    assert!(b.fetch(&on_b).unwrap().is_some());
+    assert_eq!(std::fs::read(&on_b).unwrap(), std::fs::read(&on_a).unwrap());
+    let again = a.put(
+        &on_a,
+        &std::fs::File::open(&on_a).unwrap(),
+        1,
+        &Default::default(),
+        Put::New,
+    );
+    assert!(matches!(again, Err(FilesError::Exists(_))), "{again:?}");
+
+    std::fs::write(&on_a, b"the second version").unwrap();
+    a.publish(&on_a, Put::Replace).unwrap();
+    assert_eq!(
+        pg.psql("SELECT COUNT(*) FROM blobs"),
+        "1",
+        "the first blob went"
+    );
+    b.fetch(&on_b).unwrap();
+    assert_eq!(std::fs::read(&on_b).unwrap(), b"the second version");
+    let listed = b.list(&outbox(&roots[1])).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "x.p7m");
+
+    // Gone from the database: B's copy is pruned, a file B never shared is not.
+    let unshared = outbox(&roots[1]).join("placed.p7m");
+    std::fs::write(&unshared, b"not shared").unwrap();
+    a.remove(&on_a).unwrap();
+    assert!(!on_a.exists());
+    assert_eq!(pg.psql("SELECT COUNT(*) FROM blobs"), "0");
+    assert_eq!(
+        b.prune_copies(&outbox(&roots[1]), std::time::Duration::ZERO)
+            .unwrap(),
+        1
+    );
+    assert!(!on_b.exists());
+    assert!(unshared.exists());
+    assert!(b.fetch(&on_b).unwrap().is_none());
+}
+
 /// `handoff migrate` prepares the database once; a gateway refuses to start on a database
 /// that was not migrated, saying what to run.
 #[test]

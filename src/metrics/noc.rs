@@ -100,7 +100,7 @@ impl Status {
     /// Reads the state now. Touches the file system: call from a blocking context.
     pub fn gather(services: &Services) -> Status {
         let snapshot = services.live.snapshot();
-        let queues = crate::spool::counts(&services.layout);
+        let queues = crate::spool::counts(&services.layout, services.files.as_ref());
         Status {
             time: crate::audit::clock::rfc3339(SystemTime::now().into()),
             sessions: services.sessions.total(),

@@ -451,9 +451,13 @@ pub struct Counts {
     pub quarantine: usize,
 }
 
-/// Counts the files of the spool and the quarantine, temporaries not included.
-pub fn counts(layout: &StateLayout) -> Counts {
+/// Counts the files of the spool and the quarantine, temporaries not included: the database's,
+/// where the store shares them.
+pub fn counts(layout: &StateLayout, shared: Option<&SharedFiles>) -> Counts {
     let count = |dir: PathBuf| {
+        if let Some(shared) = shared {
+            return shared.count(&dir).unwrap_or(0);
+        }
         fs::read_dir(dir)
             .map(|d| {
                 d.flatten()

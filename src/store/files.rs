@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{Database, DatabaseError};
 
@@ -346,6 +346,43 @@ impl SharedFiles {
             // Replaced or removed while it was read: what the database holds now.
             self.fetch(path)
         }
+    }
+
+    /// Removes this node's copies in `dir` of files the database no longer has in that version,
+    /// once they are `min_age` old: listings never show them, and the node's disk would
+    /// otherwise keep every file it ever read. Files without a copy's mark (written here and not
+    /// yet shared) are left alone. Returns how many were removed.
+    pub fn prune_copies(&self, dir: &Path, min_age: Duration) -> Result<usize, FilesError> {
+        let current: std::collections::HashMap<String, i64> = self
+            .list(dir)?
+            .into_iter()
+            .map(|f| (f.name, f.blob))
+            .collect();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(FilesError::Io(dir.to_path_buf(), e)),
+        };
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Ok(copy) = File::open(&path) else {
+                continue;
+            };
+            let old = copy
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age >= min_age));
+            let stale = copy_blob(&copy).is_some_and(|blob| current.get(name) != Some(&blob));
+            if old && stale && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Writes the blob of `shared` to `tmp`; `false` if it was removed meanwhile.
