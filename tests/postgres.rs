@@ -838,6 +838,84 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
     }
 }
 
+/// PostgreSQL stopped in the middle of a burst worked by two nodes: uploads are refused with the
+/// message while it is away, nothing is lost, and once it is back every file is delivered once,
+/// by whichever node works then; the chains verify.
+#[test]
+fn two_nodes_hold_a_burst_while_the_database_is_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pg = Postgres::start(dir.path());
+    let a = on_migrated_database(&pg, "node = \"gw-a\"\n");
+    let _clamd = ClamdInstance::start(a.dir.path());
+    let _node_a = Daemon::start(&a);
+    let b = second_node(&pg, &a, "gw-b");
+    let node_b = Daemon::start(&b);
+    let burst = write_archives(&dir.path().join("burst"), 60, 3000);
+    let batch: String = burst
+        .iter()
+        .map(|p| format!("put {} inbox/\n", p.display()))
+        .collect();
+    let put = sftp_batch(b.sftp_port, CLINIC, CLINIC, &batch);
+    assert!(put.status.success(), "{put:?}");
+    let delivered = |pg: &Postgres| {
+        pg.psql("SELECT COUNT(*) FROM receipts WHERE hop = 'delivered'")
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    assert!(wait_for(60, || delivered(&pg) >= 5), "nothing delivered");
+    pg.stop();
+
+    let late = write_archives(&dir.path().join("late"), 1, 4000).remove(0);
+    let late_batch = format!("put {} inbox/late.zip\n", late.display());
+    assert!(
+        wait_for(10, || node_b.log_text().contains("alert.store_down")
+            || node_b.log_text().contains("store_down")),
+        "{}",
+        node_b.log_text()
+    );
+    let refused = sftp_batch(b.sftp_port, CLINIC, CLINIC, &late_batch);
+    assert!(!refused.status.success(), "taken while the database was away");
+    assert!(
+        wait_for(5, || node_b.log_text().contains("cannot take files now")),
+        "{}",
+        node_b.log_text()
+    );
+
+    pg.resume();
+    assert!(
+        wait_for(30, || sftp_batch(b.sftp_port, CLINIC, CLINIC, &late_batch)
+            .status
+            .success()),
+        "uploads not taken after the database came back"
+    );
+    assert!(
+        wait_for(240, || delivered(&pg) == 61),
+        "{} of 61 delivered",
+        delivered(&pg)
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        pg.psql("SELECT COUNT(*), COUNT(DISTINCT file_id) FROM receipts WHERE hop = 'delivered'"),
+        "61|61"
+    );
+    assert_eq!(pg.psql("SELECT COUNT(*) FROM jobs"), "61");
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT COUNT(*) FROM files WHERE dir = 'boxes/{INSURER}/outbox'"
+        )),
+        "61"
+    );
+    for what in [&["receipts", "verify"][..], &["audit", "verify"]] {
+        let out = handoff(&b, what);
+        assert!(
+            out.status.success(),
+            "{what:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// A node killed in the middle of an upload: the client sends it again to the other node,
 /// which takes it; of the cut upload nothing is kept but the dead node's audit line.
 #[test]

@@ -13,6 +13,8 @@ CREATE TABLE blob_chunks (
     data BYTEA NOT NULL,
     PRIMARY KEY (blob, n)
 );
+-- Sealed bytes do not compress: stored as they are, without the attempt.
+ALTER TABLE blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 
 -- `dir` is the folder under the state directory (`boxes/clinic-1/inbox`, `spool`); `shown_size`
 -- the size a listing shows (of an upload, its plaintext); sha256, actor and channel what an
@@ -30,3 +32,6 @@ CREATE TABLE files (
 );
 
 CREATE INDEX files_blob ON files (blob);
+
+-- The working node reads every inbox twice a second: uploads taken by any node.
+CREATE INDEX files_inboxes ON files (dir) WHERE dir LIKE 'boxes/%/inbox';

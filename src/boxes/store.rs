@@ -9,7 +9,7 @@
 //! database says.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,14 +32,14 @@ pub trait BoxStore: Send + Sync {
     /// not an error (a crash may have come after the removal).
     fn handed_off(&self, owner: &CounterpartId, name: &FileName) -> io::Result<()>;
 
-    /// Writes `sealed` durably into the recipient's outbox under `name`, all at once or not at
-    /// all: it is staged at `scratch` (a path of the spool, on the same file system) first.
-    /// Returns the SHA-256 of what was written.
+    /// Writes the file at `sealed` (in the spool) durably into the recipient's outbox under
+    /// `name`, all at once or not at all: it is staged at `scratch` (a path of the spool, on the
+    /// same file system) first. Returns the SHA-256 of what was written.
     fn deliver(
         &self,
         recipient: &CounterpartId,
         name: &str,
-        sealed: &mut dyn Read,
+        sealed: &Path,
         scratch: &Path,
     ) -> io::Result<crate::ids::Sha256>;
 
@@ -93,7 +93,7 @@ impl Waiting {
     pub fn link_to(&self, to: &Path) -> io::Result<()> {
         fs::hard_link(&self.path, to)?;
         if let Some(shared) = &self.shared
-            && !shared.link(&self.path, to)?
+            && shared.link(&self.path, to)?.is_none()
         {
             let _ = fs::remove_file(to);
             return Err(io::Error::new(
@@ -132,7 +132,9 @@ impl LocalBoxes {
 impl BoxStore for LocalBoxes {
     fn waiting(&self, owner: &CounterpartId) -> io::Result<Vec<FileName>> {
         if let Some(shared) = &self.shared {
-            let files = shared.list(&self.folder(owner, Folder::Inbox))?;
+            let inbox = self.folder(owner, Folder::Inbox);
+            adopt_placed_by_hand(shared, &inbox);
+            let files = shared.list(&inbox)?;
             return Ok(files
                 .into_iter()
                 .filter_map(|f| FileName::new(&f.name).ok())
@@ -152,6 +154,7 @@ impl BoxStore for LocalBoxes {
     fn take(&self, owner: &CounterpartId, name: &FileName) -> io::Result<Option<Waiting>> {
         let path = self.folder(owner, Folder::Inbox).join(name.as_str());
         if let Some(shared) = &self.shared {
+            adopt(shared, &path);
             // The same upload has the same blob on every node, and a new one another.
             let Some(upload) = shared.fetch(&path)? else {
                 return Ok(None);
@@ -202,16 +205,21 @@ impl BoxStore for LocalBoxes {
         &self,
         recipient: &CounterpartId,
         name: &str,
-        sealed: &mut dyn Read,
+        sealed: &Path,
         scratch: &Path,
     ) -> io::Result<crate::ids::Sha256> {
         let name = checked(name)?;
         let outbox = self.folder(recipient, Folder::Outbox);
-        let written = crate::spool::write_synced_with(scratch, |w| io::copy(sealed, w).map(drop))?;
+        let mut from = File::open(sealed)?;
+        let written =
+            crate::spool::write_synced_with(scratch, |w| io::copy(&mut from, w).map(drop))?;
         let path = outbox.join(name.as_str());
         fs::rename(scratch, &path).map_err(|e| in_dir(e, &outbox))?;
         crate::spool::sync_dir(&outbox)?;
-        if let Some(shared) = &self.shared {
+        // The same bytes as the spool's sealed file: the database names its blob twice.
+        if let Some(shared) = &self.shared
+            && shared.link(sealed, &path)?.is_none()
+        {
             shared.publish(&path, Put::Replace)?;
         }
         Ok(written.sha256)
@@ -279,9 +287,26 @@ impl BoxStore for LocalBoxes {
         owners: &[CounterpartId],
         on_file: Box<dyn Fn(CounterpartId, FileName) + Send + Sync>,
     ) -> io::Result<InboxWatch> {
-        if let Some(shared) = &self.shared {
-            return self.poll_inboxes(shared.clone(), owners, on_file);
+        let on_file: Arc<dyn Fn(CounterpartId, FileName) + Send + Sync> = Arc::from(on_file);
+        let here = self.watch_here(owners, on_file.clone())?;
+        match &self.shared {
+            // Files placed by hand on this node, and the uploads of every node.
+            Some(shared) => {
+                let everywhere = self.poll_inboxes(shared.clone(), owners, on_file)?;
+                Ok(InboxWatch(Box::new((here, everywhere))))
+            }
+            None => Ok(here),
         }
+    }
+}
+
+impl LocalBoxes {
+    /// The file-system watch of this node's inbox folders.
+    fn watch_here(
+        &self,
+        owners: &[CounterpartId],
+        on_file: Arc<dyn Fn(CounterpartId, FileName) + Send + Sync>,
+    ) -> io::Result<InboxWatch> {
         use notify::{EventKind, RecursiveMode, Watcher};
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(ev) = res else { return };
@@ -311,18 +336,17 @@ impl BoxStore for LocalBoxes {
 const INBOX_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl LocalBoxes {
-    /// The watch of inboxes kept in the database: uploads may come through any node, so the
-    /// inboxes are read every half second and each upload not seen before is reported.
+    /// The watch of inboxes kept in the database: uploads may come through any node, so every
+    /// inbox is read, in one query, twice a second, and each upload of `owners` not seen before
+    /// is reported.
     fn poll_inboxes(
         &self,
         shared: SharedFiles,
         owners: &[CounterpartId],
-        on_file: Box<dyn Fn(CounterpartId, FileName) + Send + Sync>,
+        on_file: Arc<dyn Fn(CounterpartId, FileName) + Send + Sync>,
     ) -> io::Result<InboxWatch> {
-        let inboxes: Vec<(CounterpartId, PathBuf)> = owners
-            .iter()
-            .map(|o| (o.clone(), self.folder(o, Folder::Inbox)))
-            .collect();
+        let owners: std::collections::HashSet<CounterpartId> = owners.iter().cloned().collect();
+        let boxes = self.layout.boxes();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
         std::thread::Builder::new()
@@ -330,23 +354,24 @@ impl LocalBoxes {
             .spawn(move || {
                 let mut seen = std::collections::HashSet::new();
                 while !stopped.load(std::sync::atomic::Ordering::Acquire) {
-                    let mut now = std::collections::HashSet::new();
-                    for (owner, dir) in &inboxes {
-                        adopt_placed_by_hand(&shared, dir);
-                        let Ok(files) = shared.list(dir) else {
-                            continue;
-                        };
-                        for f in files {
-                            let Ok(name) = FileName::new(&f.name) else {
-                                continue;
-                            };
-                            if !seen.contains(&f.blob) {
-                                on_file(owner.clone(), name);
+                    match shared.inboxes(&boxes) {
+                        Ok(waiting) => {
+                            let mut now = std::collections::HashSet::new();
+                            for (dir, f) in waiting {
+                                let Some((owner, name)) = inbox_file(&dir.join(&f.name)) else {
+                                    continue;
+                                };
+                                if owners.contains(&owner) && !seen.contains(&f.blob) {
+                                    on_file(owner, name);
+                                }
+                                now.insert(f.blob);
                             }
-                            now.insert(f.blob);
+                            seen = now;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %crate::error::Chain(&e), "reading the inboxes")
                         }
                     }
-                    seen = now;
                     std::thread::sleep(INBOX_POLL);
                 }
             })?;
@@ -355,7 +380,7 @@ impl LocalBoxes {
 }
 
 /// Shares the files an operator placed by hand in this node's copy of an inbox, as the local
-/// store takes them; a copy of an upload that has left the database (a crash came between its
+/// store takes them (at each rescan, every half minute); a copy of an upload that has left the database (a crash came between its
 /// removal there and here) is removed instead of taken again.
 fn adopt_placed_by_hand(shared: &SharedFiles, inbox: &Path) {
     let Ok(entries) = fs::read_dir(inbox) else {
@@ -363,33 +388,38 @@ fn adopt_placed_by_hand(shared: &SharedFiles, inbox: &Path) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if FileName::new(name).is_err() {
-            continue;
+        let named = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| FileName::new(n).is_ok());
+        if named {
+            adopt(shared, &path);
         }
-        let Ok(file) = File::open(&path) else {
-            continue;
-        };
-        if !file.metadata().is_ok_and(|m| m.is_file()) {
-            continue;
+    }
+}
+
+/// [`adopt_placed_by_hand`] for one file.
+fn adopt(shared: &SharedFiles, path: &Path) {
+    let Ok(file) = File::open(path) else {
+        return;
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return;
+    }
+    if let Some(blob) = crate::store::files::copy_blob(&file) {
+        if shared
+            .stat(path)
+            .is_ok_and(|f| f.is_none_or(|f| f.blob != blob))
+        {
+            let _ = fs::remove_file(path);
         }
-        if let Some(blob) = crate::store::files::copy_blob(&file) {
-            if shared
-                .stat(&path)
-                .is_ok_and(|f| f.is_none_or(|f| f.blob != blob))
-            {
-                let _ = fs::remove_file(&path);
-            }
-            continue;
-        }
-        let Ok((carried, shown)) = super::carried_by(&file) else {
-            continue;
-        };
-        if let Err(e) = shared.put(&path, &file, shown, &carried, Put::New) {
-            tracing::debug!(file = %path.display(), error = %crate::error::Chain(&e), "sharing a file placed in an inbox");
-        }
+        return;
+    }
+    let Ok((carried, shown)) = super::carried_by(&file) else {
+        return;
+    };
+    if let Err(e) = shared.put(path, &file, shown, &carried, Put::New) {
+        tracing::debug!(file = %path.display(), error = %crate::error::Chain(&e), "sharing a file placed in an inbox");
     }
 }
 

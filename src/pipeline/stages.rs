@@ -528,8 +528,8 @@ impl Stage for DeliverStage {
         let tmp = ctx.spool.tmp_path(&job.file_id, "deliver");
         let result = ctx
             .spool
-            .open_sealed(&job.file_id)
-            .and_then(|mut sealed| ctx.boxes.deliver(recipient, &name, &mut sealed, &tmp));
+            .sealed(&job.file_id)
+            .and_then(|sealed| ctx.boxes.deliver(recipient, &name, &sealed, &tmp));
         match result {
             Ok(sha) => Outcome::Advance {
                 to: JobState::Delivered,

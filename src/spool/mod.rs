@@ -51,6 +51,10 @@ pub struct Spool {
     quarantine: PathBuf,
     master: Arc<MasterKey>,
     shared: Option<SharedFiles>,
+    /// Where the spool is shared: whether each file this node has written, fetched or looked up
+    /// is in the database. Only the working node touches the spool, so what it learnt stays
+    /// true while it works, and each step does not ask the database again.
+    known: Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, bool>>>,
 }
 
 impl Spool {
@@ -60,31 +64,57 @@ impl Spool {
             quarantine: layout.quarantine(),
             master,
             shared,
+            known: Default::default(),
         }
+    }
+
+    fn learn(&self, path: &Path, there: Option<bool>) {
+        use crate::sync::Recover;
+        let mut known = self.known.locked();
+        match there {
+            Some(there) => known.insert(path.to_path_buf(), there),
+            None => known.remove(path),
+        };
     }
 
     /// Puts a file this node has just written durably into the database, if there is one.
     fn publish(&self, path: &Path) -> io::Result<()> {
         if let Some(shared) = &self.shared {
+            self.learn(path, None);
             shared.publish(path, Put::Replace)?;
+            self.learn(path, Some(true));
         }
         Ok(())
     }
 
     /// Whether the file is there to open: on this node, or fetched from the database.
     fn present(&self, path: &Path) -> io::Result<bool> {
-        match &self.shared {
-            Some(shared) => Ok(shared.fetch(path)?.is_some()),
-            None => Ok(path.exists()),
+        let Some(shared) = &self.shared else {
+            return Ok(path.exists());
+        };
+        use crate::sync::Recover;
+        if let Some(&there) = self.known.locked().get(path) {
+            return Ok(there);
         }
+        let there = shared.fetch(path)?.is_some();
+        self.learn(path, Some(there));
+        Ok(there)
     }
 
     /// Removes a file here and from the database.
     fn discard(&self, path: &Path) -> io::Result<()> {
-        match &self.shared {
-            Some(shared) => Ok(shared.remove(path)?),
-            None => remove_if_exists(path),
+        let Some(shared) = &self.shared else {
+            return remove_if_exists(path);
+        };
+        use crate::sync::Recover;
+        let absent = self.known.locked().get(path) == Some(&false);
+        if absent {
+            remove_if_exists(path)?;
+        } else {
+            shared.remove(path)?;
         }
+        self.learn(path, None);
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -176,6 +206,7 @@ impl Spool {
             // The boxes and the spool share a file system in the state directory; should they
             // not, the upload is copied below instead.
             if waiting.link_to(&self.plain_path(file_id)).is_ok() {
+                self.learn(&self.plain_path(file_id), self.shared.as_ref().map(|_| true));
                 sync_dir(&self.dir)?;
                 return Ok(Written { size, sha256 });
             }
@@ -269,10 +300,16 @@ impl Spool {
         self.dir.join(format!("{file_id}.{what}{TMP}"))
     }
 
-    pub fn open_sealed(&self, file_id: &str) -> io::Result<File> {
+    /// The sealed form of a file, on this node (fetched if need be), for its delivery.
+    pub fn sealed(&self, file_id: &str) -> io::Result<PathBuf> {
         let path = self.sealed_path(file_id);
-        self.present(&path)?;
-        File::open(path)
+        if !self.present(&path)? {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not in the spool", path.display()),
+            ));
+        }
+        Ok(path)
     }
 
     /// Moves an accepted file into quarantine (idempotent).

@@ -225,23 +225,30 @@ impl SharedFiles {
     }
 
     /// Gives the file at `from` a second place, `to` (replacing what was there), as a hard link
-    /// does on the node: the same blob, nothing copied. `false` if there is no file at `from`.
-    pub fn link(&self, from: &Path, to: &Path) -> Result<bool, FilesError> {
+    /// does on the node: the same blob, nothing copied; the node's file at `to`, if there is
+    /// one, is marked as its copy. Returns the blob, or `None` if there is no file at `from`.
+    pub fn link(&self, from: &Path, to: &Path) -> Result<Option<i64>, FilesError> {
         let (from_dir, from_name) = self.key(from)?;
         let (to_dir, to_name) = self.key(to)?;
-        let rows = self.db.with(async |c| -> Result<u64, FilesError> {
-            Ok(c.execute(
+        let blob = self.db.with(async |c| -> Result<Option<i64>, FilesError> {
+            Ok(c.query_opt(
                 "INSERT INTO files (dir, name, blob, shown_size, sha256, actor, channel) \
                  SELECT $3, $4, blob, shown_size, sha256, actor, channel FROM files \
                  WHERE dir = $1 AND name = $2 \
                  ON CONFLICT (dir, name) DO UPDATE SET blob = EXCLUDED.blob, \
                  shown_size = EXCLUDED.shown_size, modified = now(), sha256 = EXCLUDED.sha256, \
-                 actor = EXCLUDED.actor, channel = EXCLUDED.channel",
+                 actor = EXCLUDED.actor, channel = EXCLUDED.channel RETURNING blob",
                 &[&from_dir, &from_name, &to_dir, &to_name],
             )
-            .await?)
+            .await?
+            .map(|r| r.get(0)))
         })?;
-        Ok(rows > 0)
+        if let Some(blob) = blob
+            && let Ok(copy) = File::open(to)
+        {
+            mark(&copy, blob);
+        }
+        Ok(blob)
     }
 
     /// Removes the file at `path` from the database (gone already is fine) and the node's copy.
@@ -281,6 +288,31 @@ impl SharedFiles {
         })
     }
 
+    /// The files waiting in every inbox under `boxes` (the state directory's `boxes/`), with the
+    /// folder of each: one query, however many boxes there are.
+    pub fn inboxes(&self, boxes: &Path) -> Result<Vec<(PathBuf, SharedFile)>, FilesError> {
+        self.dir_key(boxes)?;
+        let rows = self.db.with(async |c| -> Result<_, FilesError> {
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS}, f.dir FROM files f JOIN blobs b ON b.id = f.blob \
+                         WHERE f.dir LIKE 'boxes/%/inbox' ORDER BY f.dir, f.name"
+                    ),
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, String>(8), shared_file(r)))
+                .collect::<Vec<_>>())
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(dir, file)| (self.root.join(dir), file))
+            .collect())
+    }
+
     /// How many files a folder holds.
     pub fn count(&self, dir: &Path) -> Result<usize, FilesError> {
         let dir = self.dir_key(dir)?;
@@ -312,10 +344,13 @@ impl SharedFiles {
 
     /// Makes the node's copy at `path` the database's file: fetched if the node has none or an
     /// older one, with what the upload carries set on it; removed if the database has no such
-    /// file. Returns the file, or `None`.
+    /// file (a file here that is no copy is left). Returns the file, or `None`.
     pub fn fetch(&self, path: &Path) -> Result<Option<SharedFile>, FilesError> {
         let Some(shared) = self.stat(path)? else {
-            remove_copy(path)?;
+            // Only a copy: a file written here and not yet shared is not this call's to remove.
+            if File::open(path).is_ok_and(|copy| copy_blob(&copy).is_some()) {
+                remove_copy(path)?;
+            }
             return Ok(None);
         };
         if let Ok(copy) = File::open(path)
