@@ -874,7 +874,10 @@ fn two_nodes_hold_a_burst_while_the_database_is_away() {
         node_b.log_text()
     );
     let refused = sftp_batch(b.sftp_port, CLINIC, CLINIC, &late_batch);
-    assert!(!refused.status.success(), "taken while the database was away");
+    assert!(
+        !refused.status.success(),
+        "taken while the database was away"
+    );
     assert!(
         wait_for(5, || node_b.log_text().contains("cannot take files now")),
         "{}",

@@ -357,14 +357,14 @@ impl LocalBoxes {
                     match shared.inboxes(&boxes) {
                         Ok(waiting) => {
                             let mut now = std::collections::HashSet::new();
-                            for (dir, f) in waiting {
-                                let Some((owner, name)) = inbox_file(&dir.join(&f.name)) else {
+                            for (path, blob) in waiting {
+                                let Some((owner, name)) = inbox_file(&path) else {
                                     continue;
                                 };
-                                if owners.contains(&owner) && !seen.contains(&f.blob) {
+                                if owners.contains(&owner) && !seen.contains(&blob) {
                                     on_file(owner, name);
                                 }
-                                now.insert(f.blob);
+                                now.insert(blob);
                             }
                             seen = now;
                         }

@@ -101,22 +101,6 @@ impl Spool {
         Ok(there)
     }
 
-    /// Removes a file here and from the database.
-    fn discard(&self, path: &Path) -> io::Result<()> {
-        let Some(shared) = &self.shared else {
-            return remove_if_exists(path);
-        };
-        use crate::sync::Recover;
-        let absent = self.known.locked().get(path) == Some(&false);
-        if absent {
-            remove_if_exists(path)?;
-        } else {
-            shared.remove(path)?;
-        }
-        self.learn(path, None);
-        Ok(())
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -206,7 +190,10 @@ impl Spool {
             // The boxes and the spool share a file system in the state directory; should they
             // not, the upload is copied below instead.
             if waiting.link_to(&self.plain_path(file_id)).is_ok() {
-                self.learn(&self.plain_path(file_id), self.shared.as_ref().map(|_| true));
+                self.learn(
+                    &self.plain_path(file_id),
+                    self.shared.as_ref().map(|_| true),
+                );
                 sync_dir(&self.dir)?;
                 return Ok(Written { size, sha256 });
             }
@@ -327,9 +314,28 @@ impl Spool {
 
     /// Removes every spool file of a job (plaintext and sealed). Missing files are fine.
     pub fn remove(&self, file_id: &str) -> io::Result<()> {
-        self.discard(&self.plain_path(file_id))?;
-        self.discard(&self.opened_path(file_id))?;
-        self.discard(&self.sealed_path(file_id))?;
+        let paths = [
+            self.plain_path(file_id),
+            self.opened_path(file_id),
+            self.sealed_path(file_id),
+        ];
+        let Some(shared) = &self.shared else {
+            return paths.iter().try_for_each(|p| remove_if_exists(p));
+        };
+        use crate::sync::Recover;
+        let shared_ones: Vec<&Path> = {
+            let known = self.known.locked();
+            paths
+                .iter()
+                .filter(|p| known.get(p.as_path()) != Some(&false))
+                .map(PathBuf::as_path)
+                .collect()
+        };
+        shared.remove_all(&shared_ones)?;
+        for path in &paths {
+            remove_if_exists(path)?;
+            self.learn(path, None);
+        }
         Ok(())
     }
 

@@ -253,22 +253,33 @@ impl SharedFiles {
 
     /// Removes the file at `path` from the database (gone already is fine) and the node's copy.
     pub fn remove(&self, path: &Path) -> Result<(), FilesError> {
-        let (dir, name) = self.key(path)?;
+        self.remove_all(&[path])
+    }
+
+    /// Removes the files at `paths` from the database in one transaction (those gone already
+    /// are fine), then the node's copies.
+    pub fn remove_all(&self, paths: &[&Path]) -> Result<(), FilesError> {
+        let keys = paths
+            .iter()
+            .map(|p| self.key(p))
+            .collect::<Result<Vec<_>, _>>()?;
         self.db.with(async |c| -> Result<(), FilesError> {
             let tx = c.transaction().await?;
-            let gone = tx
-                .query_opt(
-                    "DELETE FROM files WHERE dir = $1 AND name = $2 RETURNING blob",
-                    &[&dir, &name],
-                )
-                .await?;
-            if let Some(row) = gone {
-                collect(&tx, row.get(0)).await?;
+            for (dir, name) in &keys {
+                let gone = tx
+                    .query_opt(
+                        "DELETE FROM files WHERE dir = $1 AND name = $2 RETURNING blob",
+                        &[dir, name],
+                    )
+                    .await?;
+                if let Some(row) = gone {
+                    collect(&tx, row.get(0)).await?;
+                }
             }
             tx.commit().await?;
             Ok(())
         })?;
-        remove_copy(path)
+        paths.iter().try_for_each(|p| remove_copy(p))
     }
 
     /// The files of a folder, by name.
@@ -288,28 +299,25 @@ impl SharedFiles {
         })
     }
 
-    /// The files waiting in every inbox under `boxes` (the state directory's `boxes/`), with the
-    /// folder of each: one query, however many boxes there are.
-    pub fn inboxes(&self, boxes: &Path) -> Result<Vec<(PathBuf, SharedFile)>, FilesError> {
+    /// The uploads waiting in every inbox under `boxes` (the state directory's `boxes/`): the
+    /// path of each and its blob, in one query however many boxes there are.
+    pub fn inboxes(&self, boxes: &Path) -> Result<Vec<(PathBuf, i64)>, FilesError> {
         self.dir_key(boxes)?;
         let rows = self.db.with(async |c| -> Result<_, FilesError> {
             let rows = c
                 .query(
-                    &format!(
-                        "SELECT {COLUMNS}, f.dir FROM files f JOIN blobs b ON b.id = f.blob \
-                         WHERE f.dir LIKE 'boxes/%/inbox' ORDER BY f.dir, f.name"
-                    ),
+                    "SELECT dir, name, blob FROM files WHERE dir LIKE 'boxes/%/inbox'",
                     &[],
                 )
                 .await?;
             Ok(rows
                 .iter()
-                .map(|r| (r.get::<_, String>(8), shared_file(r)))
-                .collect::<Vec<_>>())
+                .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get(2)))
+                .collect::<Vec<(String, String, i64)>>())
         })?;
         Ok(rows
             .into_iter()
-            .map(|(dir, file)| (self.root.join(dir), file))
+            .map(|(dir, name, blob)| (self.root.join(dir).join(name), blob))
             .collect())
     }
 
