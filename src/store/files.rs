@@ -155,71 +155,113 @@ impl SharedFiles {
         let (dir, name) = self.key(place)?;
         let io_err = |e| FilesError::Io(place.to_path_buf(), e);
         let size = from.metadata().map_err(io_err)?.len();
-        let blob = self.db.with(async |c| -> Result<i64, FilesError> {
-            let tx = c.transaction().await?;
-            let blob: i64 = tx
-                .query_one(
-                    "INSERT INTO blobs (size) VALUES ($1) RETURNING id",
-                    &[&(size as i64)],
-                )
-                .await?
-                .get(0);
-            let mut buf = vec![0u8; CHUNK];
-            let mut n = 0i32;
-            let mut at = 0u64;
-            loop {
-                let got = read_full_at(from, at, &mut buf).map_err(io_err)?;
-                if got == 0 {
-                    break;
+        let on_conflict = match how {
+            Put::New => "NOTHING",
+            Put::Replace => {
+                "UPDATE SET blob = EXCLUDED.blob, shown_size = EXCLUDED.shown_size, \
+                 modified = now(), sha256 = EXCLUDED.sha256, actor = EXCLUDED.actor, \
+                 channel = EXCLUDED.channel"
+            }
+        };
+        let (blob, old) = if size <= CHUNK as u64 {
+            // Most files (receipts, archives of a few hundred persons): one statement.
+            let mut data = vec![0u8; size as usize];
+            let got = read_full_at(from, 0, &mut data).map_err(io_err)?;
+            data.truncate(got);
+            self.db.with(async |c| -> Result<_, FilesError> {
+                let row = c
+                    .query_one(
+                        &format!(
+                            "WITH old AS (SELECT blob FROM files WHERE dir = $3 AND name = $4 FOR UPDATE), \
+                             b AS (INSERT INTO blobs (size) VALUES ($1) RETURNING id), \
+                             c AS (INSERT INTO blob_chunks (blob, n, data) SELECT id, 0, $2 FROM b), \
+                             f AS (INSERT INTO files (dir, name, blob, shown_size, sha256, actor, channel) \
+                                   SELECT $3, $4, id, $5, $6, $7, $8 FROM b \
+                                   ON CONFLICT (dir, name) DO {on_conflict} RETURNING 1) \
+                             SELECT (SELECT id FROM b), (SELECT blob FROM old), (SELECT count(*) FROM f)"
+                        ),
+                        &[
+                            &(data.len() as i64),
+                            &data,
+                            &dir,
+                            &name,
+                            &(shown_size as i64),
+                            &carried.sha256,
+                            &carried.actor,
+                            &carried.channel,
+                        ],
+                    )
+                    .await?;
+                let (blob, old, placed): (i64, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
+                if placed == 0 {
+                    c.execute("DELETE FROM blobs WHERE id = $1", &[&blob]).await?;
+                    return Err(FilesError::Exists(format!("{dir}/{name}")));
                 }
-                tx.execute(
-                    "INSERT INTO blob_chunks (blob, n, data) VALUES ($1, $2, $3)",
-                    &[&blob, &n, &&buf[..got]],
-                )
-                .await?;
-                n += 1;
-                at += got as u64;
-            }
-            let old: Option<i64> = tx
-                .query_opt(
-                    "SELECT blob FROM files WHERE dir = $1 AND name = $2 FOR UPDATE",
-                    &[&dir, &name],
-                )
-                .await?
-                .map(|r| r.get(0));
-            let values = "INSERT INTO files (dir, name, blob, shown_size, sha256, actor, channel) \
-                          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dir, name) DO";
-            let statement = match how {
-                Put::New => format!("{values} NOTHING"),
-                Put::Replace => format!(
-                    "{values} UPDATE SET blob = EXCLUDED.blob, shown_size = EXCLUDED.shown_size, \
-                     modified = now(), sha256 = EXCLUDED.sha256, actor = EXCLUDED.actor, \
-                     channel = EXCLUDED.channel"
-                ),
-            };
-            let rows = tx
-                .execute(
-                    &statement,
-                    &[
-                        &dir,
-                        &name,
-                        &blob,
-                        &(shown_size as i64),
-                        &carried.sha256,
-                        &carried.actor,
-                        &carried.channel,
-                    ],
-                )
-                .await?;
-            if rows == 0 {
-                return Err(FilesError::Exists(format!("{dir}/{name}")));
-            }
-            if let Some(old) = old {
-                collect(&tx, old).await?;
-            }
-            tx.commit().await?;
-            Ok(blob)
-        })?;
+                Ok((blob, old))
+            })?
+        } else {
+            self.db.with(async |c| -> Result<_, FilesError> {
+                let tx = c.transaction().await?;
+                let blob: i64 = tx
+                    .query_one(
+                        "INSERT INTO blobs (size) VALUES ($1) RETURNING id",
+                        &[&(size as i64)],
+                    )
+                    .await?
+                    .get(0);
+                let mut buf = vec![0u8; CHUNK];
+                let (mut n, mut at) = (0i32, 0u64);
+                loop {
+                    let got = read_full_at(from, at, &mut buf).map_err(io_err)?;
+                    if got == 0 {
+                        break;
+                    }
+                    tx.execute(
+                        "INSERT INTO blob_chunks (blob, n, data) VALUES ($1, $2, $3)",
+                        &[&blob, &n, &&buf[..got]],
+                    )
+                    .await?;
+                    n += 1;
+                    at += got as u64;
+                }
+                let old: Option<i64> = tx
+                    .query_opt(
+                        "SELECT blob FROM files WHERE dir = $1 AND name = $2 FOR UPDATE",
+                        &[&dir, &name],
+                    )
+                    .await?
+                    .map(|r| r.get(0));
+                let rows = tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO files (dir, name, blob, shown_size, sha256, actor, channel) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dir, name) DO {on_conflict}"
+                        ),
+                        &[
+                            &dir,
+                            &name,
+                            &blob,
+                            &(shown_size as i64),
+                            &carried.sha256,
+                            &carried.actor,
+                            &carried.channel,
+                        ],
+                    )
+                    .await?;
+                if rows == 0 {
+                    return Err(FilesError::Exists(format!("{dir}/{name}")));
+                }
+                tx.commit().await?;
+                Ok((blob, old))
+            })?
+        };
+        if let Some(old) = old {
+            // Replaced: its blob goes unless another file names it.
+            self.db.with(async |c| -> Result<(), FilesError> {
+                c.execute(COLLECT, &[&old]).await?;
+                Ok(())
+            })?;
+        }
         mark(from, blob);
         Ok(blob)
     }
@@ -259,24 +301,22 @@ impl SharedFiles {
     /// Removes the files at `paths` from the database in one transaction (those gone already
     /// are fine), then the node's copies.
     pub fn remove_all(&self, paths: &[&Path]) -> Result<(), FilesError> {
-        let keys = paths
+        let (dirs, names): (Vec<String>, Vec<String>) = paths
             .iter()
             .map(|p| self.key(p))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
         self.db.with(async |c| -> Result<(), FilesError> {
-            let tx = c.transaction().await?;
-            for (dir, name) in &keys {
-                let gone = tx
-                    .query_opt(
-                        "DELETE FROM files WHERE dir = $1 AND name = $2 RETURNING blob",
-                        &[dir, name],
-                    )
-                    .await?;
-                if let Some(row) = gone {
-                    collect(&tx, row.get(0)).await?;
-                }
-            }
-            tx.commit().await?;
+            c.execute(
+                "WITH gone AS (DELETE FROM files WHERE (dir, name) IN \
+                     (SELECT * FROM unnest($1::text[], $2::text[])) RETURNING blob) \
+                 DELETE FROM blobs b WHERE b.id IN (SELECT blob FROM gone) \
+                 AND NOT EXISTS (SELECT 1 FROM files f WHERE f.blob = b.id \
+                     AND (f.dir, f.name) NOT IN (SELECT * FROM unnest($1::text[], $2::text[])))",
+                &[&dirs, &names],
+            )
+            .await?;
             Ok(())
         })?;
         paths.iter().try_for_each(|p| remove_copy(p))
@@ -480,15 +520,9 @@ fn shared_file(r: &tokio_postgres::Row) -> SharedFile {
     }
 }
 
-/// Removes a blob no file names any more.
-async fn collect(tx: &tokio_postgres::Transaction<'_>, blob: i64) -> Result<(), FilesError> {
-    tx.execute(
-        "DELETE FROM blobs WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM files WHERE blob = $1)",
-        &[&blob],
-    )
-    .await?;
-    Ok(())
-}
+/// Removes a blob ($1) no file names any more.
+const COLLECT: &str =
+    "DELETE FROM blobs WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM files WHERE blob = $1)";
 
 fn remove_copy(path: &Path) -> Result<(), FilesError> {
     match std::fs::remove_file(path) {
