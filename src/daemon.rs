@@ -64,6 +64,18 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     let _lock = layout.lock()?;
     let store = crate::store::Store::of(gateway)?;
     let mut leading = store.take_for_node(shutdown.clone())?;
+    if let crate::store::Store::Postgres(_) = &store {
+        let dropped: usize = copy_folders(&layout, &live)
+            .iter()
+            .filter_map(|dir| crate::store::SharedFiles::drop_copies(dir).ok())
+            .sum();
+        if dropped > 0 {
+            tracing::info!(
+                removed = dropped,
+                "copies of shared files left from the last run removed"
+            );
+        }
+    }
     let audit = Audit::open(&layout)?;
     audit.record(crate::audit::Event::DaemonStart, None, None, serde_json::json!({"config": live.path().display().to_string(), "version": env!("CARGO_PKG_VERSION")}));
     let master =
@@ -239,13 +251,8 @@ async fn housekeeping(services: Services, shutdown: CancellationToken) {
 /// copy just written is never taken for one left behind.
 const STALE_COPY_AGE: Duration = Duration::from_secs(600);
 
-/// Removes the node's copies of box files, spool and quarantine files that are gone from the
-/// database (docs/cluster.md, "What stays on a node"). Returns how many.
-fn prune_copies(
-    files: &crate::store::SharedFiles,
-    layout: &StateLayout,
-    live: &LiveConfig,
-) -> usize {
+/// The folders in which a node keeps copies of the database's files.
+fn copy_folders(layout: &StateLayout, live: &LiveConfig) -> Vec<std::path::PathBuf> {
     let snapshot = live.snapshot();
     let mut folders = vec![layout.spool(), layout.quarantine()];
     for c in &snapshot.config.counterparts {
@@ -254,6 +261,16 @@ fn prune_copies(
         }
     }
     folders
+}
+
+/// Removes the node's copies of box files, spool and quarantine files that are gone from the
+/// database (docs/cluster.md, "What stays on a node"). Returns how many.
+fn prune_copies(
+    files: &crate::store::SharedFiles,
+    layout: &StateLayout,
+    live: &LiveConfig,
+) -> usize {
+    copy_folders(layout, live)
         .iter()
         .map(|dir| match files.prune_copies(dir, STALE_COPY_AGE) {
             Ok(n) => n,

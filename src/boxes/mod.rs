@@ -704,7 +704,10 @@ impl Upload {
             channel: Some(self.channel.as_str().to_owned()),
         };
         carry(&file, &carried);
-        file.sync_all()?;
+        if self.shared.is_none() {
+            // Where box files are shared, the database makes the upload durable.
+            file.sync_all()?;
+        }
         let staged = self.staged.as_deref().ok_or(BoxError::NotFound)?;
         if let Some((shared, inbox)) = &self.shared {
             // The database holds the upload before it is acknowledged; the staged file goes.

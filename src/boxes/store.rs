@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use super::{FileName, Folder, MAX_NAME_BYTES};
 use crate::accounts::CounterpartId;
+use crate::spool::Durable;
 use crate::state::StateLayout;
 use crate::store::files::{Put, SharedFiles};
 
@@ -195,10 +196,10 @@ impl BoxStore for LocalBoxes {
 
     fn handed_off(&self, owner: &CounterpartId, name: &FileName) -> io::Result<()> {
         let inbox = self.folder(owner, Folder::Inbox);
-        if let Some(shared) = &self.shared {
-            shared.remove(&inbox.join(name.as_str()))?;
+        match &self.shared {
+            Some(shared) => Ok(shared.remove(&inbox.join(name.as_str()))?),
+            None => remove_durably(&inbox, name.as_str()),
         }
-        remove_durably(&inbox, name.as_str())
     }
 
     fn deliver(
@@ -211,11 +212,14 @@ impl BoxStore for LocalBoxes {
         let name = checked(name)?;
         let outbox = self.folder(recipient, Folder::Outbox);
         let mut from = File::open(sealed)?;
+        let durable = Durable::of(&self.shared);
         let written =
-            crate::spool::write_synced_with(scratch, |w| io::copy(&mut from, w).map(drop))?;
+            crate::spool::write_new_with(scratch, durable, |w| io::copy(&mut from, w).map(drop))?;
         let path = outbox.join(name.as_str());
         fs::rename(scratch, &path).map_err(|e| in_dir(e, &outbox))?;
-        crate::spool::sync_dir(&outbox)?;
+        if durable == Durable::Here {
+            crate::spool::sync_dir(&outbox)?;
+        }
         // The same bytes as the spool's sealed file: the database names its blob twice.
         if let Some(shared) = &self.shared
             && shared.link(sealed, &path)?.is_none()
@@ -228,10 +232,10 @@ impl BoxStore for LocalBoxes {
     fn purge(&self, recipient: &CounterpartId, name: &str) -> io::Result<()> {
         let name = checked(name)?;
         let outbox = self.folder(recipient, Folder::Outbox);
-        if let Some(shared) = &self.shared {
-            shared.remove(&outbox.join(name.as_str()))?;
+        match &self.shared {
+            Some(shared) => Ok(shared.remove(&outbox.join(name.as_str()))?),
+            None => remove_durably(&outbox, name.as_str()),
         }
-        remove_durably(&outbox, name.as_str())
     }
 
     fn write_receipt(
@@ -247,12 +251,18 @@ impl BoxStore for LocalBoxes {
         let name = checked(&format!("{receipt_id}.json"))?;
         // A hidden temporary name: listings show complete receipts only.
         let tmp = dir.join(format!(".{name}.tmp"));
+        let durable = Durable::of(&self.shared);
         let write = || -> io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(body)?;
-            f.sync_all()?;
+            if durable == Durable::Here {
+                f.sync_all()?;
+            }
             fs::rename(&tmp, dir.join(name.as_str()))?;
-            crate::spool::sync_dir(&dir)
+            match durable {
+                Durable::Here => crate::spool::sync_dir(&dir),
+                Durable::InDatabase => Ok(()),
+            }
         };
         write().map_err(|e| in_dir(e, &dir))?;
         if let Some(shared) = &self.shared {

@@ -68,6 +68,11 @@ impl Spool {
         }
     }
 
+    /// Where the spool's files are made durable: the database's, if it is shared.
+    fn durable(&self) -> Durable {
+        Durable::of(&self.shared)
+    }
+
     fn learn(&self, path: &Path, there: Option<bool>) {
         use crate::sync::Recover;
         let mut known = self.known.locked();
@@ -122,7 +127,7 @@ impl Spool {
     pub fn store(&self, file_id: &str, mut src: impl Read) -> io::Result<Written> {
         let mut hash = Sha256::new();
         let mut size = 0u64;
-        write_durable_with(&self.dir, file_id, |w| {
+        write_whole_with(&self.dir, file_id, self.durable(), |w| {
             let mut enc = AtRestWriter::new(&self.master, file_id, w).map_err(io::Error::other)?;
             let mut buf = vec![0u8; 1 << 16];
             loop {
@@ -153,7 +158,7 @@ impl Spool {
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> io::Result<Written> {
         let mut hashed = None;
-        write_durable_with(&self.dir, file_id, |w| {
+        write_whole_with(&self.dir, file_id, self.durable(), |w| {
             let enc = AtRestWriter::new(&self.master, file_id, w).map_err(io::Error::other)?;
             let mut plain = HashingWriter {
                 inner: enc,
@@ -194,7 +199,9 @@ impl Spool {
                     &self.plain_path(file_id),
                     self.shared.as_ref().map(|_| true),
                 );
-                sync_dir(&self.dir)?;
+                if self.durable() == Durable::Here {
+                    sync_dir(&self.dir)?;
+                }
                 return Ok(Written { size, sha256 });
             }
         }
@@ -244,7 +251,7 @@ impl Spool {
     ) -> Result<Result<(), E>, io::Error> {
         let name = format!("{file_id}{OPENED}");
         let mut outcome = None;
-        let written = write_durable_with(&self.dir, &name, |w| {
+        let written = write_whole_with(&self.dir, &name, self.durable(), |w| {
             let mut enc = AtRestWriter::new(&self.master, &name, w).map_err(io::Error::other)?;
             match fill(&mut enc) {
                 Ok(()) => {
@@ -276,7 +283,12 @@ impl Spool {
         file_id: &str,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> io::Result<Written> {
-        let written = write_durable_with(&self.dir, &format!("{file_id}{SEALED}"), fill)?;
+        let written = write_whole_with(
+            &self.dir,
+            &format!("{file_id}{SEALED}"),
+            self.durable(),
+            fill,
+        )?;
         self.publish(&self.sealed_path(file_id))?;
         Ok(written)
     }
@@ -308,7 +320,10 @@ impl Spool {
         // The spool file is already encrypted under a key bound to its file id: copy it as is.
         let plain = self.plain_path(file_id);
         self.present(&plain)?;
-        write_durable(&self.quarantine, file_id, File::open(plain)?)?;
+        let mut src = File::open(plain)?;
+        write_whole_with(&self.quarantine, file_id, self.durable(), |w| {
+            io::copy(&mut src, w).map(drop)
+        })?;
         self.publish(&kept)
     }
 
@@ -431,16 +446,59 @@ pub fn write_durable_with(
     name: &str,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<Written> {
+    write_whole_with(dir, name, Durable::Here, fill)
+}
+
+/// Where a file the gateway writes is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durable {
+    /// On this node's disk: the file and its folder are fsynced.
+    Here,
+    /// In the database, by the caller, once written ([`crate::store::SharedFiles`]): the file on
+    /// the node is only its copy, and fsyncing it would double the disk's work for nothing.
+    InDatabase,
+}
+
+impl Durable {
+    /// Where the files of a store that is `shared` (or not) are made durable.
+    pub fn of<T>(shared: &Option<T>) -> Durable {
+        match shared {
+            Some(_) => Durable::InDatabase,
+            None => Durable::Here,
+        }
+    }
+}
+
+/// Writes the bytes of `fill` to `dir/name` whole: `dir/name.tmp`, then renamed; with
+/// [`Durable::Here`], the file is fsynced before the rename and the folder after it.
+pub fn write_whole_with(
+    dir: &Path,
+    name: &str,
+    durable: Durable,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<Written> {
     let tmp = dir.join(format!("{name}{TMP}"));
-    let written = write_synced_with(&tmp, fill)?;
+    let written = write_new_with(&tmp, durable, fill)?;
     fs::rename(&tmp, dir.join(name))?;
-    sync_dir(dir)?;
+    if durable == Durable::Here {
+        sync_dir(dir)?;
+    }
     Ok(written)
 }
 
 /// Writes the bytes of `fill` to a new file at `path` (replacing a stale one) and fsyncs it.
 pub fn write_synced_with(
     path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<Written> {
+    write_new_with(path, Durable::Here, fill)
+}
+
+/// Writes the bytes of `fill` to a new file at `path` (replacing a stale one), fsynced with
+/// [`Durable::Here`].
+pub fn write_new_with(
+    path: &Path,
+    durable: Durable,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<Written> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -456,7 +514,10 @@ pub fn write_synced_with(
         size: 0,
     };
     fill(&mut w)?;
-    w.inner.finish()?.sync_all()?;
+    let file = w.inner.finish()?;
+    if durable == Durable::Here {
+        file.sync_all()?;
+    }
     Ok(Written {
         size: w.size,
         sha256: crate::ids::Sha256::from_hasher(w.hasher),

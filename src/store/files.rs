@@ -441,31 +441,18 @@ impl SharedFiles {
             .into_iter()
             .map(|f| (f.name, f.blob))
             .collect();
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(FilesError::Io(dir.to_path_buf(), e)),
-        };
         let now = SystemTime::now();
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            let Ok(copy) = File::open(&path) else {
-                continue;
-            };
-            let old = copy
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age >= min_age));
-            let stale = copy_blob(&copy).is_some_and(|blob| current.get(name) != Some(&blob));
-            if old && stale && std::fs::remove_file(&path).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        remove_copies(dir, |name, blob, modified| {
+            let old = now.duration_since(modified).is_ok_and(|age| age >= min_age);
+            old && current.get(name) != Some(&blob)
+        })
+    }
+
+    /// Removes every copy in `dir`, at start-up: the node writes its copies without fsyncing
+    /// them (the database holds the files), so after a crash of the machine a copy cannot be
+    /// trusted; each is fetched again when next used.
+    pub fn drop_copies(dir: &Path) -> Result<usize, FilesError> {
+        remove_copies(dir, |_, _, _| true)
     }
 
     /// Writes the blob of `shared` to `tmp`; `false` if it was removed meanwhile.
@@ -523,6 +510,39 @@ fn shared_file(r: &tokio_postgres::Row) -> SharedFile {
 /// Removes a blob ($1) no file names any more.
 const COLLECT: &str =
     "DELETE FROM blobs WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM files WHERE blob = $1)";
+
+/// Removes the copies in `dir` (files with a copy's mark) for which `stale(name, blob, modified)`.
+fn remove_copies(
+    dir: &Path,
+    stale: impl Fn(&str, i64, SystemTime) -> bool,
+) -> Result<usize, FilesError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(FilesError::Io(dir.to_path_buf(), e)),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Ok(copy) = File::open(&path) else {
+            continue;
+        };
+        let Some(blob) = copy_blob(&copy) else {
+            continue;
+        };
+        let modified = copy
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        if stale(name, blob, modified) && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
 
 fn remove_copy(path: &Path) -> Result<(), FilesError> {
     match std::fs::remove_file(path) {
