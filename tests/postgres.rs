@@ -620,9 +620,7 @@ fn a_local_store_is_imported_and_its_receipt_chain_goes_on() {
     assert!(said.contains("goes on from receipt 4"), "{said}");
     assert!(said.contains("copied"), "{said}");
     assert_eq!(
-        pg.psql(&format!(
-            "SELECT COUNT(*) FROM files WHERE dir = 'boxes/{INSURER}/outbox'"
-        )),
+        files_in(&pg, &format!("boxes/{INSURER}/outbox")),
         "2",
         "the delivered files are in the database"
     );
@@ -689,6 +687,61 @@ fn write_archives(dir: &std::path::Path, n: u64, seed: u64) -> Vec<std::path::Pa
         .collect()
 }
 
+/// Two gateway nodes on `pg`'s database, sharing one clamd: `a` started first (the working
+/// node), then `b` (standing by). A test binds every part: a part it leaves out is dropped at
+/// once (its node stopped, its folder removed).
+struct TwoNodes {
+    a: TestConfig,
+    node_a: Daemon,
+    b: TestConfig,
+    node_b: Daemon,
+    _clamd: ClamdInstance,
+}
+
+impl TwoNodes {
+    fn start(pg: &Postgres) -> TwoNodes {
+        let a = on_migrated_database(pg, "node = \"gw-a\"\n");
+        let clamd = ClamdInstance::start(a.dir.path());
+        let node_a = Daemon::start(&a);
+        let b = second_node(pg, &a, "gw-b");
+        let node_b = Daemon::start(&b);
+        TwoNodes {
+            a,
+            node_a,
+            b,
+            node_b,
+            _clamd: clamd,
+        }
+    }
+}
+
+/// Uploads `files` into `CLINIC`'s inbox through `tc`'s node, in one sftp session.
+fn upload(tc: &TestConfig, files: &[std::path::PathBuf]) -> std::process::Output {
+    let batch: String = files
+        .iter()
+        .map(|p| format!("put {} inbox/\n", p.display()))
+        .collect();
+    sftp_batch(tc.sftp_port, CLINIC, CLINIC, &batch)
+}
+
+/// How many files the database holds in `dir` (a folder under the state directory).
+fn files_in(pg: &Postgres, dir: &str) -> String {
+    pg.psql(&format!("SELECT COUNT(*) FROM files WHERE dir = '{dir}'"))
+}
+
+/// `handoff receipts verify` and `handoff audit verify` pass on `tc`'s node.
+fn assert_chains_verify(tc: &TestConfig) {
+    for what in [&["receipts", "verify"][..], &["audit", "verify"]] {
+        let out = handoff(tc, what);
+        assert!(
+            out.status.success(),
+            "{what:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Two nodes share one database: a file uploaded to the standing-by node is delivered by the
 /// working one and downloaded from the first; when the working node is killed (-9) in the
 /// middle of a burst, the other takes over and delivers every file exactly once, and the
@@ -697,11 +750,13 @@ fn write_archives(dir: &std::path::Path, n: u64, seed: u64) -> Vec<std::path::Pa
 fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start(dir.path());
-    let a = on_migrated_database(&pg, "node = \"gw-a\"\n");
-    let _clamd = ClamdInstance::start(a.dir.path());
-    let mut node_a = Daemon::start(&a);
-    let b = second_node(&pg, &a, "gw-b");
-    let node_b = Daemon::start(&b);
+    let TwoNodes {
+        a: _a,
+        mut node_a,
+        b,
+        node_b,
+        _clamd,
+    } = TwoNodes::start(&pg);
     assert!(
         wait_for(10, || node_b.log_text().contains("stands by")),
         "{}",
@@ -710,12 +765,7 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
 
     // Uploaded to B, worked by A, downloaded from B.
     let first = write_archives(&dir.path().join("first"), 1, 900).remove(0);
-    let put = sftp_batch(
-        b.sftp_port,
-        CLINIC,
-        CLINIC,
-        &format!("put {} inbox/\n", first.display()),
-    );
+    let put = upload(&b, std::slice::from_ref(&first));
     assert!(put.status.success(), "{put:?}{}", node_b.log_text());
     assert!(
         wait_for(60, || pg
@@ -765,11 +815,7 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
 
     // A burst of 200 to B; A is killed while it works on them.
     let burst = write_archives(&dir.path().join("burst"), 200, 1000);
-    let batch: String = burst
-        .iter()
-        .map(|p| format!("put {} inbox/\n", p.display()))
-        .collect();
-    let put = sftp_batch(b.sftp_port, CLINIC, CLINIC, &batch);
+    let put = upload(&b, &burst);
     assert!(put.status.success(), "{put:?}");
     let delivered = || {
         pg.psql("SELECT COUNT(*) FROM receipts WHERE hop = 'delivered'")
@@ -805,12 +851,7 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
         );
     }
     assert_eq!(pg.psql("SELECT COUNT(*) FROM jobs"), "201");
-    assert_eq!(
-        pg.psql(&format!(
-            "SELECT COUNT(*) FROM files WHERE dir = 'boxes/{INSURER}/outbox'"
-        )),
-        "201"
-    );
+    assert_eq!(files_in(&pg, &format!("boxes/{INSURER}/outbox")), "201");
     assert_eq!(
         pg.psql(&format!(
             "SELECT COUNT(*) FROM files WHERE dir = 'boxes/{CLINIC}/inbox' OR dir = 'spool'"
@@ -827,15 +868,7 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
         201
     );
     println!("two nodes: {at_kill} of 201 delivered when A was killed, 201 after B took over");
-    for what in [&["receipts", "verify"][..], &["audit", "verify"]] {
-        let out = handoff(&b, what);
-        assert!(
-            out.status.success(),
-            "{what:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    assert_chains_verify(&b);
 }
 
 /// PostgreSQL stopped in the middle of a burst worked by two nodes: uploads are refused with the
@@ -845,17 +878,15 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
 fn two_nodes_hold_a_burst_while_the_database_is_away() {
     let dir = tempfile::tempdir().unwrap();
     let mut pg = Postgres::start(dir.path());
-    let a = on_migrated_database(&pg, "node = \"gw-a\"\n");
-    let _clamd = ClamdInstance::start(a.dir.path());
-    let _node_a = Daemon::start(&a);
-    let b = second_node(&pg, &a, "gw-b");
-    let node_b = Daemon::start(&b);
+    let TwoNodes {
+        a: _a,
+        node_a: _node_a,
+        b,
+        node_b,
+        _clamd,
+    } = TwoNodes::start(&pg);
     let burst = write_archives(&dir.path().join("burst"), 60, 3000);
-    let batch: String = burst
-        .iter()
-        .map(|p| format!("put {} inbox/\n", p.display()))
-        .collect();
-    let put = sftp_batch(b.sftp_port, CLINIC, CLINIC, &batch);
+    let put = upload(&b, &burst);
     assert!(put.status.success(), "{put:?}");
     let delivered = |pg: &Postgres| {
         pg.psql("SELECT COUNT(*) FROM receipts WHERE hop = 'delivered'")
@@ -902,21 +933,8 @@ fn two_nodes_hold_a_burst_while_the_database_is_away() {
         "61|61"
     );
     assert_eq!(pg.psql("SELECT COUNT(*) FROM jobs"), "61");
-    assert_eq!(
-        pg.psql(&format!(
-            "SELECT COUNT(*) FROM files WHERE dir = 'boxes/{INSURER}/outbox'"
-        )),
-        "61"
-    );
-    for what in [&["receipts", "verify"][..], &["audit", "verify"]] {
-        let out = handoff(&b, what);
-        assert!(
-            out.status.success(),
-            "{what:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    assert_eq!(files_in(&pg, &format!("boxes/{INSURER}/outbox")), "61");
+    assert_chains_verify(&b);
 }
 
 /// A node killed in the middle of an upload: the client sends it again to the other node,
@@ -925,11 +943,13 @@ fn two_nodes_hold_a_burst_while_the_database_is_away() {
 fn an_upload_cut_by_its_node_dying_is_sent_again_to_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start(dir.path());
-    let a = on_migrated_database(&pg, "node = \"gw-a\"\n");
-    let _clamd = ClamdInstance::start(a.dir.path());
-    let mut node_a = Daemon::start(&a);
-    let b = second_node(&pg, &a, "gw-b");
-    let _node_b = Daemon::start(&b);
+    let TwoNodes {
+        a,
+        mut node_a,
+        b,
+        node_b: _node_b,
+        _clamd,
+    } = TwoNodes::start(&pg);
     let big = dir.path().join("big.zip");
     support::random_file(&big, 16 << 20);
     let batch = format!("put {} inbox/\n", big.display());
@@ -961,7 +981,7 @@ fn an_upload_cut_by_its_node_dying_is_sent_again_to_the_other() {
         "nothing of the cut upload is shared"
     );
 
-    let again = sftp_batch(b.sftp_port, CLINIC, CLINIC, &batch);
+    let again = upload(&b, std::slice::from_ref(&big));
     assert!(again.status.success(), "{again:?}");
     assert!(
         wait_for(60, || pg.psql(
@@ -984,11 +1004,13 @@ fn an_upload_cut_by_its_node_dying_is_sent_again_to_the_other() {
 fn removing_an_account_closes_its_sessions_on_both_nodes_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start(dir.path());
-    let a = on_migrated_database(&pg, "node = \"gw-a\"\n");
-    let _clamd = ClamdInstance::start(a.dir.path());
-    let node_a = Daemon::start(&a);
-    let b = second_node(&pg, &a, "gw-b");
-    let node_b = Daemon::start(&b);
+    let TwoNodes {
+        a,
+        node_a,
+        b,
+        node_b,
+        _clamd,
+    } = TwoNodes::start(&pg);
     let mut sessions = Vec::new();
     for (tc, node) in [(&a, &node_a), (&b, &node_b)] {
         let child = support::sftp_command(tc.sftp_port, "m.sato", "m.sato", &[])
