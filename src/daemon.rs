@@ -235,7 +235,21 @@ async fn housekeeping(services: Services, shutdown: CancellationToken) {
         services.limiter.housekeeping();
         if let Some(files) = services.files.clone() {
             let (layout, live) = (services.layout.clone(), services.live.clone());
-            let pruned = tokio::task::spawn_blocking(move || prune_copies(&files, &layout, &live));
+            let collect = services.store.leads();
+            let pruned = tokio::task::spawn_blocking(move || {
+                if collect {
+                    match files.collect_orphans(ORPHAN_BLOB_AGE) {
+                        Ok(n) if n > 0 => {
+                            tracing::info!(removed = n, "blobs of files never completed removed")
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::debug!(error = %Chain(&e), "collecting blobs of files never completed")
+                        }
+                    }
+                }
+                prune_copies(&files, &layout, &live)
+            });
             match pruned.await {
                 Ok(n) if n > 0 => tracing::info!(
                     removed = n,
@@ -246,6 +260,10 @@ async fn housekeeping(services: Services, shutdown: CancellationToken) {
         }
     }
 }
+
+/// How old a blob that names no file must be before the working node removes it: a large file
+/// being written has no file yet, for as long as its writing takes.
+const ORPHAN_BLOB_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a node keeps its copy of a file the database no longer has: long enough that a
 /// copy just written is never taken for one left behind.

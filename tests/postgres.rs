@@ -341,9 +341,10 @@ fn handoff(tc: &TestConfig, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// A file one node shares is read by another in full (several chunks), a newer version replaces
-/// the other node's copy, a removal reaches it, a name is never taken twice by `Put::New`, and a
-/// blob goes with the last file that names it.
+/// A file one node shares is read by another in full (chunks written over several calls), a
+/// newer version replaces the other node's copy, a removal reaches it, a name is never taken
+/// twice by `Put::New`, a blob goes with the last file that names it, and one that names no file
+/// is collected once old.
 #[test]
 fn shared_files_reach_another_node_in_their_latest_version() {
     use handoff::store::files::{FilesError, Put, SharedFiles};
@@ -361,9 +362,10 @@ fn shared_files_reach_another_node_in_their_latest_version() {
     let on_a = outbox(&roots[0]).join("x.p7m");
     let on_b = outbox(&roots[1]).join("x.p7m");
 
-    support::random_file(&on_a, (2 << 20) + 12345);
+    // Large: its chunks go in over two calls.
+    support::random_file(&on_a, (17 << 20) + 12345);
     a.publish(&on_a, Put::Replace).unwrap();
-    assert_eq!(pg.psql("SELECT COUNT(*) FROM blob_chunks"), "3");
+    assert_eq!(pg.psql("SELECT COUNT(*) FROM blob_chunks"), "18");
     assert!(b.fetch(&on_b).unwrap().is_some());
     assert_eq!(std::fs::read(&on_b).unwrap(), std::fs::read(&on_a).unwrap());
     let again = a.put(
@@ -402,6 +404,19 @@ fn shared_files_reach_another_node_in_their_latest_version() {
     assert!(!on_b.exists());
     assert!(unshared.exists());
     assert!(b.fetch(&on_b).unwrap().is_none());
+
+    // A blob that names no file (a large file whose writing was cut) is collected once old.
+    pg.psql("INSERT INTO blobs (size, created) VALUES (5, now() - interval '2 days'), (5, now())");
+    assert_eq!(
+        a.collect_orphans(std::time::Duration::from_secs(24 * 3600))
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        pg.psql("SELECT COUNT(*) FROM blobs"),
+        "1",
+        "the recent one stays"
+    );
 }
 
 /// `handoff migrate` prepares the database once; a gateway refuses to start on a database

@@ -3,8 +3,11 @@
 -- wrote them: sealed at rest, CMS for the recipient, or a signed receipt; never plaintext.
 -- A blob may be named by two files (an upload taken into the spool is the same bytes).
 CREATE TABLE blobs (
-    id   BIGSERIAL PRIMARY KEY,
-    size BIGINT NOT NULL
+    id      BIGSERIAL PRIMARY KEY,
+    size    BIGINT NOT NULL,
+    -- A large file's blob is written in several transactions, then named by its file: one that
+    -- names no file a day later was cut short, and is collected.
+    created TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
 CREATE TABLE blob_chunks (

@@ -23,6 +23,8 @@ use super::{Database, DatabaseError};
 
 /// Bytes per row of `blob_chunks`.
 const CHUNK: usize = 1 << 20;
+/// Chunks of a large file written in one call to the database (each call has a time limit).
+const CHUNKS_PER_CALL: usize = 16;
 /// The extended attribute in which a node's copy carries the blob it was made from.
 const BLOB_XATTR: &str = "user.handoff.blob";
 
@@ -200,60 +202,57 @@ impl SharedFiles {
                 Ok((blob, old))
             })?
         } else {
-            self.db.with(async |c| -> Result<_, FilesError> {
-                let tx = c.transaction().await?;
-                let blob: i64 = tx
-                    .query_one(
-                        "INSERT INTO blobs (size) VALUES ($1) RETURNING id",
-                        &[&(size as i64)],
-                    )
-                    .await?
-                    .get(0);
-                let mut buf = vec![0u8; CHUNK];
-                let (mut n, mut at) = (0i32, 0u64);
-                loop {
-                    let got = read_full_at(from, at, &mut buf).map_err(io_err)?;
-                    if got == 0 {
-                        break;
+            // A large file: its chunks in calls of CHUNKS_PER_CALL, each well within a call's
+            // time limit, then the file in one statement. A blob cut short by a failure or a
+            // crash names no file and is collected ([`SharedFiles::collect_orphans`]).
+            let blob = self.db.with(async |c| -> Result<i64, FilesError> {
+                Ok(c.query_one(
+                    "INSERT INTO blobs (size) VALUES ($1) RETURNING id",
+                    &[&(size as i64)],
+                )
+                .await?
+                .get(0))
+            })?;
+            let placed = self.write_chunks(blob, from).and_then(|()| {
+                self.db.with(async |c| -> Result<_, FilesError> {
+                    let row = c
+                        .query_one(
+                            &format!(
+                                "WITH old AS (SELECT blob FROM files WHERE dir = $1 AND name = $2 FOR UPDATE), \
+                                 f AS (INSERT INTO files (dir, name, blob, shown_size, sha256, actor, channel) \
+                                       VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                                       ON CONFLICT (dir, name) DO {on_conflict} RETURNING 1) \
+                                 SELECT (SELECT blob FROM old), (SELECT count(*) FROM f)"
+                            ),
+                            &[
+                                &dir,
+                                &name,
+                                &blob,
+                                &(shown_size as i64),
+                                &carried.sha256,
+                                &carried.actor,
+                                &carried.channel,
+                            ],
+                        )
+                        .await?;
+                    let (old, placed): (Option<i64>, i64) = (row.get(0), row.get(1));
+                    if placed == 0 {
+                        return Err(FilesError::Exists(format!("{dir}/{name}")));
                     }
-                    tx.execute(
-                        "INSERT INTO blob_chunks (blob, n, data) VALUES ($1, $2, $3)",
-                        &[&blob, &n, &&buf[..got]],
-                    )
-                    .await?;
-                    n += 1;
-                    at += got as u64;
+                    Ok(old)
+                })
+            });
+            match placed {
+                Ok(old) => (blob, old),
+                Err(e) => {
+                    // Best effort: what is left is collected later.
+                    let _ = self.db.with(async |c| -> Result<(), FilesError> {
+                        c.execute(COLLECT, &[&blob]).await?;
+                        Ok(())
+                    });
+                    return Err(e);
                 }
-                let old: Option<i64> = tx
-                    .query_opt(
-                        "SELECT blob FROM files WHERE dir = $1 AND name = $2 FOR UPDATE",
-                        &[&dir, &name],
-                    )
-                    .await?
-                    .map(|r| r.get(0));
-                let rows = tx
-                    .execute(
-                        &format!(
-                            "INSERT INTO files (dir, name, blob, shown_size, sha256, actor, channel) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dir, name) DO {on_conflict}"
-                        ),
-                        &[
-                            &dir,
-                            &name,
-                            &blob,
-                            &(shown_size as i64),
-                            &carried.sha256,
-                            &carried.actor,
-                            &carried.channel,
-                        ],
-                    )
-                    .await?;
-                if rows == 0 {
-                    return Err(FilesError::Exists(format!("{dir}/{name}")));
-                }
-                tx.commit().await?;
-                Ok((blob, old))
-            })?
+            }
         };
         if let Some(old) = old {
             // Replaced: its blob goes unless another file names it.
@@ -264,6 +263,48 @@ impl SharedFiles {
         }
         mark(from, blob);
         Ok(blob)
+    }
+
+    /// Writes the bytes of `from` as the chunks of `blob`, CHUNKS_PER_CALL to a call.
+    fn write_chunks(&self, blob: i64, from: &File) -> Result<(), FilesError> {
+        let io_err = |e| FilesError::Io(PathBuf::from(format!("blob {blob}")), e);
+        let mut buf = vec![0u8; CHUNK];
+        let (mut n, mut at) = (0i32, 0u64);
+        loop {
+            let more = self.db.with(async |c| -> Result<bool, FilesError> {
+                for _ in 0..CHUNKS_PER_CALL {
+                    let got = read_full_at(from, at, &mut buf).map_err(io_err)?;
+                    if got == 0 {
+                        return Ok(false);
+                    }
+                    c.execute(
+                        "INSERT INTO blob_chunks (blob, n, data) VALUES ($1, $2, $3)",
+                        &[&blob, &n, &&buf[..got]],
+                    )
+                    .await?;
+                    n += 1;
+                    at += got as u64;
+                }
+                Ok(true)
+            })?;
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Removes blobs that name no file and are older than `age`: those of large files whose
+    /// writing failed or was cut by a crash. Returns how many.
+    pub fn collect_orphans(&self, age: Duration) -> Result<u64, FilesError> {
+        let seconds = age.as_secs_f64();
+        self.db.with(async |c| -> Result<u64, FilesError> {
+            Ok(c.execute(
+                "DELETE FROM blobs b WHERE b.created < now() - make_interval(secs => $1) \
+                 AND NOT EXISTS (SELECT 1 FROM files f WHERE f.blob = b.id)",
+                &[&seconds],
+            )
+            .await?)
+        })
     }
 
     /// Gives the file at `from` a second place, `to` (replacing what was there), as a hard link
