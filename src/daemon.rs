@@ -65,7 +65,8 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     let store = crate::store::Store::of(gateway)?;
     let mut leading = store.take_for_node(shutdown.clone())?;
     if let crate::store::Store::Postgres(_) = &store {
-        let dropped: usize = copy_folders(&layout, &live)
+        let dropped: usize = crate::store::files::folders(&layout)
+            .unwrap_or_default()
             .iter()
             .filter_map(|dir| crate::store::SharedFiles::drop_copies(dir).ok())
             .sum();
@@ -234,7 +235,7 @@ async fn housekeeping(services: Services, shutdown: CancellationToken) {
         }
         services.limiter.housekeeping();
         if let Some(files) = services.files.clone() {
-            let (layout, live) = (services.layout.clone(), services.live.clone());
+            let layout = services.layout.clone();
             let collect = services.store.leads();
             let pruned = tokio::task::spawn_blocking(move || {
                 if collect {
@@ -248,7 +249,7 @@ async fn housekeeping(services: Services, shutdown: CancellationToken) {
                         }
                     }
                 }
-                prune_copies(&files, &layout, &live)
+                prune_copies(&files, &layout)
             });
             match pruned.await {
                 Ok(n) if n > 0 => tracing::info!(
@@ -269,26 +270,11 @@ const ORPHAN_BLOB_AGE: Duration = Duration::from_secs(24 * 3600);
 /// copy just written is never taken for one left behind.
 const STALE_COPY_AGE: Duration = Duration::from_secs(600);
 
-/// The folders in which a node keeps copies of the database's files.
-fn copy_folders(layout: &StateLayout, live: &LiveConfig) -> Vec<std::path::PathBuf> {
-    let snapshot = live.snapshot();
-    let mut folders = vec![layout.spool(), layout.quarantine()];
-    for c in &snapshot.config.counterparts {
-        for folder in crate::boxes::Folder::ALL {
-            folders.push(layout.box_dir(&c.id).join(folder.as_str()));
-        }
-    }
-    folders
-}
-
 /// Removes the node's copies of box files, spool and quarantine files that are gone from the
 /// database (docs/cluster.md, "What stays on a node"). Returns how many.
-fn prune_copies(
-    files: &crate::store::SharedFiles,
-    layout: &StateLayout,
-    live: &LiveConfig,
-) -> usize {
-    copy_folders(layout, live)
+fn prune_copies(files: &crate::store::SharedFiles, layout: &StateLayout) -> usize {
+    crate::store::files::folders(layout)
+        .unwrap_or_default()
         .iter()
         .map(|dir| match files.prune_copies(dir, STALE_COPY_AGE) {
             Ok(n) => n,

@@ -390,8 +390,7 @@ impl LocalBoxes {
 }
 
 /// Shares the files an operator placed by hand in this node's copy of an inbox, as the local
-/// store takes them (at each rescan, every half minute); a copy of an upload that has left the database (a crash came between its
-/// removal there and here) is removed instead of taken again.
+/// store takes them (at each rescan, every half minute).
 fn adopt_placed_by_hand(shared: &SharedFiles, inbox: &Path) {
     let Ok(entries) = fs::read_dir(inbox) else {
         return;
@@ -408,21 +407,15 @@ fn adopt_placed_by_hand(shared: &SharedFiles, inbox: &Path) {
     }
 }
 
-/// [`adopt_placed_by_hand`] for one file.
+/// [`adopt_placed_by_hand`] for one file. A copy of a shared file is not placed by hand: it is
+/// left to [`SharedFiles::fetch`], which renews or removes it.
 fn adopt(shared: &SharedFiles, path: &Path) {
     let Ok(file) = File::open(path) else {
         return;
     };
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return;
-    }
-    if let Some(blob) = crate::store::files::copy_blob(&file) {
-        if shared
-            .stat(path)
-            .is_ok_and(|f| f.is_none_or(|f| f.blob != blob))
-        {
-            let _ = fs::remove_file(path);
-        }
+    if !file.metadata().is_ok_and(|m| m.is_file())
+        || crate::store::files::copy_blob(&file).is_some()
+    {
         return;
     }
     let Ok((carried, shown)) = super::carried_by(&file) else {

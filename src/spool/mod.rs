@@ -368,25 +368,20 @@ impl Spool {
             (&self.quarantine, &known),
         ] {
             if let Some(shared) = &self.shared {
-                for file in shared.list(dir)? {
-                    let id = [SEALED, OPENED]
-                        .iter()
-                        .find_map(|suffix| file.name.strip_suffix(suffix))
-                        .unwrap_or(&file.name);
-                    if !keep(id) {
-                        shared.remove(&dir.join(&file.name))?;
-                        removed += 1;
-                    }
-                }
+                let orphans: Vec<PathBuf> = shared
+                    .list(dir)?
+                    .into_iter()
+                    .filter(|file| !keep(job_of(&file.name)))
+                    .map(|file| dir.join(&file.name))
+                    .collect();
+                let orphans: Vec<&Path> = orphans.iter().map(PathBuf::as_path).collect();
+                shared.remove_all(&orphans)?;
+                removed += orphans.len();
             }
             for entry in fs::read_dir(dir)? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let id = [SEALED, OPENED]
-                    .iter()
-                    .find_map(|suffix| name.strip_suffix(suffix))
-                    .unwrap_or(&name);
-                if name.ends_with(TMP) || !keep(id) {
+                if name.ends_with(TMP) || !keep(job_of(&name)) {
                     remove_if_exists(&entry.path())?;
                     removed += 1;
                 }
@@ -428,6 +423,14 @@ impl Spool {
     }
 }
 
+/// The file id a spool or quarantine file belongs to.
+fn job_of(name: &str) -> &str {
+    [SEALED, OPENED]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name)
+}
+
 fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -437,16 +440,9 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
 
 /// Writes `src` to `dir/name` durably: `dir/name.tmp`, fsync, rename, fsync `dir`. Streams.
 pub fn write_durable(dir: &Path, name: &str, mut src: impl Read) -> io::Result<Written> {
-    write_durable_with(dir, name, |w| io::copy(&mut src, w).map(drop))
-}
-
-/// Like [`write_durable`], with the bytes produced by `fill`.
-pub fn write_durable_with(
-    dir: &Path,
-    name: &str,
-    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<Written> {
-    write_whole_with(dir, name, Durable::Here, fill)
+    write_whole_with(dir, name, Durable::Here, |w| {
+        io::copy(&mut src, w).map(drop)
+    })
 }
 
 /// Where a file the gateway writes is made durable.
@@ -484,14 +480,6 @@ pub fn write_whole_with(
         sync_dir(dir)?;
     }
     Ok(written)
-}
-
-/// Writes the bytes of `fill` to a new file at `path` (replacing a stale one) and fsyncs it.
-pub fn write_synced_with(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<Written> {
-    write_new_with(path, Durable::Here, fill)
 }
 
 /// Writes the bytes of `fill` to a new file at `path` (replacing a stale one), fsynced with

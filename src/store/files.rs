@@ -552,6 +552,24 @@ fn shared_file(r: &tokio_postgres::Row) -> SharedFile {
 const COLLECT: &str =
     "DELETE FROM blobs WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM files WHERE blob = $1)";
 
+/// The folders of `layout` whose files are shared: the spool, the quarantine, and the inbox,
+/// outbox and receipts of every box in the state directory (of removed counterparts too).
+pub fn folders(layout: &crate::state::StateLayout) -> io::Result<Vec<PathBuf>> {
+    let mut folders = vec![layout.spool(), layout.quarantine()];
+    let boxes = match std::fs::read_dir(layout.boxes()) {
+        Ok(boxes) => boxes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(folders),
+        Err(e) => return Err(e),
+    };
+    for owner in boxes {
+        let owner = owner?.path();
+        for folder in crate::boxes::Folder::ALL {
+            folders.push(owner.join(folder.as_str()));
+        }
+    }
+    Ok(folders)
+}
+
 /// Removes the copies in `dir` (files with a copy's mark) for which `stale(name, blob, modified)`.
 fn remove_copies(
     dir: &Path,

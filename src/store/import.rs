@@ -216,18 +216,8 @@ pub fn local_into(layout: &StateLayout, db: &Database) -> Result<Imported, Impor
 /// upload waiting in an inbox with what it carries), the spool and the quarantine. Returns how
 /// many. Temporaries are left out.
 pub fn files_into(layout: &StateLayout, files: &SharedFiles) -> Result<u64, ImportError> {
-    let mut folders = vec![layout.spool(), layout.quarantine()];
-    let boxes = layout.boxes();
-    if boxes.is_dir() {
-        for owner in std::fs::read_dir(&boxes).map_err(|e| ImportError::Folder(boxes.clone(), e))? {
-            let owner = owner
-                .map_err(|e| ImportError::Folder(boxes.clone(), e))?
-                .path();
-            for folder in crate::boxes::Folder::ALL {
-                folders.push(owner.join(folder.as_str()));
-            }
-        }
-    }
+    let folders =
+        super::files::folders(layout).map_err(|e| ImportError::Folder(layout.boxes(), e))?;
     let mut copied = 0;
     for folder in folders {
         copied += folder_into(&folder, folder.ends_with("inbox"), files)?;
