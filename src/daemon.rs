@@ -63,7 +63,7 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
         .map_err(DaemonError::State)?;
     let _lock = layout.lock()?;
     let store = crate::store::Store::of(gateway)?;
-    let mut leading = store.take_for_node(shutdown.clone())?;
+    let mut coordinating = store.take_for_node(shutdown.clone())?;
     if let crate::store::Store::Postgres(_) = &store {
         let dropped: usize = crate::store::files::folders(&layout)
             .unwrap_or_default()
@@ -111,26 +111,27 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     let receipt_key = crate::keys::load_receipt_key(&gateway.receipt_key)?;
     let ledger = services.store.ledger()?;
     let issuer = crate::receipts::issuer::Issuer::new(ledger, receipt_key, services.boxes.clone());
-    // The working node's work: the pipeline, the receipts, the alerts. With the local store
-    // this node is the only one and starts it now; on a database, when no other node does.
+    // What one node does for all: the inboxes' watch and retention, the receipts, the alerts.
+    // With the local store this node is the only one and starts it now; on a database, the
+    // coordinating node, once no other node is.
     let work = {
         let (services, shutdown) = (services.clone(), shutdown.clone());
         move || -> Result<(), DaemonError> {
-            pipeline.lead(shutdown.clone())?;
+            pipeline.coordinate(shutdown.clone())?;
             issuer.spawn(pipeline.event_log(), shutdown.clone());
             tokio::spawn(crate::metrics::alerts::watch(services, shutdown));
             Ok(())
         }
     };
-    if *leading.borrow() {
+    if *coordinating.borrow() {
         work()?;
     } else {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                up = leading.wait_for(|leads| *leads) => if up.is_ok() && let Err(e) = work() {
-                    tracing::error!(error = %Chain(&e), "starting the pipeline: this node stops");
+                up = coordinating.wait_for(|now| *now) => if up.is_ok() && let Err(e) = work() {
+                    tracing::error!(error = %Chain(&e), "starting the coordination: this node stops");
                     shutdown.cancel();
                 }
             }
@@ -236,7 +237,7 @@ async fn housekeeping(services: Services, shutdown: CancellationToken) {
         services.limiter.housekeeping();
         if let Some(files) = services.files.clone() {
             let layout = services.layout.clone();
-            let collect = services.store.leads();
+            let collect = services.store.coordinates();
             let pruned = tokio::task::spawn_blocking(move || {
                 if collect {
                     match files.collect_orphans(ORPHAN_BLOB_AGE) {
@@ -262,7 +263,7 @@ async fn housekeeping(services: Services, shutdown: CancellationToken) {
     }
 }
 
-/// How old a blob that names no file must be before the working node removes it: a large file
+/// How old a blob that names no file must be before the coordinating node removes it: a large file
 /// being written has no file yet, for as long as its writing takes.
 const ORPHAN_BLOB_AGE: Duration = Duration::from_secs(24 * 3600);
 

@@ -85,6 +85,18 @@ fn exercise(store: &dyn JobStore) -> Vec<String> {
         "by inbox key: {:?}",
         store.by_inbox_key(&b.inbox_key).unwrap().map(|j| j.file_id)
     ));
+    said.push(format!(
+        "claim a: {:?}",
+        store
+            .claim(&a.file_id)
+            .unwrap()
+            .map(|c| c.job.state.as_str())
+    ));
+    said.push(format!(
+        "claim waiting: {:?}, but a: {:?}",
+        store.claim_waiting(10, &[]).unwrap(),
+        store.claim_waiting(10, std::slice::from_ref(&a.file_id)).unwrap()
+    ));
     let mut delivered = a.clone();
     delivered.recipient = Some(counterpart(INSURER));
     store
@@ -119,6 +131,10 @@ fn exercise(store: &dyn JobStore) -> Vec<String> {
         event: None,
     });
     said.push(format!("transition of no job fails: {}", missing.is_err()));
+    said.push(format!(
+        "claim a delivered: {:?}",
+        store.claim(&a.file_id).unwrap().map(|c| c.job.file_id)
+    ));
     let open: Vec<String> = store
         .open_jobs()
         .unwrap()
@@ -220,6 +236,12 @@ fn the_job_store_answers_the_same_on_postgres_as_on_sqlite() {
     };
     assert_eq!(said("insert a:"), "insert a: true");
     assert_eq!(said("insert a again"), "insert a again: false");
+    assert_eq!(said("claim a:"), "claim a: Some(\"accepted\")");
+    assert_eq!(
+        said("claim waiting"),
+        "claim waiting: [\"file-1\", \"file-2\"], but a: [\"file-2\"]"
+    );
+    assert_eq!(said("claim a delivered"), "claim a delivered: None");
     assert_eq!(said("open"), "open: [\"file-2\"]");
     assert_eq!(said("retrieved:"), "retrieved: true");
     assert_eq!(said("retrieved again"), "retrieved again: false");
@@ -244,6 +266,123 @@ fn the_job_store_answers_the_same_on_postgres_as_on_sqlite() {
          \"4 file-1 retrieved Some(\\\"insurer-06130017\\\") Some(Https)\"]"
     );
     assert_eq!(said("newest"), "newest: 4");
+}
+
+/// The job store of node `name` on `pg`'s database.
+fn node_store(pg: &Postgres, name: &str) -> PgStore {
+    let mut settings = settings(pg);
+    settings.node = Some(name.to_owned());
+    let db = Database::new(&settings).expect("settings");
+    db.migrate().expect("migrate");
+    PgStore::open(db).unwrap()
+}
+
+/// A transition of `file_id` to `to`, with no event.
+fn step(file_id: &str, to: JobState) -> Transition {
+    Transition {
+        file_id: file_id.to_owned(),
+        to,
+        recipient: Some(counterpart(INSURER)),
+        sealed_sha256: None,
+        quarantined: false,
+        warnings: Vec::new(),
+        event: None,
+    }
+}
+
+/// Jobs are claimed one node at a time: a job another node holds is neither claimed nor
+/// changed by this one; claims made at once from two nodes never meet (`SKIP LOCKED`); a claim
+/// renewed holds, and one whose lease ran out passes to the other node, after which the first
+/// can no longer record a step.
+#[test]
+fn jobs_are_claimed_by_one_node_at_a_time() {
+    use handoff::pipeline::jobs::{CLAIM_LEASE, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(dir.path());
+    let a = node_store(&pg, "gw-a");
+    let b = node_store(&pg, "gw-b");
+    for n in 1..=3 {
+        assert!(a.insert_accepted(&job(n)).unwrap());
+    }
+    let claimed = a.claim("file-1").unwrap().expect("nobody holds file-1");
+    assert!(claimed.taken_over, "nobody held it before");
+    assert!(!a.claim("file-1").unwrap().unwrap().taken_over);
+    assert!(b.claim("file-1").unwrap().is_none(), "A holds file-1");
+    assert_eq!(b.claim_waiting(10, &[]).unwrap(), ["file-2", "file-3"]);
+    assert!(a.claim_waiting(10, &["file-1".into()]).unwrap().is_empty());
+    match b.transition(&step("file-1", JobState::Validated)) {
+        Err(StoreError::Taken { by, .. }) => assert_eq!(by, "gw-a"),
+        other => panic!("B changed A's job: {other:?}"),
+    }
+    a.transition(&step("file-1", JobState::Validated)).unwrap();
+
+    // Renewed, the claim holds for another lease.
+    pg.psql("UPDATE jobs SET lease_until = now() + interval '1 second' WHERE file_id = 'file-1'");
+    a.renew(&["file-1".into()]).unwrap();
+    let left: f64 = pg
+        .psql("SELECT EXTRACT(EPOCH FROM lease_until - now()) FROM jobs WHERE file_id = 'file-1'")
+        .parse()
+        .unwrap();
+    assert!(left > CLAIM_LEASE.as_secs_f64() - 5.0, "{left} s left");
+    // A stops renewing (it died): once the lease has run out, B takes the job from its last
+    // recorded step, and A's late step is refused.
+    pg.psql("UPDATE jobs SET lease_until = now() - interval '1 second' WHERE file_id = 'file-1'");
+    let taken = b.claim("file-1").unwrap().expect("A's lease ran out");
+    assert!(taken.taken_over);
+    assert_eq!(taken.job.state, JobState::Validated);
+    match a.transition(&step("file-1", JobState::Scanned)) {
+        Err(StoreError::Taken { by, .. }) => assert_eq!(by, "gw-b"),
+        other => panic!("A recorded a step of a job it lost: {other:?}"),
+    }
+    b.transition(&step("file-1", JobState::Scanned)).unwrap();
+    assert_eq!(
+        pg.psql("SELECT state, owner FROM jobs WHERE file_id = 'file-1'"),
+        "scanned|gw-b"
+    );
+
+    // 200 jobs claimed from both nodes at once, five at a time: each by exactly one.
+    for n in 100..300 {
+        assert!(a.insert_accepted(&job(n)).unwrap());
+    }
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let takers: Vec<_> = [a, b]
+        .into_iter()
+        .map(|store| {
+            std::thread::spawn(move || {
+                let mut mine: Vec<String> = Vec::new();
+                loop {
+                    let got = store.claim_waiting(5, &mine).unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got);
+                }
+            })
+        })
+        .collect();
+    let [mine_a, mine_b]: [Vec<String>; 2] = takers
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    let fresh = |ids: &[String]| {
+        ids.iter()
+            .filter(|id| id["file-".len()..].parse::<u32>().unwrap() >= 100)
+            .count()
+    };
+    let both: std::collections::HashSet<&String> = mine_a.iter().chain(&mine_b).collect();
+    assert_eq!(
+        both.len(),
+        mine_a.len() + mine_b.len(),
+        "a job claimed twice"
+    );
+    assert_eq!(fresh(&mine_a) + fresh(&mine_b), 200);
+    println!(
+        "claimed at once: {} by A, {} by B",
+        fresh(&mine_a),
+        fresh(&mine_b)
+    );
 }
 
 /// Events committed at once from many threads get numbers in commit order with no gaps: the
@@ -293,7 +432,7 @@ fn tls_to_the_database_is_checked_against_tls_ca() {
         ..settings(&pg)
     };
     let db = Database::new(&over_tls("localhost", "ca.pem")).unwrap();
-    assert_eq!(db.migrate().unwrap(), vec![1, 2, 3]);
+    assert_eq!(db.migrate().unwrap(), vec![1, 2, 3, 4]);
     // The gateway's connection, idle now, is encrypted.
     assert_eq!(
         pg.psql(
@@ -443,12 +582,12 @@ fn migrate_prepares_the_database_and_a_gateway_refuses_one_not_migrated() {
 
     let first = handoff(&tc, &["migrate"]);
     assert!(first.status.success());
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied 1, 2, 3"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied 1, 2, 3, 4"));
     let again = handoff(&tc, &["migrate"]);
     assert!(again.status.success());
-    assert!(String::from_utf8_lossy(&again.stdout).contains("already at schema version 3"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already at schema version 4"));
     assert!(handoff(&tc, &["migrate", "--check"]).status.success());
-    assert_eq!(pg.psql("SELECT COUNT(*) FROM schema_migrations"), "3");
+    assert_eq!(pg.psql("SELECT COUNT(*) FROM schema_migrations"), "4");
 }
 
 /// A gateway on PostgreSQL takes a file from the clinic's inbox to the insurer's outbox; jobs,
@@ -702,8 +841,8 @@ fn write_archives(dir: &std::path::Path, n: u64, seed: u64) -> Vec<std::path::Pa
         .collect()
 }
 
-/// Two gateway nodes on `pg`'s database, sharing one clamd: `a` started first (the working
-/// node), then `b` (standing by). A test binds every part: a part it leaves out is dropped at
+/// Two gateway nodes on `pg`'s database, sharing one clamd: `a` started first (the
+/// coordinating node), then `b`. A test binds every part: a part it leaves out is dropped at
 /// once (its node stopped, its folder removed).
 struct TwoNodes {
     a: TestConfig,
@@ -757,28 +896,30 @@ fn assert_chains_verify(tc: &TestConfig) {
     }
 }
 
-/// Two nodes share one database: a file uploaded to the standing-by node is delivered by the
-/// working one and downloaded from the first; when the working node is killed (-9) in the
-/// middle of a burst, the other takes over and delivers every file exactly once, and the
-/// receipt and audit chains verify.
+/// Two nodes share one database: a file uploaded to one node is downloaded from it though the
+/// node had no copy of the delivered file; a burst uploaded to both is worked by both, and when
+/// A (coordinating) is killed (-9) in its middle, B takes over A's claims once their lease has
+/// run out, and A's coordination, and delivers every file exactly once; the receipt and audit
+/// chains verify.
 #[test]
 fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start(dir.path());
     let TwoNodes {
-        a: _a,
+        a,
         mut node_a,
         b,
         node_b,
         _clamd,
     } = TwoNodes::start(&pg);
     assert!(
-        wait_for(10, || node_b.log_text().contains("stands by")),
+        wait_for(10, || node_b.log_text().contains("stands by to coordinate")),
         "{}",
         node_b.log_text()
     );
 
-    // Uploaded to B, worked by A, downloaded from B.
+    // Uploaded to B and accepted there; listed on B, and downloaded from the node that did not
+    // deliver it (and so had no copy).
     let first = write_archives(&dir.path().join("first"), 1, 900).remove(0);
     let put = upload(&b, std::slice::from_ref(&first));
     assert!(put.status.success(), "{put:?}{}", node_b.log_text());
@@ -786,10 +927,11 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
         wait_for(60, || pg
             .psql("SELECT COUNT(*) FROM receipts WHERE hop = 'delivered'")
             == "1"),
-        "not delivered: {}",
-        node_a.log_text()
+        "not delivered: {}{}",
+        node_a.log_text(),
+        node_b.log_text()
     );
-    assert!(node_a.log_text().contains("accepted"));
+    assert!(node_b.log_text().contains("accepted"));
     let listed = sftp_batch(b.sftp_port, INSURER, INSURER, "ls -1 outbox\n");
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
     let name = listed
@@ -799,18 +941,19 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
         .trim()
         .trim_start_matches("outbox/")
         .to_owned();
-    assert!(
-        !b.state_dir()
+    let has_copy = |tc: &TestConfig| {
+        tc.state_dir()
             .join("boxes")
             .join(INSURER)
             .join("outbox")
             .join(&name)
-            .exists(),
-        "B had no copy before the download"
-    );
+            .exists()
+    };
+    let (from, which) = if has_copy(&b) { (&a, "A") } else { (&b, "B") };
+    assert!(!has_copy(from), "one node has no copy before the download");
     let got = dir.path().join("got.p7m");
     let get = sftp_batch(
-        b.sftp_port,
+        from.sftp_port,
         INSURER,
         INSURER,
         &format!("get outbox/{name} {}\n", got.display()),
@@ -824,28 +967,53 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
         wait_for(20, || pg
             .psql("SELECT COUNT(*) FROM receipts WHERE hop = 'retrieved'")
             == "1"),
-        "the download on B is not a retrieval: {}",
-        node_b.log_text()
+        "the download on {which} is not a retrieval"
     );
+    println!("the first file was downloaded from {which}, which had no copy");
 
-    // A burst of 200 to B; A is killed while it works on them.
+    // A burst of 200, half to each node at once; A is killed while both work on them.
     let burst = write_archives(&dir.path().join("burst"), 200, 1000);
-    let put = upload(&b, &burst);
-    assert!(put.status.success(), "{put:?}");
+    let (to_a, to_b) = burst.split_at(100);
+    let put = std::thread::scope(|s| {
+        let on_a = s.spawn(|| upload(&a, to_a));
+        let on_b = upload(&b, to_b);
+        [on_a.join().unwrap(), on_b]
+    });
+    for put in put {
+        assert!(put.status.success(), "{put:?}");
+    }
     let delivered = || {
-        pg.psql("SELECT COUNT(*) FROM receipts WHERE hop = 'delivered'")
+        pg.psql("SELECT COUNT(*) FROM jobs WHERE state = 'delivered'")
             .parse::<u32>()
             .unwrap_or(0)
     };
-    assert!(wait_for(120, || delivered() >= 21), "A delivers nothing");
+    // Who delivered each file: the node that held its claim last.
+    let by = |node: &str| -> u32 {
+        pg.psql(&format!(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'delivered' AND owner = '{node}'"
+        ))
+        .parse()
+        .unwrap_or(0)
+    };
+    assert!(
+        wait_for(120, || by("gw-a") >= 5 && by("gw-b") >= 5),
+        "both nodes deliver: A {}, B {}",
+        by("gw-a"),
+        by("gw-b")
+    );
     node_a.child.kill().unwrap();
     node_a.child.wait().unwrap();
     let at_kill = delivered();
+    let (by_a, by_b) = (by("gw-a"), by("gw-b"));
+    let held_by_a = pg.psql(
+        "SELECT COUNT(*) FROM jobs WHERE owner = 'gw-a' \
+         AND state IN ('accepted', 'validated', 'scanned', 'sealed')",
+    );
     assert!(at_kill < 201, "the burst was over before A was killed");
     assert!(
         wait_for(30, || node_b
             .log_text()
-            .contains("this node is the working node")),
+            .contains("this node is the coordinating node")),
         "B did not take over: {}",
         node_b.log_text()
     );
@@ -854,6 +1022,12 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
         "{} of 201 delivered: {}",
         delivered(),
         node_b.log_text()
+    );
+    assert!(
+        wait_for(60, || pg
+            .psql("SELECT COUNT(*) FROM receipts WHERE hop = 'delivered'")
+            == "201"),
+        "receipts of the deliveries"
     );
     std::thread::sleep(std::time::Duration::from_secs(2));
     for hop in ["accepted", "delivered"] {
@@ -867,12 +1041,18 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
     }
     assert_eq!(pg.psql("SELECT COUNT(*) FROM jobs"), "201");
     assert_eq!(files_in(&pg, &format!("boxes/{INSURER}/outbox")), "201");
-    assert_eq!(
-        pg.psql(&format!(
-            "SELECT COUNT(*) FROM files WHERE dir = 'boxes/{CLINIC}/inbox' OR dir = 'spool'"
-        )),
-        "0",
-        "nothing left waiting"
+    let inbox = format!("boxes/{CLINIC}/inbox");
+    assert!(
+        wait_for(15, || files_in(&pg, &inbox) == "0"),
+        "uploads left in the inbox"
+    );
+    // A spool file whose job A never recorded (killed between the two) is an orphan; the
+    // coordinating node removes it once it is old enough that no live node can be writing it.
+    let orphans = files_in(&pg, "spool");
+    pg.psql("UPDATE files SET modified = now() - interval '1 hour' WHERE dir = 'spool'");
+    assert!(
+        wait_for(45, || files_in(&pg, "spool") == "0"),
+        "spool files left"
     );
     let listed = sftp_batch(b.sftp_port, INSURER, INSURER, "ls -1 outbox\n");
     assert_eq!(
@@ -882,7 +1062,19 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
             .count(),
         201
     );
-    println!("two nodes: {at_kill} of 201 delivered when A was killed, 201 after B took over");
+    assert_eq!(
+        pg.psql(
+            "SELECT COUNT(*) FROM jobs WHERE state IN ('accepted', 'validated', 'scanned', 'sealed')"
+        ),
+        "0"
+    );
+    println!(
+        "two nodes: {at_kill} of 201 delivered when A was killed (A {by_a}, B {by_b}); \
+         A held {held_by_a} open jobs; 201 after B took over (A {}, B {}); \
+         {orphans} orphan spool files swept",
+        by("gw-a"),
+        by("gw-b")
+    );
     assert_chains_verify(&b);
 }
 
@@ -1103,7 +1295,7 @@ fn a_node_that_loses_its_database_to_another_stops() {
     assert_eq!(status.code(), Some(1));
     assert!(
         node.log_text()
-            .contains("another node became the working node"),
+            .contains("another node became the coordinating node"),
         "{}",
         node.log_text()
     );

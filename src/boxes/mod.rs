@@ -719,8 +719,8 @@ impl Upload {
                 Err(FilesError::Exists(_)) => return Err(BoxError::NameTaken),
                 Err(e) => return Err(shared_error(e)),
             }
-            // This node's copy, marked as the database's version: the working node, if this is
-            // it, takes the upload without reading it back.
+            // This node's copy, marked as the database's version: this node accepts the upload
+            // without reading it back.
             let _ = fsops::link_beneath(&self.staging, staged, &self.inbox, self.name.as_str());
             let _ = fsops::unlink_beneath(&self.staging, staged);
             self.staged = None;

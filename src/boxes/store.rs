@@ -342,13 +342,16 @@ impl LocalBoxes {
     }
 }
 
-/// How often the inboxes in the database are looked at for uploads other nodes took.
-const INBOX_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often the inboxes in the database are looked at for uploads no node accepted.
+const INBOX_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long an upload may wait in a shared inbox before the coordinating node accepts it: the
+/// node that took it accepts it at once, unless it died first or its accept failed.
+const INBOX_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl LocalBoxes {
-    /// The watch of inboxes kept in the database: uploads may come through any node, so every
-    /// inbox is read, in one query, twice a second, and each upload of `owners` not seen before
-    /// is reported.
+    /// The watch of inboxes kept in the database: each node accepts what its own sessions
+    /// upload, so the coordinating node reads every inbox, in one query, every two seconds, and
+    /// reports each upload of `owners` that has waited [`INBOX_SETTLE`] and was not seen before.
     fn poll_inboxes(
         &self,
         shared: SharedFiles,
@@ -364,7 +367,7 @@ impl LocalBoxes {
             .spawn(move || {
                 let mut seen = std::collections::HashSet::new();
                 while !stopped.load(std::sync::atomic::Ordering::Acquire) {
-                    match shared.inboxes(&boxes) {
+                    match shared.inboxes(&boxes, INBOX_SETTLE) {
                         Ok(waiting) => {
                             let mut now = std::collections::HashSet::new();
                             for (path, blob) in waiting {

@@ -60,12 +60,11 @@ impl Pipeline {
                 ev = rx.recv() => match ev { Some(ev) => ev, None => return },
             };
             match ev {
-                // Only the working node accepts; it finds uploads of the other nodes in the
-                // database's inboxes.
-                BoxEvent::Uploaded { account, name, .. } if self.inner.node.leads() => {
+                // Each node accepts its own sessions' uploads; the coordinating node also finds
+                // those a node took but did not accept in the database's inboxes.
+                BoxEvent::Uploaded { account, name, .. } => {
                     let _ = self.accept.send((account, name)).await;
                 }
-                BoxEvent::Uploaded { .. } => {}
                 // A file read by anyone but its recipient (a maintainer) is not retrieved
                 // (ARCHITECTURE.md, *Who acted*); the transport's audit line records the read.
                 BoxEvent::Retrieved {

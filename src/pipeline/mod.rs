@@ -47,6 +47,10 @@ const WORK_QUEUE: usize = 256;
 const ACCEPT_QUEUE: usize = 1024;
 /// How often inboxes are rescanned and retention applied.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
+/// How often a node with idle workers looks for jobs nobody holds (also whenever a job ends).
+const CLAIM_EVERY: Duration = Duration::from_millis(500);
+/// How often a node renews its claims: a third of their lease.
+const RENEW_EVERY: Duration = Duration::from_secs(jobs::CLAIM_LEASE.as_secs() / 3);
 /// How long a retrieval waits for the delivery it follows to be committed.
 const DELIVERY_COMMIT_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait before retrying a job whose stage could not run.
@@ -96,16 +100,10 @@ struct Inner {
     spawned: Mutex<Vec<String>>,
     /// Test-only failure injection ([`fault`]); `None` in production.
     fault: Option<fault::Injection>,
-    /// Whether this node works the pipeline ([`crate::store::Store::leads`]).
-    node: crate::store::Store,
-    /// The queues' receiving ends until [`Pipeline::lead`] starts the workers on them.
-    parked: Mutex<Option<Parked>>,
-}
-
-/// What [`Pipeline::lead`] takes up.
-struct Parked {
-    work: mpsc::Receiver<String>,
-    accept: mpsc::Receiver<(CounterpartId, FileName)>,
+    /// Woken when a job leaves this node, so that an idle worker claims the next at once.
+    idle: tokio::sync::Notify,
+    /// Set once [`Pipeline::coordinate`] has started.
+    coordinating: std::sync::atomic::AtomicBool,
 }
 
 /// A running pipeline.
@@ -116,9 +114,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Opens the job store and starts what every node does: the box events of its sessions
-    /// (retrievals and deletions recorded), the hand-over of exported files, the health checks.
-    /// The work itself starts with [`Pipeline::lead`].
+    /// Opens the job store and starts what every node does: the workers, on the jobs this
+    /// node accepts and those it claims ([`JobStore::claim_waiting`]); the box events of its
+    /// sessions (uploads accepted, retrievals and deletions recorded); the hand-over of
+    /// exported files; the health checks. What one node does for all starts with
+    /// [`Pipeline::coordinate`].
     pub fn start(
         services: &crate::services::Services,
         box_events: mpsc::Receiver<BoxEvent>,
@@ -158,16 +158,23 @@ impl Pipeline {
             spawned: Mutex::new(Vec::new()),
             alerts: services.metrics.alerts.clone(),
             fault: fault::Injection::from_env(),
-            node: services.store.clone(),
-            parked: Mutex::new(Some(Parked {
-                work: work_rx,
-                accept: accept_rx,
-            })),
+            idle: tokio::sync::Notify::new(),
+            coordinating: std::sync::atomic::AtomicBool::new(false),
         });
         let pipeline = Pipeline {
             inner: inner.clone(),
             accept: accept_tx,
         };
+        if services.files.is_none() {
+            // The only node: whatever a crash left in the spool goes before anything is taken.
+            inner.sweep_orphans()?;
+        }
+        let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
+        for _ in 0..WORKERS {
+            tokio::spawn(worker(inner.clone(), work_rx.clone(), shutdown.clone()));
+        }
+        tokio::spawn(intake::acceptor(inner.clone(), accept_rx, shutdown.clone()));
+        tokio::spawn(claims(inner.clone(), shutdown.clone()));
         tokio::spawn(offline::serve_export_requests(
             inner.clone(),
             services.layout.export_requests(),
@@ -178,49 +185,17 @@ impl Pipeline {
         Ok(pipeline)
     }
 
-    /// Starts the work of the working node (the only node, with the local store): clears what
-    /// a crash left half-done, resumes unfinished jobs, accepts whatever waits in the inboxes,
-    /// and starts the workers. Called once; later calls do nothing.
-    pub fn lead(&self, shutdown: CancellationToken) -> Result<(), PipelineError> {
-        let Some(parked) = self.inner.parked.locked().take() else {
+    /// Starts what one node does for all (the only node, with the local store; the
+    /// coordinating node on a database, docs/cluster.md): watching the inboxes, for files
+    /// placed there by hand and uploads a node took but did not accept; retention; and on a
+    /// database, removing what nodes that died left in the spool. Later calls do nothing.
+    pub fn coordinate(&self, shutdown: CancellationToken) -> Result<(), PipelineError> {
+        use std::sync::atomic::Ordering;
+        if self.inner.coordinating.swap(true, Ordering::AcqRel) {
             return Ok(());
-        };
-        let inner = &self.inner;
-        let store = &inner.store;
-        let swept = inner.spool.sweep_orphans(
-            |id| {
-                store
-                    .get(id)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|j| j.state.is_open())
-            },
-            |id| store.has_job(id).unwrap_or(true),
-        )?;
-        if swept > 0 {
-            tracing::info!(removed = swept, "removed files a crash left in the spool");
         }
-        let work_rx = Arc::new(tokio::sync::Mutex::new(parked.work));
-        for _ in 0..WORKERS {
-            tokio::spawn(worker(inner.clone(), work_rx.clone(), shutdown.clone()));
-        }
-        tokio::spawn(intake::acceptor(
-            inner.clone(),
-            parked.accept,
-            shutdown.clone(),
-        ));
         let watcher = self.watch_inboxes()?;
-        tokio::spawn(self.clone().housekeeping(watcher, shutdown.clone()));
-        let resume = inner.store.open_jobs()?;
-        if !resume.is_empty() {
-            tracing::info!(jobs = resume.len(), "resuming unfinished jobs");
-        }
-        let inner = inner.clone();
-        tokio::spawn(async move {
-            for job in resume {
-                inner.enqueue(job.file_id).await;
-            }
-        });
+        tokio::spawn(self.clone().housekeeping(watcher, shutdown));
         Ok(())
     }
 
@@ -236,6 +211,15 @@ impl Pipeline {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+            }
+            // What nodes that died left in the shared spool.
+            if self.inner.spool.is_shared() {
+                let inner = self.inner.clone();
+                match tokio::task::spawn_blocking(move || inner.sweep_orphans()).await {
+                    Ok(Err(e)) => tracing::warn!(error = %Chain(&e), "sweeping the shared spool"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping task failed"),
+                    Ok(Ok(())) => {}
+                }
             }
             self.rescan().await;
             let inner = self.inner.clone();
@@ -262,14 +246,6 @@ async fn worker(
             }
         };
         inner.metrics.queue_depth.dec();
-        // A node cut off from the working node's lock takes no step until it has it again:
-        // another node may have taken over.
-        while !inner.node.leads() {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
         let i = inner.clone();
         let job = id.clone();
         let retry = match tokio::task::spawn_blocking(move || i.process(&job)).await {
@@ -290,6 +266,7 @@ async fn worker(
         match retry {
             None => {
                 inner.forget(&id);
+                inner.idle.notify_one();
             }
             Some(delay) => {
                 let inner = inner.clone();
@@ -308,7 +285,69 @@ async fn worker(
     }
 }
 
+/// Keeps this node's claims and its workers busy: renews the claims of the jobs it holds, and
+/// claims jobs nobody holds whenever it has fewer than its workers can take (at start: those
+/// a restart left).
+async fn claims(inner: Arc<Inner>, shutdown: CancellationToken) {
+    let mut look = tokio::time::interval(CLAIM_EVERY);
+    let mut renew = tokio::time::interval(RENEW_EVERY);
+    loop {
+        let renewing = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = renew.tick() => true,
+            _ = look.tick() => false,
+            _ = inner.idle.notified() => false,
+        };
+        let queued: Vec<String> = inner.in_flight.locked().iter().cloned().collect();
+        if !renewing && queued.len() >= WORKERS {
+            continue;
+        }
+        let i = inner.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            if renewing {
+                i.store.renew(&queued).map(|()| Vec::new())
+            } else {
+                i.store.claim_waiting(WORKERS - queued.len(), &queued)
+            }
+        })
+        .await;
+        match done {
+            Ok(Ok(claimed)) => {
+                if !claimed.is_empty() {
+                    tracing::debug!(jobs = claimed.len(), "claimed jobs nobody held");
+                }
+                for id in claimed {
+                    inner.enqueue(id).await;
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(error = %Chain(&e), renewing, "claims"),
+            Err(e) => tracing::warn!(error = %e, "claims task failed"),
+        }
+    }
+}
+
 impl Inner {
+    /// Removes what a crash left in the spool: on the only node, everything of jobs that are
+    /// not open; in a shared spool, only what has been there for a while, since another node
+    /// may be between writing a file and recording its job.
+    fn sweep_orphans(&self) -> Result<(), PipelineError> {
+        let store = &self.store;
+        let swept = self.spool.sweep_orphans(
+            |id| {
+                store
+                    .get(id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|j| j.state.is_open())
+            },
+            |id| store.has_job(id).unwrap_or(true),
+        )?;
+        if swept > 0 {
+            tracing::info!(removed = swept, "removed files a crash left in the spool");
+        }
+        Ok(())
+    }
+
     async fn enqueue(&self, file_id: String) {
         let fresh = self.in_flight.locked().insert(file_id.clone());
         if fresh {
@@ -398,14 +437,21 @@ impl Inner {
             .inc();
     }
 
-    /// Runs stages on a job until it finishes or must wait. Returns the wait before a retry.
+    /// Runs stages on a job until it finishes, must wait, or is another node's. Returns the wait
+    /// before a retry. Each step claims the job anew, so a step starts only while this node
+    /// holds it.
     fn process(&self, file_id: &str) -> Option<Duration> {
         loop {
-            let job = match self.store.get(file_id) {
-                Ok(Some(job)) if job.state.is_open() => job,
-                Ok(_) => return None,
+            let job = match self.store.claim(file_id) {
+                Ok(Some(claimed)) => {
+                    if claimed.taken_over {
+                        self.spool.forget(file_id);
+                    }
+                    claimed.job
+                }
+                Ok(None) => return None,
                 Err(e) => {
-                    tracing::error!(file_id, error = %Chain(&e), "reading job");
+                    tracing::error!(file_id, error = %Chain(&e), "claiming job");
                     return Some(self.backoff(file_id));
                 }
             };
@@ -458,9 +504,20 @@ impl Inner {
                     return self.internal_failure(file_id, stage.name());
                 }
             };
-            if let Err(e) = result {
-                tracing::error!(file_id, error = %Chain(&e), "recording a job transition");
-                return Some(self.backoff(file_id));
+            match result {
+                Ok(()) => {}
+                Err(PipelineError::Store(StoreError::Taken { by, .. })) => {
+                    tracing::info!(
+                        file_id,
+                        by,
+                        "another node took the job over; its step is left to it"
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    tracing::error!(file_id, error = %Chain(&e), "recording a job transition");
+                    return Some(self.backoff(file_id));
+                }
             }
         }
     }

@@ -40,6 +40,10 @@ pub struct Written {
     pub sha256: crate::ids::Sha256,
 }
 
+/// How long a file stays in a shared spool before a sweep may take it for an orphan: longer
+/// than any node takes between writing a file and recording its job.
+pub const SHARED_ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A readable, seekable stream of a spooled file's plaintext (validators walk zip directories).
 pub trait ReadSeek: Read + Seek + Send {}
 impl<T: Read + Seek + Send> ReadSeek for T {}
@@ -52,8 +56,9 @@ pub struct Spool {
     master: Arc<MasterKey>,
     shared: Option<SharedFiles>,
     /// Where the spool is shared: whether each file this node has written, fetched or looked up
-    /// is in the database. Only the working node touches the spool, so what it learnt stays
-    /// true while it works, and each step does not ask the database again.
+    /// is in the database. Only the node holding a job's claim touches its files, so what it
+    /// learnt stays true while it holds the job, and each step does not ask the database again;
+    /// a job taken over from another node is forgotten ([`Spool::forget`]).
     known: Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, bool>>>,
 }
 
@@ -65,6 +70,23 @@ impl Spool {
             master,
             shared,
             known: Default::default(),
+        }
+    }
+
+    /// Whether the spool is shared with other nodes through the database.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Forgets what this node knew of a job's files: another node may have changed them.
+    pub fn forget(&self, file_id: &str) {
+        for path in [
+            self.plain_path(file_id),
+            self.opened_path(file_id),
+            self.sealed_path(file_id),
+            self.quarantine.join(file_id),
+        ] {
+            self.learn(&path, None);
         }
     }
 
@@ -357,6 +379,10 @@ impl Spool {
     /// Removes temporary files, spool files whose job is not open (left by a crash between
     /// writing the spool file and committing the job, or between finishing a job and removing
     /// its files) and quarantined files whose job the store does not know. Returns how many.
+    ///
+    /// A shared spool is swept while other nodes work: only files there for
+    /// [`SHARED_ORPHAN_AGE`] are taken, and this node's copies are left to the pruning of
+    /// copies.
     pub fn sweep_orphans(
         &self,
         open: impl Fn(&str) -> bool,
@@ -368,15 +394,17 @@ impl Spool {
             (&self.quarantine, &known),
         ] {
             if let Some(shared) = &self.shared {
+                let settled = std::time::SystemTime::now() - SHARED_ORPHAN_AGE;
                 let orphans: Vec<PathBuf> = shared
                     .list(dir)?
                     .into_iter()
-                    .filter(|file| !keep(job_of(&file.name)))
+                    .filter(|file| file.modified < settled && !keep(job_of(&file.name)))
                     .map(|file| dir.join(&file.name))
                     .collect();
                 let orphans: Vec<&Path> = orphans.iter().map(PathBuf::as_path).collect();
                 shared.remove_all(&orphans)?;
                 removed += orphans.len();
+                continue;
             }
             for entry in fs::read_dir(dir)? {
                 let entry = entry?;

@@ -380,15 +380,21 @@ impl SharedFiles {
         })
     }
 
-    /// The uploads waiting in every inbox under `boxes` (the state directory's `boxes/`): the
-    /// path of each and its blob, in one query however many boxes there are.
-    pub fn inboxes(&self, boxes: &Path) -> Result<Vec<(PathBuf, i64)>, FilesError> {
+    /// The uploads waiting in every inbox under `boxes` (the state directory's `boxes/`) for at
+    /// least `settled`: the path of each and its blob, in one query however many boxes there are.
+    pub fn inboxes(
+        &self,
+        boxes: &Path,
+        settled: std::time::Duration,
+    ) -> Result<Vec<(PathBuf, i64)>, FilesError> {
         self.dir_key(boxes)?;
+        let settled = settled.as_secs_f64();
         let rows = self.db.with(async |c| -> Result<_, FilesError> {
             let rows = c
                 .query(
-                    "SELECT dir, name, blob FROM files WHERE dir LIKE 'boxes/%/inbox'",
-                    &[],
+                    "SELECT dir, name, blob FROM files WHERE dir LIKE 'boxes/%/inbox' \
+                     AND modified < now() - make_interval(secs => $1)",
+                    &[&settled],
                 )
                 .await?;
             Ok(rows

@@ -33,9 +33,9 @@ impl Store {
     }
 
     /// Takes the store for a starting daemon: a database must answer and have this gateway's
-    /// schema. The returned watch turns `true` when this node may work the pipeline: at once
-    /// for the local store (the state directory is locked already), when no other node does for
-    /// a database ([`Database::hold_for_node`]; should the node lose it to another, `shutdown`
+    /// schema. The returned watch turns `true` when this node is to do what one node does for
+    /// all (`Pipeline::coordinate`, the receipts, the alerts): at once for the local store (the
+    /// state directory is locked already), when no other node does for a database ([`Database::hold_for_node`]; should the node lose it to another, `shutdown`
     /// is cancelled).
     pub fn take_for_node(
         &self,
@@ -50,11 +50,11 @@ impl Store {
         }
     }
 
-    /// Whether this node works the pipeline now (see [`Store::take_for_node`]).
-    pub fn leads(&self) -> bool {
+    /// Whether this node coordinates now (see [`Store::take_for_node`]).
+    pub fn coordinates(&self) -> bool {
         match self {
             Store::Local(_) => true,
-            Store::Postgres(db) => db.leads(),
+            Store::Postgres(db) => db.coordinates(),
         }
     }
 

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (2, include_str!("../../migrations/postgres/0002_audit.sql")),
     (3, include_str!("../../migrations/postgres/0003_files.sql")),
+    (4, include_str!("../../migrations/postgres/0004_claims.sql")),
 ];
 
 /// The version of the schema this gateway works with.
@@ -44,8 +45,9 @@ pub mod locks {
     pub const EVENTS: i64 = BASE | 2;
     /// Issuing receipts: one issuer extends the chain at a time.
     pub const ISSUER: i64 = BASE | 3;
-    /// Held by the node that works the pipeline (the working node, docs/cluster.md): jobs,
-    /// receipts, retention and alerts; the other nodes serve their sessions and stand by.
+    /// Held by the node that does what one node does for all (the coordinating node,
+    /// docs/cluster.md): receipts, retention, alerts and the inboxes' watch. Every node works
+    /// the jobs it claims.
     pub const NODE: i64 = BASE | 4;
 }
 
@@ -73,7 +75,7 @@ pub enum DatabaseError {
     #[error("PostgreSQL: starting the connection thread")]
     Runtime(#[source] io::Error),
     #[error(
-        "another gateway node became the working node of {0} while this one's connection was broken: this node stopped rather than work beside it; started again, it stands by (docs/cluster.md)"
+        "another gateway node became the coordinating node of {0} while this one's connection was broken: this node stopped rather than coordinate beside it; started again, it works beside it (docs/cluster.md)"
     )]
     Taken(String),
 }
@@ -96,8 +98,10 @@ pub struct Database {
     health: Mutex<Option<Result<(), String>>>,
     /// Set when another node took the database while this one had lost its connection.
     lost: std::sync::atomic::AtomicBool,
-    /// Whether this node holds the working node's lock now.
+    /// Whether this node holds the coordinating node's lock now.
     leading: std::sync::atomic::AtomicBool,
+    /// This node's name (`[gateway.store] node`): the owner of the jobs it claims.
+    node: String,
 }
 
 /// Checks the settings of `[gateway.store]` (what `handoff check-config` reports) without
@@ -179,7 +183,13 @@ impl Database {
             health: Mutex::new(None),
             lost: std::sync::atomic::AtomicBool::new(false),
             leading: std::sync::atomic::AtomicBool::new(false),
+            node: store.node_name(),
         }))
+    }
+
+    /// This node's name, which owns the jobs it claims (unique among the nodes).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Where the database is, for messages: hosts, port and database, never the password.
@@ -241,15 +251,15 @@ impl Database {
         }
     }
 
-    /// Makes this node the working node as soon as no other is: a session lock held on a
+    /// Makes this node the coordinating node as soon as no other is: a session lock held on a
     /// connection of its own, tried at once and then every second. The returned watch turns
-    /// `true` when this node works the pipeline; until then it serves its sessions only.
+    /// `true` when this node coordinates; until then it serves its sessions and works jobs.
     ///
     /// The lock dies with its session: a node killed, or cut off for longer than the
-    /// connection's keepalive (about 20 seconds), leaves it to a standing-by node. While this
-    /// node's own lock connection is broken it does not lead ([`Database::leads`]); it takes the
+    /// connection's keepalive (about 20 seconds), leaves it to another node. While this
+    /// node's own lock connection is broken it does not lead ([`Database::coordinates`]); it takes the
     /// lock again when the database answers, and should another node have taken it meanwhile,
-    /// this one stops (`shutdown`, and [`Database::lost`]) rather than work beside it.
+    /// this one stops (`shutdown`, and [`Database::lost`]) rather than coordinate beside it.
     pub fn hold_for_node(
         self: &Arc<Self>,
         shutdown: tokio_util::sync::CancellationToken,
@@ -267,7 +277,7 @@ impl Database {
                 .with(async |c: &mut Client| -> Result<_, DatabaseError> { node_holder(c).await })
                 .unwrap_or_default();
             tracing::info!(
-                "another node{who} is the working node of {}: this node serves its sessions and stands by",
+                "another node{who} is the coordinating node of {}: this node serves its sessions and works the jobs it claims, and stands by to coordinate",
                 self.describe()
             );
         }
@@ -287,42 +297,41 @@ impl Database {
                         Ok(c) if keep_alive(&c).await.is_ok() => holder = Some(c),
                         Ok(_) => continue,
                         Err(e) => {
-                            tracing::debug!(error = %crate::error::Chain(&e), "connecting for the working node's lock");
+                            tracing::debug!(error = %crate::error::Chain(&e), "connecting for the coordinating node's lock");
                             continue;
                         }
                     }
                 }
-                if db.leads() {
+                if db.coordinates() {
                     continue;
                 }
                 let Some(c) = &holder else { continue };
                 match try_node_lock(c).await {
                     Ok(true) => {
-                        tracing::info!("this node is the working node of {}", db.describe());
+                        tracing::info!("this node is the coordinating node of {}", db.describe());
                         led = true;
                         db.leading.store(true, std::sync::atomic::Ordering::Release);
                         let _ = tx.send(true);
                     }
                     Ok(false) if led => {
                         tracing::error!(
-                            "another node became the working node while this one's connection was broken: this node stops"
+                            "another node became the coordinating node while this one's connection was broken: this node stops"
                         );
                         db.lost.store(true, std::sync::atomic::Ordering::Release);
                         shutdown.cancel();
                         return;
                     }
                     Ok(false) => {}
-                    Err(e) => tracing::debug!(error = %crate::error::Chain(&e), "taking the working node's lock"),
+                    Err(e) => tracing::debug!(error = %crate::error::Chain(&e), "taking the coordinating node's lock"),
                 }
             }
         });
         Ok(rx)
     }
 
-    /// Whether this node works the pipeline now: it holds the working node's lock on a live
-    /// connection. A worker checks it before each step, so a node cut off from the database
-    /// stops working before another takes over.
-    pub fn leads(&self) -> bool {
+    /// Whether this node coordinates now: it holds the coordinating node's lock on a live
+    /// connection.
+    pub fn coordinates(&self) -> bool {
         self.leading.load(std::sync::atomic::Ordering::Acquire)
     }
 

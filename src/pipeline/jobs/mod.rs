@@ -27,6 +27,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("job store: no job {0}")]
     NoJob(String),
+    /// The job's claim passed to another node (this node's lease ran out): its step is not
+    /// recorded, the other node takes the job from its last recorded step.
+    #[error("job store: job {file_id} is now worked by node {by}")]
+    Taken { file_id: String, by: String },
 }
 
 /// Where a job stands. Terminal states are `Delivered`, `Rejected` and `Purged`.
@@ -189,6 +193,19 @@ pub struct PlannedChild {
     pub n: u8,
 }
 
+/// How long a claim on a shared database holds without being renewed: a node that stops
+/// leaves its jobs to the others after this.
+pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// An open job this node holds the claim of, read as it stands.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub job: Job,
+    /// Whether the claim was another's (or nobody's) before: what this node knew of the job's
+    /// files may be out of date.
+    pub taken_over: bool,
+}
+
 /// The highest same-day send count N of an archive name.
 pub const MAX_SEND_COUNT: u8 = 9;
 
@@ -200,7 +217,40 @@ pub trait JobStore: EventLog {
     /// The job accepted from this inbox file identity, if any.
     fn by_inbox_key(&self, key: &str) -> Result<Option<Job>, StoreError>;
     fn get(&self, file_id: &str) -> Result<Option<Job>, StoreError>;
-    /// Applies a transition and appends its event (at most one per file and hop).
+    /// Claims an open job for this node and reads it: `None` when it is finished, or while
+    /// another node's claim on it holds. With one node every open job is its own; on a shared
+    /// database a claim is a lease this node renews ([`JobStore::renew`]) and loses when it
+    /// stops renewing (docs/cluster.md, *Jobs*).
+    fn claim(&self, file_id: &str) -> Result<Option<Claimed>, StoreError> {
+        Ok(self
+            .get(file_id)?
+            .filter(|job| job.state.is_open())
+            .map(|job| Claimed {
+                job,
+                taken_over: false,
+            }))
+    }
+    /// Claims up to `limit` open jobs no live node holds, oldest first and passing over those
+    /// `queued` here already, for an idle node to work: jobs accepted by another node, or left
+    /// by one that stopped or restarted. With one node: its open jobs not queued (those a
+    /// restart left).
+    fn claim_waiting(&self, limit: usize, queued: &[String]) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .open_jobs()?
+            .into_iter()
+            .map(|job| job.file_id)
+            .filter(|id| !queued.contains(id))
+            .take(limit)
+            .collect())
+    }
+    /// Extends this node's claims on `file_ids` (those it has queued or is working on).
+    fn renew(&self, file_ids: &[String]) -> Result<(), StoreError> {
+        let _ = file_ids;
+        Ok(())
+    }
+    /// Applies a transition and appends its event (at most one per file and hop). On a shared
+    /// database an open job's transition is refused with [`StoreError::Taken`] unless this node
+    /// holds its claim.
     fn transition(&self, t: &Transition) -> Result<(), StoreError>;
     /// Marks a delivered job retrieved and appends the `retrieved` event naming who took it,
     /// once. Returns whether this call did it.

@@ -13,8 +13,8 @@ use tokio::sync::watch;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    Channel, Handover, Job, JobState, JobStore, MAX_SEND_COUNT, PlannedChild, StoreError,
-    Transition, from_nanos, nanos, sql, warnings_json,
+    CLAIM_LEASE, Channel, Claimed, Handover, Job, JobState, JobStore, MAX_SEND_COUNT, PlannedChild,
+    StoreError, Transition, from_nanos, nanos, sql, warnings_json,
 };
 use crate::accounts::CounterpartId;
 use crate::error::Chain;
@@ -23,7 +23,7 @@ use crate::ids::Sha256;
 use crate::store::postgres::{Client, Database, Row, Transaction, locks};
 
 /// How often the newest event is read, to learn of events other nodes committed (a retrieval
-/// on a node standing by is issued its receipt by the working node).
+/// on one node is issued its receipt by the coordinating node).
 const POLL: Duration = Duration::from_millis(500);
 
 pub struct PgStore {
@@ -90,6 +90,20 @@ impl PgStore {
             let rows = c.query(&sql, args).await?;
             rows.iter().map(row_to_job).collect()
         })
+    }
+}
+
+/// What refused a fenced change of `file_id`: the job gone, or another node's claim.
+async fn refusal(c: &impl tokio_postgres::GenericClient, file_id: &str) -> StoreError {
+    match c.query_opt(&sql::numbered(sql::OWNER), &[&file_id]).await {
+        Ok(Some(row)) => StoreError::Taken {
+            file_id: file_id.to_owned(),
+            by: row
+                .get::<_, Option<String>>(0)
+                .unwrap_or_else(|| "(none)".to_owned()),
+        },
+        Ok(None) => StoreError::NoJob(file_id.to_owned()),
+        Err(e) => e.into(),
     }
 }
 
@@ -231,6 +245,48 @@ impl JobStore for PgStore {
         Ok(self.query_jobs(sql::GET, &[&file_id])?.into_iter().next())
     }
 
+    fn claim(&self, file_id: &str) -> Result<Option<Claimed>, StoreError> {
+        let sql = sql::numbered(sql::CLAIM);
+        let lease = CLAIM_LEASE.as_secs_f64();
+        self.db.with(async |c: &mut Client| {
+            let Some(row) = c
+                .query_opt(&sql, &[&self.db.node(), &lease, &file_id])
+                .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(Claimed {
+                job: row_to_job(&row)?,
+                taken_over: row.try_get(16)?,
+            }))
+        })
+    }
+
+    fn claim_waiting(&self, limit: usize, queued: &[String]) -> Result<Vec<String>, StoreError> {
+        let sql = sql::numbered(sql::CLAIM_WAITING);
+        let lease = CLAIM_LEASE.as_secs_f64();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db.with(async |c: &mut Client| {
+            let rows = c
+                .query(&sql, &[&self.db.node(), &lease, &limit, &queued])
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn renew(&self, file_ids: &[String]) -> Result<(), StoreError> {
+        if file_ids.is_empty() {
+            return Ok(());
+        }
+        let sql = sql::numbered(sql::RENEW);
+        let lease = CLAIM_LEASE.as_secs_f64();
+        self.db.with(async |c: &mut Client| {
+            c.execute(&sql, &[&self.db.node(), &lease, &file_ids])
+                .await?;
+            Ok(())
+        })
+    }
+
     fn transition(&self, t: &Transition) -> Result<(), StoreError> {
         let seq = self
             .db
@@ -241,7 +297,7 @@ impl JobStore for PgStore {
                 let warnings = warnings_json(&t.warnings)?;
                 let n = tx
                     .execute(
-                        &sql::numbered(sql::TRANSITION),
+                        &sql::claimed(sql::TRANSITION, 8),
                         &[
                             &t.file_id,
                             &t.to.as_str(),
@@ -250,11 +306,12 @@ impl JobStore for PgStore {
                             &delivered_at,
                             &t.quarantined,
                             &warnings,
+                            &self.db.node(),
                         ],
                     )
                     .await?;
                 if n == 0 {
-                    return Err(StoreError::NoJob(t.file_id.clone()));
+                    return Err(refusal(&tx, &t.file_id).await);
                 }
                 let seq = match &t.event {
                     Some(ev) => append_event(&tx, ev).await?,
@@ -394,12 +451,12 @@ impl JobStore for PgStore {
                 }
                 let n = tx
                     .execute(
-                        &sql::numbered(sql::SET_STATE),
-                        &[&parent.file_id, &JobState::Split.as_str()],
+                        &sql::claimed(sql::SET_STATE, 3),
+                        &[&parent.file_id, &JobState::Split.as_str(), &self.db.node()],
                     )
                     .await?;
                 if n == 0 {
-                    return Err(StoreError::NoJob(parent.file_id.clone()));
+                    return Err(refusal(&tx, &parent.file_id).await);
                 }
                 last = append_event(&tx, split).await?.or(last);
                 if let Some(ev) = rejected {
