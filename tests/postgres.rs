@@ -95,7 +95,9 @@ fn exercise(store: &dyn JobStore) -> Vec<String> {
     said.push(format!(
         "claim waiting: {:?}, but a: {:?}",
         store.claim_waiting(10, &[]).unwrap(),
-        store.claim_waiting(10, std::slice::from_ref(&a.file_id)).unwrap()
+        store
+            .claim_waiting(10, std::slice::from_ref(&a.file_id))
+            .unwrap()
     ));
     let mut delivered = a.clone();
     delivered.recipient = Some(counterpart(INSURER));

@@ -312,14 +312,17 @@ async fn claims(inner: Arc<Inner>, shutdown: CancellationToken) {
         })
         .await;
         match done {
-            Ok(Ok(claimed)) => {
-                if !claimed.is_empty() {
-                    tracing::debug!(jobs = claimed.len(), "claimed jobs nobody held");
-                }
-                for id in claimed {
-                    inner.enqueue(id).await;
-                }
+            Ok(Ok(claimed)) if !claimed.is_empty() => {
+                tracing::debug!(jobs = claimed.len(), "claimed jobs nobody held");
+                // Queued apart, so that renewing never waits for room in the queue.
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    for id in claimed {
+                        inner.enqueue(id).await;
+                    }
+                });
             }
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::debug!(error = %Chain(&e), renewing, "claims"),
             Err(e) => tracing::warn!(error = %e, "claims task failed"),
         }
