@@ -184,11 +184,9 @@ pub async fn serve(live: Arc<LiveConfig>, shutdown: CancellationToken) -> Result
     shutdown.cancel();
     tracing::info!("handoff stopped");
     if let crate::store::Store::Postgres(db) = &services.store
-        && db.lost()
+        && let Some(why) = db.lost()
     {
-        return Err(DaemonError::Store(crate::store::DatabaseError::Taken(
-            db.describe(),
-        )));
+        return Err(DaemonError::Store(why));
     }
     Ok(())
 }

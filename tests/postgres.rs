@@ -1263,6 +1263,45 @@ fn removing_an_account_closes_its_sessions_on_both_nodes_within_a_second() {
     }
 }
 
+/// A node is refused while another running node has its name (jobs are claimed by name), with
+/// the reason and who has it; a node of another name starts beside it.
+#[test]
+fn a_node_whose_name_another_running_node_has_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(dir.path());
+    let a = on_migrated_database(&pg, "node = \"gw-a\"\n");
+    let _clamd = ClamdInstance::start(a.dir.path());
+    let _node_a = Daemon::start(&a);
+    let twin = second_node(&pg, &a, "gw-a");
+    let mut serve = Command::new(handoff_bin())
+        .args(["serve", "--config"])
+        .arg(&twin.path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stopped = wait_for(30, || matches!(serve.try_wait(), Ok(Some(_))));
+    if !stopped {
+        let _ = serve.kill();
+    }
+    let out = serve.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(stopped, "the twin runs beside A: {err}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("another gateway node named \"gw-a\" is running")
+            && err.contains("(connected from 127.0.0.1, database session"),
+        "{err}"
+    );
+    let b = second_node(&pg, &a, "gw-b");
+    let node_b = Daemon::start(&b);
+    assert!(
+        wait_for(10, || node_b.log_text().contains("stands by to coordinate")),
+        "{}",
+        node_b.log_text()
+    );
+}
+
 /// A node whose connection broke and whose database another node took meanwhile stops, with
 /// the reason, rather than work beside it.
 #[test]

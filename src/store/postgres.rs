@@ -49,6 +49,9 @@ pub mod locks {
     /// docs/cluster.md): receipts, retention, alerts and the inboxes' watch. Every node works
     /// the jobs it claims.
     pub const NODE: i64 = BASE | 4;
+    /// With a hash of its `node` name as the second key, held by each node for its life: jobs
+    /// are claimed by name, so two nodes of one name would each take the other's for its own.
+    pub const NAMES: i32 = 0x6861_6e64;
 }
 
 /// Longest a call may wait for the database before it fails (and its work is retried).
@@ -78,6 +81,23 @@ pub enum DatabaseError {
         "another gateway node became the coordinating node of {0} while this one's connection was broken: this node stopped rather than coordinate beside it; started again, it works beside it (docs/cluster.md)"
     )]
     Taken(String),
+    #[error(
+        "another gateway node named {node:?} is running on {database}{holder}: give each node its own [gateway.store] node (docs/cluster.md)"
+    )]
+    NameInUse {
+        node: String,
+        database: String,
+        holder: String,
+    },
+}
+
+/// Why a node stopped itself ([`Database::lost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    /// Another node coordinates now.
+    Coordination,
+    /// Another node of this node's name took the name.
+    Name,
 }
 
 #[derive(Clone)]
@@ -96,8 +116,9 @@ pub struct Database {
     idle: Mutex<Vec<Client>>,
     /// What the last health check found: `None` before the first, then `Ok` or why not.
     health: Mutex<Option<Result<(), String>>>,
-    /// Set when another node took the database while this one had lost its connection.
-    lost: std::sync::atomic::AtomicBool,
+    /// Set when another node took the coordination or this node's name while this one had lost
+    /// its connection.
+    lost: Mutex<Option<Lost>>,
     /// Whether this node holds the coordinating node's lock now.
     leading: std::sync::atomic::AtomicBool,
     /// This node's name (`[gateway.store] node`): the owner of the jobs it claims.
@@ -181,7 +202,7 @@ impl Database {
             runtime: Some(runtime),
             idle: Mutex::new(Vec::new()),
             health: Mutex::new(None),
-            lost: std::sync::atomic::AtomicBool::new(false),
+            lost: Mutex::new(None),
             leading: std::sync::atomic::AtomicBool::new(false),
             node: store.node_name(),
         }))
@@ -260,21 +281,39 @@ impl Database {
     /// node's own lock connection is broken it does not lead ([`Database::coordinates`]); it takes the
     /// lock again when the database answers, and should another node have taken it meanwhile,
     /// this one stops (`shutdown`, and [`Database::lost`]) rather than coordinate beside it.
+    ///
+    /// The same session holds this node's name for the node's life: a node whose name another
+    /// running node has is refused ([`DatabaseError::NameInUse`]).
     pub fn hold_for_node(
         self: &Arc<Self>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<tokio::sync::watch::Receiver<bool>, DatabaseError> {
         let holder = self.connect()?;
-        let taken = self.with_client(&holder, async |c: &Client| {
+        let named = self.with_client(&holder, async |c: &Client| {
             keep_alive(c).await?;
-            try_node_lock(c).await
+            try_name_lock(c, &self.node).await
         })?;
+        if !named {
+            let holder = self
+                .with(async |c: &mut Client| -> Result<_, DatabaseError> {
+                    lock_holder(c, Held::Name(&self.node)).await
+                })
+                .unwrap_or_default();
+            return Err(DatabaseError::NameInUse {
+                node: self.node.clone(),
+                database: self.describe(),
+                holder,
+            });
+        }
+        let taken = self.with_client(&holder, try_node_lock)?;
         let (tx, rx) = tokio::sync::watch::channel(taken);
         self.leading
             .store(taken, std::sync::atomic::Ordering::Release);
         if !taken {
             let who = self
-                .with(async |c: &mut Client| -> Result<_, DatabaseError> { node_holder(c).await })
+                .with(async |c: &mut Client| -> Result<_, DatabaseError> {
+                    lock_holder(c, Held::Coordination).await
+                })
                 .unwrap_or_default();
             tracing::info!(
                 "another node{who} is the coordinating node of {}: this node serves its sessions and works the jobs it claims, and stands by to coordinate",
@@ -294,7 +333,21 @@ impl Database {
                 }
                 if holder.is_none() {
                     match reconnect(db.config.clone(), db.tls.clone()).await {
-                        Ok(c) if keep_alive(&c).await.is_ok() => holder = Some(c),
+                        Ok(c) if keep_alive(&c).await.is_ok() => {
+                            match try_name_lock(&c, &db.node).await {
+                                Ok(true) => holder = Some(c),
+                                Ok(false) => {
+                                    tracing::error!(
+                                        node = db.node,
+                                        "another node of this node's name started while this one's connection was broken: this node stops"
+                                    );
+                                    *db.lost.locked() = Some(Lost::Name);
+                                    shutdown.cancel();
+                                    return;
+                                }
+                                Err(_) => continue,
+                            }
+                        }
                         Ok(_) => continue,
                         Err(e) => {
                             tracing::debug!(error = %crate::error::Chain(&e), "connecting for the coordinating node's lock");
@@ -317,7 +370,7 @@ impl Database {
                         tracing::error!(
                             "another node became the coordinating node while this one's connection was broken: this node stops"
                         );
-                        db.lost.store(true, std::sync::atomic::Ordering::Release);
+                        *db.lost.locked() = Some(Lost::Coordination);
                         shutdown.cancel();
                         return;
                     }
@@ -335,9 +388,17 @@ impl Database {
         self.leading.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Whether another node took the database from this one (which then stops).
-    pub fn lost(&self) -> bool {
-        self.lost.load(std::sync::atomic::Ordering::Acquire)
+    /// Why this node stopped itself, if it did: another node took the coordination, or this
+    /// node's name, while its connection was broken.
+    pub fn lost(&self) -> Option<DatabaseError> {
+        (*self.lost.locked()).map(|lost| match lost {
+            Lost::Coordination => DatabaseError::Taken(self.describe()),
+            Lost::Name => DatabaseError::NameInUse {
+                node: self.node.clone(),
+                database: self.describe(),
+                holder: String::new(),
+            },
+        })
     }
 
     fn with_client<T>(
@@ -481,17 +542,36 @@ async fn try_node_lock(c: &Client) -> Result<bool, DatabaseError> {
     )
 }
 
-/// Who holds the node lock, as the database knows the session: ` (HOST, pid N)`.
-async fn node_holder(c: &Client) -> Result<String, DatabaseError> {
-    let row = c
-        .query_opt(
-            "SELECT COALESCE(host(a.client_addr), 'local socket'), a.pid FROM pg_locks l \
-             JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted \
-             AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
-            &[&locks::NODE],
-        )
-        .await?;
+/// A session lock this gateway takes, to name who holds it ([`lock_holder`]).
+enum Held<'a> {
+    /// The coordinating node's.
+    Coordination,
+    /// A node's name.
+    Name(&'a str),
+}
+
+/// Who holds a lock, as the database knows the session: ` (connected from HOST, database
+/// session N)`, or nothing when nobody does.
+async fn lock_holder(c: &Client, held: Held<'_>) -> Result<String, DatabaseError> {
+    const HOLDERS: &str = "SELECT COALESCE(host(a.client_addr), 'local socket'), a.pid \
+        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+        WHERE l.locktype = 'advisory' AND l.granted AND ";
+    let row = match held {
+        Held::Coordination => {
+            let sql = format!(
+                "{HOLDERS} l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = $1"
+            );
+            c.query_opt(&sql, &[&locks::NODE]).await?
+        }
+        Held::Name(node) => {
+            let sql = format!(
+                "{HOLDERS} l.objsubid = 2 AND l.classid::bigint = $1 \
+                 AND l.objid::bigint = (hashtext($2)::bigint & 4294967295)"
+            );
+            c.query_opt(&sql, &[&i64::from(locks::NAMES), &node])
+                .await?
+        }
+    };
     Ok(row
         .map(|r| {
             format!(
@@ -501,6 +581,16 @@ async fn node_holder(c: &Client) -> Result<String, DatabaseError> {
             )
         })
         .unwrap_or_default())
+}
+
+/// Takes this node's name for the life of `c`'s session.
+async fn try_name_lock(c: &Client, node: &str) -> Result<bool, DatabaseError> {
+    Ok(c.query_one(
+        "SELECT pg_try_advisory_lock($1, hashtext($2))",
+        &[&locks::NAMES, &node],
+    )
+    .await?
+    .get(0))
 }
 
 async fn latest_applied(c: &mut Client) -> Result<i32, DatabaseError> {
