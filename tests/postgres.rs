@@ -1005,8 +1005,14 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
     );
     node_a.child.kill().unwrap();
     node_a.child.wait().unwrap();
-    let at_kill = delivered();
-    let (by_a, by_b) = (by("gw-a"), by("gw-b"));
+    let killed = std::time::Instant::now();
+    // Counted at one moment: A's share is fixed, B's goes on.
+    let at_kill = pg.psql(
+        "SELECT COUNT(*) FILTER (WHERE owner = 'gw-a'), COUNT(*) FILTER (WHERE owner = 'gw-b') \
+         FROM jobs WHERE state = 'delivered'",
+    );
+    let (by_a, by_b) = at_kill.split_once('|').unwrap();
+    let at_kill: u32 = by_a.parse::<u32>().unwrap() + by_b.parse::<u32>().unwrap();
     let held_by_a = pg.psql(
         "SELECT COUNT(*) FROM jobs WHERE owner = 'gw-a' \
          AND state IN ('accepted', 'validated', 'scanned', 'sealed')",
@@ -1025,6 +1031,7 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
         delivered(),
         node_b.log_text()
     );
+    let finished = killed.elapsed();
     assert!(
         wait_for(60, || pg
             .psql("SELECT COUNT(*) FROM receipts WHERE hop = 'delivered'")
@@ -1072,8 +1079,9 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
     );
     println!(
         "two nodes: {at_kill} of 201 delivered when A was killed (A {by_a}, B {by_b}); \
-         A held {held_by_a} open jobs; 201 after B took over (A {}, B {}); \
-         {orphans} orphan spool files swept",
+         A held {held_by_a} open jobs; 201 after B took over, {:.1} s after the kill \
+         (A {}, B {}); {orphans} orphan spool files swept",
+        finished.as_secs_f64(),
         by("gw-a"),
         by("gw-b")
     );
