@@ -277,9 +277,9 @@ impl Database {
     /// `true` when this node coordinates; until then it serves its sessions and works jobs.
     ///
     /// The lock dies with its session: a node killed, or cut off for longer than the
-    /// connection's keepalive (about 20 seconds), leaves it to another node. While this
-    /// node's own lock connection is broken it does not lead ([`Database::coordinates`]); it takes the
-    /// lock again when the database answers, and should another node have taken it meanwhile,
+    /// connection's keepalive (about 20 seconds), leaves it to another node. While this node's
+    /// own lock connection is broken it does not coordinate ([`Database::coordinates`]); it takes
+    /// the lock again when the database answers, and should another node have taken it meanwhile,
     /// this one stops (`shutdown`, and [`Database::lost`]) rather than coordinate beside it.
     ///
     /// The same session holds this node's name for the node's life: a node whose name another
