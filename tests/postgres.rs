@@ -919,6 +919,13 @@ fn two_nodes_share_the_boxes_and_one_finishes_the_burst_of_the_other_killed() {
         "{}",
         node_b.log_text()
     );
+    assert!(
+        node_a
+            .log_text()
+            .contains("this node is the coordinating node"),
+        "the node that takes the lock at start says so: {}",
+        node_a.log_text()
+    );
 
     // Uploaded to B and accepted there; listed on B, and downloaded from the node that did not
     // deliver it (and so had no copy).

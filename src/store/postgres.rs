@@ -319,6 +319,8 @@ impl Database {
                 "another node{who} is the coordinating node of {}: this node serves its sessions and works the jobs it claims, and stands by to coordinate",
                 self.describe()
             );
+        } else {
+            tracing::info!("this node is the coordinating node of {}", self.describe());
         }
         let db = Arc::downgrade(self);
         self.handle()?.spawn(async move {
