@@ -272,6 +272,11 @@ impl Database {
         }
     }
 
+    /// The one line that says this node took the coordinating node's lock, at start or later.
+    fn say_coordinating(&self) {
+        tracing::info!("this node is the coordinating node of {}", self.describe());
+    }
+
     /// Makes this node the coordinating node as soon as no other is: a session lock held on a
     /// connection of its own, tried at once and then every second. The returned watch turns
     /// `true` when this node coordinates; until then it serves its sessions and works jobs.
@@ -320,7 +325,7 @@ impl Database {
                 self.describe()
             );
         } else {
-            tracing::info!("this node is the coordinating node of {}", self.describe());
+            self.say_coordinating();
         }
         let db = Arc::downgrade(self);
         self.handle()?.spawn(async move {
@@ -363,7 +368,7 @@ impl Database {
                 let Some(c) = &holder else { continue };
                 match try_node_lock(c).await {
                     Ok(true) => {
-                        tracing::info!("this node is the coordinating node of {}", db.describe());
+                        db.say_coordinating();
                         led = true;
                         db.leading.store(true, std::sync::atomic::Ordering::Release);
                         let _ = tx.send(true);
